@@ -1,1 +1,130 @@
+//! The build graph: ops, vertices and their digests. Pure data, no I/O.
+//!
+//! The frontend lowers a Dockerfile into a [`Definition`]; the solver executes it. A vertex's
+//! digest is the sha256 of the canonical JSON encoding of its op and its inputs' digests, so it is
+//! stable across runs and machines (invariant: nothing machine-specific enters an op).
 
+mod digest;
+mod image;
+mod op;
+
+pub use digest::{Digest, DigestError, canonical_json, sha256};
+pub use image::{Healthcheck, History, ImageConfig, ImageSpec, Platform, RootFs, RunConfig};
+pub use op::{
+    CacheSharing, ChownOpt, CopyAction, ExecOp, FileAction, FileOp, LocalSource, Mount, MountKind,
+    NetworkMode, Op, SecurityMode, SourceOp,
+};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a vertex came from, for people: never part of its digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexMeta {
+    /// BuildKit-style name shown in progress: `[build 2/3] RUN make`.
+    pub description: String,
+    /// Name of the stage (or its index as text) the vertex belongs to.
+    pub stage: Option<String>,
+    /// 1-based Dockerfile line of the instruction that made the vertex.
+    pub line: Option<u32>,
+    /// `--no-cache` / `--no-cache-filter`: run even when a cache record exists.
+    pub ignore_cache: bool,
+}
+
+/// One node of the graph: an op over the outputs of its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vertex {
+    pub op: Op,
+    /// Digests of the input vertices, in the order the op refers to them.
+    pub inputs: Vec<Digest>,
+    #[serde(default)]
+    pub meta: VertexMeta,
+}
+
+#[derive(Serialize)]
+struct DigestInput<'a> {
+    op: &'a Op,
+    inputs: &'a [Digest],
+}
+
+impl Vertex {
+    /// The vertex digest: sha256 of the canonical encoding of `{op, inputs}` (metadata excluded).
+    pub fn digest(&self) -> Digest {
+        let bytes = canonical_json(&DigestInput {
+            op: &self.op,
+            inputs: &self.inputs,
+        });
+        sha256(&bytes)
+    }
+}
+
+/// A lowered build: the vertices reachable from the target and the image it produces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Every vertex by its digest (invariant: each key equals `vertex.digest()` and every input is
+    /// a key of this map, so the map is closed and acyclic).
+    pub vertices: BTreeMap<Digest, Vertex>,
+    /// The vertex whose filesystem is the result; `None` for an empty (scratch) result.
+    pub root: Option<Digest>,
+    /// Image metadata of the target stage (config, history, platform).
+    pub image: ImageSpec,
+}
+
+impl Definition {
+    /// Adds a vertex (deduplicated by digest) and returns its digest.
+    pub fn add(&mut self, vertex: Vertex) -> Digest {
+        let digest = vertex.digest();
+        self.vertices.entry(digest.clone()).or_insert(vertex);
+        digest
+    }
+
+    /// Vertices in an order where every vertex comes after its inputs (inputs first, then by
+    /// digest for stability). Only vertices reachable from `root` are listed.
+    pub fn topo_order(&self) -> Vec<Digest> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(root) = &self.root {
+            // Iterative post-order DFS (no recursion: graphs can be deep).
+            let mut stack: Vec<(Digest, bool)> = vec![(root.clone(), false)];
+            while let Some((d, expanded)) = stack.pop() {
+                if expanded {
+                    out.push(d);
+                    continue;
+                }
+                if !seen.insert(d.clone()) {
+                    continue;
+                }
+                stack.push((d.clone(), true));
+                if let Some(v) = self.vertices.get(&d) {
+                    for input in v.inputs.iter().rev() {
+                        if !seen.contains(input) {
+                            stack.push((input.clone(), false));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks the closure invariant: every input refers to a vertex of the map and every key is
+    /// its vertex's digest.
+    pub fn validate(&self) -> Result<(), String> {
+        for (d, v) in &self.vertices {
+            if &v.digest() != d {
+                return Err(format!("vertex {d} is stored under a wrong digest"));
+            }
+            for i in &v.inputs {
+                if !self.vertices.contains_key(i) {
+                    return Err(format!("vertex {d} refers to missing input {i}"));
+                }
+            }
+        }
+        if let Some(r) = &self.root
+            && !self.vertices.contains_key(r)
+        {
+            return Err(format!("root {r} is not a vertex"));
+        }
+        Ok(())
+    }
+}
