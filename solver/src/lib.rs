@@ -1,5 +1,14 @@
 //! kiln's solver: the build graph types ([`graph`], pure data) and the engine that executes a
 //! graph ([`engine`]): parallel, deduplicated, cached, with progress events.
 
+pub mod context;
 pub mod engine;
+mod error;
 pub mod graph;
+pub mod ops;
+pub mod worker;
+
+pub use error::{Error, Result};
+/// The lower crates, for the CLI (which depends on the frontend and the solver only).
+pub use kiln_cache as cache;
+pub use kiln_executor as executor;

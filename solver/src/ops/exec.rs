@@ -1,0 +1,210 @@
+//! `RUN`: a process in the sandbox over an overlay of its input; the upperdir becomes the layer.
+
+use crate::engine::Job;
+use crate::error::{Error, Result};
+use crate::graph::{ExecOp, MountKind, NetworkMode, SecurityMode, Vertex};
+use crate::ops::step::StepMount;
+use crate::worker::{Chain, KilnWorker, Ref, forward_output};
+use kiln_cache::LayerOptions;
+use kiln_executor::{MountPlan, Network, Output, ProcessPlan, RunRequest};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Paths the runtime creates in a rootfs when they are missing (mount points). They are the
+/// sandbox's, not the step's: removed from the upperdir after the run when they were created.
+const MOUNT_STUBS: &[&str] = &[
+    "proc",
+    "dev",
+    "sys",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/hostname",
+];
+
+static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Runs an exec op.
+pub async fn run(
+    w: &KilnWorker,
+    job: &Job<'_>,
+    vertex: &Vertex,
+    exec: &ExecOp,
+    inputs: Vec<Ref>,
+) -> Result<Ref> {
+    let base = match exec.rootfs {
+        Some(i) => inputs
+            .get(i)
+            .map(Ref::chain)
+            .ok_or_else(|| Error::other("exec", "rootfs input out of range"))?,
+        None => Arc::new(Chain::default()),
+    };
+    let plan = plan_for(exec)?;
+    let store = w.store().clone();
+    let step = blocking({
+        let store = store.clone();
+        move || StepMount::prepare(&store, base)
+    })
+    .await?;
+    let rootfs = step.rootfs();
+    let absent = absent_stubs(&rootfs, &plan);
+
+    let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
+    let id = format!("kiln-{}-{}-{n}", &job.key.hex()[..12], std::process::id());
+    let logs = store.root().join("logs");
+    let _ = fs_err::create_dir_all(&logs);
+    let req = RunRequest {
+        id,
+        rootfs: rootfs.clone(),
+        plan,
+        state_dir: store.root().join("executor"),
+        log_path: Some(logs.join(format!("{}.log", job.key.hex()))),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = forward_output(job.events(), job.digest.clone(), rx);
+    let (status, tail) = futures::join!(w.opts.runtime.run(req, Output::Channel(tx)), forward);
+    let status = status?;
+    if !status.success() {
+        let command = vertex
+            .meta
+            .description
+            .split_once("] ")
+            .map(|(_, c)| c.to_string())
+            .unwrap_or_else(|| vertex.meta.description.clone());
+        // `step` drops here: unmount and remove the scratch directories.
+        return Err(Error::RunFailed {
+            command,
+            code: status.code,
+            oom_killed: status.oom_killed,
+            last_lines: tail,
+        });
+    }
+    let opts = LayerOptions {
+        compression: w.opts.compression,
+        mtime_clamp: w.opts.source_date_epoch,
+        ..LayerOptions::default()
+    };
+    let digest = job.digest.clone();
+    let chain = blocking(move || {
+        remove_stubs(&step.upper_dir(), &absent);
+        step.finish(&store, &digest, &opts)
+    })
+    .await?;
+    Ok(Ref::Layers(Arc::new(chain)))
+}
+
+fn plan_for(exec: &ExecOp) -> Result<ProcessPlan> {
+    if exec.security == SecurityMode::Insecure {
+        return Err(Error::Unsupported(
+            "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant"
+                .to_string(),
+        ));
+    }
+    let mut mounts = Vec::new();
+    for m in &exec.mounts {
+        match &m.kind {
+            MountKind::Tmpfs { size } => mounts.push(MountPlan::Tmpfs {
+                dst: m.target.clone(),
+                options: size.map(|s| vec![format!("size={s}")]).unwrap_or_default(),
+            }),
+            other => {
+                let kind = serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Err(Error::Unsupported(format!(
+                    "RUN --mount=type={kind} is not supported yet"
+                )));
+            }
+        }
+    }
+    let mut plan = ProcessPlan::new(exec.args.clone());
+    plan.env = exec.env.clone();
+    plan.cwd = if exec.cwd.is_empty() {
+        "/".to_string()
+    } else {
+        exec.cwd.clone()
+    };
+    plan.user = exec.user.clone();
+    plan.hostname = Some("kiln".to_string());
+    plan.network = match exec.network {
+        NetworkMode::None => Network::None,
+        NetworkMode::Default | NetworkMode::Host => Network::Host,
+    };
+    plan.mounts = mounts;
+    plan.create_cwd = true;
+    Ok(plan)
+}
+
+/// The mount points (relative to the rootfs) that do not exist yet, walking without following
+/// symlinks.
+fn absent_stubs(rootfs: &Path, plan: &ProcessPlan) -> Vec<PathBuf> {
+    let mut paths: Vec<String> = MOUNT_STUBS.iter().map(|s| s.to_string()).collect();
+    for m in &plan.mounts {
+        paths.push(m.destination().trim_start_matches('/').to_string());
+    }
+    paths
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|rel| !exists_no_follow(rootfs, rel))
+        .collect()
+}
+
+fn exists_no_follow(root: &Path, rel: &Path) -> bool {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        match fs_err::symlink_metadata(&cur) {
+            Ok(md) if i + 1 < comps.len() && !md.is_dir() => return true, // a symlink or file: not ours
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Removes mount stubs the runtime created (empty files or directories), and the parent
+/// directories copied up only to hold them.
+fn remove_stubs(upper: &Path, absent: &[PathBuf]) {
+    for rel in absent {
+        let p = upper.join(rel);
+        if !exists_no_follow(upper, rel) {
+            continue;
+        }
+        match fs_err::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => {
+                let _ = fs_err::remove_dir(&p); // only succeeds when empty
+            }
+            Ok(md) if md.is_file() && md.len() == 0 => {
+                let _ = fs_err::remove_file(&p);
+            }
+            _ => {}
+        }
+        // A parent copied up only for the stub is left empty: drop it too, unless it is an
+        // opaque directory (the step replaced it) or holds anything.
+        let mut parent = rel.parent();
+        while let Some(par) = parent {
+            if par.as_os_str().is_empty() {
+                break;
+            }
+            let pp = upper.join(par);
+            let opaque =
+                rustix::fs::lgetxattr(&pp, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+            if opaque || fs_err::remove_dir(&pp).is_err() {
+                break;
+            }
+            parent = par.parent();
+        }
+    }
+}
+
+/// Runs blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::other("worker thread", e))?
+}

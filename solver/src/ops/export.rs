@@ -1,0 +1,116 @@
+//! Export: the root's layer chain and the frontend's image spec become an image in the store.
+//!
+//! History and layers are matched from the top: every step in the target's filesystem lineage
+//! (RUN, COPY, ADD, WORKDIR...) has one non-empty history entry, newest last; a step whose
+//! result added no layer (nothing changed) gets `empty_layer: true`, as BuildKit does. Entries
+//! before the lineage are the base image's and keep their flags.
+
+use crate::error::{Error, Result};
+use crate::graph::{Definition, Digest, ImageConfig, Op, SourceOp};
+use crate::worker::Chain;
+use kiln_cache::{ImageRecord, Store};
+use std::collections::HashSet;
+
+/// Times written into the config: `SOURCE_DATE_EPOCH` when given, else the Unix epoch, so
+/// that the same inputs give the same image ID on every machine (reproducible by default).
+pub fn created_time(source_date_epoch: Option<i64>) -> String {
+    let secs = source_date_epoch.unwrap_or(0);
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The steps (exec and file vertices) from the root down its base inputs, bottom first.
+pub fn lineage(def: &Definition) -> Vec<Digest> {
+    let mut out = Vec::new();
+    let mut cur = def.root.clone();
+    while let Some(d) = cur {
+        let Some(v) = def.vertices.get(&d) else {
+            break;
+        };
+        let base = match &v.op {
+            Op::Exec(e) => e.rootfs,
+            Op::File(f) => f.base,
+            Op::Source(SourceOp::Image { .. }) | Op::Source(_) | Op::Merge => break,
+        };
+        out.push(d.clone());
+        cur = base.and_then(|i| v.inputs.get(i).cloned());
+    }
+    out.reverse();
+    out
+}
+
+/// The final image config: the frontend's config with rootfs, history flags and times.
+pub fn image_config(
+    def: &Definition,
+    chain: &Chain,
+    source_date_epoch: Option<i64>,
+) -> Result<ImageConfig> {
+    let mut config = def.image.config.clone();
+    let created = created_time(source_date_epoch);
+    config.created = Some(created.clone());
+    config.rootfs.kind = "layers".to_string();
+    config.rootfs.diff_ids = chain
+        .layers
+        .iter()
+        .map(|l| l.layer.diff_id.to_string())
+        .collect();
+
+    let steps_with_layer: HashSet<&Digest> = chain.layers.iter().map(|l| &l.step).collect();
+    let mut steps = lineage(def);
+    // Walk history from the newest entry; each non-empty entry takes the newest unmatched step.
+    for h in config.history.iter_mut().rev() {
+        if h.empty_layer {
+            if h.created.is_none() {
+                h.created = Some(created.clone());
+            }
+            continue;
+        }
+        let Some(step) = steps.pop() else {
+            break; // the base image's entries: keep them as they are
+        };
+        if !steps_with_layer.contains(&step) {
+            h.empty_layer = true;
+        }
+        if h.created.is_none() {
+            h.created = Some(created.clone());
+        }
+    }
+    let layered = config.history.iter().filter(|h| !h.empty_layer).count();
+    if !config.history.is_empty() && layered != chain.layers.len() {
+        // Never write an image whose history disagrees with its layers (docker rejects it);
+        // fall back to the layers alone.
+        tracing::warn!(
+            layered,
+            layers = chain.layers.len(),
+            "history does not match the layers; rebuilding it from the layers"
+        );
+        config.history = history_from_layers(chain, &created);
+    }
+    Ok(config)
+}
+
+fn history_from_layers(chain: &Chain, created: &str) -> Vec<crate::graph::History> {
+    chain
+        .layers
+        .iter()
+        .map(|l| crate::graph::History {
+            created: Some(created.to_string()),
+            created_by: format!("layer {}", l.layer.diff_id),
+            comment: String::new(),
+            empty_layer: false,
+        })
+        .collect()
+}
+
+/// Writes the image (config blob and manifest) into the store.
+pub fn export_image(
+    store: &Store,
+    def: &Definition,
+    chain: &Chain,
+    source_date_epoch: Option<i64>,
+) -> Result<ImageRecord> {
+    let config = image_config(def, chain, source_date_epoch)?;
+    let bytes = kiln_cache::canonical_json(&config).map_err(Error::Cache)?;
+    Ok(store.put_image(&bytes, &chain.infos())?)
+}

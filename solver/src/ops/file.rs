@@ -1,0 +1,217 @@
+//! File ops (`COPY`, `ADD`, heredoc files, `WORKDIR`): actions applied to an overlay of the base;
+//! the upperdir becomes the layer.
+
+use crate::engine::Job;
+use crate::error::{Error, Result};
+use crate::graph::{ChownOpt, FileAction, FileOp};
+use crate::ops::copy::{self, CopyIds};
+use crate::ops::exec::blocking;
+use crate::ops::step::{ReadOnlyMount, StepMount};
+use crate::worker::{Chain, KilnWorker, Ref};
+use kiln_cache::LayerOptions;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Runs a file op.
+pub async fn run(w: &KilnWorker, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref>) -> Result<Ref> {
+    let base = match op.base {
+        Some(i) => inputs
+            .get(i)
+            .map(Ref::chain)
+            .ok_or_else(|| Error::other("file op", "base input out of range"))?,
+        None => Arc::new(Chain::default()),
+    };
+    let store = w.store().clone();
+    let opts = LayerOptions {
+        compression: w.opts.compression,
+        mtime_clamp: w.opts.source_date_epoch,
+        ..LayerOptions::default()
+    };
+    let digest = job.digest.clone();
+    let op = op.clone();
+    let chain = blocking(move || {
+        let step = StepMount::prepare(&store, base)?;
+        let root = step.rootfs();
+        for action in &op.actions {
+            apply(&store, &root, action, &inputs)?;
+        }
+        step.finish(&store, &digest, &opts)
+    })
+    .await?;
+    Ok(Ref::Layers(Arc::new(chain)))
+}
+
+fn apply(store: &kiln_cache::Store, root: &Path, action: &FileAction, inputs: &[Ref]) -> Result<()> {
+    match action {
+        FileAction::Copy(c) => {
+            let src = inputs
+                .get(c.src_input)
+                .ok_or_else(|| Error::other("copy", "source input out of range"))?;
+            let ids = resolve_ids(root, c.chown.as_ref())?;
+            match src {
+                Ref::Local { root: ctx, source } => {
+                    let ignore = crate::context::Matcher::new(&source.exclude)
+                        .map_err(|e| Error::Copy(e.to_string()))?;
+                    copy::copy(ctx, root, c, ids, Some(&ignore)).map_err(|e| Error::Copy(e.to_string()))?;
+                }
+                Ref::Layers(chain) => {
+                    let view = ReadOnlyMount::new(store, chain)?;
+                    copy::copy(view.path(), root, c, ids, None).map_err(|e| Error::Copy(e.to_string()))?;
+                }
+            }
+            Ok(())
+        }
+        FileAction::Mkfile {
+            path,
+            data,
+            mode,
+            chown,
+        } => {
+            let ids = resolve_ids(root, chown.as_ref())?;
+            let (dir, name) = open_parent(root, path, ids)?;
+            let fd = rustix::fs::openat(
+                &dir,
+                name.as_str(),
+                OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(*mode),
+            )
+            .map_err(|e| io_err(path, e))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(*mode)).map_err(|e| io_err(path, e))?;
+            if let Some(ids) = ids {
+                rustix::fs::fchown(&fd, Some(uid(ids.uid)), Some(gid(ids.gid)))
+                    .map_err(|e| io_err(path, e))?;
+            }
+            let mut f = std::fs::File::from(fd);
+            f.write_all(data.as_bytes()).map_err(|e| Error::Io {
+                path: path.into(),
+                source: e,
+            })?;
+            Ok(())
+        }
+        FileAction::Mkdir { path, mode, chown } => {
+            let ids = resolve_ids(root, chown.as_ref())?;
+            let (dir, name) = open_parent(root, path, ids)?;
+            if name.is_empty() {
+                return Ok(());
+            }
+            match rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(*mode)) {
+                Ok(()) => {
+                    if let Some(ids) = ids {
+                        rustix::fs::chownat(
+                            &dir,
+                            name.as_str(),
+                            Some(uid(ids.uid)),
+                            Some(gid(ids.gid)),
+                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| io_err(path, e))?;
+                    }
+                    Ok(())
+                }
+                Err(rustix::io::Errno::EXIST) => Ok(()),
+                Err(e) => Err(io_err(path, e)),
+            }
+        }
+    }
+}
+
+fn uid(u: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(u)
+}
+
+fn gid(g: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(g)
+}
+
+fn io_err(path: &str, e: rustix::io::Errno) -> Error {
+    Error::Io {
+        path: path.into(),
+        source: e.into(),
+    }
+}
+
+/// `--chown` names resolved against the destination's /etc/passwd and /etc/group.
+fn resolve_ids(root: &Path, chown: Option<&ChownOpt>) -> Result<Option<CopyIds>> {
+    let Some(c) = chown else {
+        return Ok(None);
+    };
+    let spec = match &c.group {
+        Some(g) => format!("{}:{g}", c.user),
+        None => c.user.clone(),
+    };
+    let u = kiln_executor::resolve_user(root, &spec)?;
+    // `--chown=user` without a group uses the user's primary group, as docker does.
+    Ok(Some(CopyIds {
+        uid: u.uid,
+        gid: u.gid,
+    }))
+}
+
+/// Opens (creating with `mkdir -p` semantics) the parent directory of `path` inside `root`,
+/// resolving every component inside the root: a symlink can never lead outside it.
+fn open_parent(root: &Path, path: &str, ids: Option<CopyIds>) -> Result<(OwnedFd, String)> {
+    let rootfd = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(&root.to_string_lossy(), e))?;
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let Some((last, parents)) = comps.split_last() else {
+        return Ok((rootfd, String::new()));
+    };
+    let mut rel = String::new();
+    for c in parents {
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str(c);
+        match open_in_root(&rootfd, &rel) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                // Create it in its (already resolved) parent.
+                let (pdir, name) = match rel.rsplit_once('/') {
+                    Some((p, n)) => (open_in_root(&rootfd, p).map_err(|e| io_err(path, e))?, n),
+                    None => (rustix::io::dup(&rootfd).map_err(|e| io_err(path, e))?, rel.as_str()),
+                };
+                match rustix::fs::mkdirat(&pdir, name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(io_err(path, e)),
+                }
+                if let Some(ids) = ids {
+                    rustix::fs::chownat(
+                        &pdir,
+                        name,
+                        Some(uid(ids.uid)),
+                        Some(gid(ids.gid)),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| io_err(path, e))?;
+                }
+            }
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    let dir = if rel.is_empty() {
+        rootfd
+    } else {
+        open_in_root(&rootfd, &rel).map_err(|e| io_err(path, e))?
+    };
+    Ok((dir, (*last).to_string()))
+}
+
+fn open_in_root(rootfd: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        rootfd,
+        rel,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}

@@ -1,0 +1,9 @@
+//! Op implementations over real directories: sources, `RUN` in the sandbox, file actions, and
+//! the export of the result as an image.
+
+pub mod copy;
+pub mod exec;
+pub mod export;
+// pub mod file; (enabled once ops::copy lands)
+pub mod source;
+pub mod step;

@@ -1,0 +1,36 @@
+//! Source ops: base images from the store.
+
+use crate::error::{Error, Result};
+use crate::graph::Digest;
+use crate::worker::{Chain, ChainLayer};
+use kiln_cache::Store;
+
+/// The layer chain of a base image, by manifest digest when known, else by name.
+pub fn image_chain(
+    store: &Store,
+    reference: &str,
+    digest: Option<&Digest>,
+    step: &Digest,
+) -> Result<Chain> {
+    let rec = match digest {
+        Some(d) => {
+            let md = kiln_cache::parse_digest(&d.to_string())?;
+            store.image_by_manifest(&md)?
+        }
+        None => store.resolve(reference)?,
+    };
+    let rec = rec.ok_or_else(|| Error::MissingImage {
+        reference: reference.to_string(),
+        digest: digest.map(|d| d.to_string()).unwrap_or_default(),
+    })?;
+    Ok(Chain {
+        layers: rec
+            .layers
+            .into_iter()
+            .map(|layer| ChainLayer {
+                layer,
+                step: step.clone(),
+            })
+            .collect(),
+    })
+}

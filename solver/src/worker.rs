@@ -1,0 +1,272 @@
+//! The real worker: ops over the store's snapshots and the sandbox. The scheduler decides what
+//! runs; this decides what an op means on disk.
+//!
+//! invariant: every filesystem result is a layer chain in the store ([`Chain`]); a step that
+//! changed nothing adds no layer. Cache records map a cache key to the chain it produced.
+
+use crate::context::ContextHasher;
+use crate::engine::{BoxError, CacheKey, EventKind, Job, LogStream, Worker};
+use crate::error::{Error, Result};
+use crate::graph::{Digest, LocalSource, Op, SourceOp, Vertex, sha256};
+use crate::ops;
+use kiln_cache::{Compression, LayerInfo, Store};
+use kiln_executor::Runtime;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One layer of a chain and the vertex that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLayer {
+    pub layer: LayerInfo,
+    /// Digest of the vertex whose step produced the layer (the image source for base layers).
+    pub step: Digest,
+}
+
+/// A filesystem as a stack of layers, bottom first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub layers: Vec<ChainLayer>,
+}
+
+impl Chain {
+    /// The layers without their steps.
+    pub fn infos(&self) -> Vec<LayerInfo> {
+        self.layers.iter().map(|l| l.layer.clone()).collect()
+    }
+}
+
+/// The result of a vertex.
+#[derive(Debug, Clone)]
+pub enum Ref {
+    /// A filesystem.
+    Layers(Arc<Chain>),
+    /// A client directory, reduced to what the source selects (read at copy time).
+    Local { root: PathBuf, source: LocalSource },
+}
+
+impl Ref {
+    /// The chain of a filesystem result (an empty chain for other kinds).
+    pub fn chain(&self) -> Arc<Chain> {
+        match self {
+            Ref::Layers(c) => c.clone(),
+            Ref::Local { .. } => Arc::new(Chain::default()),
+        }
+    }
+}
+
+/// How the worker is set up for one build.
+pub struct WorkerOptions {
+    pub store: Store,
+    pub runtime: Runtime,
+    /// Named client directories: `context` → the build context.
+    pub contexts: BTreeMap<String, PathBuf>,
+    /// Compression of new layers.
+    pub compression: Compression,
+    /// SOURCE_DATE_EPOCH: clamps file times in new layers.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Runs ops against the store and the sandbox.
+pub struct KilnWorker {
+    pub(crate) opts: WorkerOptions,
+    hasher: ContextHasher,
+}
+
+impl KilnWorker {
+    /// A worker over `opts.store`; the context stat cache lives in the store.
+    pub fn new(opts: WorkerOptions) -> Result<KilnWorker> {
+        let dir = opts.store.root().join("context-cache");
+        let hasher = ContextHasher::open(&dir).map_err(|e| Error::other("context cache", e))?;
+        Ok(KilnWorker { opts, hasher })
+    }
+
+    /// Persists what was learned about the build context (stat cache).
+    pub fn finish(&self) -> Result<()> {
+        self.hasher
+            .save()
+            .map_err(|e| Error::other("context cache", e))
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.opts.store
+    }
+
+    fn context_root(&self, name: &str) -> Result<PathBuf> {
+        self.opts
+            .contexts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::other("build context", format!("no context named {name:?}")))
+    }
+
+    fn record_key(key: &CacheKey) -> String {
+        format!("step/{key}")
+    }
+}
+
+/// sha256 over length-prefixed parts (no ambiguity between `ab`+`c` and `a`+`bc`).
+fn key_of(parts: &[&[u8]]) -> Digest {
+    let mut buf = Vec::new();
+    for p in parts {
+        buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        buf.extend_from_slice(p);
+    }
+    sha256(&buf)
+}
+
+impl Worker for KilnWorker {
+    type Output = Ref;
+
+    async fn cache_key(
+        &self,
+        digest: &Digest,
+        vertex: &Vertex,
+        input_keys: &[CacheKey],
+    ) -> Result<CacheKey, BoxError> {
+        let d = digest.to_string();
+        Ok(match &vertex.op {
+            Op::Source(SourceOp::Image {
+                reference, digest, ..
+            }) => {
+                let id = digest
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or(reference.clone());
+                key_of(&[b"image", id.as_bytes()])
+            }
+            Op::Source(SourceOp::Local(src)) => {
+                let root = self.context_root(&src.name)?;
+                let sum = self.hasher.checksum(&root, src)?;
+                key_of(&[b"local", d.as_bytes(), sum.to_string().as_bytes()])
+            }
+            Op::Source(SourceOp::Http { url, .. }) => {
+                return Err(Box::new(Error::Unsupported(format!(
+                    "ADD {url}: downloading over http is not supported yet"
+                ))));
+            }
+            Op::Exec(_) | Op::File(_) | Op::Merge => {
+                let keys: Vec<String> = input_keys.iter().map(|k| k.to_string()).collect();
+                let mut parts: Vec<&[u8]> = vec![b"op", d.as_bytes()];
+                parts.extend(keys.iter().map(|k| k.as_bytes()));
+                key_of(&parts)
+            }
+        })
+    }
+
+    async fn lookup(&self, key: &CacheKey, vertex: &Vertex) -> Result<Option<Ref>, BoxError> {
+        match &vertex.op {
+            Op::Source(SourceOp::Image {
+                reference, digest, ..
+            }) => {
+                let step = vertex.digest();
+                Ok(Some(Ref::Layers(Arc::new(ops::source::image_chain(
+                    self.store(),
+                    reference,
+                    digest.as_ref(),
+                    &step,
+                )?))))
+            }
+            Op::Source(SourceOp::Local(src)) => Ok(Some(Ref::Local {
+                root: self.context_root(&src.name)?,
+                source: src.clone(),
+            })),
+            Op::Source(SourceOp::Http { .. }) => Ok(None),
+            Op::Exec(_) | Op::File(_) | Op::Merge => {
+                let Some(bytes) = self.store().cache_get(&Self::record_key(key))? else {
+                    return Ok(None);
+                };
+                let chain: Chain = match serde_json::from_slice(&bytes) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%key, "ignoring unreadable cache record: {e}");
+                        return Ok(None);
+                    }
+                };
+                // A record is only usable while its blobs are all there.
+                if chain
+                    .layers
+                    .iter()
+                    .all(|l| self.store().has_blob(&l.layer.digest))
+                {
+                    Ok(Some(Ref::Layers(Arc::new(chain))))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        job: Job<'_>,
+        vertex: &Vertex,
+        inputs: Vec<Ref>,
+    ) -> Result<Ref, BoxError> {
+        let out = match &vertex.op {
+            Op::Exec(exec) => ops::exec::run(self, &job, vertex, exec, inputs).await?,
+            Op::File(_file) => return Err(Box::new(Error::Unsupported("file ops pending".into()))),
+            Op::Source(_) => {
+                return Err(Box::new(Error::Unsupported(
+                    "source ops are resolved by lookup".to_string(),
+                )));
+            }
+            Op::Merge => {
+                return Err(Box::new(Error::Unsupported(
+                    "merge (COPY --link) is not supported yet".to_string(),
+                )));
+            }
+        };
+        Ok(out)
+    }
+
+    async fn save(&self, key: &CacheKey, vertex: &Vertex, output: &Ref) -> Result<(), BoxError> {
+        if let (Op::Exec(_) | Op::File(_) | Op::Merge, Ref::Layers(chain)) = (&vertex.op, output) {
+            let bytes = serde_json::to_vec(chain.as_ref())?;
+            self.store().cache_put(&Self::record_key(key), &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Forwards a step's output chunks to progress events, keeping the last lines for an error.
+pub(crate) async fn forward_output(
+    job_events: Option<crate::engine::ProgressSender>,
+    vertex: Digest,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<kiln_executor::OutputChunk>,
+) -> Vec<String> {
+    const KEEP: usize = 20;
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut partial = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        partial.extend_from_slice(&chunk.data);
+        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=pos).collect();
+            tail.push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            if tail.len() > KEEP {
+                tail.pop_front();
+            }
+        }
+        if let Some(tx) = &job_events {
+            let stream = match chunk.stream {
+                kiln_executor::Stream::Stdout => LogStream::Stdout,
+                kiln_executor::Stream::Stderr => LogStream::Stderr,
+            };
+            let _ = tx.send(crate::engine::Event::now(
+                vertex.clone(),
+                EventKind::Log {
+                    stream,
+                    data: chunk.data,
+                },
+            ));
+        }
+    }
+    if !partial.is_empty() {
+        tail.push_back(String::from_utf8_lossy(&partial).into_owned());
+        if tail.len() > KEEP {
+            tail.pop_front();
+        }
+    }
+    tail.into()
+}
