@@ -1,1 +1,64 @@
-fn main() {}
+//! `kiln`: a daemonless container image builder. Every subcommand is a function of its own
+//! module under `commands/`; this file only parses arguments, sets up logging and maps errors to
+//! exit codes.
+
+mod cli;
+mod commands;
+mod progress;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// An error the CLI already printed in full (a located Dockerfile error, a failed RUN): exit
+/// with its code and print nothing more.
+#[derive(Debug)]
+pub struct Reported(pub u8);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn main() -> ExitCode {
+    // A detached container's supervisor is this same binary, started with a hidden argument.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(kiln_solver::executor::SHIM_ARG) {
+        let code = kiln_solver::executor::shim_main(argv);
+        return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
+    }
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cli.debug { "debug" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(Reported(code)) = err.downcast_ref::<Reported>() {
+        return ExitCode::from(*code);
+    }
+    // A closed pipe (`kiln images | head -1`) is not an error.
+    for cause in err.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let mut msg = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        msg.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{msg}");
+    ExitCode::FAILURE
+}

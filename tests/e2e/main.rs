@@ -1,1 +1,3 @@
-//! End-to-end tests of the `kiln` binary.
+//! End-to-end tests of the `kiln` binary: real runc, real overlayfs, real store.
+
+mod support;

@@ -1,0 +1,300 @@
+//! Command-line syntax: docker's flags and names where kiln does the same job.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A daemonless container image builder",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Store root (images, layers, cache, containers)
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// OCI runtime binary (default: runc from PATH)
+    #[arg(long, global = true, env = "KILN_RUNTIME", value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    /// Verbose logs on stderr (also KILN_LOG=debug)
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// Run a command in a new container
+    Run(RunArgs),
+    /// List images
+    Images(ImagesArgs),
+    /// Give an image another name
+    Tag { source: String, target: String },
+    /// Remove images
+    Rmi {
+        /// Remove even if containers use it
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image
+    History {
+        /// Do not truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        image: String,
+    },
+    /// Show low-level information on images or containers (JSON)
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Load images from a docker or OCI archive (plain or gzipped)
+    Load {
+        /// Read from this file instead of stdin
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Save images to an archive
+    Save {
+        /// Write to this file instead of stdout
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ArchiveFormat::Docker)]
+        format: ArchiveFormat,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Create an image from a root filesystem tarball
+    Import {
+        /// The tarball (`-` for stdin)
+        file: PathBuf,
+        /// NAME[:TAG]
+        reference: String,
+    },
+    /// List containers
+    Ps {
+        /// Show all containers (default shows just running)
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Fetch the logs of a container
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        container: String,
+    },
+    /// Stop running containers (SIGTERM, then SIGKILL)
+    Stop {
+        /// Seconds to wait before killing
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Kill running containers
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers
+    Rm {
+        /// Kill a running container first
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container
+    Exec {
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        #[arg(short, long)]
+        workdir: Option<String>,
+        #[arg(short, long)]
+        user: Option<String>,
+        container: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Frontend internals: the syntax tree and the build graph
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    Docker,
+    Oci,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Print the syntax tree in BuildKit's dump form
+    Ast {
+        /// Dockerfile path (`-` for stdin)
+        #[arg(short, long, default_value = "Dockerfile")]
+        file: PathBuf,
+    },
+    /// Print the lowered build graph
+    Graph {
+        #[arg(short, long, default_value = "Dockerfile")]
+        file: PathBuf,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long = "build-arg", value_name = "K=V")]
+        build_args: Vec<String>,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Json)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    Auto,
+    Tty,
+    Plain,
+    Quiet,
+    Rawjson,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); repeatable
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin)
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Build-time variable; `--build-arg K` takes K from the environment
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Stage to build
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for these stages
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Always look up base image tags again
+    #[arg(long)]
+    pub pull: bool,
+    /// auto, tty, plain, quiet or rawjson
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// type=image|oci|docker|local|tar[,dest=PATH]
+    #[arg(short, long, value_name = "SPEC")]
+    pub output: Vec<String>,
+    /// Metadata label for the image; repeatable
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Write the image ID to this file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata (JSON) to this file
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
+    /// Target platform (only the host's for now)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image ID
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Vertices to run at once (default: number of CPUs)
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Build context directory
+    pub context: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable; `-e K` takes K from the environment
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount or named volume: SRC:DST[:ro]
+    #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
+    pub volumes: Vec<String>,
+    #[arg(long = "tmpfs", value_name = "PATH")]
+    pub tmpfs: Vec<String>,
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    #[arg(short, long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// none or host
+    #[arg(long, default_value = "host")]
+    pub network: String,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Memory limit (e.g. 64m)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    pub image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output as JSON lines
+    #[arg(long)]
+    pub format: Option<String>,
+}

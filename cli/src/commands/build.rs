@@ -1,0 +1,368 @@
+//! `kiln build`: Dockerfile → graph → solve → image.
+
+use crate::cli::{BuildArgs, ProgressMode};
+use crate::commands::debug::{parse_or_report, read_dockerfile};
+use crate::commands::resolver::StoreResolver;
+use crate::progress;
+use crate::{Reported, commands::Global};
+use anyhow::{Context, Result, bail};
+use kiln_frontend::diagnostic::render;
+use kiln_frontend::lower::{LowerOptions, lower};
+use kiln_solver::cache::{self, Compression};
+use kiln_solver::context::find_ignore_file;
+use kiln_solver::context::ignore::parse_ignore_file;
+use kiln_solver::engine::Solver;
+use kiln_solver::graph::Platform;
+use kiln_solver::ops::export;
+use kiln_solver::worker::{KilnWorker, WorkerOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the result goes (`--output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// The store, under the `-t` names.
+    Image,
+    /// An OCI or docker archive file.
+    Archive {
+        format: cache::ArchiveFormat,
+        dest: PathBuf,
+    },
+    /// The final file tree in a directory.
+    Local { dest: PathBuf },
+    /// The final file tree as a tar file.
+    Tar { dest: PathBuf },
+}
+
+/// Parses `type=image|oci|docker|local|tar[,dest=PATH]` (a bare path means `type=local`).
+pub fn parse_output(spec: &str) -> Result<OutputSpec> {
+    let mut kind = None;
+    let mut dest = None;
+    if !spec.contains('=') {
+        return Ok(OutputSpec::Local {
+            dest: PathBuf::from(spec),
+        });
+    }
+    for part in spec.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("--output {spec:?}: expected key=value, got {part:?}"))?;
+        match k.trim() {
+            "type" => kind = Some(v.trim().to_string()),
+            "dest" => dest = Some(PathBuf::from(v.trim())),
+            "name" | "push" | "compression" | "oci-mediatypes" => {}
+            other => bail!("--output {spec:?}: unknown key {other:?}"),
+        }
+    }
+    let need_dest = |t: &str| {
+        dest.clone()
+            .with_context(|| format!("--output type={t} needs dest=PATH"))
+    };
+    Ok(match kind.as_deref() {
+        Some("image") | None => OutputSpec::Image,
+        Some("oci") => OutputSpec::Archive {
+            format: cache::ArchiveFormat::Oci,
+            dest: need_dest("oci")?,
+        },
+        Some("docker") => OutputSpec::Archive {
+            format: cache::ArchiveFormat::Docker,
+            dest: need_dest("docker")?,
+        },
+        Some("local") => OutputSpec::Local {
+            dest: need_dest("local")?,
+        },
+        Some("tar") => OutputSpec::Tar {
+            dest: need_dest("tar")?,
+        },
+        Some(other) => {
+            bail!("--output: unknown type {other:?} (expected image, oci, docker, local or tar)")
+        }
+    })
+}
+
+fn parse_kv(items: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None if from_env && !item.is_empty() => {
+                // `--build-arg K` takes K from the environment, and is ignored when unset.
+                if let Ok(v) = std::env::var(item) {
+                    out.insert(item.clone(), v);
+                }
+            }
+            _ => bail!("{flag} {item:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+/// `kiln build`.
+pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
+    let started = Instant::now();
+    let context = args.context.clone();
+    if !context.is_dir() {
+        bail!(
+            "unable to prepare context: path {:?} not found or not a directory",
+            context.display().to_string()
+        );
+    }
+    let dockerfile_path = match &args.file {
+        Some(p) if p == Path::new("-") => p.clone(),
+        Some(p) => p.clone(),
+        None => context.join("Dockerfile"),
+    };
+    if dockerfile_path != Path::new("-") && !dockerfile_path.is_file() {
+        bail!(
+            "failed to read dockerfile: open {}: no such file or directory",
+            dockerfile_path.display()
+        );
+    }
+    let (file_name, text) = read_dockerfile(&dockerfile_path)?;
+    let ast = parse_or_report(&file_name, &text)?;
+
+    let host = Platform::host();
+    if let Some(p) = &args.platform {
+        let want = Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        if want.os != host.os || want.architecture != host.architecture {
+            bail!(
+                "--platform {p}: building for another platform than this machine's ({}) is not supported yet",
+                host.to_text()
+            );
+        }
+    }
+    let outputs: Vec<OutputSpec> = args
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<Result<_>>()?;
+    if outputs.len() > 1 {
+        bail!("--output: only one output is supported at a time");
+    }
+    let output = outputs.into_iter().next().unwrap_or(OutputSpec::Image);
+    let tags: Vec<String> = args
+        .tags
+        .iter()
+        .map(|t| crate::commands::normalize_reference(t).with_context(|| format!("-t {t:?}")))
+        .collect::<Result<_>>()?;
+
+    let dockerignore = match find_ignore_file(&context, &dockerfile_path) {
+        Some(p) => parse_ignore_file(&fs_err::read_to_string(&p)?),
+        None => Vec::new(),
+    };
+    let store = g.store()?;
+    let runtime = g.runtime()?;
+    kiln_solver::executor::cleanup_stale(&store.root().join("executor")).ok();
+
+    let opts = LowerOptions {
+        target: args.target.clone(),
+        build_args: parse_kv(&args.build_args, "--build-arg", true)?,
+        target_platform: host.clone(),
+        build_platform: host.clone(),
+        dockerignore,
+        labels: parse_kv(&args.labels, "--label", false)?,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        file_name: file_name.clone(),
+    };
+    let resolver = StoreResolver::new(store.clone(), args.pull);
+    let lowered = match lower(&ast, &opts, &resolver) {
+        Ok(l) => l,
+        Err(err) => {
+            eprint!("{}", render(&err, &file_name, &text));
+            return Err(Reported(1).into());
+        }
+    };
+    for w in &lowered.warnings {
+        match w.span {
+            Some(s) => eprintln!("warning: {file_name}:{}: {}", s.line, w.message),
+            None => eprintln!("warning: {}", w.message),
+        }
+    }
+    let def = Arc::new(lowered.definition);
+
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        progress::resolve_mode(args.progress)
+    };
+    let epoch = source_date_epoch()?;
+    let worker = Arc::new(KilnWorker::new(WorkerOptions {
+        store: store.clone(),
+        runtime,
+        contexts: BTreeMap::from([("context".to_string(), context.canonicalize()?)]),
+        compression: Compression::GZIP,
+        source_date_epoch: epoch,
+    })?);
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let solver = Solver::new(worker.clone(), jobs).with_events(tx);
+    let (result, summary) = rt.block_on(async {
+        let render = tokio::spawn(progress::render(mode, rx));
+        let solve = tokio::select! {
+            r = solver.solve(def.clone()) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        drop(solver);
+        let summary = render.await.unwrap_or_default();
+        (solve, summary)
+    });
+    worker.finish().ok();
+    let Some(result) = result else {
+        eprintln!("build cancelled");
+        return Err(Reported(130).into());
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(err) => {
+            report_failure(&err, &def, &file_name);
+            return Err(Reported(1).into());
+        }
+    };
+    let chain = result.root.map(|r| r.chain()).unwrap_or_default();
+    let rec = export::export_image(&store, &def, &chain, epoch)?;
+    match &output {
+        OutputSpec::Image => {
+            for t in &tags {
+                store.tag(t, &rec.manifest_digest)?;
+            }
+        }
+        OutputSpec::Archive { format, dest } => {
+            let names: Vec<(String, cache::ImageRecord)> = if tags.is_empty() {
+                vec![(String::new(), rec.clone())]
+            } else {
+                tags.iter().map(|t| (t.clone(), rec.clone())).collect()
+            };
+            write_atomically(dest, |w| {
+                Ok(cache::save_archive(&store, &names, *format, w)?)
+            })?;
+        }
+        OutputSpec::Local { dest } => crate::commands::export_tree::to_dir(&store, &rec, dest)?,
+        OutputSpec::Tar { dest } => crate::commands::export_tree::to_tar(&store, &rec, dest)?,
+    }
+    if let Some(p) = &args.iidfile {
+        fs_err::write(p, rec.config_digest.to_string())?;
+    }
+    if let Some(p) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.config.digest": rec.config_digest.to_string(),
+            "containerimage.digest": rec.manifest_digest.to_string(),
+            "image.name": tags.join(","),
+        });
+        fs_err::write(p, serde_json::to_vec_pretty(&meta)?)?;
+    }
+    if args.quiet {
+        println!("{}", rec.config_digest);
+    } else {
+        let names = if tags.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " {}",
+                tags.iter()
+                    .map(|t| cache::archive::familiar_name(t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        eprintln!(
+            "kiln: built{names} {} in {:.2}s ({} steps run, {} cached)",
+            rec.config_digest,
+            started.elapsed().as_secs_f64(),
+            summary.executed,
+            summary.cached
+        );
+    }
+    Ok(())
+}
+
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn write_atomically(
+    dest: &Path,
+    f: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        f(&mut w)?;
+        use std::io::Write;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+/// Prints a failed build the way the issue asks: the step's last output lines, then
+/// `Dockerfile:LINE: RUN <cmd> exited with code N`.
+fn report_failure(
+    err: &kiln_solver::engine::SolveError,
+    def: &kiln_solver::graph::Definition,
+    file_name: &str,
+) {
+    let line = err
+        .vertex
+        .as_ref()
+        .and_then(|d| def.vertices.get(d))
+        .and_then(|v| v.meta.line);
+    let run_failed = err
+        .source
+        .as_ref()
+        .and_then(|s| s.downcast_ref::<kiln_solver::Error>())
+        .and_then(|e| match e {
+            kiln_solver::Error::RunFailed {
+                command,
+                code,
+                oom_killed,
+                last_lines,
+            } => Some((command, code, oom_killed, last_lines)),
+            _ => None,
+        });
+    let at = line
+        .map(|l| format!("{file_name}:{l}: "))
+        .unwrap_or_default();
+    if let Some((command, code, oom, lines)) = run_failed {
+        if !lines.is_empty() {
+            eprintln!("------\n > {}:", err.description);
+            for l in lines {
+                eprintln!("   {l}");
+            }
+            eprintln!("------");
+        }
+        let oom = if *oom { " (out of memory)" } else { "" };
+        eprintln!("error: {at}{command} exited with code {code}{oom}");
+    } else if err.description.is_empty() {
+        eprintln!("error: {at}{}", err.message);
+    } else {
+        eprintln!("error: {at}{}: {}", err.description, err.message);
+    }
+}

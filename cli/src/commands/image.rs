@@ -1,0 +1,265 @@
+//! Image commands: images, tag, rmi, history, inspect, load, save, import.
+
+use crate::cli::{ArchiveFormat, ImagesArgs};
+use anyhow::{Context, Result, bail};
+use kiln_solver::cache::{self, Store, archive::familiar_name};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Finds an image by name, ID or digest, with docker's wording when it is missing.
+pub fn find(store: &Store, name: &str) -> Result<cache::ImageRecord> {
+    if let Some(rec) = store.resolve(name)? {
+        return Ok(rec);
+    }
+    if let Ok(full) = crate::commands::normalize_reference(name)
+        && let Some(rec) = store.resolve(&full)?
+    {
+        return Ok(rec);
+    }
+    bail!("no such image: {name}")
+}
+
+fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
+    }
+}
+
+/// `kiln images`.
+pub fn images(store: &Store, args: &ImagesArgs) -> Result<()> {
+    let list = store.images()?;
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        for s in &list {
+            writeln!(
+                out,
+                "{}",
+                if args.no_trunc {
+                    s.id.to_string()
+                } else {
+                    s.id.digest()[..12].to_string()
+                }
+            )?;
+        }
+        return Ok(());
+    }
+    if args.format.as_deref() == Some("json") {
+        for s in &list {
+            writeln!(out, "{}", serde_json::to_string(s)?)?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<40} {:<16} {:<14} {:<22} SIZE",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+    )?;
+    for s in &list {
+        let id = if args.no_trunc {
+            s.id.to_string()
+        } else {
+            s.id.digest()[..12].to_string()
+        };
+        let created = s.created.clone().unwrap_or_default();
+        let names = if s.names.is_empty() {
+            vec!["<none>:<none>".to_string()]
+        } else {
+            s.names.iter().map(|n| familiar_name(n)).collect()
+        };
+        for n in names {
+            let (repo, tag) = split_tag(&n);
+            writeln!(
+                out,
+                "{repo:<40} {tag:<16} {id:<14} {created:<22} {}",
+                human_size(s.size)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn split_tag(name: &str) -> (String, String) {
+    let (before_digest, _) = name.split_once('@').unwrap_or((name, ""));
+    match before_digest.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+        _ => (before_digest.to_string(), "<none>".to_string()),
+    }
+}
+
+/// `kiln tag`.
+pub fn tag(store: &Store, source: &str, target: &str) -> Result<()> {
+    let rec = find(store, source)?;
+    let name = cache::normalize_name(target);
+    if name.is_empty() {
+        bail!("invalid reference format: {target:?}");
+    }
+    store.tag(&name, &rec.manifest_digest)?;
+    Ok(())
+}
+
+/// `kiln rmi`.
+pub fn rmi(store: &Store, images: &[String], force: bool) -> Result<()> {
+    let mut failed = false;
+    for img in images {
+        match store.remove_image(img, force) {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        cache::RemoveEvent::Untagged(n) => {
+                            println!("Untagged: {}", familiar_name(&n))
+                        }
+                        cache::RemoveEvent::Deleted(d) => println!("Deleted: {d}"),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(crate::Reported(1).into());
+    }
+    Ok(())
+}
+
+/// `kiln history`.
+pub fn history(store: &Store, image: &str, no_trunc: bool) -> Result<()> {
+    let rec = find(store, image)?;
+    let entries = cache::history(&rec)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<14} {:<22} {:<46} {:<10} COMMENT",
+        "IMAGE", "CREATED", "CREATED BY", "SIZE"
+    )?;
+    for e in entries {
+        let id =
+            e.id.map(|d| {
+                if no_trunc {
+                    d.to_string()
+                } else {
+                    d.digest()[..12].to_string()
+                }
+            })
+            .unwrap_or_else(|| "<missing>".to_string());
+        let mut by = e.created_by.clone();
+        if !no_trunc && by.chars().count() > 45 {
+            by = by.chars().take(44).collect::<String>() + "…";
+        }
+        writeln!(
+            out,
+            "{id:<14} {:<22} {by:<46} {:<10} {}",
+            e.created.unwrap_or_default(),
+            human_size(e.size),
+            e.comment
+        )?;
+    }
+    Ok(())
+}
+
+/// `kiln inspect` for images (containers are tried first by the caller).
+pub fn inspect_image(store: &Store, name: &str) -> Result<serde_json::Value> {
+    let rec = find(store, name)?;
+    let names = store.names_for(&rec.manifest_digest)?;
+    Ok(cache::inspect_json(store, &rec, &names))
+}
+
+/// `kiln load`.
+pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> Result<()> {
+    let reader: Box<dyn std::io::Read + Send> = match input {
+        Some(p) if p != Path::new("-") => Box::new(fs_err::File::open(p)?),
+        _ => {
+            if std::io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is a terminal: use -i FILE or a pipe");
+            }
+            Box::new(std::io::stdin())
+        }
+    };
+    let loaded = cache::load_archive(store, reader).context("loading the archive")?;
+    if !quiet {
+        for l in loaded {
+            if l.names.is_empty() {
+                println!("Loaded image ID: {}", l.record.config_digest);
+            }
+            for n in l.names {
+                println!("Loaded image: {}", familiar_name(&n));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kiln save`.
+pub fn save(
+    store: &Store,
+    images: &[String],
+    output: Option<&PathBuf>,
+    format: ArchiveFormat,
+) -> Result<()> {
+    let mut list = Vec::new();
+    for i in images {
+        let rec = find(store, i)?;
+        list.push((cache::normalize_name(i), rec));
+    }
+    let fmt = match format {
+        ArchiveFormat::Docker => cache::ArchiveFormat::Docker,
+        ArchiveFormat::Oci => cache::ArchiveFormat::Oci,
+    };
+    match output {
+        Some(p) => {
+            // Write next to the destination, then rename: never a half-written archive.
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("creating a file in {}", dir.display()))?;
+            cache::save_archive(
+                store,
+                &list,
+                fmt,
+                std::io::BufWriter::new(tmp.as_file_mut()),
+            )?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(p)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!(
+                    "cowardly refusing to write an archive to a terminal: use -o FILE or redirect"
+                );
+            }
+            cache::save_archive(store, &list, fmt, std::io::stdout().lock())?;
+        }
+    }
+    Ok(())
+}
+
+/// `kiln import`.
+pub fn import(store: &Store, file: &Path, reference: &str) -> Result<()> {
+    let name = cache::normalize_name(reference);
+    let reader: Box<dyn std::io::Read + Send> = if file == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(fs_err::File::open(file)?)
+    };
+    let rec = cache::import_rootfs(store, reader, &name)?;
+    println!("{}", rec.config_digest);
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! One module per family of subcommands.
+
+mod build;
+mod container;
+pub mod debug;
+mod export_tree;
+mod image;
+mod resolver;
+mod run;
+
+use crate::cli::{Cli, Command, DebugCommand};
+use anyhow::{Result, bail};
+use kiln_solver::cache::{self, Store};
+use kiln_solver::executor::Runtime;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options every subcommand shares.
+pub struct Global {
+    pub root: Option<PathBuf>,
+    pub runtime: Option<PathBuf>,
+}
+
+impl Global {
+    /// Opens the store (`--root`, `KILN_ROOT`, or the default for this user).
+    pub fn store(&self) -> Result<Store> {
+        let root = self.root.clone().unwrap_or_else(Store::default_root);
+        Ok(Store::open(root)?)
+    }
+
+    /// Finds the OCI runtime (`--runtime`, `KILN_RUNTIME`, or runc in PATH).
+    pub fn runtime(&self) -> Result<Runtime> {
+        Ok(Runtime::detect(self.runtime.as_deref())?)
+    }
+}
+
+/// A user-written image name in its full form (`app:1.2` → `docker.io/library/app:1.2`),
+/// rejecting what docker rejects.
+pub fn normalize_reference(name: &str) -> Result<String> {
+    let valid = !name.is_empty()
+        && !name.starts_with(['/', ':', '@', '.', '-'])
+        && !name.ends_with(['/', ':', '@'])
+        && !name.contains("//")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+    let repo = name.split(['@']).next().unwrap_or(name);
+    let path = match repo.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => repo,
+    };
+    // Only the registry host (before the first `/`) may hold upper case.
+    let lower_ok = match path.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => {
+            !rest.chars().any(|c| c.is_ascii_uppercase())
+        }
+        _ => !path.chars().any(|c| c.is_ascii_uppercase()),
+    };
+    if !valid || !lower_ok {
+        bail!("invalid reference format: {name:?} (repository names must be lowercase)");
+    }
+    Ok(cache::normalize_name(name))
+}
+
+/// Runs the chosen subcommand.
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = Global {
+        root: cli.root,
+        runtime: cli.runtime,
+    };
+    let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    match cli.command {
+        Command::Build(args) => ok(build::build(&g, args)),
+        Command::Run(args) => run::run(&g, args),
+        Command::Images(args) => ok(image::images(&g.store()?, &args)),
+        Command::Tag { source, target } => ok(image::tag(&g.store()?, &source, &target)),
+        Command::Rmi { force, images } => ok(image::rmi(&g.store()?, &images, force)),
+        Command::History { no_trunc, image } => ok(image::history(&g.store()?, &image, no_trunc)),
+        Command::Inspect { names } => {
+            let store = g.store()?;
+            let mut out = Vec::new();
+            for n in &names {
+                match container::inspect(&g, &store, n) {
+                    Some(v) => out.push(v),
+                    None => out.push(image::inspect_image(&store, n)?),
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load { input, quiet } => ok(image::load(&g.store()?, input.as_deref(), quiet)),
+        Command::Save {
+            output,
+            format,
+            images,
+        } => ok(image::save(&g.store()?, &images, output.as_ref(), format)),
+        Command::Import { file, reference } => ok(image::import(&g.store()?, &file, &reference)),
+        Command::Ps { all, quiet } => ok(container::ps(&g, all, quiet)),
+        Command::Logs { follow, container } => ok(container::logs(&g, &container, follow)),
+        Command::Stop { time, containers } => ok(container::stop(&g, &containers, time)),
+        Command::Kill { signal, containers } => ok(container::kill(&g, &containers, &signal)),
+        Command::Rm { force, containers } => ok(container::rm(&g, &containers, force)),
+        Command::Exec {
+            interactive: _,
+            tty,
+            env,
+            workdir,
+            user,
+            container,
+            command,
+        } => container::exec(
+            &g,
+            &container,
+            &command,
+            tty,
+            &env,
+            workdir.as_deref(),
+            user.as_deref(),
+        ),
+        Command::Debug(DebugCommand::Ast { file }) => ok(debug::ast(&file)),
+        Command::Debug(DebugCommand::Graph {
+            file,
+            target,
+            build_args,
+            format,
+        }) => ok(debug::graph(&file, target, &build_args, format)),
+    }
+}

@@ -1,0 +1,251 @@
+//! `kiln run` and the container lifecycle commands, with docker's flags and semantics.
+
+use crate::cli::RunArgs;
+use crate::commands::Global;
+use crate::commands::image::find;
+use anyhow::{Context, Result, bail};
+use kiln_solver::cache::{self, Store};
+use kiln_solver::executor::{MountPlan, Network, Output, ProcessPlan, RunRequest};
+use kiln_solver::graph::ImageConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Docker's default PATH, for images that set none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Parses docker's memory sizes: `64m`, `1g`, `512k`, `1048576`, `64mb`.
+pub fn parse_memory(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("--memory {s:?}: expected a size such as 64m"))?;
+    if n <= 0.0 {
+        bail!("--memory {s:?}: must be positive");
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// The process of a container, by docker's rules: `--entrypoint` replaces the image's and
+/// resets its CMD; arguments replace CMD.
+pub fn command_line(
+    config: &ImageConfig,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> Result<Vec<String>> {
+    let c = &config.config;
+    let (ep, default_cmd): (Vec<String>, Vec<String>) = match entrypoint {
+        Some("") => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.to_string()], Vec::new()),
+        None => (
+            c.entrypoint.clone().unwrap_or_default(),
+            c.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    let cmd = if args.is_empty() {
+        default_cmd
+    } else {
+        args.to_vec()
+    };
+    let full: Vec<String> = ep.into_iter().chain(cmd).collect();
+    if full.is_empty() {
+        bail!("no command specified: the image has no CMD or ENTRYPOINT and none was given");
+    }
+    Ok(full)
+}
+
+fn env_list(config: &ImageConfig, args: &RunArgs, hostname: &str) -> Result<Vec<String>> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |k: &str, v: &str, env: &mut Vec<(String, String)>| {
+        if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
+            e.1 = v.to_string();
+        } else {
+            env.push((k.to_string(), v.to_string()));
+        }
+    };
+    if !config.config.env.iter().any(|e| e.starts_with("PATH=")) {
+        set("PATH", DEFAULT_PATH, &mut env);
+    }
+    set("HOSTNAME", hostname, &mut env);
+    for e in &config.config.env {
+        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+        set(k, v, &mut env);
+    }
+    let mut extra = Vec::new();
+    for f in &args.env_file {
+        let text = fs_err::read_to_string(f)?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            extra.push(line.to_string());
+        }
+    }
+    extra.extend(args.env.iter().cloned());
+    for e in extra {
+        match e.split_once('=') {
+            Some((k, _)) if k.is_empty() => bail!("invalid environment variable: {e}"),
+            Some((k, v)) => set(k, v, &mut env),
+            None => {
+                if let Ok(v) = std::env::var(&e) {
+                    set(&e, &v, &mut env);
+                }
+            }
+        }
+    }
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+fn volumes(store: &Store, specs: &[String]) -> Result<Vec<MountPlan>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (src, dst, opts) = match parts.as_slice() {
+            [s, d] => (*s, *d, ""),
+            [s, d, o] => (*s, *d, *o),
+            _ => bail!("-v {spec:?}: expected SRC:DST[:ro]"),
+        };
+        if !dst.starts_with('/') {
+            bail!("-v {spec:?}: the destination must be an absolute path");
+        }
+        let readonly = match opts {
+            "" | "rw" => false,
+            "ro" => true,
+            other => bail!("-v {spec:?}: unknown option {other:?} (ro or rw)"),
+        };
+        let src_path = if src.starts_with('/') {
+            let p = PathBuf::from(src);
+            if !p.exists() {
+                fs_err::create_dir_all(&p)?; // docker creates missing bind sources
+            }
+            p
+        } else {
+            if src.is_empty()
+                || !src
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                bail!("-v {spec:?}: {src:?} is neither an absolute path nor a valid volume name");
+            }
+            let p = store.root().join("volumes").join(src).join("_data");
+            fs_err::create_dir_all(&p)?;
+            p
+        };
+        out.push(MountPlan::Bind {
+            src: src_path,
+            dst: dst.to_string(),
+            readonly,
+        });
+    }
+    Ok(out)
+}
+
+/// Builds the sandbox plan for `kiln run`.
+pub fn plan(store: &Store, config: &ImageConfig, args: &RunArgs) -> Result<ProcessPlan> {
+    let argv = command_line(config, args.entrypoint.as_deref(), &args.command)?;
+    let hostname = args.hostname.clone().unwrap_or_else(|| "kiln".to_string());
+    let mut plan = ProcessPlan::new(argv);
+    plan.env = env_list(config, args, &hostname)?;
+    plan.cwd = args
+        .workdir
+        .clone()
+        .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".to_string());
+    plan.user = args
+        .user
+        .clone()
+        .unwrap_or_else(|| config.config.user.clone());
+    plan.hostname = Some(hostname);
+    plan.network = match args.network.as_str() {
+        "host" | "default" | "bridge" => Network::Host,
+        "none" => Network::None,
+        other => bail!("--network {other:?}: only none and host are supported"),
+    };
+    plan.readonly_rootfs = args.read_only;
+    plan.mounts = volumes(store, &args.volumes)?;
+    for t in &args.tmpfs {
+        let (dst, opts) = t.split_once(':').unwrap_or((t, ""));
+        plan.mounts.push(MountPlan::Tmpfs {
+            dst: dst.to_string(),
+            options: opts
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    plan.tty = args.tty;
+    plan.stdin = args.interactive;
+    plan.cap_add = args.cap_add.clone();
+    plan.cap_drop = args.cap_drop.clone();
+    plan.memory = args.memory.as_deref().map(parse_memory).transpose()?;
+    plan.cpus = args.cpus;
+    plan.pids_limit = args.pids_limit;
+    plan.create_cwd = true;
+    Ok(plan)
+}
+
+/// `kiln run` in the foreground: the container is the image + a writable layer, removed at
+/// the end; the exit status is the process's.
+pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
+    let store = g.store()?;
+    let runtime = g.runtime()?;
+    let state_dir = store.root().join("executor");
+    kiln_solver::executor::cleanup_stale(&state_dir).ok();
+    let rec = find(&store, &args.image).map_err(|_| {
+        anyhow::anyhow!(
+            "unable to find image '{}' locally (kiln images lists what the store has)",
+            args.image
+        )
+    })?;
+    let config: ImageConfig =
+        serde_json::from_slice(&rec.config_bytes).context("reading the image config")?;
+    let plan = plan(&store, &config, &args)?;
+    if args.detach {
+        return crate::commands::container::run_detached(g, &store, &rec, &args, plan);
+    }
+    let snapshot = store.prepare_snapshot(&rec.layers)?;
+    let dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(store.tmp_dir())?;
+    let (upper, work, rootfs) = (
+        dir.path().join("upper"),
+        dir.path().join("work"),
+        dir.path().join("rootfs"),
+    );
+    for d in [&upper, &work, &rootfs] {
+        fs_err::create_dir(d)?;
+    }
+    let mount = cache::mount_overlay(&snapshot.lowerdirs, Some((&upper, &work)), &rootfs)?;
+    let id = format!(
+        "kiln-run-{}-{}",
+        std::process::id(),
+        &rec.config_digest.digest()[..12]
+    );
+    let req = RunRequest {
+        id,
+        rootfs: rootfs.clone(),
+        plan,
+        state_dir,
+        log_path: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let status = rt.block_on(runtime.run(req, Output::Inherit));
+    drop(rt);
+    mount.unmount()?;
+    drop(dir);
+    let status = status?;
+    Ok(ExitCode::from(
+        u8::try_from(status.code.clamp(0, 255)).unwrap_or(1),
+    ))
+}

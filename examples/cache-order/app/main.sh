@@ -1,0 +1,1 @@
+echo "app running with $(wc -l < /deps/installed.txt) dependencies"

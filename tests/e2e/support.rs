@@ -1,0 +1,179 @@
+//! Test support: a kiln binary with a private store, the offline busybox base image, and
+//! build contexts made in code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `kiln` binary cargo built next to this test binary.
+pub fn kiln_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/kiln
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("kiln");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --workspace --bins` first (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+/// True when the real sandbox can run here (root, runc, busybox). Without them a test fails
+/// under `KILN_REQUIRE_ALL=1` (CI) and is skipped with a message otherwise.
+pub fn sandbox_available() -> bool {
+    let root = rustix_is_root();
+    let runc = Command::new("runc").arg("--version").output().is_ok();
+    let busybox = Path::new("/bin/busybox").exists();
+    if root && runc && busybox {
+        return true;
+    }
+    let why = format!("needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
+    if std::env::var_os("KILN_REQUIRE_ALL").is_some() {
+        panic!("{why}: install runc and busybox-static and run as root");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A kiln with its own store under a temp dir.
+pub struct Kiln {
+    pub root: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+impl Kiln {
+    /// A fresh store with `busybox:latest` imported from Debian's busybox-static.
+    pub fn with_busybox() -> Kiln {
+        let k = Kiln::empty();
+        let out = Command::new("bash")
+            .arg(repo_root().join("examples/busybox-base.sh"))
+            .arg(&k.bin)
+            .env("KILN_ROOT", k.root.path())
+            .output()
+            .expect("run busybox-base.sh");
+        assert!(
+            out.status.success(),
+            "busybox-base.sh failed: {}",
+            text(&out.stderr)
+        );
+        k
+    }
+
+    /// A fresh, empty store.
+    pub fn empty() -> Kiln {
+        Kiln {
+            root: tempfile::Builder::new()
+                .prefix("kiln-e2e-")
+                .tempdir_in(scratch())
+                .expect("tempdir"),
+            bin: kiln_bin(),
+        }
+    }
+
+    /// A `kiln` command on this store.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("KILN_ROOT", self.root.path())
+            .env_remove("KILN_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs kiln with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("spawn kiln")
+    }
+
+    /// Runs kiln with `args`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs kiln with `args`, asserting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} should have failed:\nstdout:\n{}\nstderr:\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stderr)
+    }
+}
+
+/// Where test stores and contexts live: on the same disk as the repo (not a tmpfs or overlay,
+/// which overlayfs upper dirs cannot use).
+fn scratch() -> PathBuf {
+    let dir = repo_root().join("target").join("e2e-scratch");
+    fs_err::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Lossy text of a command's output.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A build context made in code.
+pub struct Context {
+    pub dir: tempfile::TempDir,
+}
+
+impl Context {
+    pub fn new() -> Context {
+        Context {
+            dir: tempfile::Builder::new()
+                .prefix("ctx-")
+                .tempdir_in(scratch())
+                .expect("tempdir"),
+        }
+    }
+
+    /// Adds (or replaces) a file, creating its parents.
+    pub fn file(self, rel: &str, content: &str) -> Context {
+        self.write(rel, content);
+        self
+    }
+
+    /// Writes a file in place.
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            fs_err::create_dir_all(parent).expect("mkdir");
+        }
+        fs_err::write(&p, content).expect("write");
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn arg(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 path")
+    }
+}
