@@ -1,3 +1,4 @@
 //! End-to-end tests of the `kiln` binary: real runc, real overlayfs, real store.
 
+mod build;
 mod support;
