@@ -17,7 +17,10 @@ fn ran(stderr: &str) -> Vec<String> {
     let mut names = std::collections::HashMap::new();
     for e in &evs {
         if e["event"] == "started" {
-            names.insert(e["vertex"].as_str().unwrap_or("").to_string(), e["name"].as_str().unwrap_or("").to_string());
+            names.insert(
+                e["vertex"].as_str().unwrap_or("").to_string(),
+                e["name"].as_str().unwrap_or("").to_string(),
+            );
         }
     }
     evs.iter()
@@ -55,11 +58,18 @@ fn run_step_builds_and_runs_and_rebuild_is_cached() {
         "FROM busybox\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n",
     );
     let first = build(&k, &ctx, &["-t", "t1:latest"]);
-    assert_eq!(ran(&first), ["[2/2] RUN echo built > /built.txt"], "{first}");
+    assert_eq!(
+        ran(&first),
+        ["[2/2] RUN echo built > /built.txt"],
+        "{first}"
+    );
     assert_eq!(k.ok(&["run", "--rm", "t1"]), "built\n");
     let second = build(&k, &ctx, &["-t", "t1:latest"]);
     assert!(ran(&second).is_empty(), "nothing reruns: {second}");
-    assert!(cached(&second).iter().any(|n| n.contains("RUN echo built")), "{second}");
+    assert!(
+        cached(&second).iter().any(|n| n.contains("RUN echo built")),
+        "{second}"
+    );
     let id1 = k.ok(&["build", "-q", ctx.arg()]);
     let id2 = k.ok(&["build", "-q", ctx.arg()]);
     assert_eq!(id1, id2, "same inputs, same image ID");
@@ -81,7 +91,10 @@ fn failing_run_reports_line_and_exit_code() {
         err.contains("Dockerfile:3: RUN echo first-line && echo about to fail >&2 && exit 3 exited with code 3"),
         "{err}"
     );
-    assert!(err.contains("about to fail"), "the step's last output lines are shown: {err}");
+    assert!(
+        err.contains("about to fail"),
+        "the step's last output lines are shown: {err}"
+    );
     assert!(!err.contains("never"), "{err}");
 }
 
@@ -133,5 +146,188 @@ fn independent_stages_overlap_in_time() {
     };
     let (a0, a1) = span("echo a");
     let (b0, b1) = span("echo b");
-    assert!(a0 < b1 && b0 < a1, "the two stages ran one after the other: a={a0}..{a1} b={b0}..{b1}");
+    assert!(
+        a0 < b1 && b0 < a1,
+        "the two stages ran one after the other: a={a0}..{a1} b={b0}..{b1}"
+    );
+}
+
+#[test]
+fn seed_scenario_editing_a_source_reruns_only_copy_and_after() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox\nWORKDIR /app\nCOPY requirements.txt .\nRUN echo installing && cp requirements.txt /installed.txt\nCOPY . .\nCMD [\"sh\", \"/app/main.sh\"]\n",
+        )
+        .file("requirements.txt", "alpha==1\n")
+        .file("main.sh", "echo v1\n");
+    let first = build(&k, &ctx, &["-t", "seed"]);
+    assert_eq!(ran(&first).len(), 4, "WORKDIR, COPY, RUN, COPY: {first}");
+    assert_eq!(k.ok(&["run", "--rm", "seed"]), "v1\n");
+
+    ctx.write("main.sh", "echo v2\n");
+    let second = build(&k, &ctx, &["-t", "seed"]);
+    assert_eq!(ran(&second), ["[5/5] COPY . ."], "{second}");
+    let c = cached(&second);
+    assert!(
+        c.iter().any(|n| n.starts_with("[4/5] RUN echo installing")),
+        "the slow step is CACHED: {second}"
+    );
+    assert_eq!(k.ok(&["run", "--rm", "seed"]), "v2\n");
+
+    ctx.write("requirements.txt", "alpha==2\n");
+    let third = build(&k, &ctx, &["-t", "seed"]);
+    assert_eq!(
+        ran(&third),
+        [
+            "[3/5] COPY requirements.txt .",
+            "[4/5] RUN echo installing && cp requirements.txt /installed.txt",
+            "[5/5] COPY . ."
+        ],
+        "{third}"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "seed", "cat", "/installed.txt"]),
+        "alpha==2\n"
+    );
+}
+
+#[test]
+fn dockerignored_file_reaches_neither_image_nor_cache_key() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY . /ctx/\n")
+        .file(".dockerignore", "secret.txt\n*.log\n!keep.log\n")
+        .file("secret.txt", "s3cr3t\n")
+        .file("debug.log", "noise\n")
+        .file("keep.log", "kept\n")
+        .file("app.txt", "app\n");
+    build(&k, &ctx, &["-t", "ign"]);
+    let ls = k.ok(&["run", "--rm", "ign", "ls", "/ctx"]);
+    let mut names: Vec<&str> = ls.lines().collect();
+    names.sort();
+    assert_eq!(names, ["Dockerfile", "app.txt", "keep.log"], "{ls}");
+    // Changing an ignored file changes no cache key.
+    ctx.write("secret.txt", "other\n");
+    ctx.write("debug.log", "more noise\n");
+    let again = build(&k, &ctx, &["-t", "ign"]);
+    assert!(ran(&again).is_empty(), "{again}");
+    // A kept file does.
+    ctx.write("keep.log", "changed\n");
+    let changed = build(&k, &ctx, &["-t", "ign"]);
+    assert_eq!(ran(&changed), ["[2/2] COPY . /ctx/"], "{changed}");
+}
+
+#[test]
+fn multistage_example_builds_and_runs() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let dir = crate::support::repo_root().join("examples/multistage");
+    let out = k.run(&[
+        "build",
+        "--progress=rawjson",
+        "-t",
+        "ms:test",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        !err.contains("would fail"),
+        "the unused docs stage never ran: {err}"
+    );
+    assert!(!ran(&err).iter().any(|n| n.starts_with("[docs")), "{err}");
+    assert_eq!(
+        k.ok(&["run", "--rm", "ms:test"]),
+        "hello, world: greet 1.2.0 running as app in kiln\n"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "ms:test", "e2e"]),
+        "hello, e2e: greet 1.2.0 running as app in kiln\n"
+    );
+}
+
+#[test]
+fn built_image_passes_skopeo_and_umoci() {
+    if !sandbox_available() {
+        return;
+    }
+    for tool in ["skopeo", "umoci"] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            if std::env::var_os("KILN_REQUIRE_ALL").is_some() {
+                panic!("{tool} missing: apt-get install {tool}");
+            }
+            eprintln!("skipping: {tool} missing");
+            return;
+        }
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo ran > /ran.txt\nCMD [\"cat\", \"/hello.txt\"]\n")
+        .file("hello.txt", "hi\n");
+    let archive = ctx.path().join("image.oci.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    k.ok(&["build", "-t", "val:1", "-o", &dest, ctx.arg()]);
+    let inspect = std::process::Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", archive.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo: {}",
+        text(&inspect.stderr)
+    );
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3, "{v}");
+    // umoci wants an OCI layout directory.
+    let layout = ctx.path().join("layout");
+    fs_err::create_dir(&layout).unwrap();
+    let untar = std::process::Command::new("tar")
+        .args([
+            "-xf",
+            archive.to_str().unwrap(),
+            "-C",
+            layout.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let index: Value =
+        serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or("latest")
+        .to_string();
+    let bundle = ctx.path().join("bundle");
+    let unpack = std::process::Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:{tag}", layout.display()),
+            bundle.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "umoci: {}", text(&unpack.stderr));
+    assert_eq!(
+        fs_err::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(bundle.join("rootfs/ran.txt")).unwrap(),
+        "ran\n"
+    );
 }
