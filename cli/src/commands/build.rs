@@ -184,7 +184,9 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             None => eprintln!("warning: {}", w.message),
         }
     }
-    let def = Arc::new(lowered.definition);
+    let mut def = lowered.definition;
+    apply_no_cache(&mut def, args.no_cache, &args.no_cache_filter);
+    let def = Arc::new(def);
 
     let mode = if args.quiet {
         ProgressMode::Quiet
@@ -287,6 +289,32 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--no-cache` / `--no-cache-filter STAGE`: every step (of those stages) runs again. Metadata
+/// only: digests, and so cache keys for later builds, stay the same.
+fn apply_no_cache(def: &mut kiln_solver::graph::Definition, all: bool, stages: &[String]) {
+    use kiln_solver::graph::Op;
+    for v in def.vertices.values_mut() {
+        let in_filter = v
+            .meta
+            .stage
+            .as_ref()
+            .is_some_and(|s| stages.iter().any(|f| f.eq_ignore_ascii_case(s)));
+        if matches!(v.op, Op::Exec(_) | Op::File(_)) && (all || in_filter) {
+            v.meta.ignore_cache = true;
+        }
+    }
+    // What depends on a step that runs again runs again too (its input is new).
+    for d in def.topo_order() {
+        let dirty = def.vertices[&d]
+            .inputs
+            .iter()
+            .any(|i| def.vertices.get(i).is_some_and(|v| v.meta.ignore_cache));
+        if dirty && let Some(v) = def.vertices.get_mut(&d) {
+            v.meta.ignore_cache = true;
+        }
+    }
 }
 
 fn source_date_epoch() -> Result<Option<i64>> {
