@@ -1,1 +1,35 @@
-//! placeholder
+//! kiln's sandboxed execution: RUN steps and `kiln run`, over an OCI runtime (runc).
+//!
+//! - [`ProcessPlan`] is plain data (what to run, as whom, with which mounts and limits);
+//!   [`build_spec`] turns it into an OCI runtime spec with Docker's default hardening
+//!   (namespaces, 14 capabilities, no_new_privs, masked and read-only paths, device rules).
+//! - [`Runtime::run`] writes a bundle and drives the runtime binary in the foreground, streaming
+//!   output ([`Output::Channel`]) or on our own stdio ([`Output::Inherit`]); dropping the future
+//!   kills and deletes the container. [`cleanup_stale`] removes what a killed kiln left.
+//! - [`containers`] keeps detached containers (`kiln run -d`, `ps`, `logs`, `stop`, `rm`,
+//!   `exec`, `inspect`), each supervised by a shim process: the `kiln` binary re-executed with
+//!   [`SHIM_ARG`], which calls [`shim_main`].
+//!
+//! All fork and namespace work happens in the runtime binary, never in our (async) process, and
+//! this crate has no `unsafe`: syscalls go through `rustix`.
+
+pub mod bundle;
+pub mod cgroup;
+mod cleanup;
+pub mod containers;
+mod error;
+pub mod plan;
+pub mod rootfs;
+pub mod runtime;
+mod shim;
+pub mod spec;
+pub mod user;
+
+pub use cleanup::{cleanup_stale, cleanup_stale_with};
+pub use containers::{Container, ContainerConfig, ContainerState, Containers, Status};
+pub use error::{Error, Result};
+pub use plan::{MountPlan, Network, ProcessPlan};
+pub use runtime::{ExitStatus, Output, OutputChunk, RunRequest, Runtime, Sandbox, Stream};
+pub use shim::{SHIM_ARG, shim_main};
+pub use spec::build_spec;
+pub use user::{ResolvedUser, resolve_user};

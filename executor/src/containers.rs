@@ -1,0 +1,738 @@
+//! Detached containers (`kiln run -d`, `ps`, `logs`, `stop`, `kill`, `rm`, `exec`, `inspect`).
+//!
+//! Layout under the directory the caller gives (`<store>/containers`):
+//! ```text
+//! <id>/config.json     ContainerConfig (what to run)
+//! <id>/state.json      ContainerState, rewritten atomically by the shim and by us
+//! <id>/container.log   stdout and stderr, interleaved, whole
+//! <id>/rootfs upper/ work/   the caller mounts the overlay at rootfs/ before start
+//! .bundles/<id>/       OCI bundle while the container exists
+//! .runc/               runtime state root
+//! ```
+//! A shim process (the current binary re-executed with [`crate::SHIM_ARG`]) supervises each
+//! started container: it outlives `kiln run -d`, runs `runc run` in the foreground with stdio on
+//! the log file and records pid, exit code, OOM and times in `state.json`.
+
+use crate::bundle::{check_id, write_atomic};
+use crate::plan::ProcessPlan;
+use crate::runtime::{ExitStatus, Output, Runtime, Sink, drive, interpret};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// What a detached container runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// Name (`--name`); a generated one when `None`.
+    pub name: Option<String>,
+    /// The image reference, for `ps` and `inspect`.
+    pub image: String,
+    /// The process and its sandbox.
+    pub plan: ProcessPlan,
+}
+
+/// Lifecycle status, as Docker names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, not started.
+    Created,
+    /// The process runs.
+    Running,
+    /// The process ended.
+    Exited,
+}
+
+impl Status {
+    /// `created`, `running` or `exited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// The recorded state of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// Status.
+    pub status: Status,
+    /// Host pid of the container's PID 1 while running.
+    pub pid: Option<i32>,
+    /// Exit code once exited (128+signal when killed).
+    pub exit_code: Option<i32>,
+    /// Whether the OOM killer ran.
+    pub oom_killed: bool,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 start time.
+    pub started_at: Option<String>,
+    /// RFC 3339 end time.
+    pub finished_at: Option<String>,
+    /// Why the container failed to start, if it did.
+    pub error: Option<String>,
+    /// The supervising shim, `pid starttime`.
+    pub shim: Option<String>,
+}
+
+/// The store of detached containers.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+    runtime: Option<Runtime>,
+    shim_exe: Option<PathBuf>,
+}
+
+/// One container in a [`Containers`] store.
+#[derive(Debug, Clone)]
+pub struct Container {
+    store: Containers,
+    id: String,
+    name: String,
+    config: ContainerConfig,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn random_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = fs_err::read(path)?;
+    serde_json::from_slice(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &data)
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredConfig {
+    id: String,
+    name: String,
+    config: ContainerConfig,
+}
+
+/// Whether the process recorded as `pid starttime` still runs.
+fn alive(identity: &str) -> bool {
+    let Some(pid) = identity.split_whitespace().next() else {
+        return false;
+    };
+    let Ok(stat) = fs_err::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let start = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19));
+    identity.split_whitespace().nth(1) == start
+}
+
+/// `pid starttime` of a process.
+pub(crate) fn identity(pid: i32) -> Option<String> {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+impl Containers {
+    /// Opens (creating) the store at `dir`; the runtime is found as [`Runtime::detect`] does
+    /// without `--runtime` (use [`Containers::with_runtime`] to pick one).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Containers> {
+        // Absolute: the shim gets it as an argument and runs from `/`.
+        let dir = std::path::absolute(dir.into())?;
+        fs_err::create_dir_all(&dir)?;
+        Ok(Containers {
+            dir,
+            runtime: Runtime::detect(None).ok(),
+            shim_exe: None,
+        })
+    }
+
+    /// Uses `runtime` for every container operation.
+    pub fn with_runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Starts shims with `exe` instead of the current executable (tests, or a `kiln` binary
+    /// elsewhere). The executable must call [`crate::shim_main`] when its first argument is
+    /// [`crate::SHIM_ARG`].
+    pub fn with_shim_exe(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.shim_exe = Some(exe.into());
+        self
+    }
+
+    fn runtime(&self) -> Result<&Runtime> {
+        self.runtime.as_ref().ok_or_else(|| Error::RuntimeMissing {
+            searched: "runc in PATH".to_owned(),
+        })
+    }
+
+    pub(crate) fn runtime_for_shim(&self) -> Option<Runtime> {
+        self.runtime.clone()
+    }
+
+    pub(crate) fn runtime_root(&self) -> PathBuf {
+        self.dir.join(".runc")
+    }
+
+    pub(crate) fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.join(".bundles").join(id)
+    }
+
+    /// Creates a container (status `created`) with its own directories; mount the overlay at
+    /// [`Container::rootfs_dir`] before [`Container::start_detached`].
+    pub fn create(&self, config: ContainerConfig) -> Result<Container> {
+        let id = random_id()?;
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("kiln_{}", &id[..12]));
+        check_id(&name)?;
+        if let Some(other) = self.list(true)?.into_iter().find(|c| c.name == name) {
+            return Err(Error::NameInUse { name, id: other.id });
+        }
+        let dir = self.dir.join(&id);
+        for sub in ["rootfs", "upper", "work"] {
+            fs_err::create_dir_all(dir.join(sub))?;
+        }
+        write_json(
+            &dir.join("config.json"),
+            &StoredConfig {
+                id: id.clone(),
+                name: name.clone(),
+                config: config.clone(),
+            },
+        )?;
+        write_json(
+            &dir.join("state.json"),
+            &ContainerState {
+                status: Status::Created,
+                pid: None,
+                exit_code: None,
+                oom_killed: false,
+                created_at: now(),
+                started_at: None,
+                finished_at: None,
+                error: None,
+                shim: None,
+            },
+        )?;
+        Ok(Container {
+            store: self.clone(),
+            id,
+            name,
+            config,
+        })
+    }
+
+    fn load(&self, id: &str) -> Result<Container> {
+        let stored: StoredConfig = read_json(&self.dir.join(id).join("config.json"))?;
+        Ok(Container {
+            store: self.clone(),
+            id: stored.id,
+            name: stored.name,
+            config: stored.config,
+        })
+    }
+
+    /// Containers, newest first; only running ones unless `all`.
+    pub fn list(&self, all: bool) -> Result<Vec<Container>> {
+        let mut out = Vec::new();
+        for entry in fs_err::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.path().join("config.json").exists() {
+                continue;
+            }
+            let Ok(container) = self.load(&name) else {
+                continue;
+            };
+            let state = container.state()?;
+            if all || state.status == Status::Running {
+                out.push((state.created_at.clone(), container));
+            }
+        }
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// The container with this name, full id or unique id prefix.
+    pub fn get(&self, name_or_id: &str) -> Result<Container> {
+        let all = self.list(true)?;
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.name == name_or_id || c.id == name_or_id)
+        {
+            return Ok(c.clone());
+        }
+        let matches: Vec<&Container> = all
+            .iter()
+            .filter(|c| !name_or_id.is_empty() && c.id.starts_with(name_or_id))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::NoSuchContainer {
+                name: name_or_id.to_owned(),
+            }),
+            many => Err(Error::AmbiguousContainer {
+                name: name_or_id.to_owned(),
+                matches: many.iter().map(|c| c.id.clone()).collect(),
+            }),
+        }
+    }
+}
+
+impl Container {
+    /// Full id (64 hex digits).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it runs.
+    pub fn config(&self) -> &ContainerConfig {
+        &self.config
+    }
+
+    /// The container's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.store.dir.join(&self.id)
+    }
+
+    /// Where the caller mounts the root filesystem (overlay) before start.
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.dir().join("rootfs")
+    }
+
+    /// The overlay upper directory: the container's writable layer.
+    pub fn upper_dir(&self) -> PathBuf {
+        self.dir().join("upper")
+    }
+
+    /// The overlay work directory.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir().join("work")
+    }
+
+    /// The log file (stdout and stderr interleaved).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("container.log")
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir().join("state.json")
+    }
+
+    /// The current state. A `running` container whose shim has vanished (host reboot, shim
+    /// killed) is reported as exited with code 255.
+    pub fn state(&self) -> Result<ContainerState> {
+        let mut state: ContainerState = read_json(&self.state_path())?;
+        if state.status == Status::Running && !state.shim.as_deref().is_some_and(alive) {
+            // The shim records the end before it exits; re-read once to avoid that race.
+            state = read_json(&self.state_path())?;
+            if state.status == Status::Running {
+                state.status = Status::Exited;
+                state.exit_code = Some(255);
+                state.pid = None;
+                state.error = Some("supervisor process vanished".to_owned());
+            }
+        }
+        Ok(state)
+    }
+
+    /// Starts the container under a shim and returns once it runs (or has already ended).
+    pub fn start_detached(&self) -> Result<ContainerState> {
+        let runtime = self.store.runtime()?;
+        if self.state()?.status != Status::Created {
+            return Err(Error::StartFailed {
+                id: self.id.clone(),
+                message: "container was already started".to_owned(),
+            });
+        }
+        let exe = match &self.store.shim_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        let mut child = std::process::Command::new(&exe)
+            .arg(crate::SHIM_ARG)
+            .arg(self.dir())
+            .arg(runtime.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                fs_err::File::create(self.dir().join("shim.log"))?
+                    .into_parts()
+                    .0,
+            )
+            .spawn()
+            .map_err(|source| Error::RuntimeSpawn {
+                runtime: exe.clone(),
+                action: "shim",
+                source,
+            })?;
+        // Reap the shim's first process when it exits so no zombie is left behind.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state: ContainerState = read_json(&self.state_path())?;
+            match state.status {
+                Status::Running => return Ok(state),
+                Status::Exited => {
+                    return match state.error.clone() {
+                        Some(message) => Err(Error::StartFailed {
+                            id: self.id.clone(),
+                            message,
+                        }),
+                        None => Ok(state),
+                    };
+                }
+                Status::Created if Instant::now() > deadline => {
+                    let message =
+                        fs_err::read_to_string(self.dir().join("shim.log")).unwrap_or_default();
+                    return Err(Error::StartFailed {
+                        id: self.id.clone(),
+                        message: format!("supervisor did not report a start: {message}"),
+                    });
+                }
+                Status::Created => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// Waits until the container has exited, up to `timeout`; true if it has.
+    pub fn wait_exited(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state()?;
+            if state.status != Status::Running {
+                return Ok(state.status == Status::Exited);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (name such as `TERM`/`SIGKILL`, or number) to the container's PID 1.
+    pub fn kill(&self, signal: &str) -> Result<()> {
+        let sig = parse_signal(signal)?;
+        if self.state()?.status != Status::Running {
+            return Err(Error::NotRunning {
+                id: self.id.clone(),
+            });
+        }
+        let runtime = self.store.runtime()?;
+        let out = runtime
+            .command(&self.store.runtime_root())
+            .args(["kill", &self.id, &sig.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::RuntimeSpawn {
+                runtime: runtime.path().to_path_buf(),
+                action: "kill",
+                source,
+            })?;
+        if !out.status.success() && self.state()?.status == Status::Running {
+            return Err(Error::RuntimeFailed {
+                runtime: runtime.path().to_path_buf(),
+                action: "kill",
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`; returns the final state (exit code 143 when the
+    /// process ended on SIGTERM). A PID 1 without a SIGTERM handler ignores it (as in Docker)
+    /// and ends with 137 after the timeout.
+    pub fn stop(&self, timeout: Duration) -> Result<ContainerState> {
+        if self.state()?.status == Status::Running {
+            match self.kill("TERM") {
+                Ok(()) | Err(Error::NotRunning { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if !self.wait_exited(timeout)? {
+                match self.kill("KILL") {
+                    Ok(()) | Err(Error::NotRunning { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                self.wait_exited(Duration::from_secs(10))?;
+            }
+        }
+        self.state()
+    }
+
+    /// Removes the container: refuses a running one unless `force` (which kills it), unmounts
+    /// the rootfs (lazily) and deletes its directories and runtime state.
+    pub fn remove(&self, force: bool) -> Result<()> {
+        if self.state()?.status == Status::Running {
+            if !force {
+                return Err(Error::StillRunning {
+                    id: self.id.clone(),
+                });
+            }
+            match self.kill("KILL") {
+                Ok(()) | Err(Error::NotRunning { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.wait_exited(Duration::from_secs(10))?;
+        }
+        if let Ok(runtime) = self.store.runtime() {
+            runtime.force_delete(&self.store.runtime_root(), &self.id);
+        }
+        crate::cgroup::remove(&self.id);
+        match rustix::mount::unmount(self.rootfs_dir(), rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(Error::Rootfs {
+                    rootfs: self.rootfs_dir(),
+                    path: "/".to_owned(),
+                    source: e.into(),
+                });
+            }
+        }
+        let bundle = self.store.bundle(&self.id);
+        if bundle.exists() {
+            fs_err::remove_dir_all(&bundle)?;
+        }
+        fs_err::remove_dir_all(self.dir())?;
+        Ok(())
+    }
+
+    /// Copies the log to `out`; with `follow`, keeps copying until the container has exited.
+    pub fn logs(&self, follow: bool, out: &mut dyn Write) -> Result<()> {
+        let path = self.log_path();
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let exited = self.state()?.status != Status::Running;
+            if let Ok(mut file) = fs_err::File::open(&path) {
+                file.seek(SeekFrom::Start(offset))?;
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..n])?;
+                    offset += n as u64;
+                }
+                out.flush()?;
+            }
+            // The state was read before the last drain, so nothing written before the exit is
+            // missed.
+            if !follow || exited {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `args` in the running container (`runc exec`), with the container's environment,
+    /// user and working directory.
+    pub async fn exec(&self, args: &[String], tty: bool, output: Output) -> Result<ExitStatus> {
+        if self.state()?.status != Status::Running {
+            return Err(Error::NotRunning {
+                id: self.id.clone(),
+            });
+        }
+        if args.is_empty() {
+            return Err(Error::InvalidPlan {
+                reason: "no command to exec".to_owned(),
+            });
+        }
+        let runtime = self.store.runtime()?;
+        let log = self.dir().join(format!(
+            "exec-{}.log",
+            rustix::process::getpid().as_raw_nonzero()
+        ));
+        let _ = fs_err::remove_file(&log);
+        let mut cmd = runtime.command(&self.store.runtime_root());
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "exec"]);
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg(&self.id).args(args);
+        let sink = Sink::new(&output, None)?;
+        let status = drive(runtime, cmd, &output, tty, &sink).await;
+        let outcome = status.and_then(|s| interpret(runtime, "exec", &log, s, None));
+        let _ = fs_err::remove_file(&log);
+        let outcome = outcome?;
+        if let Some(msg) = &outcome.message {
+            sink.emit(crate::Stream::Stderr, format!("{msg}\n").as_bytes())?;
+        }
+        Ok(outcome.status)
+    }
+
+    /// Docker-style `inspect` document.
+    pub fn inspect(&self) -> Result<serde_json::Value> {
+        let s = self.state()?;
+        let zero = "0001-01-01T00:00:00Z";
+        let plan = &self.config.plan;
+        Ok(serde_json::json!({
+            "Id": self.id,
+            "Name": format!("/{}", self.name),
+            "Created": s.created_at,
+            "Image": self.config.image,
+            "Path": plan.args.first().cloned().unwrap_or_default(),
+            "Args": plan.args.iter().skip(1).collect::<Vec<_>>(),
+            "LogPath": self.log_path(),
+            "State": {
+                "Status": s.status.as_str(),
+                "Running": s.status == Status::Running,
+                "Paused": false,
+                "Restarting": false,
+                "OOMKilled": s.oom_killed,
+                "Dead": false,
+                "Pid": s.pid.unwrap_or(0),
+                "ExitCode": s.exit_code.unwrap_or(0),
+                "Error": s.error.clone().unwrap_or_default(),
+                "StartedAt": s.started_at.clone().unwrap_or_else(|| zero.to_owned()),
+                "FinishedAt": s.finished_at.clone().unwrap_or_else(|| zero.to_owned()),
+            },
+            "Config": {
+                "Hostname": plan.hostname.clone().unwrap_or_else(|| self.id[..12].to_owned()),
+                "User": plan.user,
+                "Env": plan.env,
+                "Cmd": plan.args,
+                "WorkingDir": plan.cwd,
+                "Tty": plan.tty,
+                "OpenStdin": plan.stdin,
+                "Image": self.config.image,
+            },
+            "HostConfig": {
+                "NetworkMode": match plan.network { crate::Network::Host => "host", crate::Network::None => "none" },
+                "ReadonlyRootfs": plan.readonly_rootfs,
+                "Memory": plan.memory.unwrap_or(0),
+                "NanoCpus": plan.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+                "PidsLimit": plan.pids_limit,
+                "CapAdd": plan.cap_add,
+                "CapDrop": plan.cap_drop,
+            },
+        }))
+    }
+
+    pub(crate) fn write_state(&self, state: &ContainerState) -> Result<()> {
+        write_json(&self.state_path(), state)
+    }
+
+    pub(crate) fn store(&self) -> &Containers {
+        &self.store
+    }
+
+    /// Opens the container stored in directory `dir` (as the shim gets it).
+    pub(crate) fn from_dir(dir: &Path, runtime: Runtime) -> Result<Container> {
+        let store_dir = dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let store = Containers {
+            dir: store_dir,
+            runtime: Some(runtime),
+            shim_exe: None,
+        };
+        store.load(&id)
+    }
+}
+
+/// Parses `TERM`, `SIGTERM`, `term` or `15` into a signal number.
+pub fn parse_signal(signal: &str) -> Result<i32> {
+    use rustix::process::Signal;
+    let s = signal.trim().to_ascii_uppercase();
+    let s = s.strip_prefix("SIG").unwrap_or(&s);
+    let known = [
+        ("HUP", Signal::HUP),
+        ("INT", Signal::INT),
+        ("QUIT", Signal::QUIT),
+        ("KILL", Signal::KILL),
+        ("USR1", Signal::USR1),
+        ("USR2", Signal::USR2),
+        ("TERM", Signal::TERM),
+        ("STOP", Signal::STOP),
+        ("CONT", Signal::CONT),
+        ("ALRM", Signal::ALARM),
+        ("WINCH", Signal::WINCH),
+    ];
+    if let Some((_, sig)) = known.iter().find(|(n, _)| *n == s) {
+        return Ok(sig.as_raw());
+    }
+    match s.parse::<i32>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(Error::InvalidSignal {
+            signal: signal.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM").unwrap(), 15);
+        assert_eq!(parse_signal("sigkill").unwrap(), 9);
+        assert_eq!(parse_signal("2").unwrap(), 2);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn create_list_get_without_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Containers::open(dir.path()).unwrap();
+        let config = ContainerConfig {
+            name: Some("web".into()),
+            image: "busybox".into(),
+            plan: ProcessPlan::new(["sleep", "1"]),
+        };
+        let c = store.create(config.clone()).unwrap();
+        assert_eq!(c.id().len(), 64);
+        assert!(c.rootfs_dir().is_dir() && c.upper_dir().is_dir() && c.work_dir().is_dir());
+        assert!(matches!(store.create(config), Err(Error::NameInUse { .. })));
+        assert!(
+            store.list(false).unwrap().is_empty(),
+            "created is not running"
+        );
+        assert_eq!(store.list(true).unwrap().len(), 1);
+        assert_eq!(store.get("web").unwrap().id(), c.id());
+        assert_eq!(store.get(&c.id()[..6]).unwrap().name(), "web");
+        assert!(matches!(
+            store.get("zzz"),
+            Err(Error::NoSuchContainer { .. })
+        ));
+        let doc = c.inspect().unwrap();
+        assert_eq!(doc["State"]["Status"], "created");
+        assert_eq!(doc["State"]["FinishedAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(doc["Name"], "/web");
+        c.remove(false).unwrap();
+        assert!(store.list(true).unwrap().is_empty());
+    }
+}

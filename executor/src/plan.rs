@@ -1,0 +1,118 @@
+//! What to run and how: plain data, built by the solver (RUN) or the cli (`kiln run`).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Network mode of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace (BuildKit's default for RUN).
+    #[default]
+    Host,
+    /// A fresh network namespace with only the loopback interface.
+    None,
+}
+
+/// One extra mount in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountPlan {
+    /// Bind-mount a host path (file or directory).
+    Bind {
+        /// Host path.
+        src: PathBuf,
+        /// Absolute path in the container.
+        dst: String,
+        /// Mount read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Absolute path in the container.
+        dst: String,
+        /// Extra mount options (`size=64m`, `mode=1777`, ...).
+        options: Vec<String>,
+    },
+}
+
+impl MountPlan {
+    /// Destination inside the container.
+    pub fn destination(&self) -> &str {
+        match self {
+            MountPlan::Bind { dst, .. } | MountPlan::Tmpfs { dst, .. } => dst,
+        }
+    }
+}
+
+/// A process to run in a sandbox: everything the spec is derived from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessPlan {
+    /// argv; `args[0]` is looked up in the container's `PATH` by the runtime.
+    pub args: Vec<String>,
+    /// Environment as `K=V`.
+    pub env: Vec<String>,
+    /// Working directory, absolute inside the container.
+    pub cwd: String,
+    /// As in `USER`: "", name, uid, name:group, uid:gid.
+    pub user: String,
+    /// Hostname; `None` picks a default (see [`crate::build_spec`]).
+    pub hostname: Option<String>,
+    /// Network namespace mode.
+    pub network: Network,
+    /// Mount the root filesystem read-only.
+    pub readonly_rootfs: bool,
+    /// Extra mounts, in order.
+    pub mounts: Vec<MountPlan>,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+    /// Capabilities to add to Docker's default set (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`).
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop (`ALL` drops every capability).
+    pub cap_drop: Vec<String>,
+    /// Memory limit in bytes (swap is limited to the same figure: no swap).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs (1.5 = 150ms per 100ms).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    pub pids_limit: Option<i64>,
+    /// Create `cwd` (owned by root, mode 0755) when missing, as RUN does for WORKDIR.
+    pub create_cwd: bool,
+}
+
+impl Default for ProcessPlan {
+    fn default() -> Self {
+        ProcessPlan {
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".to_owned(),
+            user: String::new(),
+            hostname: None,
+            network: Network::Host,
+            readonly_rootfs: false,
+            mounts: Vec::new(),
+            tty: false,
+            stdin: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            memory: None,
+            cpus: None,
+            pids_limit: None,
+            create_cwd: false,
+        }
+    }
+}
+
+impl ProcessPlan {
+    /// A plan running `args` with everything else at its default.
+    pub fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ProcessPlan {
+            args: args.into_iter().map(Into::into).collect(),
+            ..ProcessPlan::default()
+        }
+    }
+}
