@@ -1,1 +1,50 @@
-//! placeholder
+//! OCI distribution client for kiln: references, authentication, pull, push and retries.
+//!
+//! The client speaks the [OCI distribution protocol] over reqwest (rustls). Blobs stream
+//! between the network and a caller-provided [`BlobStore`], verified against their digest on
+//! the way in; nothing unverified is ever committed.
+//!
+//! [OCI distribution protocol]: https://github.com/opencontainers/distribution-spec
+//!
+//! ```no_run
+//! # async fn demo(store: &dyn kiln_registry_client::BlobStore) -> kiln_registry_client::Result<()> {
+//! use kiln_registry_client::{Client, ClientOptions, Platform, Reference};
+//! let client = Client::new(ClientOptions::default())?;
+//! let base: Reference = "busybox".parse()?; // docker.io/library/busybox:latest
+//! let image = client.pull(&base, &Platform::host(), store, None).await?;
+//! let target: Reference = "127.0.0.1:5000/me/busybox:1".parse()?;
+//! let blobs: Vec<_> = image.blobs().cloned().collect();
+//! let report = client
+//!     .push_image(&target, &image.manifest_bytes, &image.media_type, &blobs, store, &[])
+//!     .await?;
+//! assert_eq!(report.digest, image.manifest_digest);
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod client;
+mod error;
+mod login;
+mod platform;
+mod pull;
+mod push;
+mod reference;
+mod store;
+mod transfer;
+mod verify;
+
+pub use auth::{Credential, DOCKER_HUB_CONFIG_KEY, docker_config_dir};
+pub use client::{Client, ClientOptions, INSECURE_REGISTRIES_ENV};
+pub use error::{Envelope, Error, RegistryError, Result};
+pub use login::{Stored, login, logout, normalize_registry};
+pub use oci_spec::image::{Descriptor, Digest};
+pub use platform::Platform;
+pub use pull::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_MANIFEST_SIZE, Manifest, OCI_INDEX, OCI_MANIFEST,
+    Progress, PullEvent, Resolved,
+};
+pub use push::{BlobPush, PushEvent, PushProgress, PushReport};
+pub use reference::{DOCKER_HUB, Reference};
+pub use store::{BlobSink, BlobStore};
+pub use verify::sha256_digest;

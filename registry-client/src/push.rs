@@ -1,0 +1,385 @@
+//! Push: HEAD before upload, cross-repository mounts, monolithic and chunked uploads, manifests.
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use oci_spec::image::{Descriptor, Digest};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, Response, StatusCode, Url};
+use tracing::{debug, info, instrument};
+
+use crate::client::{Client, repo_scope, status_error};
+use crate::error::{Error, Result};
+use crate::reference::Reference;
+use crate::store::BlobStore;
+use crate::transfer::{ChunkedBody, store_body};
+use crate::verify::verify_bytes;
+
+/// What happened to one blob during a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobPush {
+    /// The registry already had it (HEAD said so).
+    Existed,
+    /// Mounted from another repository of the same registry.
+    Mounted,
+    /// Uploaded.
+    Uploaded,
+}
+
+/// Summary of [`Client::push_image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    /// Digest of the pushed manifest.
+    pub digest: Digest,
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Blobs the registry already had.
+    pub skipped: usize,
+    /// Blobs mounted from another repository.
+    pub mounted: usize,
+}
+
+impl Client {
+    /// Whether the repository has the blob (`HEAD /v2/<name>/blobs/<digest>`).
+    pub async fn has_blob(&self, target: &Reference, digest: &Digest) -> Result<bool> {
+        let path = format!("/v2/{}/blobs/{digest}", target.repository);
+        let url = self.url(&target.registry, &path)?;
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        let resp = self
+            .request(&target.registry, &scope, Method::HEAD, &url, &|r| Ok(r))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(status_error(&Method::HEAD, resp).await),
+        }
+    }
+
+    /// Makes sure the target repository has the blob: HEAD, then a cross-repository mount from
+    /// each candidate on the same registry, then an upload streamed from the store.
+    #[instrument(skip_all, fields(target = %target, digest = %desc.digest()))]
+    pub async fn push_blob(
+        &self,
+        target: &Reference,
+        desc: &Descriptor,
+        store: &dyn BlobStore,
+        mount_from: &[Reference],
+    ) -> Result<BlobPush> {
+        let digest = desc.digest();
+        if self.has_blob(target, digest).await? {
+            debug!("blob exists");
+            return Ok(BlobPush::Existed);
+        }
+        let mut session = None;
+        for source in mount_from {
+            if source.registry != target.registry || source.repository == target.repository {
+                continue;
+            }
+            match self.mount(target, source, digest).await {
+                Ok(Mount::Mounted) => return Ok(BlobPush::Mounted),
+                Ok(Mount::Session(url)) => {
+                    session = Some(url);
+                    break;
+                }
+                // A failed mount only costs the optimization.
+                Err(e) => debug!(source = %source, error = %e, "mount failed"),
+            }
+        }
+        self.retrying("upload", |attempt| {
+            // A retried upload restarts with a new session.
+            let session = if attempt == 1 { session.take() } else { None };
+            self.upload(target, desc, store, session)
+        })
+        .await?;
+        Ok(BlobPush::Uploaded)
+    }
+
+    /// `POST …/blobs/uploads/?mount=<digest>&from=<repo>`: 201 = mounted, 202 = an upload
+    /// session to use instead.
+    async fn mount(
+        &self,
+        target: &Reference,
+        source: &Reference,
+        digest: &Digest,
+    ) -> Result<Mount> {
+        let path = format!("/v2/{}/blobs/uploads/", target.repository);
+        let mut url = self.url(&target.registry, &path)?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_ref())
+            .append_pair("from", &source.repository);
+        let scope = [
+            repo_scope(&target.repository, "pull,push"),
+            repo_scope(&source.repository, "pull"),
+        ];
+        let resp = self
+            .request(&target.registry, &scope, Method::POST, &url, &|r| {
+                Ok(r.header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => {
+                debug!(from = %source.repository, "mounted");
+                Ok(Mount::Mounted)
+            }
+            StatusCode::ACCEPTED => Ok(Mount::Session(location(&resp)?)),
+            _ => Err(status_error(&Method::POST, resp).await),
+        }
+    }
+
+    /// One upload attempt: open a session (unless given one), then PUT the whole blob or PATCH
+    /// it in chunks and close with PUT.
+    async fn upload(
+        &self,
+        target: &Reference,
+        desc: &Descriptor,
+        store: &dyn BlobStore,
+        session: Option<Url>,
+    ) -> Result<()> {
+        let digest = desc.digest();
+        let registry = &target.registry;
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        let mut location = match session {
+            Some(url) => url,
+            None => {
+                let path = format!("/v2/{}/blobs/uploads/", target.repository);
+                let url = self.url(registry, &path)?;
+                let resp = self
+                    .send(registry, &scope, Method::POST, url, &|r| {
+                        Ok(r.header(CONTENT_LENGTH, 0))
+                    })
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&Method::POST, resp).await);
+                }
+                location(&resp)?
+            }
+        };
+        let size = store.blob_size(digest).map_err(|source| Error::Store {
+            digest: digest.clone(),
+            source,
+        })?;
+        if size != desc.size() {
+            return Err(Error::SizeMismatch {
+                digest: digest.clone(),
+                expected: desc.size(),
+                actual: size,
+            });
+        }
+        if size > self.opts.monolithic_limit {
+            let body = ChunkedBody::open(store, digest)?;
+            let chunk_size = self.opts.chunk_size.max(1);
+            let mut offset = 0u64;
+            while offset < size {
+                let len = chunk_size.min(size - offset);
+                let range = format!("{offset}-{}", offset + len - 1);
+                // A chunk's body streams once: a second build (re-authentication) restarts
+                // the whole upload instead.
+                let chunk = std::sync::Mutex::new(Some(body.next_chunk(len)));
+                let build = |r: reqwest::RequestBuilder| {
+                    let taken = chunk.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let Some(chunk) = taken else {
+                        return Err(Error::UploadInterrupted {
+                            url: location.to_string(),
+                        });
+                    };
+                    Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                        .header("content-range", range.as_str())
+                        .header(CONTENT_LENGTH, len)
+                        .body(chunk))
+                };
+                let resp = self
+                    .send(registry, &scope, Method::PATCH, location.clone(), &build)
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&Method::PATCH, resp).await);
+                }
+                location = location_from(&resp, &location)?;
+                offset += len;
+            }
+            location
+                .query_pairs_mut()
+                .append_pair("digest", digest.as_ref());
+            let resp = self
+                .send(registry, &scope, Method::PUT, location, &|r| {
+                    Ok(r.header(CONTENT_LENGTH, 0))
+                })
+                .await?;
+            return finish(resp).await;
+        }
+        location
+            .query_pairs_mut()
+            .append_pair("digest", digest.as_ref());
+        let build = |r: reqwest::RequestBuilder| {
+            Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size)
+                .body(store_body(store, digest)?))
+        };
+        let resp = self
+            .send(registry, &scope, Method::PUT, location, &build)
+            .await?;
+        finish(resp).await
+    }
+
+    /// Uploads a manifest under the reference's tag (or digest) with its media type; returns its
+    /// digest.
+    #[instrument(skip_all, fields(target = %target))]
+    pub async fn put_manifest(
+        &self,
+        target: &Reference,
+        manifest_bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest> {
+        let digest = crate::verify::sha256_digest(manifest_bytes);
+        if let Some(want) = &target.digest {
+            verify_bytes(
+                &format!("manifest {}", target.familiar()),
+                want,
+                manifest_bytes,
+            )?;
+        }
+        let path = format!(
+            "/v2/{}/manifests/{}",
+            target.repository,
+            target.manifest_ref()
+        );
+        let url = self.url(&target.registry, &path)?;
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        let body = bytes::Bytes::copy_from_slice(manifest_bytes);
+        let media_type = media_type.to_owned();
+        let build = move |r: reqwest::RequestBuilder| {
+            Ok(r.header(CONTENT_TYPE, media_type.as_str())
+                .body(body.clone()))
+        };
+        let resp = self
+            .request(&target.registry, &scope, Method::PUT, &url, &build)
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&Method::PUT, resp).await);
+        }
+        Ok(digest)
+    }
+
+    /// Pushes an image: every blob of `blobs` (config and layers) as [`Client::push_blob`],
+    /// several at once, then the manifest. `mount_from` lists repositories of the same registry
+    /// that may already hold the blobs.
+    pub async fn push_image(
+        &self,
+        target: &Reference,
+        manifest_bytes: &[u8],
+        media_type: &str,
+        blobs: &[Descriptor],
+        store: &dyn BlobStore,
+        mount_from: &[Reference],
+    ) -> Result<PushReport> {
+        self.push_image_with_progress(
+            target,
+            manifest_bytes,
+            media_type,
+            blobs,
+            store,
+            mount_from,
+            None,
+        )
+        .await
+    }
+
+    /// [`Client::push_image`], reporting each blob's outcome as it completes.
+    #[allow(clippy::too_many_arguments)]
+    #[instrument(skip_all, fields(target = %target))]
+    pub async fn push_image_with_progress(
+        &self,
+        target: &Reference,
+        manifest_bytes: &[u8],
+        media_type: &str,
+        blobs: &[Descriptor],
+        store: &dyn BlobStore,
+        mount_from: &[Reference],
+        progress: Option<PushProgress<'_>>,
+    ) -> Result<PushReport> {
+        // Futures made up front (they are lazy) keep the push future `Send`.
+        let pushes: Vec<_> = blobs
+            .iter()
+            .map(|d| async move {
+                let outcome = self.push_blob(target, d, store, mount_from).await?;
+                if let Some(p) = progress {
+                    p(PushEvent::Blob {
+                        digest: d.digest().clone(),
+                        size: d.size(),
+                        outcome,
+                    });
+                }
+                Ok::<_, Error>(outcome)
+            })
+            .collect();
+        let outcomes: Vec<BlobPush> = futures::stream::iter(pushes)
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .try_collect()
+            .await?;
+        let digest = self
+            .put_manifest(target, manifest_bytes, media_type)
+            .await?;
+        if let Some(p) = progress {
+            p(PushEvent::Manifest {
+                digest: digest.clone(),
+            });
+        }
+        let count = |k| outcomes.iter().filter(|o| **o == k).count();
+        let report = PushReport {
+            digest,
+            uploaded: count(BlobPush::Uploaded),
+            skipped: count(BlobPush::Existed),
+            mounted: count(BlobPush::Mounted),
+        };
+        info!(digest = %report.digest, report.uploaded, report.skipped, report.mounted, "pushed");
+        Ok(report)
+    }
+}
+
+/// Progress of a push, for the CLI's display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushEvent {
+    /// A blob is in the target repository.
+    Blob {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// How it got there.
+        outcome: BlobPush,
+    },
+    /// The manifest was uploaded.
+    Manifest {
+        /// Its digest.
+        digest: Digest,
+    },
+}
+
+/// Callback receiving [`PushEvent`]s; called from the pushing task.
+pub type PushProgress<'a> = &'a (dyn Fn(PushEvent) + Send + Sync);
+
+enum Mount {
+    Mounted,
+    Session(Url),
+}
+
+/// The final PUT must answer 201 Created.
+async fn finish(resp: Response) -> Result<()> {
+    if resp.status() == StatusCode::CREATED {
+        return Ok(());
+    }
+    Err(status_error(&Method::PUT, resp).await)
+}
+
+/// The absolute upload URL of a response's `Location` (relative ones resolve against the
+/// request URL).
+fn location(resp: &Response) -> Result<Url> {
+    location_from(resp, resp.url())
+}
+
+fn location_from(resp: &Response, base: &Url) -> Result<Url> {
+    resp.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| base.join(v).ok())
+        .ok_or_else(|| Error::MissingLocation {
+            url: resp.url().to_string(),
+        })
+}

@@ -1,0 +1,224 @@
+//! Moving bytes between HTTP bodies and the blob store without blocking the async runtime:
+//! a blocking thread reads or writes the store, a channel carries the pieces.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use oci_spec::image::Digest;
+use reqwest::{Body, Response};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::error::{Error, Result};
+use crate::store::BlobStore;
+use crate::verify::Verifier;
+
+/// Size of the pieces streamed through the channels.
+const PIECE: usize = 512 * 1024;
+/// Pieces buffered between the network and the store.
+const DEPTH: usize = 16;
+
+/// A request body that streams `reader` to its end.
+pub(crate) fn reader_body(reader: Box<dyn Read + Send>) -> Body {
+    let rx = spawn_reader(reader);
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+    Body::wrap_stream(stream)
+}
+
+/// Reads `reader` to its end on a blocking thread, in pieces, into a channel.
+fn spawn_reader(mut reader: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(DEPTH);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = BytesMut::zeroed(PIECE);
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Opens a blob of the store as a streaming request body.
+pub(crate) fn store_body(store: &dyn BlobStore, digest: &Digest) -> Result<Body> {
+    let reader = store.open_blob(digest).map_err(|source| Error::Store {
+        digest: digest.clone(),
+        source,
+    })?;
+    Ok(reader_body(reader))
+}
+
+/// The pieces of one blob, read on a blocking thread, shared by consecutive chunk bodies.
+struct Pieces {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    /// What the previous chunk left of its last piece.
+    pending: Option<Bytes>,
+}
+
+/// A blob split into consecutive streaming request bodies, for chunked (PATCH) uploads.
+pub(crate) struct ChunkedBody {
+    pieces: Arc<Mutex<Pieces>>,
+}
+
+impl ChunkedBody {
+    /// Starts reading the blob from the store.
+    pub(crate) fn open(store: &dyn BlobStore, digest: &Digest) -> Result<ChunkedBody> {
+        let reader = store.open_blob(digest).map_err(|source| Error::Store {
+            digest: digest.clone(),
+            source,
+        })?;
+        Ok(ChunkedBody {
+            pieces: Arc::new(Mutex::new(Pieces {
+                rx: spawn_reader(reader),
+                pending: None,
+            })),
+        })
+    }
+
+    /// A body streaming the next `len` bytes of the blob. Bodies must be consumed in order;
+    /// a short blob makes the body fail.
+    pub(crate) fn next_chunk(&self, len: u64) -> Body {
+        let state = (self.pieces.clone(), len);
+        let stream = futures::stream::unfold(state, |(pieces, remaining)| async move {
+            if remaining == 0 {
+                return None;
+            }
+            let mut p = pieces.lock().await;
+            let mut piece = match p.pending.take() {
+                Some(b) => b,
+                None => match p.rx.recv().await {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => return Some((Err(e), (pieces.clone(), 0))),
+                    None => {
+                        let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                        return Some((Err(e), (pieces.clone(), 0)));
+                    }
+                },
+            };
+            let take = remaining.min(piece.len() as u64) as usize;
+            let head = piece.split_to(take);
+            if !piece.is_empty() {
+                p.pending = Some(piece);
+            }
+            drop(p);
+            Some((Ok(head), (pieces, remaining - take as u64)))
+        });
+        Body::wrap_stream(stream)
+    }
+}
+
+enum Piece {
+    Data(Bytes),
+    End,
+}
+
+/// Streams a response body into a new store blob, hashing on the way; commits only if the size
+/// and digest match. `progress` gets the running byte count.
+pub(crate) async fn download_into(
+    mut resp: Response,
+    what: &str,
+    expected: &Digest,
+    size: Option<u64>,
+    store: &dyn BlobStore,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<()> {
+    let store_err = |source| Error::Store {
+        digest: expected.clone(),
+        source,
+    };
+    let mut verifier = Verifier::for_digest(expected)?;
+    if let (Some(want), Some(got)) = (size, resp.content_length())
+        && want != got
+    {
+        return Err(Error::SizeMismatch {
+            digest: expected.clone(),
+            expected: want,
+            actual: got,
+        });
+    }
+    let mut sink = store.begin_blob().map_err(store_err)?;
+    let (tx, mut rx) = mpsc::channel::<Piece>(DEPTH);
+    let want = expected.clone();
+    let what_owned = what.to_owned();
+    let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let store_err = |source| Error::Store {
+            digest: want.clone(),
+            source,
+        };
+        loop {
+            match rx.blocking_recv() {
+                Some(Piece::Data(b)) => {
+                    verifier.update(&b);
+                    sink.write_all(&b).map_err(store_err)?;
+                }
+                Some(Piece::End) => break,
+                // The download failed: drop the sink uncommitted.
+                None => return Ok(()),
+            }
+        }
+        sink.flush().map_err(store_err)?;
+        let actual = verifier.finish();
+        if actual != want.as_ref() {
+            return Err(Error::DigestMismatch {
+                what: what_owned,
+                expected: want,
+                actual,
+            });
+        }
+        sink.commit(&want).map_err(store_err)
+    });
+    let mut total: u64 = 0;
+    let streamed: Result<()> = async {
+        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Http {
+            method: "GET".to_owned(),
+            url: what.to_owned(),
+            source,
+        })? {
+            total += chunk.len() as u64;
+            if let Some(want) = size
+                && total > want
+            {
+                return Err(Error::SizeMismatch {
+                    digest: expected.clone(),
+                    expected: want,
+                    actual: total,
+                });
+            }
+            if tx.send(Piece::Data(chunk)).await.is_err() {
+                // The writer failed; its error is reported below.
+                return Ok(());
+            }
+            progress(total);
+        }
+        if let Some(want) = size
+            && total != want
+        {
+            return Err(Error::SizeMismatch {
+                digest: expected.clone(),
+                expected: want,
+                actual: total,
+            });
+        }
+        let _ = tx.send(Piece::End).await;
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| store_err(std::io::Error::other(e.to_string())))?;
+    streamed?;
+    written
+}

@@ -1,0 +1,494 @@
+//! A small in-process HTTP/1.1 server that misbehaves on purpose.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_registry_client::{
+    BlobStore, Client, ClientOptions, Credential, Descriptor, Error, Platform, Reference,
+    sha256_digest,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::{DirStore, OrDie, OrDieOpt, build_image, tar_layer};
+
+/// A request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: Vec<u8>,
+}
+
+/// What to answer.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Send only this many body bytes, then close the connection.
+    cut_at: Option<usize>,
+}
+
+impl Reply {
+    fn new(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            cut_at: None,
+        }
+    }
+    fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_owned(), v.to_owned()));
+        self
+    }
+    fn body(mut self, b: &[u8]) -> Reply {
+        self.body = b.to_vec();
+        self
+    }
+}
+
+type Handler = dyn Fn(&Seen, &[Seen]) -> Reply + Send + Sync;
+
+struct FaultServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FaultServer {
+    /// Serves each connection one request (`Connection: close`); `handler` sees the request and
+    /// all earlier ones.
+    async fn start(
+        handler: impl Fn(&Seen, &[Seen]) -> Reply + Send + Sync + 'static,
+    ) -> FaultServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.or_die("bind");
+        let port = listener.local_addr().or_die("addr").port();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let handler = handler.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let Some(req) = read_request(&mut sock).await else {
+                        return;
+                    };
+                    let reply = {
+                        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                        let reply = handler(&req, &log);
+                        log.push(req);
+                        reply
+                    };
+                    let mut head = format!(
+                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        reply.status,
+                        reply.body.len()
+                    );
+                    for (k, v) in &reply.headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let body = match reply.cut_at {
+                        Some(n) => &reply.body[..n],
+                        None => &reply.body[..],
+                    };
+                    let _ = sock.write_all(body).await;
+                    let _ = sock.flush().await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        FaultServer { port, seen }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.seen()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect()
+    }
+}
+
+async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Seen> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.lines();
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let path = first.next()?.to_owned();
+    let mut len = 0usize;
+    let mut authorization = None;
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap_or(0),
+                "authorization" => authorization = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    Some(Seen {
+        method,
+        path,
+        authorization,
+        body,
+    })
+}
+
+fn fast_client(max_attempts: u32) -> Client {
+    Client::new(ClientOptions {
+        max_attempts,
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .or_die("client")
+}
+
+fn blob(bytes: &[u8]) -> Descriptor {
+    Descriptor::new(
+        "application/octet-stream".into(),
+        bytes.len() as u64,
+        sha256_digest(bytes),
+    )
+}
+
+fn count(seen: &[Seen], method: &str, path: &str) -> usize {
+    seen.iter()
+        .filter(|s| s.method == method && s.path.starts_with(path))
+        .count()
+}
+
+const MANIFEST_PATH: &str = "/v2/app/manifests/v1";
+
+fn image() -> (DirStore, crate::support::TestImage) {
+    let store = DirStore::new();
+    let img = build_image(&store, "amd64", &[tar_layer(&[("f", b"data")])]);
+    (store, img)
+}
+
+#[tokio::test]
+async fn too_many_requests_honours_retry_after() {
+    let (_store, img) = image();
+    let manifest = img.manifest.clone();
+    let server = FaultServer::start(move |req, earlier| {
+        if count(earlier, "GET", MANIFEST_PATH) == 0 {
+            return Reply::new(429)
+                .header("Retry-After", "1")
+                .body(br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#);
+        }
+        assert_eq!(req.path, MANIFEST_PATH);
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(&manifest)
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let started = Instant::now();
+    let resolved = fast_client(3)
+        .resolve(&r, &Platform::host())
+        .await
+        .or_die("resolve after 429");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(resolved.manifest_digest, img.digest);
+    assert_eq!(server.lines(), vec![format!("GET {MANIFEST_PATH}"); 2]);
+}
+
+#[tokio::test]
+async fn server_error_then_success() {
+    let data = b"layer bytes".to_vec();
+    let desc = blob(&data);
+    let d2 = data.clone();
+    let server = FaultServer::start(move |_, earlier| {
+        if earlier.is_empty() {
+            return Reply::new(500);
+        }
+        Reply::new(200).body(&d2)
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    fast_client(3)
+        .fetch_blob(&r, &desc, &store)
+        .await
+        .or_die("fetch");
+    assert_eq!(store.read(desc.digest()), data);
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn attempts_are_bounded_and_the_envelope_shown() {
+    let server = FaultServer::start(|_, _| {
+        Reply::new(503).body(br#"{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}"#)
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let err = fast_client(3).resolve(&r, &Platform::host()).await.err();
+    let text = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        matches!(err, Some(Error::Status { status: 503, .. })),
+        "{err:?}"
+    );
+    assert!(text.contains("UNAVAILABLE: maintenance"), "{text}");
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn dropped_connection_mid_blob_is_retried() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let desc = blob(&data);
+    let d2 = data.clone();
+    let server = FaultServer::start(move |_, earlier| {
+        let mut reply = Reply::new(200).body(&d2);
+        if earlier.is_empty() {
+            reply.cut_at = Some(100_000);
+        }
+        reply
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    fast_client(3)
+        .fetch_blob(&r, &desc, &store)
+        .await
+        .or_die("fetch");
+    assert_eq!(store.read(desc.digest()), data);
+    assert_eq!(server.seen().len(), 2);
+    assert_eq!(store.staged(), 0, "the broken attempt left nothing behind");
+}
+
+#[tokio::test]
+async fn wrong_digest_is_an_error_and_nothing_is_stored() {
+    let desc = blob(b"the real bytes");
+    let server = FaultServer::start(|_, _| Reply::new(200).body(b"the fake bytes")).await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    let err = fast_client(3).fetch_blob(&r, &desc, &store).await;
+    match err {
+        Err(Error::DigestMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!(&expected, desc.digest());
+            assert_eq!(actual, sha256_digest(b"the fake bytes").to_string());
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert!(!store.has_blob(desc.digest()));
+    assert_eq!(store.staged(), 0);
+    assert_eq!(server.seen().len(), 1, "a mismatch is not retried");
+
+    // A tampered manifest fetched by digest is refused too.
+    let wanted = r.with_digest(sha256_digest(b"{}"));
+    let err = fast_client(1).resolve(&wanted, &Platform::host()).await;
+    assert!(matches!(err, Err(Error::DigestMismatch { .. })), "{err:?}");
+}
+
+#[tokio::test]
+async fn oversized_blob_is_cut_off() {
+    let desc = blob(b"short");
+    let server = FaultServer::start(|_, _| Reply::new(200).body(&[b'x'; 4096])).await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    let err = fast_client(1).fetch_blob(&r, &desc, &store).await;
+    assert!(
+        matches!(err, Err(Error::SizeMismatch { expected: 5, .. })),
+        "{err:?}"
+    );
+    assert!(!store.has_blob(desc.digest()));
+}
+
+#[tokio::test]
+async fn retried_upload_restarts_with_a_new_session() {
+    let (store, img) = image();
+    let layer = img.layers[0].clone();
+    let expected = store.read(layer.digest());
+    let server = FaultServer::start(move |req, earlier| match req.method.as_str() {
+        "HEAD" => Reply::new(404),
+        "POST" => {
+            let n = count(earlier, "POST", "/v2/app/blobs/uploads/");
+            Reply::new(202).header("Location", &format!("/v2/app/blobs/uploads/s{n}"))
+        }
+        "PUT" if req.path.starts_with("/v2/app/blobs/uploads/s0") => Reply::new(500),
+        "PUT" if req.path.starts_with("/v2/app/blobs/uploads/s1") => {
+            assert_eq!(
+                req.body, expected,
+                "the retried upload sends the whole blob"
+            );
+            Reply::new(201)
+        }
+        _ => Reply::new(400),
+    })
+    .await;
+    let target: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let outcome = fast_client(3)
+        .push_blob(&target, &layer, &store, &[])
+        .await
+        .or_die("push blob");
+    assert_eq!(outcome, kiln_registry_client::BlobPush::Uploaded);
+    let lines = server.lines();
+    let digest = layer.digest().to_string().replace(':', "%3A");
+    assert_eq!(
+        lines,
+        vec![
+            format!("HEAD /v2/app/blobs/{}", layer.digest()),
+            "POST /v2/app/blobs/uploads/".to_owned(),
+            format!("PUT /v2/app/blobs/uploads/s0?digest={digest}"),
+            "POST /v2/app/blobs/uploads/".to_owned(),
+            format!("PUT /v2/app/blobs/uploads/s1?digest={digest}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_with_credentials_and_cached() {
+    let (_store, img) = image();
+    let manifest = img.manifest.clone();
+    let port = Arc::new(Mutex::new(0u16));
+    let p2 = port.clone();
+    let server = FaultServer::start(move |req, _| {
+        let port = *p2.lock().unwrap_or_else(|e| e.into_inner());
+        if req.path.starts_with("/token") {
+            // Basic alice:secret
+            if req.authorization.as_deref() != Some("Basic YWxpY2U6c2VjcmV0") {
+                return Reply::new(401);
+            }
+            return Reply::new(200).body(br#"{"token":"tok123","expires_in":300}"#);
+        }
+        if req.authorization.as_deref() != Some("Bearer tok123") {
+            return Reply::new(401).header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="fault",scope="repository:app:pull""#),
+            );
+        }
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(&manifest)
+    })
+    .await;
+    *port.lock().unwrap_or_else(|e| e.into_inner()) = server.port;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let mut opts = ClientOptions::default();
+    opts.credentials.insert(
+        server.host(),
+        Credential::Basic {
+            username: "alice".into(),
+            password: "secret".into(),
+        },
+    );
+    let c = Client::new(opts).or_die("client");
+    c.get_manifest(&r, &["application/vnd.oci.image.manifest.v1+json"])
+        .await
+        .or_die("first");
+    c.get_manifest(&r, &["application/vnd.oci.image.manifest.v1+json"])
+        .await
+        .or_die("second");
+    let lines = server.lines();
+    assert_eq!(
+        lines.len(),
+        4,
+        "401, token, retry, cached-token request: {lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        "GET /token?service=fault&scope=repository%3Aapp%3Apull&account=alice"
+    );
+
+    // Without credentials the token endpoint refuses, and the error says anonymous.
+    let anon = fast_client(1);
+    let err = anon
+        .get_manifest(&r, &["application/vnd.oci.image.manifest.v1+json"])
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("anonymous") && err.contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn identity_tokens_use_the_oauth2_refresh_grant() {
+    let (_store, img) = image();
+    let manifest = img.manifest.clone();
+    let port = Arc::new(Mutex::new(0u16));
+    let p2 = port.clone();
+    let server = FaultServer::start(move |req, _| {
+        let port = *p2.lock().unwrap_or_else(|e| e.into_inner());
+        if req.path.starts_with("/token") {
+            let form = String::from_utf8_lossy(&req.body).to_string();
+            if req.method != "POST" || !form.contains("grant_type=refresh_token") {
+                return Reply::new(400);
+            }
+            if !form.contains("refresh_token=refresh-me") {
+                return Reply::new(401);
+            }
+            return Reply::new(200).body(br#"{"access_token":"acc456","expires_in":300}"#);
+        }
+        if req.authorization.as_deref() != Some("Bearer acc456") {
+            return Reply::new(401).header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="fault""#),
+            );
+        }
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(&manifest)
+    })
+    .await;
+    *port.lock().unwrap_or_else(|e| e.into_inner()) = server.port;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let config = tempfile::tempdir().or_die("tempdir");
+    let json = serde_json::json!({"auths": {server.host(): {"identitytoken": "refresh-me"}}});
+    fs_err::write(config.path().join("config.json"), json.to_string()).or_die("write config");
+    let c = Client::new(ClientOptions {
+        docker_config_dir: Some(config.path().to_owned()),
+        max_attempts: 1,
+        ..Default::default()
+    })
+    .or_die("client");
+    let got = c
+        .get_manifest(&r, &["application/vnd.oci.image.manifest.v1+json"])
+        .await
+        .or_die("manifest with identity token");
+    assert_eq!(got.digest, img.digest);
+    let token_req = server
+        .seen()
+        .into_iter()
+        .find(|s| s.path.starts_with("/token"))
+        .or_die_opt();
+    let form = String::from_utf8_lossy(&token_req.body).to_string();
+    assert!(form.contains("scope=repository%3Aapp%3Apull"), "{form}");
+    assert!(form.contains("service=fault"), "{form}");
+}
