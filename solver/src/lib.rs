@@ -2,6 +2,7 @@
 //! graph ([`engine`]): parallel, deduplicated, cached, with progress events.
 
 pub mod context;
+pub mod distribution;
 pub mod engine;
 mod error;
 pub mod graph;
@@ -12,3 +13,4 @@ pub use error::{Error, Result};
 /// The lower crates, for the CLI (which depends on the frontend and the solver only).
 pub use kiln_cache as cache;
 pub use kiln_executor as executor;
+pub use kiln_registry_client as registry;

@@ -66,6 +66,8 @@ pub struct WorkerOptions {
     pub compression: Compression,
     /// SOURCE_DATE_EPOCH: clamps file times in new layers.
     pub source_date_epoch: Option<i64>,
+    /// `--secret id=…`: values for `RUN --mount=type=secret` (never in a key, a layer or a log).
+    pub secrets: BTreeMap<String, crate::ops::mounts::SecretSource>,
 }
 
 /// Runs ops against the store and the sandbox.
@@ -206,7 +208,7 @@ impl Worker for KilnWorker {
     ) -> Result<Ref, BoxError> {
         let out = match &vertex.op {
             Op::Exec(exec) => ops::exec::run(self, &job, vertex, exec, inputs).await?,
-            Op::File(_file) => return Err(Box::new(Error::Unsupported("file ops pending".into()))),
+            Op::File(file) => ops::file::run(self, &job, file, inputs).await?,
             Op::Source(_) => {
                 return Err(Box::new(Error::Unsupported(
                     "source ops are resolved by lookup".to_string(),

@@ -2,7 +2,7 @@
 
 use crate::engine::Job;
 use crate::error::{Error, Result};
-use crate::graph::{ExecOp, MountKind, NetworkMode, SecurityMode, Vertex};
+use crate::graph::{ExecOp, NetworkMode, SecurityMode, Vertex};
 use crate::ops::step::StepMount;
 use crate::worker::{Chain, KilnWorker, Ref, forward_output};
 use kiln_cache::LayerOptions;
@@ -39,8 +39,16 @@ pub async fn run(
             .ok_or_else(|| Error::other("exec", "rootfs input out of range"))?,
         None => Arc::new(Chain::default()),
     };
-    let plan = plan_for(exec)?;
     let store = w.store().clone();
+    let (mounts, env, _held) = {
+        let store = store.clone();
+        let exec = exec.clone();
+        let secrets = w.opts.secrets.clone();
+        let inputs = inputs.clone();
+        blocking(move || crate::ops::mounts::prepare(&store, &exec, &inputs, &secrets)).await?
+    };
+    let mut plan = plan_for(exec, mounts)?;
+    plan.env.extend(env);
     let step = blocking({
         let store = store.clone();
         move || StepMount::prepare(&store, base)
@@ -93,30 +101,12 @@ pub async fn run(
     Ok(Ref::Layers(Arc::new(chain)))
 }
 
-fn plan_for(exec: &ExecOp) -> Result<ProcessPlan> {
+fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessPlan> {
     if exec.security == SecurityMode::Insecure {
         return Err(Error::Unsupported(
             "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant"
                 .to_string(),
         ));
-    }
-    let mut mounts = Vec::new();
-    for m in &exec.mounts {
-        match &m.kind {
-            MountKind::Tmpfs { size } => mounts.push(MountPlan::Tmpfs {
-                dst: m.target.clone(),
-                options: size.map(|s| vec![format!("size={s}")]).unwrap_or_default(),
-            }),
-            other => {
-                let kind = serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v["type"].as_str().map(str::to_string))
-                    .unwrap_or_default();
-                return Err(Error::Unsupported(format!(
-                    "RUN --mount=type={kind} is not supported yet"
-                )));
-            }
-        }
     }
     let mut plan = ProcessPlan::new(exec.args.clone());
     plan.env = exec.env.clone();

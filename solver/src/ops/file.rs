@@ -44,7 +44,12 @@ pub async fn run(w: &KilnWorker, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref>) -
     Ok(Ref::Layers(Arc::new(chain)))
 }
 
-fn apply(store: &kiln_cache::Store, root: &Path, action: &FileAction, inputs: &[Ref]) -> Result<()> {
+fn apply(
+    store: &kiln_cache::Store,
+    root: &Path,
+    action: &FileAction,
+    inputs: &[Ref],
+) -> Result<()> {
     match action {
         FileAction::Copy(c) => {
             let src = inputs
@@ -55,11 +60,13 @@ fn apply(store: &kiln_cache::Store, root: &Path, action: &FileAction, inputs: &[
                 Ref::Local { root: ctx, source } => {
                     let ignore = crate::context::Matcher::new(&source.exclude)
                         .map_err(|e| Error::Copy(e.to_string()))?;
-                    copy::copy(ctx, root, c, ids, Some(&ignore)).map_err(|e| Error::Copy(e.to_string()))?;
+                    copy::copy(ctx, root, c, ids, Some(&ignore))
+                        .map_err(|e| Error::Copy(e.to_string()))?;
                 }
                 Ref::Layers(chain) => {
                     let view = ReadOnlyMount::new(store, chain)?;
-                    copy::copy(view.path(), root, c, ids, None).map_err(|e| Error::Copy(e.to_string()))?;
+                    copy::copy(view.path(), root, c, ids, None)
+                        .map_err(|e| Error::Copy(e.to_string()))?;
                 }
             }
             Ok(())
@@ -75,7 +82,11 @@ fn apply(store: &kiln_cache::Store, root: &Path, action: &FileAction, inputs: &[
             let fd = rustix::fs::openat(
                 &dir,
                 name.as_str(),
-                OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::CREATE
+                    | OFlags::WRONLY
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
                 Mode::from_raw_mode(*mode),
             )
             .map_err(|e| io_err(path, e))?;
@@ -178,7 +189,10 @@ fn open_parent(root: &Path, path: &str, ids: Option<CopyIds>) -> Result<(OwnedFd
                 // Create it in its (already resolved) parent.
                 let (pdir, name) = match rel.rsplit_once('/') {
                     Some((p, n)) => (open_in_root(&rootfd, p).map_err(|e| io_err(path, e))?, n),
-                    None => (rustix::io::dup(&rootfd).map_err(|e| io_err(path, e))?, rel.as_str()),
+                    None => (
+                        rustix::io::dup(&rootfd).map_err(|e| io_err(path, e))?,
+                        rel.as_str(),
+                    ),
                 };
                 match rustix::fs::mkdirat(&pdir, name, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}

@@ -4,6 +4,7 @@
 pub mod copy;
 pub mod exec;
 pub mod export;
-// pub mod file; (enabled once ops::copy lands)
+pub mod file;
+pub mod mounts;
 pub mod source;
 pub mod step;

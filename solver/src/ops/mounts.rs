@@ -1,0 +1,327 @@
+//! `RUN --mount`: bind (from a stage, image or the context), cache, tmpfs and secret mounts,
+//! turned into sandbox mounts for one step. What they hold never becomes part of the step's
+//! layer: they are mounts over the rootfs, and their empty mount points are removed after the
+//! run like the runtime's own stubs.
+
+use crate::error::{Error, Result};
+use crate::graph::{CacheSharing, CopyAction, ExecOp, MountKind};
+use crate::ops::step::{ReadOnlyMount, StepMount};
+use crate::worker::Ref;
+use kiln_cache::Store;
+use kiln_executor::MountPlan;
+use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a secret's value comes from (`kiln build --secret id=X,src=FILE|env=VAR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Things that must live as long as the step runs: read-only views, writable scratch mounts,
+/// materialized context files, cache-mount locks and secret files.
+#[derive(Default)]
+pub struct Held {
+    views: Vec<ReadOnlyMount>,
+    scratch: Vec<StepMount>,
+    dirs: Vec<tempfile::TempDir>,
+    locks: Vec<OwnedFd>,
+}
+
+/// Turns the op's mounts into sandbox mounts plus extra `K=V` environment (secrets as env).
+pub fn prepare(
+    store: &Store,
+    exec: &ExecOp,
+    inputs: &[Ref],
+    secrets: &BTreeMap<String, SecretSource>,
+) -> Result<(Vec<MountPlan>, Vec<String>, Held)> {
+    let mut held = Held::default();
+    let mut plans = Vec::new();
+    let mut env = Vec::new();
+    for m in &exec.mounts {
+        match &m.kind {
+            MountKind::Tmpfs { size } => plans.push(MountPlan::Tmpfs {
+                dst: m.target.clone(),
+                options: size.map(|s| vec![format!("size={s}")]).unwrap_or_default(),
+            }),
+            MountKind::Bind {
+                input,
+                source,
+                readonly,
+            } => {
+                let input = input
+                    .and_then(|i| inputs.get(i))
+                    .ok_or_else(|| Error::other("RUN --mount=type=bind", "no source input"))?;
+                let root = materialize(store, input, !*readonly, &mut held)?;
+                let src = resolve_inside(&root, source)?;
+                plans.push(MountPlan::Bind {
+                    src,
+                    dst: m.target.clone(),
+                    readonly: *readonly,
+                });
+            }
+            MountKind::Cache {
+                id,
+                sharing,
+                from,
+                source,
+                readonly,
+                mode,
+                uid,
+                gid,
+            } => {
+                let dir = cache_dir(store, id, *sharing, *mode, *uid, *gid, &mut held)?;
+                if let Some(i) = from
+                    && let Some(seed) = inputs.get(*i)
+                    && is_empty(&dir)
+                {
+                    // A new cache mount starts with the content of `from`/`source`.
+                    let root = materialize(store, seed, false, &mut held)?;
+                    let src = resolve_inside(&root, source)?;
+                    copy_tree(&src, &dir)?;
+                }
+                plans.push(MountPlan::Bind {
+                    src: dir,
+                    dst: m.target.clone(),
+                    readonly: *readonly,
+                });
+            }
+            MountKind::Secret {
+                id,
+                required,
+                mode,
+                uid,
+                gid,
+                env: as_env,
+            } => {
+                let Some(value) = secret_value(secrets, id)? else {
+                    if *required {
+                        return Err(Error::other(
+                            "RUN --mount=type=secret",
+                            format!(
+                                "secret {id} not found: pass it with --secret id={id},src=FILE"
+                            ),
+                        ));
+                    }
+                    continue;
+                };
+                if let Some(var) = as_env {
+                    env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                    continue;
+                }
+                let dir = tempfile::Builder::new()
+                    .prefix("secret-")
+                    .tempdir_in(store.tmp_dir())
+                    .map_err(|e| io(store.tmp_dir(), e))?;
+                let file = dir.path().join("secret");
+                fs_err::write(&file, &value).map_err(|e| io(file.clone(), e))?;
+                rustix::fs::chmod(&file, Mode::from_raw_mode(*mode))
+                    .map_err(|e| io(file.clone(), e.into()))?;
+                rustix::fs::chown(
+                    &file,
+                    Some(rustix::fs::Uid::from_raw(*uid)),
+                    Some(rustix::fs::Gid::from_raw(*gid)),
+                )
+                .map_err(|e| io(file.clone(), e.into()))?;
+                plans.push(MountPlan::Bind {
+                    src: file,
+                    dst: m.target.clone(),
+                    readonly: true,
+                });
+                held.dirs.push(dir);
+            }
+            MountKind::Ssh { id, required } => {
+                if *required {
+                    return Err(Error::Unsupported(format!(
+                        "RUN --mount=type=ssh (id {id}) needs SSH agent forwarding, which kiln does not support yet"
+                    )));
+                }
+            }
+        }
+    }
+    Ok((plans, env, held))
+}
+
+fn io(path: PathBuf, source: std::io::Error) -> Error {
+    Error::Io { path, source }
+}
+
+fn secret_value(secrets: &BTreeMap<String, SecretSource>, id: &str) -> Result<Option<Vec<u8>>> {
+    match secrets.get(id) {
+        None => Ok(None),
+        Some(SecretSource::File(p)) => Ok(Some(fs_err::read(p).map_err(|e| io(p.clone(), e))?)),
+        Some(SecretSource::Env(var)) => Ok(std::env::var(var).ok().map(String::into_bytes)),
+    }
+}
+
+/// A directory holding the input's files for the step's lifetime.
+fn materialize(store: &Store, input: &Ref, writable: bool, held: &mut Held) -> Result<PathBuf> {
+    match input {
+        Ref::Layers(chain) if writable => {
+            // Writes to a read-write bind go to a scratch upperdir and are thrown away.
+            let m = StepMount::prepare(store, Arc::clone(chain))?;
+            let p = m.rootfs();
+            held.scratch.push(m);
+            Ok(p)
+        }
+        Ref::Layers(chain) => {
+            let v = ReadOnlyMount::new(store, chain)?;
+            let p = v.path().to_path_buf();
+            held.views.push(v);
+            Ok(p)
+        }
+        Ref::Local { root, source } => {
+            // Only what the context selection allows (never .dockerignore'd files).
+            let dir = tempfile::Builder::new()
+                .prefix("bind-")
+                .tempdir_in(store.tmp_dir())
+                .map_err(|e| io(store.tmp_dir(), e))?;
+            let ignore = crate::context::Matcher::new(&source.exclude)
+                .map_err(|e| Error::Copy(e.to_string()))?;
+            let src = if source.include.is_empty() {
+                vec![".".to_string()]
+            } else {
+                source.include.clone()
+            };
+            let action = CopyAction {
+                src_input: 0,
+                src,
+                dest: "/".to_string(),
+                chown: None,
+                chmod: None,
+                extract_archive: false,
+                exclude: Vec::new(),
+                parents: true,
+                link: false,
+            };
+            crate::ops::copy::copy(root, dir.path(), &action, None, Some(&ignore))
+                .map_err(|e| Error::Copy(e.to_string()))?;
+            let p = dir.path().to_path_buf();
+            held.dirs.push(dir);
+            Ok(p)
+        }
+    }
+}
+
+/// `rel` inside `root`, symlinks resolved without leaving it.
+fn resolve_inside(root: &Path, rel: &str) -> Result<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || rel == "." {
+        return Ok(root.to_path_buf());
+    }
+    let rootfd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(root.to_path_buf(), e.into()))?;
+    let fd = rustix::fs::openat2(
+        &rootfd,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| io(root.join(rel), e.into()))?;
+    let real = fs_err::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .map_err(|e| io(root.join(rel), e))?;
+    let canon_root = fs_err::canonicalize(root).map_err(|e| io(root.to_path_buf(), e))?;
+    if !real.starts_with(&canon_root) {
+        return Err(Error::other(
+            "mount source",
+            format!("{rel} resolves outside its root"),
+        ));
+    }
+    Ok(real)
+}
+
+/// The persistent directory of a cache mount; `locked` waits for other users, `private` uses
+/// a fresh directory while another step holds the shared one.
+#[allow(clippy::too_many_arguments)]
+fn cache_dir(
+    store: &Store,
+    id: &str,
+    sharing: CacheSharing,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    held: &mut Held,
+) -> Result<PathBuf> {
+    let name = crate::graph::sha256(id.as_bytes()).hex();
+    let base = store.root().join("cache-mounts").join(&name);
+    let dir = base.join("data");
+    if !dir.exists() {
+        fs_err::create_dir_all(&dir).map_err(|e| io(dir.clone(), e))?;
+        rustix::fs::chmod(&dir, Mode::from_raw_mode(mode))
+            .map_err(|e| io(dir.clone(), e.into()))?;
+        rustix::fs::chown(
+            &dir,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| io(dir.clone(), e.into()))?;
+    }
+    if sharing == CacheSharing::Shared {
+        return Ok(dir);
+    }
+    let lock_path = base.join("lock");
+    let lock = rustix::fs::open(
+        &lock_path,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| io(lock_path.clone(), e.into()))?;
+    match sharing {
+        CacheSharing::Locked => {
+            rustix::fs::flock(&lock, FlockOperation::LockExclusive)
+                .map_err(|e| io(lock_path, e.into()))?;
+            held.locks.push(lock);
+            Ok(dir)
+        }
+        _ => {
+            if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                held.locks.push(lock);
+                Ok(dir)
+            } else {
+                let d = tempfile::Builder::new()
+                    .prefix("cache-private-")
+                    .tempdir_in(store.tmp_dir())
+                    .map_err(|e| io(store.tmp_dir(), e))?;
+                let p = d.path().to_path_buf();
+                held.dirs.push(d);
+                Ok(p)
+            }
+        }
+    }
+}
+
+fn is_empty(dir: &Path) -> bool {
+    fs_err::read_dir(dir)
+        .map(|mut it| it.next().is_none())
+        .unwrap_or(false)
+}
+
+/// Seeds a cache mount: `cp -a src/. dst/` through the COPY implementation.
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let action = CopyAction {
+        src_input: 0,
+        src: vec![".".to_string()],
+        dest: "/".to_string(),
+        chown: None,
+        chmod: None,
+        extract_archive: false,
+        exclude: Vec::new(),
+        parents: false,
+        link: false,
+    };
+    crate::ops::copy::copy(src, dst, &action, None, None)
+        .map_err(|e| Error::Copy(e.to_string()))?;
+    Ok(())
+}
