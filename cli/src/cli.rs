@@ -20,6 +20,9 @@ pub struct Cli {
     /// Verbose logs on stderr (also KILN_LOG=debug)
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Registry to reach over plain HTTP (loopback registries always are); repeatable
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -132,6 +135,36 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Pull an image from a registry
+    Pull {
+        /// os/arch[/variant] (default: this machine's)
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+        reference: String,
+    },
+    /// Push an image to a registry
+    Push {
+        #[arg(short, long)]
+        quiet: bool,
+        reference: String,
+    },
+    /// Log in to a registry (credentials go to docker's config.json)
+    Login {
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password (prefer --password-stdin)
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin
+        #[arg(long)]
+        password_stdin: bool,
+        /// Registry host (default: docker.io)
+        registry: Option<String>,
+    },
+    /// Log out from a registry
+    Logout { registry: Option<String> },
     /// Frontend internals: the syntax tree and the build graph
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -223,9 +256,15 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short, long)]
     pub quiet: bool,
+    /// Push the image to its registry after the build (the -t names)
+    #[arg(long)]
+    pub push: bool,
     /// Vertices to run at once (default: number of CPUs)
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
     /// Build context directory
     pub context: PathBuf,
 }

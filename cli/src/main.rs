@@ -49,9 +49,12 @@ fn report(err: &anyhow::Error) -> ExitCode {
     }
     // A closed pipe (`kiln images | head -1`) is not an error.
     for cause in err.chain() {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::BrokenPipe
-        {
+        let broken = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.kind() == std::io::ErrorKind::BrokenPipe,
+            // Library errors that wrap an io::Error without exposing it as a source.
+            None => cause.to_string().contains("Broken pipe (os error 32)"),
+        };
+        if broken {
             return ExitCode::SUCCESS;
         }
     }

@@ -331,3 +331,69 @@ fn built_image_passes_skopeo_and_umoci() {
         "ran\n"
     );
 }
+
+#[test]
+fn run_mounts_cache_bind_secret_tmpfs_and_heredoc() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS data\nRUN mkdir /data && echo from-stage > /data/file\n\n\
+             FROM busybox\n\
+             RUN --mount=type=cache,target=/cache sh -c 'echo run >> /cache/count; wc -l < /cache/count > /count.txt'\n\
+             RUN --mount=type=bind,from=data,source=/data,target=/mnt cat /mnt/file > /bound.txt\n\
+             RUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /secret-len.txt\n\
+             RUN --mount=type=bind,target=/ctx ls /ctx > /ctx.txt\n\
+             RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs.txt\n\
+             RUN <<EOF\n#!/bin/sh\necho heredoc > /heredoc.txt\nEOF\n",
+        )
+        .file("hello", "hi\n")
+        .file("ignored.txt", "never\n")
+        .file(".dockerignore", "ignored.txt\n");
+    let secret = ctx.path().join("..").join(format!(
+        "{}.secret",
+        ctx.path().file_name().unwrap().to_string_lossy()
+    ));
+    fs_err::write(&secret, "supersecret").unwrap();
+    let sarg = format!("id=tok,src={}", secret.display());
+    build(&k, &ctx, &["--secret", &sarg, "-t", "mnt"]);
+    let cat = |f: &str| k.ok(&["run", "--rm", "mnt", "cat", f]);
+    assert_eq!(cat("/count.txt"), "1\n");
+    assert_eq!(cat("/bound.txt"), "from-stage\n");
+    assert_eq!(cat("/secret-len.txt"), "11\n");
+    assert_eq!(
+        cat("/ctx.txt"),
+        "Dockerfile\nhello\n",
+        "ignored files never reach a bind mount"
+    );
+    assert_eq!(cat("/tmpfs.txt"), "x\n");
+    assert_eq!(cat("/heredoc.txt"), "heredoc\n");
+    // Mount points are not part of the image, and neither is the secret.
+    let ls = k.run(&[
+        "run",
+        "--rm",
+        "mnt",
+        "ls",
+        "/run/secrets",
+        "/cache",
+        "/mnt",
+        "/ctx",
+        "/scratch",
+    ]);
+    assert!(!ls.status.success());
+    let saved = ctx.path().join("img.tar");
+    k.ok(&["save", "-o", saved.to_str().unwrap(), "mnt"]);
+    let all = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("mkdir -p {d}/x && tar -xf {s} -C {d}/x && for b in {d}/x/blobs/sha256/*; do (zcat $b 2>/dev/null || cat $b); done | grep -c supersecret", d = ctx.path().display(), s = saved.display()))
+        .output()
+        .unwrap();
+    assert_eq!(text(&all.stdout).trim(), "0", "the secret is in no blob");
+    // The cache mount outlives the build: running the step again sees the earlier content.
+    build(&k, &ctx, &["--secret", &sarg, "--no-cache", "-t", "mnt"]);
+    assert_eq!(cat("/count.txt"), "2\n");
+    fs_err::remove_file(&secret).ok();
+}

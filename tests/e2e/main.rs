@@ -1,4 +1,5 @@
 //! End-to-end tests of the `kiln` binary: real runc, real overlayfs, real store.
 
 mod build;
+mod registry;
 mod support;

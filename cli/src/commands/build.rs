@@ -14,6 +14,7 @@ use kiln_solver::context::ignore::parse_ignore_file;
 use kiln_solver::engine::Solver;
 use kiln_solver::graph::Platform;
 use kiln_solver::ops::export;
+use kiln_solver::ops::mounts::SecretSource;
 use kiln_solver::worker::{KilnWorker, WorkerOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -170,7 +171,11 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         no_cache_filter: args.no_cache_filter.clone(),
         file_name: file_name.clone(),
     };
-    let resolver = StoreResolver::new(store.clone(), args.pull);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let resolver =
+        StoreResolver::with_registry(store.clone(), g.client()?, rt.handle().clone(), args.pull);
     let lowered = match lower(&ast, &opts, &resolver) {
         Ok(l) => l,
         Err(err) => {
@@ -200,6 +205,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         contexts: BTreeMap::from([("context".to_string(), context.canonicalize()?)]),
         compression: Compression::GZIP,
         source_date_epoch: epoch,
+        secrets: parse_secrets(&args.secrets)?,
     })?);
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -254,6 +260,9 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         }
         OutputSpec::Local { dest } => crate::commands::export_tree::to_dir(&store, &rec, dest)?,
         OutputSpec::Tar { dest } => crate::commands::export_tree::to_tar(&store, &rec, dest)?,
+    }
+    if args.push {
+        crate::commands::registry::push_built(g, &store, &rec, &tags)?;
     }
     if let Some(p) = &args.iidfile {
         fs_err::write(p, rec.config_digest.to_string())?;
@@ -315,6 +324,41 @@ fn apply_no_cache(def: &mut kiln_solver::graph::Definition, all: bool, stages: &
             v.meta.ignore_cache = true;
         }
     }
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR]` (buildx's syntax; `type=file|env` accepted too). Without
+/// src/env, the variable named ID is used when set, else the file ID.
+fn parse_secrets(items: &[String]) -> Result<BTreeMap<String, SecretSource>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for part in item.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("--secret {item:?}: expected id=ID[,src=FILE|,env=VAR]"),
+            }
+        }
+        let id = id.with_context(|| format!("--secret {item:?}: missing id="))?;
+        let source = match (src, env) {
+            (Some(p), None) => {
+                if !p.is_file() {
+                    bail!("--secret {item:?}: {} is not a file", p.display());
+                }
+                SecretSource::File(p)
+            }
+            (None, Some(v)) => SecretSource::Env(v),
+            (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+            (None, None) => SecretSource::File(PathBuf::from(&id)),
+            (Some(_), Some(_)) => bail!("--secret {item:?}: give src= or env=, not both"),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
 }
 
 fn source_date_epoch() -> Result<Option<i64>> {

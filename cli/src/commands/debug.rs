@@ -66,7 +66,7 @@ impl kiln_frontend::lower::ImageResolver for LenientResolver {
         platform: &kiln_solver::graph::Platform,
     ) -> Result<kiln_frontend::lower::ResolvedImage, String> {
         if let Some(store) = &self.0 {
-            let r = crate::commands::resolver::StoreResolver::new(store.clone(), false);
+            let r = crate::commands::resolver::StoreResolver::new(store.clone());
             if let Ok(found) = r.resolve(reference, platform) {
                 return Ok(found);
             }

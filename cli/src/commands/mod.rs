@@ -5,12 +5,13 @@ mod container;
 pub mod debug;
 mod export_tree;
 mod image;
+mod registry;
 mod resolver;
 mod run;
 
 use crate::cli::{Cli, Command, DebugCommand};
-use anyhow::{Result, bail};
-use kiln_solver::cache::{self, Store};
+use anyhow::Result;
+use kiln_solver::cache::Store;
 use kiln_solver::executor::Runtime;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 pub struct Global {
     pub root: Option<PathBuf>,
     pub runtime: Option<PathBuf>,
+    pub insecure_registries: Vec<String>,
 }
 
 impl Global {
@@ -34,32 +36,13 @@ impl Global {
     }
 }
 
-/// A user-written image name in its full form (`app:1.2` → `docker.io/library/app:1.2`),
-/// rejecting what docker rejects.
+/// A user-written image name in its full form (`app:1.2` → `docker.io/library/app:1.2`), with
+/// docker's rules and error for what it rejects.
 pub fn normalize_reference(name: &str) -> Result<String> {
-    let valid = !name.is_empty()
-        && !name.starts_with(['/', ':', '@', '.', '-'])
-        && !name.ends_with(['/', ':', '@'])
-        && !name.contains("//")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
-    let repo = name.split(['@']).next().unwrap_or(name);
-    let path = match repo.rsplit_once(':') {
-        Some((r, tag)) if !tag.contains('/') => r,
-        _ => repo,
-    };
-    // Only the registry host (before the first `/`) may hold upper case.
-    let lower_ok = match path.split_once('/') {
-        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => {
-            !rest.chars().any(|c| c.is_ascii_uppercase())
-        }
-        _ => !path.chars().any(|c| c.is_ascii_uppercase()),
-    };
-    if !valid || !lower_ok {
-        bail!("invalid reference format: {name:?} (repository names must be lowercase)");
-    }
-    Ok(cache::normalize_name(name))
+    let r: kiln_solver::registry::Reference = name
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid reference format {name:?}: {e}"))?;
+    Ok(r.to_string())
 }
 
 /// Runs the chosen subcommand.
@@ -67,6 +50,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = Global {
         root: cli.root,
         runtime: cli.runtime,
+        insecure_registries: cli.insecure_registries,
     };
     let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
@@ -117,6 +101,25 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             workdir.as_deref(),
             user.as_deref(),
         ),
+        Command::Pull {
+            platform,
+            quiet,
+            reference,
+        } => ok(registry::pull(&g, &reference, platform.as_deref(), quiet)),
+        Command::Push { quiet, reference } => ok(registry::push(&g, &reference, quiet)),
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            registry: server,
+        } => ok(registry::login(
+            &g,
+            username,
+            password,
+            password_stdin,
+            server,
+        )),
+        Command::Logout { registry: server } => ok(registry::logout(server)),
         Command::Debug(DebugCommand::Ast { file }) => ok(debug::ast(&file)),
         Command::Debug(DebugCommand::Graph {
             file,

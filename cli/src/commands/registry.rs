@@ -1,0 +1,140 @@
+//! pull, push, login, logout: images and credentials of OCI registries.
+
+use crate::commands::Global;
+use crate::commands::image::find;
+use anyhow::{Context, Result, bail};
+use kiln_solver::distribution;
+use kiln_solver::registry::{self, Client, ClientOptions, Platform, Reference};
+use std::io::Read;
+
+impl Global {
+    /// A registry client with the global options.
+    pub fn client(&self) -> Result<Client> {
+        let opts = ClientOptions {
+            insecure_registries: self.insecure_registries.clone(),
+            ..ClientOptions::default()
+        };
+        Ok(Client::new(opts)?)
+    }
+}
+
+/// Parses a reference with docker's rules and error message.
+pub fn reference(s: &str) -> Result<Reference> {
+    s.parse::<Reference>()
+        .map_err(|e| anyhow::anyhow!("invalid reference {s:?}: {e}"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `kiln pull`.
+pub fn pull(g: &Global, r: &str, platform: Option<&str>, quiet: bool) -> Result<()> {
+    let store = g.store()?;
+    let reference = reference(r)?;
+    let platform = match platform {
+        Some(p) => p
+            .parse::<Platform>()
+            .map_err(|e| anyhow::anyhow!("--platform {p:?}: {e}"))?,
+        None => Platform::host(),
+    };
+    let client = g.client()?;
+    let rec = runtime()?.block_on(distribution::pull(&client, &store, &reference, &platform))?;
+    if !quiet {
+        println!("Digest: {}", rec.manifest_digest);
+        println!("Status: image is up to date for {}", reference.familiar());
+    }
+    println!("{reference}");
+    Ok(())
+}
+
+/// `kiln push`.
+pub fn push(g: &Global, r: &str, quiet: bool) -> Result<()> {
+    let store = g.store()?;
+    let rec = find(&store, r)?;
+    let target = reference(r)?;
+    let client = g.client()?;
+    let report = runtime()?.block_on(distribution::push(&client, &store, &rec, &target, &[]))?;
+    if !quiet {
+        eprintln!(
+            "pushed {}: {} blobs uploaded, {} already there, {} mounted",
+            target.familiar(),
+            report.uploaded,
+            report.skipped,
+            report.mounted
+        );
+    }
+    println!("{}: digest: {}", target.familiar(), report.digest);
+    Ok(())
+}
+
+/// Pushes a just-built image under each of its names (`build --push`).
+pub fn push_built(
+    g: &Global,
+    store: &kiln_solver::cache::Store,
+    rec: &kiln_solver::cache::ImageRecord,
+    names: &[String],
+) -> Result<()> {
+    if names.is_empty() {
+        bail!("--push needs at least one -t name");
+    }
+    let client = g.client()?;
+    let rt = runtime()?;
+    for n in names {
+        let target = reference(n)?;
+        let report = rt.block_on(distribution::push(&client, store, rec, &target, &[]))?;
+        eprintln!("pushed {} {}", target.familiar(), report.digest);
+    }
+    Ok(())
+}
+
+/// `kiln login`.
+pub fn login(
+    g: &Global,
+    username: Option<String>,
+    password: Option<String>,
+    password_stdin: bool,
+    server: Option<String>,
+) -> Result<()> {
+    let server = server.unwrap_or_else(|| registry::DOCKER_HUB.to_string());
+    let username = username.context("kiln login needs -u USERNAME")?;
+    let password = match (password, password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(p), false) => {
+            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p
+        }
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("kiln login needs --password-stdin (or -p)"),
+    };
+    let opts = ClientOptions {
+        insecure_registries: g.insecure_registries.clone(),
+        ..ClientOptions::default()
+    };
+    let stored = runtime()?.block_on(registry::login(&server, &username, &password, opts))?;
+    if let registry::Stored::ConfigFile(p) = stored {
+        eprintln!(
+            "WARNING! Your password will be stored unencrypted in {}.",
+            p.display()
+        );
+    }
+    println!("Login Succeeded");
+    Ok(())
+}
+
+/// `kiln logout`.
+pub fn logout(server: Option<String>) -> Result<()> {
+    let server = server.unwrap_or_else(|| registry::DOCKER_HUB.to_string());
+    if registry::logout(&server, None)? {
+        println!("Removing login credentials for {server}");
+    } else {
+        println!("Not logged in to {server}");
+    }
+    Ok(())
+}
