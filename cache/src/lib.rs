@@ -1,1 +1,35 @@
-//! placeholder
+//! kiln's content store, layers, snapshots, image store and cache index.
+//!
+//! See the module docs: [`store`] (blobs and the versioned root), `index` (redb tables),
+//! [`layer`] (deterministic tar writer), [`apply`] (safe layer applier), [`snapshot`] and
+//! [`mount`] (overlay lowerdirs), [`image`] (manifests, configs, tags), [`archive`]
+//! (docker/OCI archives), [`gc`] (leases and garbage collection) and [`testutil`]
+//! (busybox rootfs for tests). The on-disk format is described in the crate's README.
+
+pub mod apply;
+pub mod archive;
+pub mod digest;
+mod error;
+pub mod gc;
+pub mod image;
+mod index;
+pub mod layer;
+pub mod mount;
+pub mod snapshot;
+pub mod store;
+pub mod testutil;
+
+pub use apply::{ApplyMode, ApplyOptions, ApplyStats, apply_layer, apply_layer_threaded};
+pub use archive::{ArchiveFormat, LoadedImage, import_rootfs, load_archive, save_archive};
+pub use digest::{chain_id, parse_digest, sha256_digest};
+pub use error::{Error, Result};
+pub use gc::GcStats;
+pub use image::{
+    HistoryEntry, ImageRecord, ImageSummary, RemoveEvent, canonical_json, history, inspect_json,
+    normalize_name,
+};
+pub use layer::{Compression, LayerInfo, LayerOptions, LayerSource};
+pub use mount::{MountGuard, mount_overlay, unmount};
+pub use oci_spec::image::Digest;
+pub use snapshot::Snapshot;
+pub use store::{BlobWriter, Store};

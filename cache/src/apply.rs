@@ -1,0 +1,731 @@
+//! The layer applier: unpacks a (possibly compressed) layer tar into a directory.
+//!
+//! Every path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative
+//! to the target, so `..`, absolute symlinks and symlink chains can never reach outside it;
+//! the final component is always created or changed with `*at` calls that do not follow
+//! symlinks. Entries naming `..` are refused; absolute entry paths are taken relative to the
+//! target, as docker does.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::image::Digest;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::digest::HashReader;
+use crate::error::{Error, Result};
+
+/// How whiteouts are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApplyMode {
+    /// Whiteouts delete from the target (unpacking a whole image into one directory).
+    #[default]
+    Flatten,
+    /// Whiteouts become char 0/0 devices and opaque markers `trusted.overlay.opaque=y`, as
+    /// an overlayfs lowerdir needs (each layer unpacked into its own empty directory).
+    OverlayLower,
+}
+
+/// Options of [`apply_layer`].
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Whiteout handling.
+    pub mode: ApplyMode,
+    /// Apply the archive's uid/gid (default: when running as root).
+    pub same_owner: bool,
+    /// Create device nodes (default: when running as root); otherwise they are skipped
+    /// with a warning.
+    pub allow_devices: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        let root = rustix::process::geteuid().is_root();
+        ApplyOptions {
+            mode: ApplyMode::Flatten,
+            same_owner: root,
+            allow_devices: root,
+        }
+    }
+}
+
+/// What [`apply_layer`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries applied (including whiteouts).
+    pub entries: u64,
+    /// sha256 of the uncompressed tar stream (the diffID).
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar stream.
+    pub tar_size: u64,
+}
+
+/// Wraps `r` in a decompressor chosen from its magic bytes (gzip, zstd or plain).
+pub fn decompress<'a>(r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(256 * 1024, r);
+    let head = br.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(br))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(br)?)
+    } else {
+        Box::new(br)
+    })
+}
+
+/// Applies a layer (gzip, zstd or plain tar, detected) to `target` (created if missing).
+pub fn apply_layer(reader: impl Read, target: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
+    let mut hashed = HashReader::new(decompress(reader)?);
+    let entries = apply_tar(&mut hashed, target, opts)?;
+    io::copy(&mut hashed, &mut io::sink())?;
+    let (diff_id, tar_size) = hashed.finish();
+    Ok(ApplyStats {
+        entries,
+        diff_id,
+        tar_size,
+    })
+}
+
+/// Like [`apply_layer`], with decompression and hashing on a second thread so they overlap
+/// with writing files (faster on two or more cores).
+pub fn apply_layer_threaded(
+    reader: impl Read + Send,
+    target: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats> {
+    const CHUNK: usize = 1 << 20;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> Result<(Digest, u64)> {
+            let mut hashed = HashReader::new(decompress(reader)?);
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    let n = hashed.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                if tx.send(buf).is_err() {
+                    break; // the consumer failed; its error wins
+                }
+            }
+            Ok(hashed.finish())
+        });
+        let mut chan = ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let applied = apply_tar(&mut chan, target, opts);
+        let drained = applied.and_then(|entries| {
+            io::copy(&mut chan, &mut io::sink())?;
+            Ok(entries)
+        });
+        drop(chan);
+        let produced = producer
+            .join()
+            .map_err(|_| Error::Io(io::Error::other("decompression thread panicked")))?;
+        let entries = drained?;
+        let (diff_id, tar_size) = produced?;
+        Ok(ApplyStats {
+            entries,
+            diff_id,
+            tar_size,
+        })
+    })
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Applies an uncompressed tar stream; returns the number of entries.
+fn apply_tar(tar: &mut dyn Read, target: &Path, opts: &ApplyOptions) -> Result<u64> {
+    fs_err::create_dir_all(target)?;
+    let root = rustix::fs::open(
+        target,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", target, e))?;
+    let mut archive = tar::Archive::new(tar);
+    let mut ap = Applier {
+        root,
+        opts: opts.clone(),
+        created: HashSet::new(),
+        dir_times: Vec::new(),
+        cache: None,
+        buf: vec![0u8; 256 * 1024],
+        proc_ok: true,
+    };
+    let mut entries = 0u64;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        ap.entry(&mut entry)?;
+        entries += 1;
+    }
+    // Directory mtimes last, deepest first, so creating children does not change them.
+    let times = std::mem::take(&mut ap.dir_times);
+    for (comps, mtime) in times.iter().rev() {
+        let fd = ap.open_dir(comps, false)?;
+        let ts = timestamps(*mtime);
+        rustix::fs::utimensat(&fd, c".", &ts, AtFlags::empty())
+            .map_err(|e| Error::sys("utimensat", join(comps), e))?;
+    }
+    Ok(entries)
+}
+
+type Comps = Vec<OsString>;
+
+fn join(comps: &[OsString]) -> PathBuf {
+    comps.iter().collect()
+}
+
+fn timestamps(mtime: u64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Splits an entry path into normal components; refuses `..`.
+fn clean(raw: &Path) -> Result<Comps> {
+    let mut out = Vec::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_owned()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                return Err(Error::UnsafeEntry {
+                    path: raw.to_owned(),
+                    reason: "path contains '..'",
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Applier {
+    root: OwnedFd,
+    opts: ApplyOptions,
+    /// paths created by this layer (for opaque dirs in Flatten mode)
+    created: HashSet<Comps>,
+    dir_times: Vec<(Comps, u64)>,
+    /// the last resolved parent directory
+    cache: Option<(Comps, OwnedFd)>,
+    buf: Vec<u8>,
+    proc_ok: bool,
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+}
+
+impl Applier {
+    /// Opens directory `comps` inside the root (symlinks resolved inside the root), creating
+    /// missing directories when `create`.
+    fn open_dir(&self, comps: &[OsString], create: bool) -> Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if comps.is_empty() {
+            return rustix::fs::openat(&self.root, c".", flags, Mode::empty())
+                .map_err(|e| Error::sys("open", ".", e));
+        }
+        let path = join(comps);
+        match rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), resolve_flags()) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::NOENT) if create => self.create_dirs(comps),
+            Err(e) => Err(Error::sys("openat2", &path, e)),
+        }
+    }
+
+    /// Slow path of `open_dir`: walks `comps`, following symlinks lexically inside the root
+    /// (as `RESOLVE_IN_ROOT` does) and creating missing directories at their resolved place.
+    fn create_dirs(&self, comps: &[OsString]) -> Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut resolved: Vec<OsString> = Vec::new();
+        let mut queue: std::collections::VecDeque<OsString> = comps.iter().cloned().collect();
+        let mut links = 0;
+        while let Some(c) = queue.pop_front() {
+            if c == "." {
+                continue;
+            }
+            if c == ".." {
+                resolved.pop();
+                continue;
+            }
+            let parent = self.open_dir(&resolved, false)?;
+            let here = join(&resolved).join(&c);
+            match rustix::fs::statat(&parent, c.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => resolved.push(c),
+                    FileType::Symlink => {
+                        links += 1;
+                        if links > 40 {
+                            return Err(Error::sys("resolve", here, Errno::LOOP));
+                        }
+                        let target = rustix::fs::readlinkat(&parent, c.as_os_str(), Vec::new())
+                            .map_err(|e| Error::sys("readlink", &here, e))?;
+                        let target = PathBuf::from(OsStr::from_bytes(target.to_bytes()));
+                        if target.is_absolute() {
+                            resolved.clear();
+                        }
+                        for tc in target.components().rev() {
+                            match tc {
+                                Component::Normal(n) => queue.push_front(n.to_owned()),
+                                Component::ParentDir => queue.push_front("..".into()),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => return Err(Error::sys("mkdir", here, Errno::NOTDIR)),
+                },
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&parent, c.as_os_str(), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(Error::sys("mkdir", here, e)),
+                    }
+                    resolved.push(c);
+                }
+                Err(e) => return Err(Error::sys("stat", here, e)),
+            }
+        }
+        rustix::fs::openat2(
+            &self.root,
+            join(&resolved),
+            flags,
+            Mode::empty(),
+            resolve_flags(),
+        )
+        .map_err(|e| Error::sys("openat2", join(&resolved), e))
+    }
+
+    fn parent(&mut self, comps: &[OsString]) -> Result<OwnedFd> {
+        let pc = &comps[..comps.len() - 1];
+        if let Some((c, fd)) = &self.cache
+            && c.as_slice() == pc
+        {
+            return fd.try_clone().map_err(Error::Io);
+        }
+        let fd = self.open_dir(pc, true)?;
+        self.cache = Some((pc.to_vec(), fd.try_clone()?));
+        Ok(fd)
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw_path = entry.path()?.into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_gnu_sparse() {
+            return Err(Error::UnsupportedEntry {
+                path: raw_path,
+                reason: "sparse files".into(),
+            });
+        }
+        let mut xattrs = Vec::new();
+        if let Some(exts) = entry.pax_extensions()? {
+            for ext in exts {
+                let ext = ext?;
+                let key = ext.key_bytes();
+                if key.starts_with(b"GNU.sparse") {
+                    return Err(Error::UnsupportedEntry {
+                        path: raw_path,
+                        reason: "sparse files".into(),
+                    });
+                }
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.")
+                    && !crate::layer::is_overlay_xattr(name)
+                {
+                    xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let comps = clean(&raw_path)?;
+        let Some(name) = comps.last().cloned() else {
+            return Ok(()); // the root itself
+        };
+        let h = entry.header();
+        let mode = h.mode()? & 0o7777;
+        let uid = h.uid()?;
+        let gid = h.gid()?;
+        let mtime = h.mtime()?;
+        let parent = self.parent(&comps)?;
+        let nb = name.as_bytes();
+
+        // Whiteouts.
+        if let Some(target) = nb.strip_prefix(b".wh.") {
+            if target == b".wh..opq" {
+                let pc = comps[..comps.len() - 1].to_vec();
+                return self.opaque(&pc);
+            }
+            if target.is_empty() || target == b"." || target == b".." || target.contains(&b'/') {
+                return Err(Error::UnsafeEntry {
+                    path: raw_path,
+                    reason: "whiteout of '.' or '..'",
+                });
+            }
+            let tname = OsStr::from_bytes(target);
+            self.cache = None;
+            remove_all_at(&parent, tname, &raw_path)?;
+            if self.opts.mode == ApplyMode::OverlayLower {
+                rustix::fs::mknodat(&parent, tname, FileType::CharacterDevice, Mode::empty(), 0)
+                    .map_err(|e| Error::sys("mknod whiteout", &raw_path, e))?;
+            }
+            return Ok(());
+        }
+
+        // Replace what is there, unless dir over dir.
+        let existing = rustix::fs::statat(&parent, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW);
+        let is_dir = kind == tar::EntryType::Directory;
+        if let Ok(st) = &existing {
+            let was_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+            if !(was_dir && is_dir) {
+                self.cache = None;
+                remove_all_at(&parent, &name, &raw_path)?;
+            }
+        }
+        let nf = AtFlags::SYMLINK_NOFOLLOW;
+        match kind {
+            tar::EntryType::Directory => {
+                if existing.is_err() {
+                    rustix::fs::mkdirat(&parent, name.as_os_str(), Mode::from_raw_mode(0o700))
+                        .map_err(|e| Error::sys("mkdir", &raw_path, e))?;
+                }
+                self.owner(&parent, &name, uid, gid, &raw_path)?;
+                rustix::fs::chmodat(
+                    &parent,
+                    name.as_os_str(),
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| Error::sys("chmod", &raw_path, e))?;
+                if !xattrs.is_empty() {
+                    let fd = rustix::fs::openat(
+                        &parent,
+                        name.as_os_str(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| Error::sys("open", &raw_path, e))?;
+                    set_xattrs_fd(&fd, &xattrs, &raw_path)?;
+                }
+                self.dir_times.push((comps.clone(), mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name.as_os_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| Error::sys("create", &raw_path, e))?;
+                let size = entry.header().size()?;
+                let mut file = std::fs::File::from(fd);
+                let mut copied = 0u64;
+                loop {
+                    let n = entry.read(&mut self.buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    io::Write::write_all(&mut file, &self.buf[..n]).map_err(|e| Error::Sys {
+                        op: "write",
+                        path: raw_path.clone(),
+                        source: e,
+                    })?;
+                    copied += n as u64;
+                }
+                if copied != size {
+                    return Err(Error::UnsupportedEntry {
+                        path: raw_path,
+                        reason: format!(
+                            "archive truncated: header claims {size} bytes, found {copied}"
+                        ),
+                    });
+                }
+                if self.opts.same_owner {
+                    rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid)))
+                        .map_err(|e| Error::sys("chown", &raw_path, e))?;
+                }
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+                    .map_err(|e| Error::sys("chmod", &raw_path, e))?;
+                set_xattrs_fd(&file, &xattrs, &raw_path)?;
+                rustix::fs::futimens(&file, &timestamps(mtime))
+                    .map_err(|e| Error::sys("futimens", &raw_path, e))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name()?.ok_or_else(|| {
+                    Error::invalid(
+                        "layer",
+                        format!("symlink {} without target", raw_path.display()),
+                    )
+                })?;
+                self.cache = None;
+                rustix::fs::symlinkat(target.as_ref(), &parent, name.as_os_str())
+                    .map_err(|e| Error::sys("symlink", &raw_path, e))?;
+                self.owner(&parent, &name, uid, gid, &raw_path)?;
+                if !xattrs.is_empty() {
+                    self.set_xattrs_path(&parent, &name, &xattrs, &raw_path)?;
+                }
+                rustix::fs::utimensat(&parent, name.as_os_str(), &timestamps(mtime), nf)
+                    .map_err(|e| Error::sys("utimensat", &raw_path, e))?;
+            }
+            tar::EntryType::Link => {
+                let link = entry.link_name()?.ok_or_else(|| {
+                    Error::invalid(
+                        "layer",
+                        format!("hardlink {} without target", raw_path.display()),
+                    )
+                })?;
+                let lc = clean(&link)?;
+                let Some(lname) = lc.last() else {
+                    return Err(Error::UnsafeEntry {
+                        path: raw_path,
+                        reason: "hardlink to the root",
+                    });
+                };
+                let bad = || Error::BadHardlink {
+                    path: raw_path.clone(),
+                    target: link.to_path_buf(),
+                };
+                let lparent = self
+                    .open_dir(&lc[..lc.len() - 1], false)
+                    .map_err(|_| bad())?;
+                rustix::fs::linkat(
+                    &lparent,
+                    lname.as_os_str(),
+                    &parent,
+                    name.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|_| bad())?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let ft = match kind {
+                    tar::EntryType::Char => FileType::CharacterDevice,
+                    tar::EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let mut dev = 0;
+                if ft != FileType::Fifo {
+                    if !self.opts.allow_devices {
+                        tracing::warn!(path = %raw_path.display(), "skipping device node (not root)");
+                        return Ok(());
+                    }
+                    let ma = h.device_major()?.unwrap_or(0);
+                    let mi = h.device_minor()?.unwrap_or(0);
+                    dev = rustix::fs::makedev(ma, mi);
+                }
+                rustix::fs::mknodat(
+                    &parent,
+                    name.as_os_str(),
+                    ft,
+                    Mode::from_raw_mode(mode),
+                    dev,
+                )
+                .map_err(|e| Error::sys("mknod", &raw_path, e))?;
+                self.owner(&parent, &name, uid, gid, &raw_path)?;
+                rustix::fs::chmodat(
+                    &parent,
+                    name.as_os_str(),
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| Error::sys("chmod", &raw_path, e))?;
+                if !xattrs.is_empty() {
+                    self.set_xattrs_path(&parent, &name, &xattrs, &raw_path)?;
+                }
+                rustix::fs::utimensat(&parent, name.as_os_str(), &timestamps(mtime), nf)
+                    .map_err(|e| Error::sys("utimensat", &raw_path, e))?;
+            }
+            tar::EntryType::XGlobalHeader => return Ok(()),
+            other => {
+                return Err(Error::UnsupportedEntry {
+                    path: raw_path,
+                    reason: format!("entry type {other:?}"),
+                });
+            }
+        }
+        if self.opts.mode == ApplyMode::Flatten {
+            self.created.insert(comps);
+        }
+        Ok(())
+    }
+
+    fn owner(&self, parent: &OwnedFd, name: &OsStr, uid: u64, gid: u64, raw: &Path) -> Result<()> {
+        if self.opts.same_owner {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(uid_of(uid)),
+                Some(gid_of(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Error::sys("chown", raw, e))?;
+        }
+        Ok(())
+    }
+
+    fn set_xattrs_path(
+        &mut self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        raw: &Path,
+    ) -> Result<()> {
+        if !self.proc_ok {
+            return Ok(());
+        }
+        // The parent fd pins the directory; lsetxattr does not follow the final symlink.
+        let p = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+        for (k, v) in xattrs {
+            match rustix::fs::lsetxattr(&p, k.as_slice(), v, rustix::fs::XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(Errno::PERM | Errno::NOTSUP) => {
+                    tracing::warn!(path = %raw.display(), xattr = %String::from_utf8_lossy(k), "xattr not applied");
+                }
+                Err(e) => return Err(Error::sys("setxattr", raw, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// An opaque directory marker for the directory `pc`.
+    fn opaque(&mut self, pc: &[OsString]) -> Result<()> {
+        let dir = self.open_dir(pc, true)?;
+        let dirfd = rustix::fs::openat(
+            &dir,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", join(pc), e))?;
+        match self.opts.mode {
+            ApplyMode::OverlayLower => {
+                rustix::fs::fsetxattr(
+                    &dirfd,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(|e| Error::sys("setxattr trusted.overlay.opaque", join(pc), e))?;
+            }
+            ApplyMode::Flatten => {
+                self.cache = None;
+                let mut names = Vec::new();
+                for de in rustix::fs::Dir::read_from(&dirfd)
+                    .map_err(|e| Error::sys("readdir", join(pc), e))?
+                {
+                    let de = de.map_err(|e| Error::sys("readdir", join(pc), e))?;
+                    let n = OsStr::from_bytes(de.file_name().to_bytes()).to_owned();
+                    if n == "." || n == ".." {
+                        continue;
+                    }
+                    let mut c = pc.to_vec();
+                    c.push(n.clone());
+                    if !self.created.contains(&c) {
+                        names.push(n);
+                    }
+                }
+                for n in names {
+                    remove_all_at(&dirfd, &n, &join(pc).join(&n))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn uid_of(u: u64) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(u.min(u32::MAX as u64 - 1) as u32)
+}
+
+fn gid_of(g: u64) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(g.min(u32::MAX as u64 - 1) as u32)
+}
+
+fn set_xattrs_fd(fd: impl AsFd, xattrs: &[(Vec<u8>, Vec<u8>)], raw: &Path) -> Result<()> {
+    for (k, v) in xattrs {
+        match rustix::fs::fsetxattr(fd.as_fd(), k.as_slice(), v, rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::PERM | Errno::NOTSUP) => {
+                tracing::warn!(path = %raw.display(), xattr = %String::from_utf8_lossy(k), "xattr not applied");
+            }
+            Err(e) => return Err(Error::sys("setxattr", raw, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes `name` in `dirfd` recursively without following symlinks; missing is fine.
+pub(crate) fn remove_all_at(dirfd: impl AsFd, name: &OsStr, raw: &Path) -> Result<()> {
+    let dirfd = dirfd.as_fd();
+    let st = match rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(Error::sys("stat", raw, e)),
+    };
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let fd = rustix::fs::openat(
+            dirfd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", raw, e))?;
+        let mut children = Vec::new();
+        for de in rustix::fs::Dir::read_from(&fd).map_err(|e| Error::sys("readdir", raw, e))? {
+            let de = de.map_err(|e| Error::sys("readdir", raw, e))?;
+            let n = OsStr::from_bytes(de.file_name().to_bytes()).to_owned();
+            if n != "." && n != ".." {
+                children.push(n);
+            }
+        }
+        for c in children {
+            remove_all_at(&fd, &c, &raw.join(&c))?;
+        }
+        rustix::fs::unlinkat(dirfd, name, AtFlags::REMOVEDIR)
+            .map_err(|e| Error::sys("rmdir", raw, e))
+    } else {
+        rustix::fs::unlinkat(dirfd, name, AtFlags::empty())
+            .map_err(|e| Error::sys("unlink", raw, e))
+    }
+}

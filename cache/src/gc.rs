@@ -1,0 +1,158 @@
+//! Garbage collection: leases protect blobs and snapshots in use; everything not reachable
+//! from an image or a lease (and older than a grace period) is removed.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use oci_spec::image::Digest;
+use redb::ReadableTable;
+
+use crate::digest::chain_id;
+use crate::error::{Error, Result};
+use crate::index::{BLOB_LAYERS, LAYERS, SNAPSHOTS};
+use crate::store::Store;
+
+const LEASES: &str = "lease";
+
+/// What [`Store::gc`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Blobs deleted.
+    pub blobs_removed: u64,
+    /// Bytes of the deleted blobs.
+    pub bytes_freed: u64,
+    /// Snapshot directories deleted.
+    pub snapshots_removed: u64,
+    /// Leftover scratch entries (from killed processes) deleted.
+    pub tmp_removed: u64,
+}
+
+impl Store {
+    /// Protects `digests` (blob digests and/or snapshot chain IDs) from GC under `name`
+    /// (e.g. one lease per running build), replacing an earlier lease of that name.
+    pub fn lease(&self, name: &str, digests: &[Digest]) -> Result<()> {
+        let v = serde_json::to_vec(digests).map_err(|e| Error::json("lease", e))?;
+        self.kv_put(LEASES, name, &v)
+    }
+
+    /// Drops a lease; returns whether it existed.
+    pub fn release(&self, name: &str) -> Result<bool> {
+        self.kv_remove(LEASES, name)
+    }
+
+    /// [`Store::gc_with_grace`] with a one-hour grace period.
+    pub fn gc(&self) -> Result<GcStats> {
+        self.gc_with_grace(Duration::from_secs(3600))
+    }
+
+    /// Removes blobs and snapshots not reachable from any image or lease, and scratch
+    /// leftovers, if they are older than `grace` (so a concurrent process that has written a
+    /// blob but not yet recorded its image does not lose it).
+    pub fn gc_with_grace(&self, grace: Duration) -> Result<GcStats> {
+        let mut keep_blobs: HashSet<String> = HashSet::new();
+        let mut keep_snaps: HashSet<String> = HashSet::new();
+        for img in self.images()? {
+            let Some(rec) = self.image_by_manifest(&img.manifest_digest)? else {
+                continue;
+            };
+            keep_blobs.insert(rec.manifest_digest.digest().to_owned());
+            keep_blobs.insert(rec.config_digest.digest().to_owned());
+            let mut ids = Vec::new();
+            for l in &rec.layers {
+                keep_blobs.insert(l.digest.digest().to_owned());
+                ids.push(l.diff_id.clone());
+                if let Some(c) = chain_id(&ids) {
+                    keep_snaps.insert(c.digest().to_owned());
+                }
+            }
+        }
+        for (_, v) in self.kv_list(LEASES)? {
+            let ds: Vec<Digest> =
+                serde_json::from_slice(&v).map_err(|e| Error::json("lease", e))?;
+            for d in ds {
+                keep_blobs.insert(d.digest().to_owned());
+                keep_snaps.insert(d.digest().to_owned());
+            }
+        }
+        let now = SystemTime::now();
+        let old = |md: &std::fs::Metadata| {
+            md.modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= grace)
+        };
+        let mut stats = GcStats::default();
+        let mut removed: Vec<String> = Vec::new();
+        for e in fs_err::read_dir(self.root().join("blobs/sha256"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let md = fs_err::symlink_metadata(e.path())?;
+            if keep_blobs.contains(&name) || !old(&md) {
+                continue;
+            }
+            fs_err::remove_file(e.path())?;
+            stats.blobs_removed += 1;
+            stats.bytes_freed += md.len();
+            removed.push(format!("sha256:{name}"));
+        }
+        let mut removed_snaps = Vec::new();
+        for e in fs_err::read_dir(self.root().join("snapshots"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let md = fs_err::symlink_metadata(e.path())?;
+            if keep_snaps.contains(&name) || !old(&md) {
+                continue;
+            }
+            // Rename first so no reader ever sees a half-deleted snapshot.
+            let doomed = self.tmp_dir().join(format!("gc-{name}"));
+            fs_err::rename(e.path(), &doomed)?;
+            fs_err::remove_dir_all(&doomed)?;
+            stats.snapshots_removed += 1;
+            removed_snaps.push(format!("sha256:{name}"));
+        }
+        for e in fs_err::read_dir(self.tmp_dir())? {
+            let e = e?;
+            let md = fs_err::symlink_metadata(e.path())?;
+            if !old(&md) {
+                continue;
+            }
+            if md.is_dir() {
+                fs_err::remove_dir_all(e.path())?;
+            } else {
+                fs_err::remove_file(e.path())?;
+            }
+            stats.tmp_removed += 1;
+        }
+        if !removed.is_empty() || !removed_snaps.is_empty() {
+            let gone: HashSet<&str> = removed.iter().map(String::as_str).collect();
+            self.index().write(|txn| {
+                let mut bl = txn.open_table(BLOB_LAYERS)?;
+                for d in &removed {
+                    bl.remove(d.as_str())?;
+                }
+                drop(bl);
+                let mut layers = txn.open_table(LAYERS)?;
+                let mut stale = Vec::new();
+                for item in layers.iter()? {
+                    let (k, v) = item?;
+                    let info: crate::layer::LayerInfo = serde_json::from_slice(v.value())
+                        .map_err(|e| Error::json("layer record", e))?;
+                    if gone.contains(info.digest.as_ref()) {
+                        stale.push(k.value().to_owned());
+                    }
+                }
+                for k in stale {
+                    layers.remove(k.as_str())?;
+                }
+                drop(layers);
+                let mut snaps = txn.open_table(SNAPSHOTS)?;
+                for c in &removed_snaps {
+                    snaps.remove(c.as_str())?;
+                }
+                Ok(())
+            })?;
+        }
+        tracing::info!(?stats, "gc");
+        Ok(stats)
+    }
+}

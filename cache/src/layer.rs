@@ -1,0 +1,837 @@
+//! Layers: a deterministic tar writer over a directory (or an overlayfs upperdir),
+//! compressed and hashed in one pass into the blob store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use oci_spec::image::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::HashWriter;
+use crate::error::{Error, Result};
+use crate::index::{BLOB_LAYERS, LAYERS};
+use crate::store::Store;
+
+/// OCI media type of an uncompressed layer.
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// OCI media type of a gzip layer.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI media type of a zstd layer.
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// Input block size fed to compressors, so output never depends on write sizes.
+const BLOCK: usize = 128 * 1024;
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// gzip at `level` (0-9).
+    Gzip {
+        /// Compression level 0-9.
+        level: u32,
+    },
+    /// gzip at `level` (0-9), compressed in parallel in independent 1 MiB blocks (as pigz
+    /// `--independent`); the bytes do not depend on the number of threads.
+    GzipParallel {
+        /// Compression level 0-9.
+        level: u32,
+    },
+    /// zstd at `level` (1-22), always in multithreaded mode with a fixed number of workers
+    /// so the bytes do not depend on the machine.
+    Zstd {
+        /// Compression level.
+        level: i32,
+    },
+}
+
+impl Compression {
+    /// Parallel gzip at level 1 (layers are written often; this is the fast default).
+    pub const GZIP: Compression = Compression::GzipParallel { level: 1 };
+    /// zstd at the default level 3.
+    pub const ZSTD: Compression = Compression::Zstd { level: 3 };
+
+    /// The OCI layer media type for this compression.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Compression::None => MEDIA_TYPE_LAYER_TAR,
+            Compression::Gzip { .. } | Compression::GzipParallel { .. } => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd { .. } => MEDIA_TYPE_LAYER_ZSTD,
+        }
+    }
+}
+
+/// What the layer directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerSource {
+    /// A plain directory: everything in it is the layer.
+    #[default]
+    Directory,
+    /// An overlayfs upperdir: char 0/0 devices become `.wh.NAME` whiteouts and opaque
+    /// directories get a `.wh..wh..opq` marker.
+    OverlayUpper,
+}
+
+/// How to write a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// Compression of the blob.
+    pub compression: Compression,
+    /// Clamp mtimes to at most this (SOURCE_DATE_EPOCH).
+    pub mtime_clamp: Option<i64>,
+    /// Plain directory or overlay upperdir.
+    pub source: LayerSource,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            compression: Compression::GZIP,
+            mtime_clamp: None,
+            source: LayerSource::Directory,
+        }
+    }
+}
+
+/// A layer in the store: its uncompressed digest (diffID) and its blob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the blob as stored (compressed).
+    pub digest: Digest,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// OCI or docker media type of the blob.
+    pub media_type: String,
+}
+
+/// Passes data to `inner` only in blocks of exactly [`BLOCK`] bytes (the rest at finish).
+struct FixedBlocks<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> FixedBlocks<W> {
+    fn new(inner: W) -> Self {
+        FixedBlocks {
+            inner,
+            buf: Vec::with_capacity(BLOCK),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for FixedBlocks<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (BLOCK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == BLOCK {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A compressor in front of `W`.
+pub(crate) enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    ParGzip(ParGzip<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    pub(crate) fn new(w: W, c: Compression) -> io::Result<Self> {
+        Ok(match c {
+            Compression::None => Encoder::Plain(w),
+            Compression::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::new(level.min(9)),
+            )),
+            Compression::GzipParallel { level } => Encoder::ParGzip(ParGzip::new(w, level.min(9))),
+            Compression::Zstd { level } => {
+                let mut e = zstd::stream::write::Encoder::new(w, level)?;
+                // Fixed worker count, never the core count (zstd's multithreaded output does
+                // not depend on the worker count once it is >= 1; a unit test checks this).
+                e.multithread(ZSTD_WORKERS)?;
+                Encoder::Zstd(e)
+            }
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::ParGzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::ParGzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::ParGzip(_) => Ok(()),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// zstd worker threads (fixed).
+const ZSTD_WORKERS: u32 = 2;
+/// Parallel gzip: block size and worker threads (the bytes depend on the block size only).
+const PAR_GZIP_BLOCK: usize = 1 << 20;
+const PAR_GZIP_WORKERS: usize = 2;
+
+type GzJob = (u64, Vec<u8>);
+type GzDone = (u64, io::Result<Vec<u8>>);
+
+/// Parallel gzip writer: independent raw-deflate blocks, each ended by a full flush,
+/// compressed by worker threads and written in order, then an empty final block and the
+/// gzip trailer. Any gzip reader reads it as one member.
+pub(crate) struct ParGzip<W: Write> {
+    out: W,
+    level: u32,
+    buf: Vec<u8>,
+    crc: flate2::Crc,
+    sent: u64,
+    written: u64,
+    jobs: Option<std::sync::mpsc::SyncSender<GzJob>>,
+    results: std::sync::mpsc::Receiver<GzDone>,
+    ready: BTreeMap<u64, Vec<u8>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    header: bool,
+}
+
+fn deflate_block(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    loop {
+        let done = c.total_in() as usize;
+        c.compress_vec(&data[done..], &mut out, flate2::FlushCompress::Full)
+            .map_err(io::Error::other)?;
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            return Ok(out);
+        }
+        out.reserve(64 * 1024);
+    }
+}
+
+impl<W: Write> ParGzip<W> {
+    fn new(out: W, level: u32) -> Self {
+        let (jtx, jrx) = std::sync::mpsc::sync_channel::<GzJob>(PAR_GZIP_WORKERS * 2);
+        let (rtx, rrx) = std::sync::mpsc::channel::<GzDone>();
+        let jrx = std::sync::Arc::new(std::sync::Mutex::new(jrx));
+        let workers = (0..PAR_GZIP_WORKERS)
+            .map(|_| {
+                let jrx = jrx.clone();
+                let rtx = rtx.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match jrx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((seq, data)) = job else { return };
+                        if rtx.send((seq, deflate_block(level, &data))).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        ParGzip {
+            out,
+            level,
+            buf: Vec::with_capacity(PAR_GZIP_BLOCK),
+            crc: flate2::Crc::new(),
+            sent: 0,
+            written: 0,
+            jobs: Some(jtx),
+            results: rrx,
+            ready: BTreeMap::new(),
+            workers,
+            header: false,
+        }
+    }
+
+    fn write_ready(&mut self) -> io::Result<()> {
+        if !self.header {
+            let xfl = if self.level >= 9 {
+                2
+            } else if self.level <= 1 {
+                4
+            } else {
+                0
+            };
+            self.out
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff])?;
+            self.header = true;
+        }
+        while let Some(b) = self.ready.remove(&self.written) {
+            self.out.write_all(&b)?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self, block: bool) -> io::Result<()> {
+        loop {
+            let r = if block {
+                match self.results.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => return Err(io::Error::other("gzip worker died")),
+                }
+            } else {
+                self.results.try_recv().ok()
+            };
+            let Some((seq, data)) = r else { break };
+            self.ready.insert(seq, data?);
+            if block {
+                break;
+            }
+        }
+        self.write_ready()
+    }
+
+    fn send_block(&mut self) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(PAR_GZIP_BLOCK));
+        self.crc.update(&data);
+        // Keep at most a few blocks in flight.
+        while self.sent - self.written >= (PAR_GZIP_WORKERS * 3) as u64 {
+            self.collect(true)?;
+        }
+        let tx = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip finished"))?;
+        tx.send((self.sent, data))
+            .map_err(|_| io::Error::other("gzip worker died"))?;
+        self.sent += 1;
+        self.collect(false)
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.send_block()?;
+        }
+        while self.written < self.sent {
+            self.collect(true)?;
+        }
+        self.write_ready()?;
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        // empty final fixed-Huffman block, then CRC32 and ISIZE
+        self.out.write_all(&[0x03, 0x00])?;
+        self.out.write_all(&self.crc.sum().to_le_bytes())?;
+        self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ParGzip<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (PAR_GZIP_BLOCK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == PAR_GZIP_BLOCK {
+                self.send_block()?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Options of the tar writer alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TarOptions {
+    /// Clamp mtimes to at most this.
+    pub mtime_clamp: Option<i64>,
+    /// Plain directory or overlay upperdir.
+    pub source: LayerSource,
+}
+
+/// Writes a deterministic tar of `dir` to `w`: entries sorted by name bytes, numeric ids,
+/// empty user/group names, permission bits only, PAX records (sorted) for long names and
+/// xattrs, hardlinks for files sharing an inode. Sockets are skipped.
+pub fn write_tar(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<()> {
+    let mut tw = TarWriter {
+        opts: *opts,
+        out: w,
+        links: HashMap::new(),
+        buf: vec![0u8; 256 * 1024],
+    };
+    tw.walk_dir(dir, b"")?;
+    tw.out.write_all(&[0u8; 1024])?;
+    Ok(())
+}
+
+struct TarWriter<'a> {
+    opts: TarOptions,
+    out: &'a mut dyn Write,
+    /// (dev, ino) → first archive path, for hardlinks
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+struct Entry<'a> {
+    name: &'a [u8],
+    kind: tar::EntryType,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    size: u64,
+    link: Option<&'a [u8]>,
+    dev: Option<(u32, u32)>,
+    xattrs: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+impl TarWriter<'_> {
+    fn clamp(&self, mtime: i64) -> i64 {
+        match self.opts.mtime_clamp {
+            Some(c) if mtime > c => c,
+            _ => mtime.max(0),
+        }
+    }
+
+    fn entry(&mut self, arch: &[u8], p: &Path, md: &std::fs::Metadata) -> Result<()> {
+        let ft = md.file_type();
+        let empty = BTreeMap::new();
+        let mtime = self.clamp(md.mtime());
+        let mode = md.mode() & 0o7777;
+        if self.opts.source == LayerSource::OverlayUpper && ft.is_char_device() && md.rdev() == 0 {
+            return self.header(&Entry {
+                name: arch,
+                kind: tar::EntryType::Regular,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime,
+                size: 0,
+                link: None,
+                dev: None,
+                xattrs: &empty,
+            });
+        }
+        let xattrs = read_xattrs(p)?;
+        let opaque = self.opts.source == LayerSource::OverlayUpper
+            && ft.is_dir()
+            && ["trusted.overlay.opaque", "user.overlay.opaque"]
+                .iter()
+                .any(|k| xattrs.get(k.as_bytes()).map(Vec::as_slice) == Some(b"y"));
+        let xattrs: BTreeMap<Vec<u8>, Vec<u8>> = xattrs
+            .into_iter()
+            .filter(|(k, _)| !is_overlay_xattr(k))
+            .collect();
+        let mut e = Entry {
+            name: arch,
+            kind: tar::EntryType::Regular,
+            mode,
+            uid: md.uid().into(),
+            gid: md.gid().into(),
+            mtime,
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: &xattrs,
+        };
+        if ft.is_dir() {
+            let mut name = arch.to_vec();
+            name.push(b'/');
+            e.name = &name;
+            e.kind = tar::EntryType::Directory;
+            self.header(&e)?;
+            if opaque {
+                let mut wh = name.clone();
+                wh.extend_from_slice(b".wh..wh..opq");
+                self.header(&Entry {
+                    name: &wh,
+                    kind: tar::EntryType::Regular,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    mtime,
+                    size: 0,
+                    link: None,
+                    dev: None,
+                    xattrs: &empty,
+                })?;
+            }
+            self.walk_dir(p, &name)
+        } else if ft.is_file() {
+            if md.nlink() > 1 {
+                let key = (md.dev(), md.ino());
+                if let Some(first) = self.links.get(&key).cloned() {
+                    e.kind = tar::EntryType::Link;
+                    e.link = Some(&first);
+                    return self.header(&e);
+                }
+                self.links.insert(key, arch.to_vec());
+            }
+            e.size = md.len();
+            self.header(&e)?;
+            let mut f = fs_err::File::open(p)?;
+            let mut left = md.len();
+            while left > 0 {
+                let want = (self.buf.len() as u64).min(left) as usize;
+                let n = f.read(&mut self.buf[..want])?;
+                if n == 0 {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while being archived", p.display()),
+                    )));
+                }
+                self.out.write_all(&self.buf[..n])?;
+                left -= n as u64;
+            }
+            let pad = (512 - (md.len() % 512) as usize) % 512;
+            self.out.write_all(&[0u8; 512][..pad])?;
+            Ok(())
+        } else if ft.is_symlink() {
+            let target = fs_err::read_link(p)?.into_os_string().into_vec();
+            e.kind = tar::EntryType::Symlink;
+            e.mode = 0o777;
+            e.link = Some(&target);
+            self.header(&e)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            e.kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            };
+            let rdev = md.rdev();
+            e.dev = Some((rustix::fs::major(rdev), rustix::fs::minor(rdev)));
+            self.header(&e)
+        } else if ft.is_fifo() {
+            e.kind = tar::EntryType::Fifo;
+            self.header(&e)
+        } else {
+            tracing::warn!(path = %p.display(), "skipping socket in layer");
+            Ok(())
+        }
+    }
+
+    fn walk_dir(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
+        // Sorted on the archive names (in an upperdir, whiteouts are renamed).
+        let mut items = Vec::new();
+        for e in fs_err::read_dir(dir)? {
+            let n = e?.file_name();
+            let p = dir.join(&n);
+            let md = fs_err::symlink_metadata(&p)?;
+            let mut arch = prefix.to_vec();
+            if self.opts.source == LayerSource::OverlayUpper
+                && md.file_type().is_char_device()
+                && md.rdev() == 0
+            {
+                arch.extend_from_slice(b".wh.");
+            }
+            arch.extend_from_slice(n.as_bytes());
+            items.push((arch, p, md));
+        }
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        for (arch, p, md) in items {
+            self.entry(&arch, &p, &md)?;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, e: &Entry<'_>) -> Result<()> {
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if e.name.len() > 100 {
+            pax.push((b"path".to_vec(), e.name.to_vec()));
+        }
+        if let Some(l) = e.link
+            && l.len() > 100
+        {
+            pax.push((b"linkpath".to_vec(), l.to_vec()));
+        }
+        if e.size >= 0o77777777777 {
+            pax.push((b"size".to_vec(), e.size.to_string().into_bytes()));
+        }
+        if e.uid > 0o7777777 {
+            pax.push((b"uid".to_vec(), e.uid.to_string().into_bytes()));
+        }
+        if e.gid > 0o7777777 {
+            pax.push((b"gid".to_vec(), e.gid.to_string().into_bytes()));
+        }
+        for (k, v) in e.xattrs {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k);
+            pax.push((key, v.clone()));
+        }
+        pax.sort();
+        if !pax.is_empty() {
+            let mut body = Vec::new();
+            for (k, v) in &pax {
+                body.extend_from_slice(&pax_record(k, v));
+            }
+            let mut h = tar::Header::new_ustar();
+            set_name(&mut h, b"PaxHeaders/entry");
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(body.len() as u64);
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_cksum();
+            self.out.write_all(h.as_bytes())?;
+            self.out.write_all(&body)?;
+            let pad = (512 - body.len() % 512) % 512;
+            self.out.write_all(&[0u8; 512][..pad])?;
+        }
+        let mut h = tar::Header::new_ustar();
+        set_name(&mut h, &e.name[..e.name.len().min(100)]);
+        h.set_mode(e.mode);
+        h.set_uid(e.uid.min(0o7777777));
+        h.set_gid(e.gid.min(0o7777777));
+        h.set_mtime(e.mtime as u64);
+        h.set_size(e.size.min(0o77777777777));
+        h.set_entry_type(e.kind);
+        if let Some(l) = e.link {
+            let l = &l[..l.len().min(100)];
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+        }
+        if let Some((ma, mi)) = e.dev {
+            h.set_device_major(ma)?;
+            h.set_device_minor(mi)?;
+        } else {
+            h.set_device_major(0)?;
+            h.set_device_minor(0)?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes())?;
+        Ok(())
+    }
+}
+
+fn set_name(h: &mut tar::Header, name: &[u8]) {
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    field[..name.len()].copy_from_slice(name);
+}
+
+fn pax_record(k: &[u8], v: &[u8]) -> Vec<u8> {
+    let body = k.len() + v.len() + 3; // ' ' '=' '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut r = format!("{len} ").into_bytes();
+    r.extend_from_slice(k);
+    r.push(b'=');
+    r.extend_from_slice(v);
+    r.push(b'\n');
+    r
+}
+
+/// All xattrs of `p` (not following symlinks), sorted by name.
+pub(crate) fn read_xattrs(p: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut list = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::llistxattr(p, &mut list[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => list.resize(list.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+            Err(e) => return Err(Error::sys("listxattr", p, e)),
+        }
+    };
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::lgetxattr(p, name, &mut val[..]) {
+                Ok(l) => break Some(l),
+                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 4, 0),
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(Error::sys("getxattr", p, e)),
+            }
+        };
+        if let Some(len) = len {
+            val.truncate(len);
+            out.insert(name.to_vec(), val);
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Writes `dir` as a layer into the blob store: tar, compression and both digests in
+    /// one pass. Records diffID ↔ blob in the index.
+    pub fn create_layer(&self, dir: &Path, opts: &LayerOptions) -> Result<LayerInfo> {
+        let tar_opts = TarOptions {
+            mtime_clamp: opts.mtime_clamp,
+            source: opts.source,
+        };
+        let bw = self.blob_writer()?;
+        let (diff_id, digest, size) = if opts.compression == Compression::None {
+            // The blob is the tar: one hash serves as both digests.
+            let mut bw = bw;
+            write_tar(dir, &tar_opts, &mut bw)?;
+            let (digest, size) = bw.commit(None)?;
+            (digest.clone(), digest, size)
+        } else {
+            let enc = Encoder::new(bw, opts.compression)?;
+            let mut diff = HashWriter::new(FixedBlocks::new(enc));
+            write_tar(dir, &tar_opts, &mut diff)?;
+            let (blocks, diff_id, _) = diff.finish();
+            let bw = blocks.finish()?.finish()?;
+            let (digest, size) = bw.commit(None)?;
+            (diff_id, digest, size)
+        };
+        let info = LayerInfo {
+            diff_id,
+            digest,
+            size,
+            media_type: opts.compression.media_type().to_owned(),
+        };
+        self.record_layer(&info)?;
+        tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
+        Ok(info)
+    }
+
+    /// Records diffID ↔ blob (the blob must be in the store).
+    pub fn record_layer(&self, info: &LayerInfo) -> Result<()> {
+        let json = serde_json::to_vec(info).map_err(|e| Error::json("layer record", e))?;
+        let keep_existing = self.layer_for_diff_id(&info.diff_id)?.is_some();
+        self.index().write(|txn| {
+            if !keep_existing {
+                txn.open_table(LAYERS)?
+                    .insert(info.diff_id.as_ref(), json.as_slice())?;
+            }
+            txn.open_table(BLOB_LAYERS)?
+                .insert(info.digest.as_ref(), info.diff_id.as_ref())?;
+            Ok(())
+        })
+    }
+
+    /// The layer blob recorded for a diffID, if its blob is present.
+    pub fn layer_for_diff_id(&self, diff_id: &Digest) -> Result<Option<LayerInfo>> {
+        let raw = self.index().read(|txn| {
+            let t = txn.open_table(LAYERS)?;
+            Ok(t.get(diff_id.as_ref())?.map(|v| v.value().to_vec()))
+        })?;
+        let Some(raw) = raw else { return Ok(None) };
+        let info: LayerInfo =
+            serde_json::from_slice(&raw).map_err(|e| Error::json("layer record", e))?;
+        Ok(self.has_blob(&info.digest).then_some(info))
+    }
+
+    /// The diffID recorded for a layer blob.
+    pub fn diff_id_for_blob(&self, digest: &Digest) -> Result<Option<Digest>> {
+        let raw = self.index().read(|txn| {
+            let t = txn.open_table(BLOB_LAYERS)?;
+            Ok(t.get(digest.as_ref())?.map(|v| v.value().to_owned()))
+        })?;
+        raw.map(|s| crate::digest::parse_digest(&s)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x: u64 = 7;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 3 == 0 {
+                    (x % 7) as u8 + b'a'
+                } else {
+                    (x >> 11) as u8
+                }
+            })
+            .collect()
+    }
+
+    fn compress(c: Compression, data: &[u8], write_size: usize) -> Vec<u8> {
+        let mut e = FixedBlocks::new(Encoder::new(Vec::new(), c).unwrap());
+        for chunk in data.chunks(write_size) {
+            e.write_all(chunk).unwrap();
+        }
+        e.finish().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn parallel_gzip_is_valid_gzip_and_deterministic() {
+        let data = sample(5 * PAR_GZIP_BLOCK + 123);
+        let a = compress(Compression::GZIP, &data, 1000);
+        let b = compress(Compression::GZIP, &data, 777_777);
+        assert_eq!(a, b);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let empty = compress(Compression::GZIP, b"", 1);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&empty[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn zstd_bytes_do_not_depend_on_worker_count() {
+        let data = sample(24 << 20);
+        let with = |workers: u32| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.multithread(workers).unwrap();
+            for c in data.chunks(BLOCK) {
+                e.write_all(c).unwrap();
+            }
+            e.finish().unwrap()
+        };
+        let one = with(1);
+        assert_eq!(one, with(2));
+        assert_eq!(one, with(3));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of kiln-cache (run as root: real overlayfs, skopeo, umoci).
+
+mod archive;
+mod hostile;
+mod images;
+mod layers;
+mod snapshots;
+mod store;
+mod support;

@@ -1,0 +1,173 @@
+//! Snapshots and overlay mounts (root only).
+
+use kiln_cache::mount::MAX_LOWERS;
+use kiln_cache::{Compression, LayerOptions, LayerSource, Store, chain_id, mount_overlay, unmount};
+
+use crate::support::{RawTar, file, is_root};
+
+fn layer_from_tar(s: &Store, tar: Vec<u8>) -> kiln_cache::LayerInfo {
+    let mut w = s.blob_writer().unwrap();
+    std::io::Write::write_all(&mut w, &tar).unwrap();
+    let (d, size) = w.commit(None).unwrap();
+    let info = kiln_cache::LayerInfo {
+        diff_id: d.clone(),
+        digest: d,
+        size,
+        media_type: Compression::None.media_type().into(),
+    };
+    s.record_layer(&info).unwrap();
+    info
+}
+
+#[test]
+fn whiteouts_hide_lower_files_when_mounted_and_upper_is_captured() {
+    if !is_root() {
+        return;
+    }
+    use tar::EntryType::{Directory, Regular};
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let l1 = layer_from_tar(
+        &s,
+        RawTar::new()
+            .entry("a/", Directory, "", b"")
+            .entry("a/gone", Regular, "", b"1")
+            .entry("a/stay", Regular, "", b"1")
+            .entry("d/", Directory, "", b"")
+            .entry("d/old", Regular, "", b"1")
+            .finish(),
+    );
+    let l2 = layer_from_tar(
+        &s,
+        RawTar::new()
+            .entry("a/", Directory, "", b"")
+            .entry("a/.wh.gone", Regular, "", b"")
+            .entry("d/", Directory, "", b"")
+            .entry("d/.wh..wh..opq", Regular, "", b"")
+            .entry("d/new", Regular, "", b"2")
+            .finish(),
+    );
+    let snap = s.prepare_snapshot(&[l1.clone(), l2.clone()]).unwrap();
+    assert_eq!(
+        snap.chain_id,
+        chain_id(&[l1.diff_id.clone(), l2.diff_id.clone()])
+    );
+    assert_eq!(snap.lowerdirs.len(), 2);
+    // idempotent
+    assert_eq!(s.prepare_snapshot(&[l1.clone(), l2.clone()]).unwrap(), snap);
+
+    let mnt = t.path().join("mnt");
+    fs_err::create_dir_all(&mnt).unwrap();
+    let g = mount_overlay(&snap.lowerdirs, None, &mnt).unwrap();
+    assert!(!mnt.join("a/gone").exists());
+    assert!(mnt.join("a/stay").exists());
+    assert!(!mnt.join("d/old").exists());
+    assert_eq!(fs_err::read(mnt.join("d/new")).unwrap(), b"2");
+    assert!(
+        fs_err::write(mnt.join("x"), b"ro").is_err(),
+        "read-only mount"
+    );
+    g.unmount().unwrap();
+    assert!(!mnt.join("a").exists());
+
+    // writable: delete a lower file, add one, capture the upper as a layer
+    let up = s.tmp_dir().join("up");
+    let work = s.tmp_dir().join("work");
+    fs_err::create_dir_all(&up).unwrap();
+    fs_err::create_dir_all(&work).unwrap();
+    let g = mount_overlay(&snap.lowerdirs, Some((&up, &work)), &mnt).unwrap();
+    fs_err::remove_file(mnt.join("a/stay")).unwrap();
+    file(&mnt, "added", b"3");
+    drop(g);
+    let l3 = s
+        .create_layer(
+            &up,
+            &LayerOptions {
+                compression: Compression::ZSTD,
+                mtime_clamp: Some(0),
+                source: LayerSource::OverlayUpper,
+            },
+        )
+        .unwrap();
+    let snap3 = s.commit_upper_as_snapshot(&snap, &up, &l3).unwrap();
+    assert_eq!(
+        snap3.chain_id,
+        chain_id(&[l1.diff_id.clone(), l2.diff_id.clone(), l3.diff_id.clone()])
+    );
+    let g = mount_overlay(&snap3.lowerdirs, None, &mnt).unwrap();
+    assert!(!mnt.join("a/stay").exists());
+    assert!(mnt.join("added").exists());
+    let leaked = g.leak();
+    assert!(mnt.join("added").exists(), "leaked mount stays");
+    unmount(&leaked).unwrap();
+    assert!(!mnt.join("added").exists());
+    unmount(&leaked).unwrap(); // not mounted is fine
+
+    // The captured layer unpacked fresh gives the same view.
+    let s2 = Store::open(t.path().join("s2")).unwrap();
+    let layers: Vec<_> = [&l1, &l2]
+        .iter()
+        .map(|l| layer_from_tar(&s2, s.read_blob(&l.digest).unwrap()))
+        .collect();
+    let mut w = s2.blob_writer().unwrap();
+    std::io::Write::write_all(&mut w, &s.read_blob(&l3.digest).unwrap()).unwrap();
+    w.commit(Some(&l3.digest)).unwrap();
+    let snap_b = s2
+        .prepare_snapshot(&[layers[0].clone(), layers[1].clone(), l3.clone()])
+        .unwrap();
+    let g = mount_overlay(&snap_b.lowerdirs, None, &mnt).unwrap();
+    assert!(!mnt.join("a/stay").exists());
+    assert!(!mnt.join("a/gone").exists());
+    assert_eq!(fs_err::read(mnt.join("added")).unwrap(), b"3");
+    g.unmount().unwrap();
+}
+
+#[test]
+fn empty_and_deep_chains_mount() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("mnt");
+    fs_err::create_dir_all(&mnt).unwrap();
+    let g = mount_overlay(&[], None, &mnt).unwrap();
+    assert_eq!(fs_err::read_dir(&mnt).unwrap().count(), 0);
+    g.unmount().unwrap();
+    let mut dirs = Vec::new();
+    for i in 0..MAX_LOWERS + 20 {
+        let d = t.path().join(format!("l{i}"));
+        file(&d, &format!("f{i}"), b"x");
+        dirs.push(d);
+    }
+    let g = mount_overlay(&dirs, None, &mnt).unwrap();
+    assert!(mnt.join("f0").exists());
+    assert!(mnt.join(format!("f{}", MAX_LOWERS + 19)).exists());
+    drop(g);
+    assert!(!mnt.join("f0").exists());
+}
+
+#[test]
+fn concurrent_prepare_of_one_chain() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let d = t.path().join("d");
+    for i in 0..200 {
+        file(&d, &format!("dir{}/f{i}", i % 7), b"data");
+    }
+    let l = s.create_layer(&d, &LayerOptions::default()).unwrap();
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            let l = l.clone();
+            std::thread::spawn(move || s.prepare_snapshot(&[l]).unwrap())
+        })
+        .collect();
+    let snaps: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(snaps.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(fs_err::read_dir(&snaps[0].lowerdirs[0]).unwrap().count(), 7);
+    assert_eq!(
+        fs_err::read_dir(s.tmp_dir()).unwrap().count(),
+        0,
+        "losers cleaned up"
+    );
+}
