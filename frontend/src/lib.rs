@@ -1,1 +1,11 @@
-//! placeholder
+//! kiln's Dockerfile frontend: text → syntax tree (with spans) → typed instructions → build graph.
+//!
+//! Only `kiln_solver::graph` types cross into the solver; nothing here does I/O beyond what the
+//! caller hands in.
+
+pub mod ast;
+pub mod diagnostic;
+pub mod instructions;
+pub mod lower;
+pub mod parser;
+pub mod shell;

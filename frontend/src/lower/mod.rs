@@ -1,0 +1,134 @@
+//! Semantics (stages, ARG/ENV scoping, image config) and lowering to the build graph.
+//!
+//! [`lower`] turns a parsed Dockerfile into a [`Definition`]: one vertex per filesystem-changing
+//! step (`RUN` → exec, `COPY`/`ADD`/`WORKDIR` → file ops, `FROM` → image source) and the target
+//! stage's image config with BuildKit's history lines. It follows BuildKit's `dockerfile2llb`:
+//!
+//! - stages are found by name (case-insensitive) or index; `FROM stage` continues an earlier
+//!   stage; `COPY --from` names a stage, an index or else an image;
+//! - only stages reachable from the target are lowered, and only their base images resolved;
+//! - global ARGs (before the first FROM) are visible in FROM lines, and inside a stage only after
+//!   a bare `ARG NAME`; ARG and ENV both set the step environment, the later one winning;
+//! - every `COPY`/`ADD` from the build context reads its own local source vertex that includes
+//!   exactly its paths, so its cache key covers exactly its files.
+//!
+//! invariant: a vertex digest depends only on ops and inputs (never on lines, comments or other
+//! stages); descriptions and lines live in [`VertexMeta`](kiln_solver::graph::VertexMeta).
+
+mod config;
+mod dispatch;
+mod error;
+mod history;
+mod mount;
+mod paths;
+mod stage;
+
+use std::collections::BTreeMap;
+
+use kiln_solver::graph::{Definition, Digest, ImageConfig, Platform};
+
+use crate::ast::Ast;
+use crate::diagnostic::Span;
+
+pub use error::{LowerError, LowerErrorKind, MountError};
+
+/// Resolves base images; implemented by the CLI over the image store and the registry. It may
+/// block (network).
+pub trait ImageResolver {
+    /// Resolve a base image reference (as written after ARG expansion, e.g. `busybox`,
+    /// `busybox:1.36`, `reg:5000/x@sha256:…`) for a platform.
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+}
+
+/// What the resolver knows of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The normalized reference (`docker.io/library/busybox:latest`).
+    pub reference: String,
+    /// The manifest digest, when known.
+    pub digest: Option<Digest>,
+    /// The image config, history included.
+    pub config: ImageConfig,
+}
+
+/// Inputs of a build besides the Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// `--target`: the stage to build (default: the last one).
+    pub target: Option<String>,
+    /// `--build-arg K=V`.
+    pub build_args: BTreeMap<String, String>,
+    /// The platform images are built for (`TARGETPLATFORM`).
+    pub target_platform: Platform,
+    /// The platform the build runs on (`BUILDPLATFORM`).
+    pub build_platform: Platform,
+    /// `.dockerignore` patterns, in file order.
+    pub dockerignore: Vec<String>,
+    /// `--label K=V`, added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`: every step of every stage runs again.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stage names whose steps run again.
+    pub no_cache_filter: Vec<String>,
+    /// The Dockerfile's name, for messages (`Dockerfile`).
+    pub file_name: String,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        let host = Platform::host();
+        Self {
+            target: None,
+            build_args: BTreeMap::new(),
+            target_platform: host.clone(),
+            build_platform: host,
+            dockerignore: Vec::new(),
+            labels: BTreeMap::new(),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            file_name: "Dockerfile".to_owned(),
+        }
+    }
+}
+
+/// A non-fatal problem found while lowering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerWarning {
+    /// What is wrong.
+    pub message: String,
+    /// Where, when it is tied to a line.
+    pub span: Option<Span>,
+}
+
+/// One stage of the Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageInfo {
+    /// `AS name`, lower-cased.
+    pub name: Option<String>,
+    /// 0-based position in the file.
+    pub index: usize,
+    /// The base after ARG expansion (`busybox`, `scratch`, or another stage's name).
+    pub base: String,
+    /// Whether the target depends on it (only those are lowered).
+    pub reachable: bool,
+}
+
+/// The lowered build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lowered {
+    /// The graph of the target stage and everything it needs.
+    pub definition: Definition,
+    /// Warnings (unused build args, ...).
+    pub warnings: Vec<LowerWarning>,
+    /// Every stage of the file.
+    pub stages: Vec<StageInfo>,
+}
+
+/// Lower a parsed Dockerfile for `opts`, resolving base images through `resolver`.
+pub fn lower(
+    ast: &Ast,
+    opts: &LowerOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Lowered, LowerError> {
+    dispatch::Lowerer::new(ast, opts, resolver).run()
+}

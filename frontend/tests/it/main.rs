@@ -1,0 +1,5 @@
+//! Integration tests of the frontend: BuildKit's conformance tables and our own golden cases.
+
+mod lower;
+mod parser_conformance;
+mod shell_conformance;
