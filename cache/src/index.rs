@@ -1,13 +1,16 @@
 //! The redb index: tags, images, layers, snapshots and cache records.
 //!
-//! redb allows one process to hold a database open at a time, so every transaction opens the
-//! database under an exclusive `flock` on a sibling lock file and closes it afterwards. This
-//! makes any number of kiln processes (and threads) on one store safe; redb's own commit
-//! protocol makes a crash at any point leave the last committed state.
+//! The database is opened once per store handle in redb's `MultiWriter` concurrency mode: any
+//! number of kiln processes (and threads) keep it open at once, one write transaction at a
+//! time, readers seeing the last commit. redb's own commit protocol makes a crash at any point
+//! leave the last committed state.
 
 use std::path::PathBuf;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{
+    Builder, ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, TableDefinition,
+    WriteTransaction,
+};
 use rustix::fs::{FlockOperation, flock};
 
 use crate::error::Result;
@@ -27,20 +30,39 @@ pub(crate) const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cac
 /// generic small tables: "table\0key" → value
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
-#[derive(Debug)]
+/// The open index. redb's `MultiWriter` mode lets any number of kiln processes keep the file
+/// open at once (one write transaction at a time, readers follow commits), so the database is
+/// opened once per store handle instead of once per transaction: an open costs several
+/// fsyncs, which dominated a no-op build.
 pub(crate) struct Index {
-    db_path: PathBuf,
-    lock_path: PathBuf,
+    db: Database,
 }
 
-struct Locked {
-    _lock: fs_err::File,
-    db: Database,
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").finish_non_exhaustive()
+    }
 }
 
 impl Index {
     pub(crate) fn open(db_path: PathBuf, lock_path: PathBuf) -> Result<Index> {
-        let index = Index { db_path, lock_path };
+        // The lock file only serializes the first creation of the database file.
+        let lock = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        flock(&lock, FlockOperation::LockExclusive)
+            .map_err(|e| crate::Error::sys("flock", &lock_path, e))?;
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&db_path)?;
+        drop(lock);
+        let index = Index { db };
+        // Creating the tables is a write (with fsyncs): only do it when they are missing.
+        if index.read(|txn| Ok(txn.open_table(KV).is_ok()))? {
+            return Ok(index);
+        }
         index.write(|txn| {
             txn.open_table(TAGS)?;
             txn.open_table(IMAGES)?;
@@ -54,34 +76,9 @@ impl Index {
         Ok(index)
     }
 
-    fn lock(&self) -> Result<Locked> {
-        let lock = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)?;
-        flock(&lock, FlockOperation::LockExclusive)
-            .map_err(|e| crate::Error::sys("flock", &self.lock_path, e))?;
-        let mut attempts = 0;
-        let db = loop {
-            match Database::create(&self.db_path) {
-                Ok(db) => break db,
-                // Another handle inside this process may still be closing; the flock makes
-                // this transient.
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 200 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        Ok(Locked { _lock: lock, db })
-    }
-
     /// Runs `f` in one write transaction and commits it if `f` succeeds.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
-        let locked = self.lock()?;
-        let txn = locked.db.begin_write()?;
+        let txn = self.db.begin_write()?;
         let out = f(&txn)?;
         txn.commit()?;
         Ok(out)
@@ -89,8 +86,7 @@ impl Index {
 
     /// Runs `f` in one read transaction.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
-        let locked = self.lock()?;
-        let txn = locked.db.begin_read()?;
+        let txn = self.db.begin_read()?;
         f(&txn)
     }
 }

@@ -174,8 +174,12 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let resolver =
-        StoreResolver::with_registry(store.clone(), g.client()?, rt.handle().clone(), args.pull);
+    let resolver = StoreResolver::with_registry(
+        store.clone(),
+        g.insecure_registries.clone(),
+        rt.handle().clone(),
+        args.pull,
+    );
     let lowered = match lower(&ast, &opts, &resolver) {
         Ok(l) => l,
         Err(err) => {
@@ -245,7 +249,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     match &output {
         OutputSpec::Image => {
             for t in &tags {
-                store.tag(t, &rec.manifest_digest)?;
+                let current = store.resolve(t)?.map(|r| r.manifest_digest);
+                if current.as_ref() != Some(&rec.manifest_digest) {
+                    store.tag(t, &rec.manifest_digest)?;
+                }
             }
         }
         OutputSpec::Archive { format, dest } => {

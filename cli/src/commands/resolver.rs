@@ -11,7 +11,14 @@ use kiln_solver::registry::{Client, Reference};
 pub struct StoreResolver {
     store: Store,
     pull: bool,
-    remote: Option<(Client, tokio::runtime::Handle)>,
+    remote: Option<(Remote, tokio::runtime::Handle)>,
+}
+
+/// The registry client, made on first use: building one loads the system's TLS roots, which a
+/// build whose images are all local never needs.
+struct Remote {
+    insecure: Vec<String>,
+    client: std::sync::OnceLock<Client>,
 }
 
 impl StoreResolver {
@@ -24,18 +31,22 @@ impl StoreResolver {
         }
     }
 
-    /// Store, then the registry through `client` (futures run on `handle`; call `resolve` from
-    /// outside that runtime). `pull`: look tags up in the registry even when the store has them.
+    /// Store, then the registry (futures run on `handle`; call `resolve` from outside that
+    /// runtime). `pull`: look tags up in the registry even when the store has them.
     pub fn with_registry(
         store: Store,
-        client: Client,
+        insecure: Vec<String>,
         handle: tokio::runtime::Handle,
         pull: bool,
     ) -> StoreResolver {
+        let remote = Remote {
+            insecure,
+            client: std::sync::OnceLock::new(),
+        };
         StoreResolver {
             store,
             pull,
-            remote: Some((client, handle)),
+            remote: Some((remote, handle)),
         }
     }
 
@@ -45,10 +56,21 @@ impl StoreResolver {
         r: &Reference,
         platform: &Platform,
     ) -> Result<ImageRecord, String> {
-        let Some((client, handle)) = &self.remote else {
+        let Some((remote, handle)) = &self.remote else {
             return Err(format!(
                 "{reference}: image not found in the local store (kiln images lists what is there; kiln pull, load or import adds images)"
             ));
+        };
+        let client = match remote.client.get() {
+            Some(c) => c,
+            None => {
+                let c = Client::new(kiln_solver::registry::ClientOptions {
+                    insecure_registries: remote.insecure.clone(),
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string())?;
+                remote.client.get_or_init(|| c)
+            }
         };
         handle
             .block_on(distribution::pull(

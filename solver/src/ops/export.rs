@@ -112,5 +112,13 @@ pub fn export_image(
 ) -> Result<ImageRecord> {
     let config = image_config(def, chain, source_date_epoch)?;
     let bytes = kiln_cache::canonical_json(&config).map_err(Error::Cache)?;
+    // A rebuild that changed nothing makes the same config: the image is already stored.
+    let id = kiln_cache::sha256_digest(&bytes);
+    if let Some(rec) = store.resolve(id.as_ref())?
+        && rec.config_bytes == bytes
+        && rec.layers == chain.infos()
+    {
+        return Ok(rec);
+    }
     Ok(store.put_image(&bytes, &chain.infos())?)
 }
