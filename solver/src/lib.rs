@@ -7,6 +7,7 @@ pub mod engine;
 mod error;
 pub mod graph;
 pub mod ops;
+pub mod remote;
 pub mod worker;
 
 pub use error::{Error, Result};

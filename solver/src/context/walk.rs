@@ -1,0 +1,556 @@
+//! Selecting the entries of a context that COPY/ADD reference, without ever leaving the root.
+//!
+//! Every directory is opened relative to its parent's descriptor with `O_NOFOLLOW`, so a symlink
+//! inside the context is recorded as a symlink and never followed while walking. A source path
+//! as written (`COPY link/sub/file .`) is resolved the way BuildKit scopes it: symlinks on the
+//! way are followed, but inside the root (absolute targets and `..` are clamped to the root).
+//! Ignore patterns are applied to the real path before anything below an excluded directory is
+//! stat'ed; an excluded directory is entered only when a `!` exception could re-include
+//! something in it.
+
+use super::Error;
+use super::glob::{clean, glob_match, has_meta};
+use super::ignore::Matcher;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Symlink hops allowed while resolving one source path (as Linux's `MAXSYMLINKS`).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The type of a selected entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// Device, fifo or socket (recorded with its `rdev`, never read).
+    Special,
+}
+
+/// Metadata of an entry, as read by `lstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Full `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub rdev: u64,
+    pub nlink: u64,
+    pub dev: u64,
+}
+
+impl Meta {
+    /// Converts rustix's `Stat` (whose field types differ between architectures).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    pub(crate) fn from_stat(st: &rustix::fs::Stat) -> Self {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Meta {
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            rdev: st.st_rdev as u64,
+            nlink: st.st_nlink as u64,
+            dev: st.st_dev as u64,
+        }
+    }
+
+    /// The entry type from `st_mode`.
+    pub fn kind(&self) -> EntryKind {
+        match FileType::from_raw_mode(self.mode) {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Symlink,
+            _ => EntryKind::Special,
+        }
+    }
+}
+
+/// One selected entry of the context.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path as the build names it: the source path as written (wildcards expanded) plus the
+    /// path below it; `""` for the root itself.
+    pub name: String,
+    /// Real path relative to the context root (after following symlinks of the source path).
+    pub real: String,
+    pub meta: Meta,
+    /// Symlink target, for symlinks.
+    pub target: Option<Vec<u8>>,
+}
+
+/// One source path of a COPY/ADD: what it was written as and what it selected.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// The source path as written, cleaned (`.` = the whole context).
+    pub source: String,
+    /// Entries sorted by name (so a directory comes before its children).
+    pub entries: Vec<Entry>,
+}
+
+fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(rustix::io::Errno) -> Error {
+    let path = path.into();
+    move |e| Error::Io {
+        op,
+        path,
+        source: e.into(),
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+/// Walks a context root and selects what `include` names.
+pub(crate) struct Walker<'a> {
+    root: PathBuf,
+    root_fd: Arc<OwnedFd>,
+    ignore: &'a Matcher,
+}
+
+impl<'a> Walker<'a> {
+    /// Opens `root` (which must be a directory).
+    pub(crate) fn open(root: &Path, ignore: &'a Matcher) -> Result<Self, Error> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err("open context directory", root))?;
+        Ok(Walker {
+            root: root.to_path_buf(),
+            root_fd: Arc::new(fd),
+            ignore,
+        })
+    }
+
+    pub(crate) fn host_path(&self, real: &str) -> PathBuf {
+        self.root.join(real)
+    }
+
+    fn excluded(&self, real: &str) -> bool {
+        !real.is_empty() && !self.ignore.is_empty() && self.ignore.matches(real)
+    }
+
+    /// Resolves a cleaned relative path inside the root, following symlinks but clamping them
+    /// to the root. Returns the real relative path (`""` = root), or `None` when it does not
+    /// exist (or is ignored) as the build sees the context.
+    pub(crate) fn resolve(&self, path: &str) -> Result<Option<String>, Error> {
+        let mut pending: Vec<String> = path
+            .split('/')
+            .rev()
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(component) = pending.pop() {
+            if component == "." {
+                continue;
+            }
+            if component == ".." {
+                cur.pop();
+                continue;
+            }
+            cur.push(component);
+            let real = cur.join("/");
+            let st = match rustix::fs::statat(
+                &*self.root_fd,
+                real.as_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+                Err(e) => return Err(io_err("stat", self.host_path(&real))(e)),
+            };
+            let meta = Meta::from_stat(&st);
+            if meta.kind() == EntryKind::Symlink {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(Error::SymlinkLoop {
+                        path: path.to_string(),
+                    });
+                }
+                let target = rustix::fs::readlinkat(&*self.root_fd, real.as_str(), Vec::new())
+                    .map_err(io_err("read symlink", self.host_path(&real)))?;
+                cur.pop();
+                let target = target.as_bytes();
+                if target.starts_with(b"/") {
+                    cur.clear();
+                }
+                let target = String::from_utf8_lossy(target);
+                pending.extend(
+                    target
+                        .split('/')
+                        .rev()
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .map(str::to_string),
+                );
+                continue;
+            }
+            if self.excluded(&real)
+                && !(meta.kind() == EntryKind::Dir && self.ignore.may_reinclude_within(&real))
+            {
+                return Ok(None);
+            }
+        }
+        Ok(Some(cur.join("/")))
+    }
+
+    /// Expands one source path (wildcards per segment, as Go's `filepath.Match`) into the
+    /// names it matches, sorted. A path without wildcards is returned as is.
+    pub(crate) fn expand(&self, source: &str) -> Result<Vec<String>, Error> {
+        if !has_meta(source) {
+            return Ok(vec![source.to_string()]);
+        }
+        let mut candidates = vec![String::new()];
+        for segment in source.split('/') {
+            let mut next = Vec::new();
+            for dir in &candidates {
+                if !has_meta(segment) {
+                    next.push(join(dir, segment));
+                    continue;
+                }
+                let Some(real_dir) = self.resolve(dir)? else {
+                    continue;
+                };
+                let Ok(fd) = self.open_dir_beneath(&real_dir) else {
+                    continue;
+                };
+                for (name, _) in read_dir_sorted(&fd, &self.host_path(&real_dir))? {
+                    let name = String::from_utf8_lossy(&name).into_owned();
+                    if glob_match(segment, &name)? {
+                        next.push(join(dir, &name));
+                    }
+                }
+            }
+            candidates = next;
+        }
+        // Keep only matches that exist as the build sees the context.
+        let mut out = Vec::new();
+        for c in candidates {
+            if self.resolve(&c)?.is_some() {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a selected file (by its real path) for reading; any symlink swapped in since the
+    /// walk makes this fail rather than be followed.
+    pub(crate) fn open_file(&self, real: &str) -> Result<std::fs::File, Error> {
+        let fd = rustix::fs::openat2(
+            &*self.root_fd,
+            real,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(io_err("open", self.host_path(real)))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Opens a real (symlink-free) relative directory path beneath the root.
+    fn open_dir_beneath(&self, real: &str) -> Result<OwnedFd, Error> {
+        let path = if real.is_empty() { "." } else { real };
+        rustix::fs::openat2(
+            &*self.root_fd,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(io_err("open directory", self.host_path(real)))
+    }
+
+    /// Selects the entries one source path names (`""`/`.` = the whole context). `Ok(None)`
+    /// when nothing by that name exists.
+    pub(crate) fn select_one(&self, name: &str) -> Result<Option<Vec<Entry>>, Error> {
+        let Some(real) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        let (parent_real, leaf) = match real.rsplit_once('/') {
+            Some((p, l)) => (p.to_string(), l.to_string()),
+            None if real.is_empty() => (String::new(), ".".to_string()),
+            None => (String::new(), real.clone()),
+        };
+        let parent = self.open_dir_beneath(&parent_real)?;
+        let st = rustix::fs::statat(&parent, leaf.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_err("stat", self.host_path(&real)))?;
+        let meta = Meta::from_stat(&st);
+        let entry = Entry {
+            name: name.to_string(),
+            real: real.clone(),
+            meta,
+            target: None,
+        };
+        if meta.kind() == EntryKind::Dir {
+            let fd = Arc::new(self.open_dir_beneath(&real)?);
+            let excluded = self.excluded(&real);
+            out.push(entry);
+            let before = out.len();
+            if self.ignore.has_exclusions() {
+                self.walk_dir(&fd, &real, name, &mut out, None)?;
+            } else {
+                self.walk_parallel(fd, &real, name, &mut out)?;
+            }
+            if excluded && out.len() == before {
+                out.pop();
+            }
+            // One canonical order whatever the walk's schedule: by name (a directory still
+            // comes before its children, its name being their prefix).
+            out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        } else {
+            out.push(entry);
+        }
+        // An excluded directory from which nothing was re-included does not exist for the build.
+        Ok((!out.is_empty()).then_some(out))
+    }
+
+    /// Walks a directory tree with a few threads: the first levels are expanded into
+    /// subdirectory tasks, which threads then walk whole. Only used without `!` exceptions (an
+    /// excluded directory is then never entered, so no task can turn out empty and need its
+    /// directory entry dropped).
+    fn walk_parallel(
+        &self,
+        dir: Arc<OwnedFd>,
+        real: &str,
+        name: &str,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), Error> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4);
+        let mut tasks = vec![DirTask {
+            fd: dir,
+            real: real.to_string(),
+            name: name.to_string(),
+        }];
+        for _level in 0..3 {
+            if threads < 2 || tasks.len() >= threads * 8 || tasks.is_empty() {
+                break;
+            }
+            let mut next = Vec::new();
+            for t in &tasks {
+                self.walk_dir(&t.fd, &t.real, &t.name, out, Some(&mut next))?;
+            }
+            tasks = next;
+        }
+        if threads < 2 || tasks.len() < 2 {
+            for t in &tasks {
+                self.walk_dir(&t.fd, &t.real, &t.name, out, None)?;
+            }
+            return Ok(());
+        }
+        let results = parallel_map(&tasks, threads, |t| {
+            let mut v = Vec::new();
+            self.walk_dir(&t.fd, &t.real, &t.name, &mut v, None)
+                .map(|()| v)
+        });
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(())
+    }
+
+    /// Walks `dir`, appending entries to `out`. With `defer`, subdirectories are not entered
+    /// but handed back as tasks (their own entry is still appended).
+    fn walk_dir(
+        &self,
+        dir: &Arc<OwnedFd>,
+        real: &str,
+        name: &str,
+        out: &mut Vec<Entry>,
+        mut defer: Option<&mut Vec<DirTask>>,
+    ) -> Result<(), Error> {
+        for (child, dtype) in read_dir_sorted(dir, &self.host_path(real))? {
+            let child_str = String::from_utf8_lossy(&child).into_owned();
+            let child_real = join(real, &child_str);
+            let child_name = join(name, &child_str);
+            let excluded = self.excluded(&child_real);
+            if excluded && dtype != FileType::Directory && dtype != FileType::Unknown {
+                continue;
+            }
+            let st = rustix::fs::statat(&**dir, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(io_err("stat", self.host_path(&child_real)))?;
+            let meta = Meta::from_stat(&st);
+            let kind = meta.kind();
+            if excluded
+                && (kind != EntryKind::Dir || !self.ignore.may_reinclude_within(&child_real))
+            {
+                continue;
+            }
+            let target = if kind == EntryKind::Symlink {
+                let t = rustix::fs::readlinkat(&**dir, child.as_slice(), Vec::new())
+                    .map_err(io_err("read symlink", self.host_path(&child_real)))?;
+                Some(t.into_bytes())
+            } else {
+                None
+            };
+            out.push(Entry {
+                name: child_name.clone(),
+                real: child_real.clone(),
+                meta,
+                target,
+            });
+            if kind == EntryKind::Dir {
+                let fd = rustix::fs::openat(
+                    &**dir,
+                    child.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", self.host_path(&child_real)))?;
+                if let Some(tasks) = defer.as_deref_mut() {
+                    tasks.push(DirTask {
+                        fd: Arc::new(fd),
+                        real: child_real,
+                        name: child_name,
+                    });
+                    continue;
+                }
+                let before = out.len();
+                self.walk_dir(&Arc::new(fd), &child_real, &child_name, out, None)?;
+                if excluded && out.len() == before {
+                    out.pop();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `f` over `items` on up to `threads` threads (items taken in turn from a shared counter),
+/// results in the order of `items`.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads < 2 || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut per_thread: Vec<Vec<(usize, R)>> = Vec::new();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for h in handles {
+            // A panicking worker re-raises its panic here (scoped threads would anyway).
+            match h.join() {
+                Ok(done) => per_thread.push(done),
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        }
+    });
+    let mut all: Vec<(usize, R)> = per_thread.into_iter().flatten().collect();
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A subdirectory left for a thread to walk.
+struct DirTask {
+    fd: Arc<OwnedFd>,
+    real: String,
+    name: String,
+}
+
+/// Reads a directory's entries (without `.` and `..`), sorted by name, with their `d_type`.
+pub(crate) fn read_dir_sorted(
+    fd: &OwnedFd,
+    path: &Path,
+) -> Result<Vec<(Vec<u8>, FileType)>, Error> {
+    let dir = rustix::fs::Dir::read_from(fd).map_err(io_err("read directory", path))?;
+    let mut out = Vec::new();
+    for entry in dir {
+        let entry = entry.map_err(io_err("read directory", path))?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((name.to_vec(), entry.file_type()));
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Normalizes a COPY/ADD source as written: cleaned, leading `/` dropped, `.` for the root.
+pub fn normalize_source(source: &str) -> String {
+    let c = clean(source);
+    let c = c.trim_start_matches('/');
+    if c.is_empty() {
+        ".".to_string()
+    } else {
+        c.to_string()
+    }
+}
+
+/// Selects the entries of `root` that the source paths `include` name (empty = everything),
+/// applying `ignore`. A source path that matches nothing is an error naming it; a wildcard
+/// that matches nothing selects nothing (BuildKit allows empty wildcards in COPY).
+pub fn select(root: &Path, include: &[String], ignore: &Matcher) -> Result<Vec<Selection>, Error> {
+    let walker = Walker::open(root, ignore)?;
+    walker.select(include)
+}
+
+impl Walker<'_> {
+    /// [`select`] with this walker.
+    pub(crate) fn select(&self, include: &[String]) -> Result<Vec<Selection>, Error> {
+        let walker = self;
+        let mut sources: Vec<String> = if include.is_empty() {
+            vec![".".to_string()]
+        } else {
+            include.iter().map(|s| normalize_source(s)).collect()
+        };
+        sources.sort();
+        sources.dedup();
+        let mut out = Vec::new();
+        for source in sources {
+            let mut entries = Vec::new();
+            let names = if source == "." {
+                vec![String::new()]
+            } else {
+                walker.expand(&source)?
+            };
+            for name in names {
+                match walker.select_one(&name)? {
+                    Some(found) => entries.extend(found),
+                    None if has_meta(&source) => {}
+                    None => {
+                        return Err(Error::NotFound {
+                            path: source.clone(),
+                        });
+                    }
+                }
+            }
+            out.push(Selection { source, entries });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,291 @@
+//! The cache document: the records of an export, self-contained (see the module docs of
+//! [`super`] for the wire format).
+
+use super::ExportRecord;
+use crate::engine::CacheKey;
+use crate::worker::{Chain, ChainLayer};
+use kiln_cache::{Digest, LayerInfo, parse_digest};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Media type of the cache config blob (the document).
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
+/// `artifactType` of the cache manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1";
+/// Top-level key of an image config that holds inline cache metadata.
+pub const INLINE_KEY: &str = "kiln.cache.v1";
+/// The document version this code writes and reads.
+const SCHEMA_VERSION: u32 = 1;
+/// Largest cache document accepted.
+pub(crate) const MAX_DOCUMENT_SIZE: u64 = 64 * 1024 * 1024;
+
+/// The wire document.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Document {
+    schema_version: u32,
+    /// Every layer blob the records use, in first-use order (the manifest's `layers`).
+    layers: Vec<WireLayer>,
+    /// The records, sorted by key.
+    records: Vec<WireRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireLayer {
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    #[serde(rename = "diffID")]
+    pub(crate) diff_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireRecord {
+    key: CacheKey,
+    /// The layer chain, bottom first: indexes into `layers` with the step that made each.
+    chain: Vec<WireChainLayer>,
+    #[serde(default)]
+    inputs: Vec<CacheKey>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireChainLayer {
+    layer: usize,
+    step: CacheKey,
+}
+
+/// One record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRecord {
+    /// The step's cache key.
+    pub key: CacheKey,
+    /// Its layer chain.
+    pub chain: Chain,
+    /// Its inputs' cache keys.
+    pub inputs: Vec<CacheKey>,
+    /// What the step was (`RUN make`), for explanations.
+    pub description: String,
+}
+
+impl Document {
+    /// The document for `records` (later duplicates of a key are dropped). Deterministic: the
+    /// same records give the same bytes.
+    pub(crate) fn from_records(records: &[ExportRecord]) -> Document {
+        let mut by_key: BTreeMap<&CacheKey, &ExportRecord> = BTreeMap::new();
+        for r in records {
+            by_key.entry(&r.key).or_insert(r);
+        }
+        let mut layers: Vec<WireLayer> = Vec::new();
+        let mut index: HashMap<&Digest, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(by_key.len());
+        for (key, r) in by_key {
+            let chain = r
+                .chain
+                .layers
+                .iter()
+                .map(|l| {
+                    let i = *index.entry(&l.layer.digest).or_insert_with(|| {
+                        layers.push(WireLayer {
+                            media_type: l.layer.media_type.clone(),
+                            digest: l.layer.digest.to_string(),
+                            size: l.layer.size,
+                            diff_id: l.layer.diff_id.to_string(),
+                        });
+                        layers.len() - 1
+                    });
+                    WireChainLayer {
+                        layer: i,
+                        step: l.step.clone(),
+                    }
+                })
+                .collect();
+            out.push(WireRecord {
+                key: key.clone(),
+                chain,
+                inputs: r.inputs.clone(),
+                description: r.description.clone(),
+            });
+        }
+        Document {
+            schema_version: SCHEMA_VERSION,
+            layers,
+            records: out,
+        }
+    }
+
+    /// Canonical bytes (fixed field order, no white space).
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        // Plain structs of strings and numbers always serialize.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The document as a JSON value (for inline metadata).
+    pub(crate) fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Document, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn from_value(v: serde_json::Value) -> Result<Document, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    /// The layer blobs, validated.
+    pub(crate) fn layer_infos(&self) -> Result<Vec<LayerInfo>, String> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let digest = parse_digest(&l.digest).map_err(|e| e.to_string())?;
+                let diff_id = parse_digest(&l.diff_id).map_err(|e| e.to_string())?;
+                if l.media_type.is_empty() || l.media_type.len() > 255 {
+                    return Err(format!("layer {digest} has an invalid media type"));
+                }
+                Ok(LayerInfo {
+                    diff_id,
+                    digest,
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Validates the whole document and returns its layers and records; any inconsistency
+    /// rejects all of it (a reader sees a whole record set or none).
+    pub(crate) fn decode(self) -> Result<(Vec<LayerInfo>, Vec<ImportedRecord>), String> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(format!(
+                "schema version {} is not supported (this kiln reads {SCHEMA_VERSION})",
+                self.schema_version
+            ));
+        }
+        let layers = self.layer_infos()?;
+        let mut records = Vec::with_capacity(self.records.len());
+        for r in self.records {
+            let mut chain = Chain::default();
+            for c in r.chain {
+                let Some(layer) = layers.get(c.layer) else {
+                    return Err(format!(
+                        "record {} refers to layer #{} of {}",
+                        r.key,
+                        c.layer,
+                        layers.len()
+                    ));
+                };
+                chain.layers.push(ChainLayer {
+                    layer: layer.clone(),
+                    step: c.step,
+                });
+            }
+            records.push(ImportedRecord {
+                key: r.key,
+                chain,
+                inputs: r.inputs,
+                description: r.description,
+            });
+        }
+        Ok((layers, records))
+    }
+
+    /// Number of records.
+    pub(crate) fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The layer descriptors in manifest order.
+    pub(crate) fn wire_layers(&self) -> &[WireLayer] {
+        &self.layers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::sha256;
+
+    fn layer(n: u8) -> LayerInfo {
+        LayerInfo {
+            diff_id: kiln_cache::sha256_digest(&[b'd', n]),
+            digest: kiln_cache::sha256_digest(&[b'b', n]),
+            size: u64::from(n) * 10,
+            media_type: kiln_cache::Compression::GZIP.media_type().to_owned(),
+        }
+    }
+
+    fn record(key: &str, layers: &[u8], inputs: &[&str]) -> ExportRecord {
+        ExportRecord {
+            key: sha256(key.as_bytes()),
+            chain: Chain {
+                layers: layers
+                    .iter()
+                    .map(|n| ChainLayer {
+                        layer: layer(*n),
+                        step: sha256(&[*n]),
+                    })
+                    .collect(),
+            },
+            inputs: inputs.iter().map(|i| sha256(i.as_bytes())).collect(),
+            description: format!("RUN {key}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_shares_layers_and_is_deterministic() {
+        let records = vec![
+            record("b", &[1, 2], &["a"]),
+            record("a", &[1], &[]),
+            record("c", &[1, 2, 3], &["b"]),
+        ];
+        let doc = Document::from_records(&records);
+        assert_eq!(doc.wire_layers().len(), 3, "layer 1 and 2 listed once");
+        let bytes = doc.to_bytes();
+        let mut reversed = records.clone();
+        reversed.reverse();
+        assert_eq!(Document::from_records(&reversed).to_bytes(), bytes);
+        let Ok(parsed) = Document::parse(&bytes) else {
+            panic!("parse");
+        };
+        let Ok((layers, back)) = parsed.decode() else {
+            panic!("decode");
+        };
+        assert_eq!(layers.len(), 3);
+        for r in &records {
+            let Some(found) = back.iter().find(|b| b.key == r.key) else {
+                panic!("record {} lost", r.key);
+            };
+            assert_eq!(found.chain, r.chain);
+            assert_eq!(found.inputs, r.inputs);
+            assert_eq!(found.description, r.description);
+        }
+    }
+
+    #[test]
+    fn out_of_range_layer_or_bad_digest_rejects_the_document() {
+        let doc = Document::from_records(&[record("a", &[1], &[])]);
+        let mut v = doc.to_value();
+        v["records"][0]["chain"][0]["layer"] = serde_json::json!(7);
+        let Ok(d) = Document::from_value(v) else {
+            panic!("still well-formed JSON");
+        };
+        assert!(d.decode().is_err_and(|e| e.contains("layer #7")));
+
+        let mut v = Document::from_records(&[record("a", &[1], &[])]).to_value();
+        v["layers"][0]["digest"] = serde_json::json!("sha256:../../etc/passwd");
+        let Ok(d) = Document::from_value(v) else {
+            panic!("still well-formed JSON");
+        };
+        assert!(d.decode().is_err());
+
+        let mut v = Document::from_records(&[]).to_value();
+        v["schemaVersion"] = serde_json::json!(2);
+        let Ok(d) = Document::from_value(v) else {
+            panic!("still well-formed JSON");
+        };
+        assert!(d.decode().is_err_and(|e| e.contains("schema version 2")));
+    }
+}

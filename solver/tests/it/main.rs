@@ -1,0 +1,6 @@
+//! Integration tests of kiln-solver over real directories.
+
+mod context;
+mod copy;
+mod fixture;
+mod remote;
