@@ -256,6 +256,12 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short, long)]
     pub quiet: bool,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR | type=inline
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache (tried in order): type=registry,ref=REF | type=local,src=DIR | REF
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Push the image to its registry after the build (the -t names)
     #[arg(long)]
     pub push: bool,

@@ -68,6 +68,15 @@ pub struct WorkerOptions {
     pub source_date_epoch: Option<i64>,
     /// `--secret id=…`: values for `RUN --mount=type=secret` (never in a key, a layer or a log).
     pub secrets: BTreeMap<String, crate::ops::mounts::SecretSource>,
+    /// `--cache-from`: records imported from registries or directories, and the client that
+    /// fetches their blobs when (only when) a step needs their bytes.
+    pub remote: Option<Arc<RemoteSetup>>,
+}
+
+/// An imported remote cache and the registry client that reads it.
+pub struct RemoteSetup {
+    pub cache: crate::remote::RemoteCache,
+    pub client: kiln_registry_client::Client,
 }
 
 /// Runs ops against the store and the sandbox.
@@ -105,6 +114,45 @@ impl KilnWorker {
 
     fn record_key(key: &CacheKey) -> String {
         format!("step/{key}")
+    }
+
+    /// Makes every blob of `chain` present in the store, fetching what a remote cache hit left
+    /// out; a chain the store has whole costs nothing.
+    pub async fn ensure_local(&self, chain: &Chain) -> Result<()> {
+        if chain
+            .layers
+            .iter()
+            .all(|l| self.store().has_blob(&l.layer.digest))
+        {
+            return Ok(());
+        }
+        let Some(remote) = &self.opts.remote else {
+            let missing = chain
+                .layers
+                .iter()
+                .find(|l| !self.store().has_blob(&l.layer.digest))
+                .map(|l| l.layer.digest.to_string())
+                .unwrap_or_default();
+            return Err(Error::other(
+                "layer",
+                format!("blob {missing} is missing from the store"),
+            ));
+        };
+        remote
+            .cache
+            .ensure_blobs(&remote.client, self.store(), chain)
+            .await
+            .map_err(|e| Error::other("remote cache", e))
+    }
+
+    /// The chain recorded for a cache key, locally or in the imported remote cache.
+    pub fn record(&self, key: &CacheKey) -> Option<Chain> {
+        if let Ok(Some(bytes)) = self.store().cache_get(&Self::record_key(key))
+            && let Ok(chain) = serde_json::from_slice::<Chain>(&bytes)
+        {
+            return Some(chain);
+        }
+        self.opts.remote.as_ref().and_then(|r| r.cache.lookup(key))
     }
 }
 
@@ -177,6 +225,12 @@ impl Worker for KilnWorker {
             Op::Source(SourceOp::Http { .. }) => Ok(None),
             Op::Exec(_) | Op::File(_) | Op::Merge => {
                 let Some(bytes) = self.store().cache_get(&Self::record_key(key))? else {
+                    // Lazy remote hit: the chain's blobs are fetched only when bytes are needed.
+                    if let Some(remote) = &self.opts.remote
+                        && let Some(chain) = remote.cache.lookup(key)
+                    {
+                        return Ok(Some(Ref::Layers(Arc::new(chain))));
+                    }
                     return Ok(None);
                 };
                 let chain: Chain = match serde_json::from_slice(&bytes) {
@@ -206,6 +260,11 @@ impl Worker for KilnWorker {
         vertex: &Vertex,
         inputs: Vec<Ref>,
     ) -> Result<Ref, BoxError> {
+        for input in &inputs {
+            if let Ref::Layers(chain) = input {
+                self.ensure_local(chain).await?;
+            }
+        }
         let out = match &vertex.op {
             Op::Exec(exec) => ops::exec::run(self, &job, vertex, exec, inputs).await?,
             Op::File(file) => ops::file::run(self, &job, file, inputs).await?,

@@ -2,4 +2,5 @@
 
 mod build;
 mod registry;
+mod remote_cache;
 mod support;

@@ -15,7 +15,8 @@ use kiln_solver::engine::Solver;
 use kiln_solver::graph::Platform;
 use kiln_solver::ops::export;
 use kiln_solver::ops::mounts::SecretSource;
-use kiln_solver::worker::{KilnWorker, WorkerOptions};
+use kiln_solver::remote::{self, CacheMode, CacheSpec};
+use kiln_solver::worker::{KilnWorker, RemoteSetup, WorkerOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -197,6 +198,27 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     apply_no_cache(&mut def, args.no_cache, &args.no_cache_filter);
     let def = Arc::new(def);
 
+    let cache_to: Vec<CacheSpec> = args
+        .cache_to
+        .iter()
+        .map(|s| remote::parse_cache_to(s).with_context(|| format!("--cache-to {s:?}")))
+        .collect::<Result<_>>()?;
+    let cache_from: Vec<CacheSpec> = args
+        .cache_from
+        .iter()
+        .map(|s| remote::parse_cache_from(s).with_context(|| format!("--cache-from {s:?}")))
+        .collect::<Result<_>>()?;
+    let remote_setup = if cache_from.is_empty() {
+        None
+    } else {
+        let client = g.client()?;
+        let (cache, warnings) =
+            rt.block_on(remote::RemoteCache::load(&client, &store, &cache_from));
+        for w in warnings {
+            eprintln!("warning: --cache-from: {w}");
+        }
+        Some(Arc::new(RemoteSetup { cache, client }))
+    };
     let mode = if args.quiet {
         ProgressMode::Quiet
     } else {
@@ -210,6 +232,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         compression: Compression::GZIP,
         source_date_epoch: epoch,
         secrets: parse_secrets(&args.secrets)?,
+        remote: remote_setup.clone(),
     })?);
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -245,7 +268,18 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         }
     };
     let chain = result.root.map(|r| r.chain()).unwrap_or_default();
-    let rec = export::export_image(&store, &def, &chain, epoch)?;
+    rt.block_on(worker.ensure_local(&chain))?;
+    let inline = cache_to
+        .iter()
+        .any(|s| matches!(s, CacheSpec::Inline))
+        .then(|| {
+            remote::inline_metadata(&export_records(&def, &result.keys, &worker, CacheMode::Min))
+        });
+    let rec = export::export_image(&store, &def, &chain, epoch, inline)?;
+    let mount_from: Vec<kiln_solver::registry::Reference> = remote_setup
+        .as_ref()
+        .map(|r| r.cache.mount_sources())
+        .unwrap_or_default();
     match &output {
         OutputSpec::Image => {
             for t in &tags {
@@ -269,7 +303,26 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         OutputSpec::Tar { dest } => crate::commands::export_tree::to_tar(&store, &rec, dest)?,
     }
     if args.push {
-        crate::commands::registry::push_built(g, &store, &rec, &tags)?;
+        crate::commands::registry::push_built(g, &store, &rec, &tags, &mount_from)?;
+    }
+    for spec in cache_to.iter().filter(|s| !matches!(s, CacheSpec::Inline)) {
+        let records = export_records(&def, &result.keys, &worker, spec.mode());
+        let client = g.client()?;
+        let report = rt
+            .block_on(remote::export_with(
+                &client,
+                &store,
+                spec,
+                &records,
+                &mount_from,
+            ))
+            .with_context(|| "exporting the build cache".to_string())?;
+        if !args.quiet {
+            eprintln!(
+                "kiln: exported {} cache records ({} layers: {} uploaded, {} already there, {} mounted)",
+                report.records, report.layers, report.uploaded, report.existed, report.mounted
+            );
+        }
     }
     if let Some(p) = &args.iidfile {
         fs_err::write(p, rec.config_digest.to_string())?;
@@ -305,6 +358,44 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The cache records to export: the final image's steps (`mode=min`) or every step (`max`),
+/// each with the chain it produced and its inputs' keys.
+fn export_records(
+    def: &kiln_solver::graph::Definition,
+    keys: &BTreeMap<kiln_solver::graph::Digest, kiln_solver::graph::Digest>,
+    worker: &KilnWorker,
+    mode: CacheMode,
+) -> Vec<remote::ExportRecord> {
+    use kiln_solver::graph::Op;
+    let steps: Vec<kiln_solver::graph::Digest> = match mode {
+        CacheMode::Min => export::lineage(def),
+        CacheMode::Max => def
+            .topo_order()
+            .into_iter()
+            .filter(|d| matches!(def.vertices[d].op, Op::Exec(_) | Op::File(_)))
+            .collect(),
+    };
+    steps
+        .into_iter()
+        .filter_map(|d| {
+            let v = &def.vertices[&d];
+            let key = keys.get(&d)?.clone();
+            let chain = worker.record(&key)?;
+            let inputs = v
+                .inputs
+                .iter()
+                .filter_map(|i| keys.get(i).cloned())
+                .collect();
+            Some(remote::ExportRecord {
+                key,
+                chain,
+                inputs,
+                description: v.meta.description.clone(),
+            })
+        })
+        .collect()
 }
 
 /// `--no-cache` / `--no-cache-filter STAGE`: every step (of those stages) runs again. Metadata

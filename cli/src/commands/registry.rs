@@ -76,6 +76,7 @@ pub fn push_built(
     store: &kiln_solver::cache::Store,
     rec: &kiln_solver::cache::ImageRecord,
     names: &[String],
+    mount_from: &[Reference],
 ) -> Result<()> {
     if names.is_empty() {
         bail!("--push needs at least one -t name");
@@ -84,7 +85,7 @@ pub fn push_built(
     let rt = runtime()?;
     for n in names {
         let target = reference(n)?;
-        let report = rt.block_on(distribution::push(&client, store, rec, &target, &[]))?;
+        let report = rt.block_on(distribution::push(&client, store, rec, &target, mount_from))?;
         eprintln!("pushed {} {}", target.familiar(), report.digest);
     }
     Ok(())

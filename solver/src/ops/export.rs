@@ -109,9 +109,14 @@ pub fn export_image(
     def: &Definition,
     chain: &Chain,
     source_date_epoch: Option<i64>,
+    inline_cache: Option<serde_json::Value>,
 ) -> Result<ImageRecord> {
     let config = image_config(def, chain, source_date_epoch)?;
-    let bytes = kiln_cache::canonical_json(&config).map_err(Error::Cache)?;
+    let mut value = serde_json::to_value(&config).map_err(|e| Error::other("image config", e))?;
+    if let (Some(meta), Some(obj)) = (inline_cache, value.as_object_mut()) {
+        obj.insert(crate::remote::INLINE_KEY.to_string(), meta);
+    }
+    let bytes = kiln_cache::canonical_json(&value).map_err(Error::Cache)?;
     // A rebuild that changed nothing makes the same config: the image is already stored.
     let id = kiln_cache::sha256_digest(&bytes);
     if let Some(rec) = store.resolve(id.as_ref())?

@@ -1,0 +1,184 @@
+//! Issue 6: a build cache shared through a real registry, two stores standing in for two
+//! machines.
+
+use crate::support::{Context, Kiln, Registry, sandbox_available, text};
+use serde_json::Value;
+
+fn events(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Names of steps that ran (completed without being cached).
+fn ran(stderr: &str) -> Vec<String> {
+    let evs = events(stderr);
+    let mut names = std::collections::HashMap::new();
+    for e in &evs {
+        if e["event"] == "started" {
+            names.insert(
+                e["vertex"].to_string(),
+                e["name"].as_str().unwrap_or("").to_string(),
+            );
+        }
+    }
+    evs.iter()
+        .filter(|e| e["event"] == "completed")
+        .filter_map(|e| names.get(&e["vertex"].to_string()).cloned())
+        .filter(|n| !n.is_empty() && !n.starts_with("[internal]") && !n.starts_with("preparing"))
+        .collect()
+}
+
+fn image_id(k: &Kiln, name: &str) -> String {
+    let v: Value = serde_json::from_str(&k.ok(&["inspect", name])).unwrap();
+    v[0]["Id"].as_str().unwrap().to_string()
+}
+
+struct Setup {
+    reg: Registry,
+    a: Kiln,
+    ctx: Context,
+}
+
+fn setup() -> Option<Setup> {
+    if !sandbox_available() {
+        return None;
+    }
+    let reg = Registry::start()?;
+    let a = Kiln::with_busybox();
+    let base = format!("{}/kiln/busybox:latest", reg.host());
+    a.ok(&["tag", "busybox:latest", &base]);
+    a.ok(&["push", &base]);
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            &format!(
+                "FROM {base} AS builder\nWORKDIR /src\nCOPY src/ ./\nRUN cat a.txt b.txt > /out.txt\n\n\
+                 FROM {base}\nCOPY --from=builder /out.txt /out.txt\nCOPY extra.txt /extra.txt\nRUN wc -c /out.txt > /size.txt\n"
+            ),
+        )
+        .file("src/a.txt", "a\n")
+        .file("src/b.txt", "b\n")
+        .file("extra.txt", "extra\n");
+    Some(Setup { reg, a, ctx })
+}
+
+fn build(k: &Kiln, ctx: &Context, extra: &[&str]) -> String {
+    let mut args = vec!["build", "--progress=rawjson"];
+    args.extend_from_slice(extra);
+    args.push(ctx.arg());
+    let out = k.run(&args);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+#[test]
+fn second_store_builds_everything_from_the_registry_cache() {
+    let Some(Setup { reg, a, ctx }) = setup() else {
+        return;
+    };
+    let cache = format!("type=registry,ref={}/kiln/cache:main,mode=max", reg.host());
+    let from = format!("type=registry,ref={}/kiln/cache:main", reg.host());
+    let first = build(&a, &ctx, &["--cache-to", &cache, "-t", "app:1"]);
+    assert!(
+        ran(&first).iter().any(|n| n.contains("RUN cat a.txt")),
+        "{first}"
+    );
+    let id_a = image_id(&a, "app:1");
+
+    let b = Kiln::empty();
+    let out = build(&b, &ctx, &["--cache-from", &from, "-t", "app:1"]);
+    assert!(
+        ran(&out).is_empty(),
+        "every step comes from the remote cache: {:?}\n{out}",
+        ran(&out)
+    );
+    assert_eq!(image_id(&b, "app:1"), id_a, "same image ID on both stores");
+    assert_eq!(b.ok(&["run", "--rm", "app:1", "cat", "/out.txt"]), "a\nb\n");
+
+    // One edited file: only its COPY and what follows run again.
+    ctx.write("extra.txt", "changed\n");
+    let edited = build(&b, &ctx, &["--cache-from", &from, "-t", "app:2"]);
+    let r = ran(&edited);
+    assert!(r.iter().any(|n| n.contains("COPY extra.txt")), "{r:?}");
+    assert!(r.iter().any(|n| n.contains("RUN wc -c")), "{r:?}");
+    assert!(
+        !r.iter().any(|n| n.contains("RUN cat a.txt")),
+        "the builder stays cached: {r:?}"
+    );
+}
+
+#[test]
+fn min_mode_does_not_serve_the_builder_stage_max_does() {
+    let Some(Setup { reg, a, ctx }) = setup() else {
+        return;
+    };
+    for mode in ["min", "max"] {
+        let cache = format!(
+            "type=registry,ref={}/kiln/cache:{mode},mode={mode}",
+            reg.host()
+        );
+        build(&a, &ctx, &["--cache-to", &cache, "-t", "app:1"]);
+    }
+    // The builder stage's own steps: only a max export has records for them.
+    let b = Kiln::empty();
+    let from_min = format!("type=registry,ref={}/kiln/cache:min", reg.host());
+    let out = build(
+        &b,
+        &ctx,
+        &["--cache-from", &from_min, "--target", "builder"],
+    );
+    assert!(
+        ran(&out).iter().any(|n| n.contains("RUN cat a.txt")),
+        "min has no builder records: {out}"
+    );
+    let c = Kiln::empty();
+    let from_max = format!("type=registry,ref={}/kiln/cache:max", reg.host());
+    let out = build(
+        &c,
+        &ctx,
+        &["--cache-from", &from_max, "--target", "builder"],
+    );
+    assert!(ran(&out).is_empty(), "max serves the builder: {out}");
+}
+
+#[test]
+fn broken_or_missing_cache_refs_are_warnings() {
+    let Some(Setup { reg, a, ctx }) = setup() else {
+        return;
+    };
+    let missing = format!("type=registry,ref={}/kiln/nothing:here", reg.host());
+    let not_a_cache = format!("type=registry,ref={}/kiln/busybox:latest", reg.host());
+    let out = a.run(&[
+        "build",
+        "--cache-from",
+        &missing,
+        "--cache-from",
+        &not_a_cache,
+        "--cache-from",
+        "type=local,src=/nonexistent/dir",
+        ctx.arg(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.matches("warning: --cache-from").count() >= 3, "{err}");
+}
+
+#[test]
+fn local_directory_cache_round_trip() {
+    let Some(Setup { reg: _reg, a, ctx }) = setup() else {
+        return;
+    };
+    let dir = ctx.path().join("..").join(format!(
+        "{}-cache",
+        ctx.path().file_name().unwrap().to_string_lossy()
+    ));
+    let to = format!("type=local,dest={},mode=max", dir.display());
+    let from = format!("type=local,src={}", dir.display());
+    build(&a, &ctx, &["--cache-to", &to]);
+    let b = Kiln::empty();
+    let out = build(&b, &ctx, &["--cache-from", &from]);
+    assert!(ran(&out).is_empty(), "{out}");
+    fs_err::remove_dir_all(&dir).ok();
+}
