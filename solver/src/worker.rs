@@ -191,10 +191,21 @@ impl Worker for KilnWorker {
                 let sum = self.hasher.checksum(&root, src)?;
                 key_of(&[b"local", d.as_bytes(), sum.to_string().as_bytes()])
             }
-            Op::Source(SourceOp::Http { url, .. }) => {
-                return Err(Box::new(Error::Unsupported(format!(
-                    "ADD {url}: downloading over http is not supported yet"
-                ))));
+            Op::Source(SourceOp::Http {
+                url,
+                checksum,
+                filename,
+            }) => {
+                let content = match checksum {
+                    Some(c) => ops::http::parse_checksum(c)?,
+                    // Without a checksum the content is the key: fetch it now.
+                    None => {
+                        ops::http::fetch(self.store(), url, filename, None)
+                            .await?
+                            .digest
+                    }
+                };
+                key_of(&[b"http", url.as_bytes(), content.to_string().as_bytes()])
             }
             Op::Exec(_) | Op::File(_) | Op::Merge => {
                 let keys: Vec<String> = input_keys.iter().map(|k| k.to_string()).collect();
@@ -222,7 +233,28 @@ impl Worker for KilnWorker {
                 root: self.context_root(&src.name)?,
                 source: src.clone(),
             })),
-            Op::Source(SourceOp::Http { .. }) => Ok(None),
+            Op::Source(SourceOp::Http {
+                url,
+                checksum,
+                filename,
+            }) => {
+                let want = checksum
+                    .as_deref()
+                    .map(ops::http::parse_checksum)
+                    .transpose()?;
+                Ok(
+                    ops::http::cached(self.store(), url, filename, want.as_ref()).map(|d| {
+                        Ref::Local {
+                            root: d.dir,
+                            source: LocalSource {
+                                name: "http".to_string(),
+                                include: vec![d.filename],
+                                exclude: Vec::new(),
+                            },
+                        }
+                    }),
+                )
+            }
             Op::Exec(_) | Op::File(_) | Op::Merge => {
                 let Some(bytes) = self.store().cache_get(&Self::record_key(key))? else {
                     // Lazy remote hit: the chain's blobs are fetched only when bytes are needed.
@@ -268,6 +300,25 @@ impl Worker for KilnWorker {
         let out = match &vertex.op {
             Op::Exec(exec) => ops::exec::run(self, &job, vertex, exec, inputs).await?,
             Op::File(file) => ops::file::run(self, &job, file, inputs).await?,
+            Op::Source(SourceOp::Http {
+                url,
+                checksum,
+                filename,
+            }) => {
+                let want = checksum
+                    .as_deref()
+                    .map(ops::http::parse_checksum)
+                    .transpose()?;
+                let d = ops::http::fetch(self.store(), url, filename, want.as_ref()).await?;
+                Ref::Local {
+                    root: d.dir,
+                    source: LocalSource {
+                        name: "http".to_string(),
+                        include: vec![d.filename],
+                        exclude: Vec::new(),
+                    },
+                }
+            }
             Op::Source(_) => {
                 return Err(Box::new(Error::Unsupported(
                     "source ops are resolved by lookup".to_string(),

@@ -397,3 +397,74 @@ fn run_mounts_cache_bind_secret_tmpfs_and_heredoc() {
     assert_eq!(cat("/count.txt"), "2\n");
     fs_err::remove_file(&secret).ok();
 }
+
+/// A one-file HTTP server on 127.0.0.1 for `ADD <url>`; counts requests.
+fn serve_once_per_request(
+    body: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
+        }
+    });
+    (format!("http://{addr}/files/tool.sh"), hits)
+}
+
+#[test]
+fn add_url_downloads_and_verifies_checksum() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let body: &'static [u8] = b"echo downloaded\n";
+    let (url, hits) = serve_once_per_request(body);
+    let sum = {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("printf 'echo downloaded\\n' | sha256sum | cut -d' ' -f1")
+            .output()
+            .unwrap();
+        format!("sha256:{}", text(&out.stdout).trim())
+    };
+    let ctx = Context::new().file(
+        "Dockerfile",
+        &format!("FROM busybox\nADD --checksum={sum} {url} /opt/\nRUN sh /opt/tool.sh > /out && stat -c %a /opt/tool.sh >> /out\n"),
+    );
+    build(&k, &ctx, &["-t", "add"]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "add", "cat", "/out"]),
+        "downloaded\n600\n"
+    );
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let again = build(&k, &ctx, &["-t", "add"]);
+    assert!(ran(&again).is_empty(), "{again}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "a checksum-pinned URL is not fetched again"
+    );
+
+    let bad = Context::new().file(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD --checksum=sha256:{} {url} /opt/\n",
+            "0".repeat(64)
+        ),
+    );
+    let err = k.fails(&["build", bad.arg()]);
+    assert!(err.contains("checksum mismatch"), "{err}");
+}

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod exec;
 pub mod export;
 pub mod file;
+pub mod http;
 pub mod mounts;
 pub mod source;
 pub mod step;
