@@ -16,7 +16,7 @@ now() { date +%s%N; }
 # median of the given numbers (ms)
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=int((NR+1)/2); print a[m]}'; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
-b() { "$kiln" build --progress=quiet "$@" >/dev/null; }
+b() { "$kiln" build -q "$@" >/dev/null; }
 
 mk_seed() {
   local d=$1; mkdir -p "$d/app"
@@ -25,7 +25,7 @@ mk_seed() {
   echo 'echo v0' > "$d/app/main.sh"
 }
 mk_parallel() {
-  local d=$1; mkdir -p "$d"
+  local d=$1 s; mkdir -p "$d"
   {
     for s in a b c d; do printf 'FROM busybox AS %s\nRUN sleep 2.5 && echo %s > /%s\n\n' $s $s $s; done
     printf 'FROM busybox AS unused\nRUN sleep 30\n\n'

@@ -262,6 +262,9 @@ pub struct BuildArgs {
     /// Import a build cache (tried in order): type=registry,ref=REF | type=local,src=DIR | REF
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
+    /// Say why the first step that ran missed the cache (which input differed)
+    #[arg(long)]
+    pub explain_cache: bool,
     /// Push the image to its registry after the build (the -t names)
     #[arg(long)]
     pub push: bool,

@@ -5,6 +5,7 @@ pub mod context;
 pub mod distribution;
 pub mod engine;
 mod error;
+pub mod explain;
 pub mod graph;
 pub mod ops;
 pub mod remote;

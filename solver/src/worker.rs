@@ -100,6 +100,16 @@ impl KilnWorker {
             .map_err(|e| Error::other("context cache", e))
     }
 
+    /// The context hasher (for explaining a miss).
+    pub fn hasher(&self) -> &ContextHasher {
+        &self.hasher
+    }
+
+    /// The named client directories.
+    pub fn contexts(&self) -> &BTreeMap<String, PathBuf> {
+        &self.opts.contexts
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.opts.store
     }

@@ -468,3 +468,30 @@ fn add_url_downloads_and_verifies_checksum() {
     let err = k.fails(&["build", bad.arg()]);
     assert!(err.contains("checksum mismatch"), "{err}");
 }
+
+#[test]
+fn explain_cache_names_the_changed_file_and_build_arg() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM busybox\nARG LEVEL=1\nCOPY conf/ /conf/\nRUN echo level $LEVEL > /level\n")
+        .file("conf/a.txt", "a\n")
+        .file("conf/b.txt", "b\n");
+    k.ok(&["build", ctx.arg()]);
+    // Let the stat cache vouch for the files (it skips files changed in the last 100 ms).
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    k.ok(&["build", ctx.arg()]);
+    ctx.write("conf/b.txt", "B\n");
+    let out = k.run(&["build", "--explain-cache", ctx.arg()]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Dockerfile:3: [2/3] COPY conf/ /conf/ missed the cache"), "{err}");
+    assert!(err.contains("conf/b.txt (content changed)"), "{err}");
+    assert!(!err.contains("conf/a.txt"), "{err}");
+    let out = k.run(&["build", "--explain-cache", "--build-arg", "LEVEL=2", ctx.arg()]);
+    let err = text(&out.stderr);
+    assert!(err.contains("Dockerfile:4: [3/3] RUN echo level 2 > /level missed the cache"), "{err}");
+    assert!(err.contains("LEVEL=2"), "{err}");
+}

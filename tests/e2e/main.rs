@@ -2,5 +2,6 @@
 
 mod build;
 mod registry;
+mod run;
 mod remote_cache;
 mod support;

@@ -11,7 +11,8 @@ use kiln_frontend::lower::{LowerOptions, lower};
 use kiln_solver::cache::{self, Compression};
 use kiln_solver::context::find_ignore_file;
 use kiln_solver::context::ignore::parse_ignore_file;
-use kiln_solver::engine::Solver;
+use kiln_solver::engine::{Solver, VertexOutcome};
+use kiln_solver::graph::Op;
 use kiln_solver::graph::Platform;
 use kiln_solver::ops::export;
 use kiln_solver::ops::mounts::SecretSource;
@@ -267,6 +268,28 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             return Err(Reported(1).into());
         }
     };
+    if args.explain_cache {
+        let first_missed = def.topo_order().into_iter().find(|d| {
+            result.outcomes.get(d) == Some(&VertexOutcome::Executed)
+                && matches!(def.vertices[d].op, Op::Exec(_) | Op::File(_))
+        });
+        match first_missed {
+            Some(d) => eprintln!(
+                "{}",
+                kiln_solver::explain::explain(
+                    &store,
+                    &def,
+                    &result.keys,
+                    &d,
+                    worker.hasher(),
+                    worker.contexts(),
+                    &file_name
+                )
+            ),
+            None => eprintln!("kiln: every step was cached"),
+        }
+    }
+    kiln_solver::explain::save(&store, &def, &result.keys);
     let chain = result.root.map(|r| r.chain()).unwrap_or_default();
     rt.block_on(worker.ensure_local(&chain))?;
     let inline = cache_to

@@ -4,8 +4,10 @@ use crate::cli::RunArgs;
 use crate::commands::Global;
 use anyhow::{Context, Result};
 use kiln_solver::cache::{self, ImageRecord, Store};
-use kiln_solver::executor::{Container, ContainerConfig, Containers, ProcessPlan};
-use std::io::Write;
+use kiln_solver::executor::{
+    Container, ContainerConfig, Containers, ExecOptions, Output, ProcessPlan,
+};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -147,8 +149,7 @@ pub fn inspect(g: &Global, store: &Store, name: &str) -> Option<serde_json::Valu
     cs.get(name).ok()?.inspect().ok()
 }
 
-/// `kiln exec`.
-#[allow(clippy::too_many_arguments)]
+/// `kiln exec`: the container's process settings, with `-e`, `-w` and `-u` applied.
 pub fn exec(
     g: &Global,
     name: &str,
@@ -158,37 +159,22 @@ pub fn exec(
     workdir: Option<&str>,
     user: Option<&str>,
 ) -> Result<ExitCode> {
+    if tty && !std::io::stdin().is_terminal() {
+        anyhow::bail!("the input device is not a TTY");
+    }
     let store = g.store()?;
     let cs = containers(g, &store)?;
     let c = get(&cs, name)?;
-    if !env.is_empty() || workdir.is_some() || user.is_some() {
-        // Run through env/cd so the container's own process settings stay as they are.
-        let mut argv = vec!["/bin/sh".to_string(), "-c".to_string()];
-        let mut script = String::new();
-        if let Some(w) = workdir {
-            script.push_str(&format!("cd '{}' && ", w.replace('\'', "'\\''")));
-        }
-        script.push_str("exec env");
-        for e in env {
-            script.push_str(&format!(" '{}'", e.replace('\'', "'\\''")));
-        }
-        script.push_str(" \"$@\"");
-        argv.push(script);
-        argv.push("kiln-exec".to_string());
-        argv.extend(command.iter().cloned());
-        if user.is_some() {
-            anyhow::bail!("kiln exec -u is not supported yet");
-        }
-        return exec_argv(&c, &argv, tty);
-    }
-    exec_argv(&c, command, tty)
-}
-
-fn exec_argv(c: &Container, argv: &[String], tty: bool) -> Result<ExitCode> {
+    let opts = ExecOptions {
+        env: env.to_vec(),
+        cwd: workdir.map(str::to_owned),
+        user: user.map(str::to_owned),
+        tty,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let status = rt.block_on(c.exec(argv, tty, kiln_solver::executor::Output::Inherit))?;
+    let status = rt.block_on(c.exec_with(command, &opts, Output::Inherit))?;
     Ok(ExitCode::from(
         u8::try_from(status.code.clamp(0, 255)).unwrap_or(1),
     ))

@@ -4,9 +4,12 @@ use crate::cli::RunArgs;
 use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
-use kiln_solver::cache::{self, Store};
-use kiln_solver::executor::{MountPlan, Network, Output, ProcessPlan, RunRequest};
+use kiln_solver::cache::{self, ImageRecord, Store};
+use kiln_solver::executor::{
+    Container, ContainerConfig, Containers, ExitStatus, MountPlan, Network, Output, ProcessPlan,
+};
 use kiln_solver::graph::ImageConfig;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -193,13 +196,17 @@ pub fn plan(store: &Store, config: &ImageConfig, args: &RunArgs) -> Result<Proce
     Ok(plan)
 }
 
-/// `kiln run` in the foreground: the container is the image + a writable layer, removed at
-/// the end; the exit status is the process's.
+/// `kiln run`: the container is the image + a writable layer, kept in the container store
+/// (`kiln ps -a`, `logs`, `inspect`, `rm`) as docker keeps it, or removed at the end with
+/// `--rm`; the exit status is the process's.
 pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
+    if args.tty && !args.detach && !std::io::stdin().is_terminal() {
+        // docker's wording; runc cannot give the container a terminal without ours.
+        bail!("the input device is not a TTY");
+    }
     let store = g.store()?;
     let runtime = g.runtime()?;
-    let state_dir = store.root().join("executor");
-    kiln_solver::executor::cleanup_stale(&state_dir).ok();
+    kiln_solver::executor::cleanup_stale(&store.root().join("executor")).ok();
     let rec = find(&store, &args.image).map_err(|_| {
         anyhow::anyhow!(
             "unable to find image '{}' locally (kiln images lists what the store has)",
@@ -212,40 +219,38 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     if args.detach {
         return crate::commands::container::run_detached(g, &store, &rec, &args, plan);
     }
-    let snapshot = store.prepare_snapshot(&rec.layers)?;
-    let dir = tempfile::Builder::new()
-        .prefix("run-")
-        .tempdir_in(store.tmp_dir())?;
-    let (upper, work, rootfs) = (
-        dir.path().join("upper"),
-        dir.path().join("work"),
-        dir.path().join("rootfs"),
-    );
-    for d in [&upper, &work, &rootfs] {
-        fs_err::create_dir(d)?;
-    }
-    let mount = cache::mount_overlay(&snapshot.lowerdirs, Some((&upper, &work)), &rootfs)?;
-    let id = format!(
-        "kiln-run-{}-{}",
-        std::process::id(),
-        &rec.config_digest.digest()[..12]
-    );
-    let req = RunRequest {
-        id,
-        rootfs: rootfs.clone(),
+    let cs = Containers::open(store.root().join("containers"))?.with_runtime(runtime);
+    let c = cs.create(ContainerConfig {
+        name: args.name.clone(),
+        image: args.image.clone(),
         plan,
-        state_dir,
-        log_path: None,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let status = rt.block_on(runtime.run(req, Output::Inherit));
-    drop(rt);
-    mount.unmount()?;
-    drop(dir);
+    })?;
+    let status = attach(&store, &rec, &c);
+    if args.rm {
+        if let Err(e) = c.remove(true) {
+            tracing::warn!(error = %e, container = c.id(), "removing the container");
+        }
+    }
     let status = status?;
     Ok(ExitCode::from(
         u8::try_from(status.code.clamp(0, 255)).unwrap_or(1),
     ))
+}
+
+/// Mounts the container's rootfs and runs it in the foreground on our stdio.
+fn attach(store: &Store, rec: &ImageRecord, c: &Container) -> Result<ExitStatus> {
+    let snapshot = store.prepare_snapshot(&rec.layers)?;
+    cache::mount_overlay(
+        &snapshot.lowerdirs,
+        Some((&c.upper_dir(), &c.work_dir())),
+        &c.rootfs_dir(),
+    )?
+    // The container unmounts it when it ends.
+    .leak();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let status = rt.block_on(c.run_attached(Output::Inherit));
+    drop(rt);
+    Ok(status?)
 }

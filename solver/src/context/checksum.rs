@@ -209,6 +209,38 @@ impl ContextHasher {
             })
     }
 
+    /// The files of a selection whose content differs from what the stat cache on disk (the
+    /// last saved build's) recorded: `(path, true)` for a changed file, `(path, false)` for one
+    /// it had no record of. Reads every selected file: for explaining a cache miss, not for
+    /// the hot path.
+    pub fn changed_files(&self, root: &Path, src: &LocalSource) -> Result<Vec<(String, bool)>, Error> {
+        let ignore = Matcher::new(&src.exclude)?;
+        let canonical = fs_err::canonicalize(root).map_err(|e| Error::Io {
+            op: "resolve context directory",
+            path: root.to_path_buf(),
+            source: e,
+        })?;
+        let walker = walk::Walker::open(&canonical, &ignore)?;
+        let selections = walker.select(&src.include)?;
+        let stored = load_table(&self.cache_dir, &canonical);
+        let files: Vec<(usize, &Entry)> = selections
+            .iter()
+            .flat_map(|s| &s.entries)
+            .filter(|e| e.meta.kind() == EntryKind::File)
+            .enumerate()
+            .collect();
+        let digests = hash_files(&walker, &files)?;
+        let mut out = Vec::new();
+        for ((_, entry), digest) in files.iter().zip(digests) {
+            match stored.records.get(&entry.real) {
+                Some(r) if r.digest == digest => {}
+                Some(_) => out.push((entry.real.clone(), true)),
+                None => out.push((entry.real.clone(), false)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes every stat cache that changed (temp file + rename, so readers never see a torn
     /// file).
     pub fn save(&self) -> Result<(), Error> {

@@ -1,0 +1,517 @@
+//! `kiln run` and the container lifecycle end to end: real runc, overlayfs and store.
+
+use crate::support::{Context, Kiln, sandbox_available, text};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// A kiln with busybox that force-removes every container it left when dropped (a failing
+/// assertion must not leave processes or mounts behind).
+struct Runner {
+    k: Kiln,
+}
+
+impl Runner {
+    fn new() -> Option<Runner> {
+        sandbox_available().then(|| Runner {
+            k: Kiln::with_busybox(),
+        })
+    }
+
+    /// `kiln run ARGS`, whatever its status.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        self.k.run(&all)
+    }
+
+    /// `kiln run --rm ARGS`, asserting success; stdout.
+    fn out(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        self.k.ok(&all)
+    }
+
+    /// `kiln inspect NAME`'s single document.
+    fn inspect(&self, name: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.k.ok(&["inspect", name])).expect("json");
+        v[0].clone()
+    }
+
+    /// Waits until NAME's State.Status is `status`.
+    fn wait_status(&self, name: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The container may not exist yet (a `kiln run` still starting).
+            let out = self.k.run(&["inspect", name]);
+            let doc = serde_json::from_slice::<Value>(&out.stdout)
+                .map(|v| v[0].clone())
+                .unwrap_or(Value::Null);
+            if doc["State"]["Status"] == status {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "never {status}: {doc}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `kiln logs NAME` contains `needle`.
+    fn wait_log(&self, name: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.k.ok(&["logs", name]);
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in log: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn containers_dir(&self) -> std::path::PathBuf {
+        self.k.root.path().join("containers")
+    }
+
+    /// Container directories left in the store (hidden runtime dirs excluded).
+    fn stored(&self) -> Vec<String> {
+        match fs_err::read_dir(self.containers_dir()) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Mount points below the store root.
+    fn mounts(&self) -> Vec<String> {
+        let prefix = self.k.root.path().to_string_lossy().into_owned();
+        fs_err::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|t| t.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let ids = text(&self.k.run(&["ps", "-aq"]).stdout);
+        for id in ids.split_whitespace() {
+            let _ = self.k.run(&["rm", "-f", id]);
+        }
+        for m in self.mounts() {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", &m])
+                .status();
+        }
+    }
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+#[test]
+fn run_without_rm_keeps_the_container_like_docker() {
+    let Some(r) = Runner::new() else { return };
+    let out = r.run(&[
+        "--name",
+        "kept",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; echo layer > /written; exit 3",
+    ]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+
+    let ps = r.k.ok(&["ps", "-a"]);
+    let line = ps
+        .lines()
+        .find(|l| l.ends_with(" kept"))
+        .expect("ps -a lists it");
+    assert!(line.contains("exited (3)"), "{ps}");
+    assert!(
+        !r.k.ok(&["ps"]).contains("kept"),
+        "ps shows running ones only"
+    );
+    let log = r.k.ok(&["logs", "kept"]);
+    assert!(log.contains("out\n") && log.contains("err\n"), "{log}");
+
+    let doc = r.inspect("kept");
+    let st = &doc["State"];
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], 3);
+    assert_eq!(st["OOMKilled"], false);
+    assert_eq!(st["Running"], false);
+    assert_eq!(st["Pid"], 0);
+    let zero = "0001-01-01T00:00:00Z";
+    assert_ne!(st["StartedAt"], zero);
+    assert_ne!(st["FinishedAt"], zero);
+    assert!(
+        st["StartedAt"].as_str() <= st["FinishedAt"].as_str(),
+        "{st}"
+    );
+    assert_eq!(doc["Name"], "/kept");
+
+    // The name is reserved while the container exists.
+    let err = r.k.fails(&["run", "--name", "kept", "busybox", "true"]);
+    assert!(err.contains("already in use"), "{err}");
+
+    // Its writable layer is kept (and the rootfs unmounted) until rm.
+    let id = doc["Id"].as_str().expect("id").to_owned();
+    let upper = r.containers_dir().join(&id).join("upper");
+    assert_eq!(
+        fs_err::read_to_string(upper.join("written")).unwrap(),
+        "layer\n"
+    );
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    assert_eq!(r.k.ok(&["rm", "kept"]), "kept\n");
+    assert!(!r.k.ok(&["ps", "-a"]).contains("kept"));
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+    r.k.ok(&["run", "--name", "kept", "--rm", "busybox", "true"]);
+}
+
+#[test]
+fn run_rm_leaves_nothing_and_reserves_the_name_meanwhile() {
+    let Some(r) = Runner::new() else { return };
+    assert_eq!(r.out(&["--name", "gone", "busybox", "echo", "hi"]), "hi\n");
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+    assert!(r.k.ok(&["ps", "-aq"]).is_empty());
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    // While a --rm container runs, it is listed and its name taken.
+    let mut bg =
+        r.k.command()
+            .args(["run", "--rm", "--name", "busy", "busybox", "sleep", "1000"])
+            .spawn()
+            .expect("spawn");
+    let doc = r.wait_status("busy", "running");
+    assert!(doc["State"]["Pid"].as_i64().unwrap_or(0) > 0, "{doc}");
+    let err =
+        r.k.fails(&["run", "--rm", "--name", "busy", "busybox", "true"]);
+    assert!(err.contains("already in use"), "{err}");
+    assert!(r.k.ok(&["ps"]).contains("busy"));
+    // Killed from another kiln process, it ends with 128+9 and disappears.
+    r.k.ok(&["kill", "busy"]);
+    let status = bg.wait().expect("wait");
+    assert_eq!(status.code(), Some(137));
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+}
+
+#[test]
+fn exit_status_is_the_process_s() {
+    let Some(r) = Runner::new() else { return };
+    let out = r.run(&["--rm", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&out), Some(3));
+
+    let out = r.run(&[
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a)",
+    ]);
+    assert_eq!(code(&out), Some(137), "{}", text(&out.stderr));
+    let st = &r.inspect("hog")["State"];
+    assert_eq!(st["OOMKilled"], true, "{st}");
+    assert_eq!(st["ExitCode"], 137);
+    r.k.ok(&["rm", "hog"]);
+
+    let out = r.run(&["--rm", "busybox", "nope"]);
+    assert_eq!(code(&out), Some(127));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(r#"exec: "nope": executable file not found in $PATH"#),
+        "{err}"
+    );
+    let out = r.run(&["--rm", "busybox", "/etc"]);
+    assert_eq!(code(&out), Some(126), "{}", text(&out.stderr));
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+}
+
+#[test]
+fn tty_without_a_terminal_is_refused_before_anything_is_created() {
+    let Some(r) = Runner::new() else { return };
+    for flags in [&["-t"][..], &["-it"]] {
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["--name", "tty", "busybox", "true"]);
+        let out = r.run(&args);
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(
+            text(&out.stderr).contains("the input device is not a TTY"),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+    // Detached, nobody reads the terminal: docker accepts -dt from scripts, and so do we.
+    r.k.ok(&["run", "-d", "-t", "--name", "dt", "busybox", "true"]);
+    r.k.ok(&["rm", "-f", "dt"]);
+    let err = r.k.fails(&["exec", "-t", "nothing", "true"]);
+    assert!(err.contains("the input device is not a TTY"), "{err}");
+}
+
+#[test]
+fn entrypoint_and_cmd_follow_docker() {
+    let Some(r) = Runner::new() else { return };
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nENTRYPOINT [\"echo\", \"ep\"]\nCMD [\"default\"]\n",
+    );
+    r.k.ok(&["build", "-q", "-t", "epcmd", ctx.arg()]);
+    assert_eq!(r.out(&["epcmd"]), "ep default\n");
+    assert_eq!(r.out(&["epcmd", "a", "b"]), "ep a b\n", "args replace CMD");
+    assert_eq!(
+        r.out(&["--entrypoint", "echo", "epcmd"]),
+        "\n",
+        "--entrypoint resets CMD"
+    );
+    assert_eq!(
+        r.out(&["--entrypoint", "/bin/sh", "epcmd", "-c", "echo $0"]),
+        "/bin/sh\n"
+    );
+
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nENV WHO=shell\nCMD echo \"$0 $WHO\" && ps -o args | sed -n 2p\n",
+    );
+    r.k.ok(&["build", "-q", "-t", "shellcmd", ctx.arg()]);
+    let out = r.out(&["shellcmd"]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("/bin/sh shell"), "{out}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("/bin/sh -c echo")),
+        "PID 1 is the shell: {out}"
+    );
+    assert_eq!(r.out(&["shellcmd", "echo", "replaced"]), "replaced\n");
+}
+
+#[test]
+fn env_env_file_workdir_and_user() {
+    let Some(r) = Runner::new() else { return };
+    let ctx = Context::new().file("vars.env", "# comment\n\nFROM_FILE=f1\nBOTH=file\n");
+    let env_file = ctx.path().join("vars.env");
+    let out =
+        r.k.command()
+            .env("PASSED", "from-host")
+            .args([
+                "run",
+                "--rm",
+                "-e",
+                "A=1",
+                "-e",
+                "BOTH=flag",
+                "-e",
+                "PASSED",
+            ])
+            .arg("--env-file")
+            .arg(&env_file)
+            .args([
+                "-w",
+                "/made/here",
+                "-u",
+                "app",
+                "busybox",
+                "sh",
+                "-c",
+                "echo $A $FROM_FILE $BOTH $PASSED $HOME; pwd; id -u; id -g",
+            ])
+            .output()
+            .expect("spawn");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "1 f1 flag from-host /home/app\n/made/here\n1000\n1000\n"
+    );
+    assert_eq!(
+        r.out(&["-u", "65534:1000", "busybox", "id", "-u"]),
+        "65534\n"
+    );
+    assert_eq!(r.out(&["-u", "nobody", "busybox", "id", "-g"]), "65534\n");
+}
+
+#[test]
+fn read_only_network_none_volumes_and_tmpfs() {
+    let Some(r) = Runner::new() else { return };
+    // --read-only refuses writes, except on a --tmpfs.
+    let out = r.run(&["--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Read-only file system"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        r.out(&[
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "echo t > /scratch/f && cat /scratch/f && grep -c ' /scratch tmpfs ' /proc/mounts"
+        ]),
+        "t\n1\n"
+    );
+
+    assert_eq!(
+        r.out(&["--network", "none", "busybox", "ls", "/sys/class/net"]),
+        "lo\n"
+    );
+    let host = r.out(&["busybox", "ls", "/sys/class/net"]);
+    assert!(host.lines().count() > 1, "host network by default: {host}");
+
+    // A named volume outlives the --rm container that wrote it.
+    r.out(&[
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo v1 > /data/f",
+    ]);
+    assert_eq!(
+        r.out(&["-v", "data:/data", "busybox", "cat", "/data/f"]),
+        "v1\n"
+    );
+    assert!(r.k.root.path().join("volumes/data/_data/f").exists());
+
+    // A bind mount with :ro is readable, not writable.
+    let ctx = Context::new().file("hostfile", "from host\n");
+    let spec = format!("{}:/p:ro", ctx.arg());
+    assert_eq!(
+        r.out(&["-v", &spec, "busybox", "cat", "/p/hostfile"]),
+        "from host\n"
+    );
+    let out = r.run(&[
+        "--rm",
+        "-v",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /p/new",
+    ]);
+    assert!(!out.status.success());
+    assert!(!ctx.path().join("new").exists());
+    let spec = format!("{}:/p", ctx.arg());
+    r.out(&["-v", &spec, "busybox", "sh", "-c", "echo x > /p/new"]);
+    assert!(ctx.path().join("new").exists(), "rw bind writes through");
+}
+
+#[test]
+fn detached_ps_logs_stop_kill_exec_inspect_rm() {
+    let Some(r) = Runner::new() else { return };
+    // A shell that handles TERM ends with 143 on stop, at once.
+    let script = "trap 'exit 143' TERM; echo ready; while true; do sleep 0.1; done";
+    let id = r.k.ok(&[
+        "run", "-d", "--name", "srv", "-e", "MARK=m1", "busybox", "sh", "-c", script,
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let doc = r.wait_status("srv", "running");
+    assert_eq!(doc["State"]["Running"], true);
+    assert!(doc["State"]["Pid"].as_i64().unwrap_or(0) > 0);
+    assert!(r.k.ok(&["ps"]).contains("srv"));
+    r.wait_log("srv", "ready\n");
+
+    // exec: the container's env, with -e/-w/-u applied in the runtime (no shell wrapper).
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        r.k.run(&all)
+    };
+    let out = exec(&["srv", "sh", "-c", "echo $MARK; pwd; id -u"]);
+    assert_eq!(text(&out.stdout), "m1\n/\n0\n");
+    let out = exec(&[
+        "-e",
+        "MARK=m2",
+        "-e",
+        "NEW=n",
+        "-w",
+        "/tmp",
+        "-u",
+        "app",
+        "srv",
+        "sh",
+        "-c",
+        "echo $MARK $NEW $HOME; pwd; id -u; id -g",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "m2 n /home/app\n/tmp\n1000\n1000\n");
+    let out = exec(&["-u", "nope", "srv", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unable to find user nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(code(&exec(&["srv", "sh", "-c", "exit 5"])), Some(5));
+    let out = exec(&["srv", "nope"]);
+    assert_eq!(code(&out), Some(127));
+
+    let started = Instant::now();
+    assert_eq!(r.k.ok(&["stop", "-t", "10", "srv"]), "srv\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped on TERM"
+    );
+    let st = &r.inspect("srv")["State"];
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], 143);
+    assert!(r.k.ok(&["ps", "-a"]).contains("exited (143)"));
+    assert!(!r.k.ok(&["ps"]).contains("srv"));
+    let err = r.k.fails(&["exec", "srv", "true"]);
+    assert!(err.contains("not running"), "{err}");
+
+    // sleep as PID 1 ignores TERM (no handler): killed after the timeout, 137, as docker.
+    r.k.ok(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "1000"]);
+    r.wait_status("sleeper", "running");
+    r.k.ok(&["stop", "-t", "1", "sleeper"]);
+    assert_eq!(r.inspect("sleeper")["State"]["ExitCode"], 137);
+
+    // kill, and rm refusing a running container unless -f.
+    r.k.ok(&["run", "-d", "--name", "victim", "busybox", "sleep", "1000"]);
+    r.wait_status("victim", "running");
+    let err = r.k.fails(&["rm", "victim"]);
+    assert!(err.contains("running"), "{err}");
+    r.k.ok(&["kill", "victim"]);
+    assert_eq!(r.wait_status("victim", "exited")["State"]["ExitCode"], 137);
+    r.k.ok(&["run", "-d", "--name", "forced", "busybox", "sleep", "1000"]);
+    r.wait_status("forced", "running");
+    r.k.ok(&["rm", "-f", "forced"]);
+
+    r.k.ok(&["rm", "srv", "sleeper", "victim"]);
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+}
+
+#[test]
+fn failures_say_what_is_wrong() {
+    let Some(r) = Runner::new() else { return };
+    let err = r.k.fails(&["run", "--rm", "nosuch:1"]);
+    assert!(err.contains("unable to find image"), "{err}");
+    let err = r.k.fails(&["run", "--rm", "-u", "nope", "busybox", "true"]);
+    assert!(err.contains("unable to find user nope"), "{err}");
+    let err = r.k.fails(&[
+        "--runtime",
+        "/nonexistent",
+        "run",
+        "--rm",
+        "busybox",
+        "true",
+    ]);
+    assert!(err.contains("apt-get install runc"), "{err}");
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
+    assert!(Path::new(&r.k.root.path()).exists());
+}
