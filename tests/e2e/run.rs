@@ -515,3 +515,53 @@ fn failures_say_what_is_wrong() {
     assert!(r.stored().is_empty(), "{:?}", r.stored());
     assert!(Path::new(&r.k.root.path()).exists());
 }
+
+#[test]
+fn foreground_tty_and_signal_forwarding() {
+    let Some(r) = Runner::new() else { return };
+    // A real terminal from `script`'s pty (util-linux): -it gives the container one.
+    let cmd = format!(
+        "{} run --rm -it busybox sh -c 'tty; echo $TERM; exit 6'",
+        r.k.bin.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("KILN_ROOT", r.k.root.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (apt-get install bsdutils)");
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{s}");
+    assert!(s.contains("/dev/pts/"), "{s}");
+    assert!(s.contains("xterm"), "{s}");
+
+    // SIGTERM to `kiln run` reaches PID 1, whose handler decides the exit status.
+    let mut child =
+        r.k.command()
+            .args([
+                "run",
+                "--name",
+                "sig",
+                "busybox",
+                "sh",
+                "-c",
+                "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+    r.wait_status("sig", "running");
+    r.wait_log("sig", "ready\n");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(text(&out.stdout), "ready\ngot TERM\n");
+    assert_eq!(r.inspect("sig")["State"]["ExitCode"], 42);
+    r.k.ok(&["rm", "sig"]);
+}

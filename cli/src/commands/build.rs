@@ -107,27 +107,6 @@ fn parse_kv(items: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<Str
 /// `kiln build`.
 pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let started = Instant::now();
-    let context = args.context.clone();
-    if !context.is_dir() {
-        bail!(
-            "unable to prepare context: path {:?} not found or not a directory",
-            context.display().to_string()
-        );
-    }
-    let dockerfile_path = match &args.file {
-        Some(p) if p == Path::new("-") => p.clone(),
-        Some(p) => p.clone(),
-        None => context.join("Dockerfile"),
-    };
-    if dockerfile_path != Path::new("-") && !dockerfile_path.is_file() {
-        bail!(
-            "failed to read dockerfile: open {}: no such file or directory",
-            dockerfile_path.display()
-        );
-    }
-    let (file_name, text) = read_dockerfile(&dockerfile_path)?;
-    let ast = parse_or_report(&file_name, &text)?;
-
     let host = Platform::host();
     if let Some(p) = &args.platform {
         let want = Platform::parse(p)
@@ -153,6 +132,27 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         .iter()
         .map(|t| crate::commands::normalize_reference(t).with_context(|| format!("-t {t:?}")))
         .collect::<Result<_>>()?;
+
+    let context = args.context.clone();
+    if !context.is_dir() {
+        bail!(
+            "unable to prepare context: path {:?} not found or not a directory",
+            context.display().to_string()
+        );
+    }
+    let dockerfile_path = match &args.file {
+        Some(p) if p == Path::new("-") => p.clone(),
+        Some(p) => p.clone(),
+        None => context.join("Dockerfile"),
+    };
+    if dockerfile_path != Path::new("-") && !dockerfile_path.is_file() {
+        bail!(
+            "failed to read dockerfile: open {}: no such file or directory",
+            dockerfile_path.display()
+        );
+    }
+    let (file_name, text) = read_dockerfile(&dockerfile_path)?;
+    let ast = parse_or_report(&file_name, &text)?;
 
     let dockerignore = match find_ignore_file(&context, &dockerfile_path) {
         Some(p) => parse_ignore_file(&fs_err::read_to_string(&p)?),
