@@ -476,7 +476,10 @@ fn explain_cache_names_the_changed_file_and_build_arg() {
     }
     let k = Kiln::with_busybox();
     let ctx = Context::new()
-        .file("Dockerfile", "FROM busybox\nARG LEVEL=1\nCOPY conf/ /conf/\nRUN echo level $LEVEL > /level\n")
+        .file(
+            "Dockerfile",
+            "FROM busybox\nARG LEVEL=1\nCOPY conf/ /conf/\nRUN echo level $LEVEL > /level\n",
+        )
         .file("conf/a.txt", "a\n")
         .file("conf/b.txt", "b\n");
     k.ok(&["build", ctx.arg()]);
@@ -487,12 +490,24 @@ fn explain_cache_names_the_changed_file_and_build_arg() {
     let out = k.run(&["build", "--explain-cache", ctx.arg()]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("Dockerfile:3: [2/3] COPY conf/ /conf/ missed the cache"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3: [2/3] COPY conf/ /conf/ missed the cache"),
+        "{err}"
+    );
     assert!(err.contains("conf/b.txt (content changed)"), "{err}");
     assert!(!err.contains("conf/a.txt"), "{err}");
-    let out = k.run(&["build", "--explain-cache", "--build-arg", "LEVEL=2", ctx.arg()]);
+    let out = k.run(&[
+        "build",
+        "--explain-cache",
+        "--build-arg",
+        "LEVEL=2",
+        ctx.arg(),
+    ]);
     let err = text(&out.stderr);
-    assert!(err.contains("Dockerfile:4: [3/3] RUN echo level 2 > /level missed the cache"), "{err}");
+    assert!(
+        err.contains("Dockerfile:4: [3/3] RUN echo level 2 > /level missed the cache"),
+        "{err}"
+    );
     assert!(err.contains("LEVEL=2"), "{err}");
 }
 
@@ -507,7 +522,19 @@ fn outputs_stdin_dockerfile_iidfile_and_metadata() {
     let meta = ctx.path().join("meta.json");
     let mut child = k
         .command()
-        .args(["build", "-q", "-f", "-", "--iidfile", iid.to_str().unwrap(), "--metadata-file", meta.to_str().unwrap(), "-t", "out:1", ctx.arg()])
+        .args([
+            "build",
+            "-q",
+            "-f",
+            "-",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-t",
+            "out:1",
+            ctx.arg(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -523,7 +550,10 @@ fn outputs_stdin_dockerfile_iidfile_and_metadata() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
-    assert!(id.starts_with("sha256:"), "-q prints only the image ID: {id}");
+    assert!(
+        id.starts_with("sha256:"),
+        "-q prints only the image ID: {id}"
+    );
     assert_eq!(fs_err::read_to_string(&iid).unwrap(), id);
     let m: Value = serde_json::from_str(&fs_err::read_to_string(&meta).unwrap()).unwrap();
     assert_eq!(m["containerimage.config.digest"], id.as_str());
@@ -531,19 +561,37 @@ fn outputs_stdin_dockerfile_iidfile_and_metadata() {
     let dest = ctx.path().join("tree");
     let spec = format!("type=local,dest={}", dest.display());
     let df = ctx.path().join("Dockerfile.out");
-    fs_err::write(&df, "FROM busybox\nCOPY data.txt /data.txt\nRUN rm /bin/vi && echo ran > /ran\n").unwrap();
+    fs_err::write(
+        &df,
+        "FROM busybox\nCOPY data.txt /data.txt\nRUN rm /bin/vi && echo ran > /ran\n",
+    )
+    .unwrap();
     k.ok(&["build", "-f", df.to_str().unwrap(), "-o", &spec, ctx.arg()]);
-    assert_eq!(fs_err::read_to_string(dest.join("data.txt")).unwrap(), "payload\n");
+    assert_eq!(
+        fs_err::read_to_string(dest.join("data.txt")).unwrap(),
+        "payload\n"
+    );
     assert_eq!(fs_err::read_to_string(dest.join("ran")).unwrap(), "ran\n");
     assert!(dest.join("bin/busybox").exists());
-    assert!(!dest.join("bin/vi").exists() && fs_err::symlink_metadata(dest.join("bin/vi")).is_err(), "whiteouts applied");
+    assert!(
+        !dest.join("bin/vi").exists() && fs_err::symlink_metadata(dest.join("bin/vi")).is_err(),
+        "whiteouts applied"
+    );
 
     let tar = ctx.path().join("tree.tar");
     let spec = format!("type=tar,dest={}", tar.display());
     k.ok(&["build", "-f", df.to_str().unwrap(), "-o", &spec, ctx.arg()]);
-    let list = std::process::Command::new("tar").args(["-tf", tar.to_str().unwrap()]).output().unwrap();
+    let list = std::process::Command::new("tar")
+        .args(["-tf", tar.to_str().unwrap()])
+        .output()
+        .unwrap();
     let names = text(&list.stdout);
-    assert!(names.lines().any(|l| l.trim_start_matches("./") == "data.txt"), "{names}");
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "data.txt"),
+        "{names}"
+    );
 
     let err = k.fails(&["build", "--platform", "linux/s390x", ctx.arg()]);
     assert!(err.contains("--platform linux/s390x"), "{err}");

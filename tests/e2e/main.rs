@@ -4,4 +4,5 @@ mod build;
 mod registry;
 mod run;
 mod remote_cache;
+mod store;
 mod support;
