@@ -43,7 +43,13 @@ pub struct StepRecord {
 
 /// `stage#position` from a description like `[builder 3/4] RUN make` (`#3` without a stage).
 pub fn slot(v: &Vertex) -> Option<String> {
-    let inner = v.meta.description.strip_prefix('[')?.split_once(']')?.0.trim();
+    let inner = v
+        .meta
+        .description
+        .strip_prefix('[')?
+        .split_once(']')?
+        .0
+        .trim();
     let (stage, pos) = match inner.rsplit_once(' ') {
         Some((stage, pos)) => (stage.trim(), pos),
         None => ("", inner),
@@ -135,12 +141,18 @@ fn op_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
         {
             for e in na {
                 if !oa.contains(e) {
-                    out.push(format!("environment/build arg now {}", e.as_str().unwrap_or("")));
+                    out.push(format!(
+                        "environment/build arg now {}",
+                        e.as_str().unwrap_or("")
+                    ));
                 }
             }
             for e in oa {
                 let name = e.as_str().unwrap_or("").split('=').next().unwrap_or("");
-                if !na.iter().any(|x| x.as_str().unwrap_or("").split('=').next() == Some(name)) {
+                if !na
+                    .iter()
+                    .any(|x| x.as_str().unwrap_or("").split('=').next() == Some(name))
+                {
                     out.push(format!("environment/build arg {name} no longer set"));
                 }
             }
@@ -191,14 +203,20 @@ pub fn explain(
         return format!("{head}: this step was never built before on this store");
     };
     if cur.key == prev.key {
-        return format!("{head}: its key equals the last build's, but that result is gone from the store");
+        return format!(
+            "{head}: its key equals the last build's, but that result is gone from the store"
+        );
     }
     if cur.op_digest != prev.op_digest {
         let mut lines = vec![format!(
             "{head}: the instruction differs from the last build's ({})",
             prev.description
         )];
-        lines.extend(op_diff(&prev.op, &cur.op).into_iter().map(|l| format!("  {l}")));
+        lines.extend(
+            op_diff(&prev.op, &cur.op)
+                .into_iter()
+                .map(|l| format!("  {l}")),
+        );
         return lines.join("\n");
     }
     for (i, input) in cur.inputs.iter().enumerate() {
@@ -209,27 +227,44 @@ pub fn explain(
             continue;
         }
         if input.digest != old.digest {
-            return format!("{head}: input changed: was {}, now {}", old.what, input.what);
+            return format!(
+                "{head}: input changed: was {}, now {}",
+                old.what, input.what
+            );
         }
         // Same definition, other content: for the context, name the files.
-        if let Some(Op::Source(SourceOp::Local(src))) = def.vertices.get(&input.digest).map(|v| &v.op)
+        if let Some(Op::Source(SourceOp::Local(src))) =
+            def.vertices.get(&input.digest).map(|v| &v.op)
             && let Some(root) = contexts.get(&src.name)
         {
             return match hasher.changed_files(root, src) {
                 Ok(files) if !files.is_empty() => {
                     let mut lines = vec![format!("{head}: files of the build context changed:")];
                     for (f, known) in files.iter().take(20) {
-                        lines.push(format!("  {f} ({})", if *known { "content changed" } else { "new, or changed since it was last hashed" }));
+                        lines.push(format!(
+                            "  {f} ({})",
+                            if *known {
+                                "content changed"
+                            } else {
+                                "new, or changed since it was last hashed"
+                            }
+                        ));
                     }
                     if files.len() > 20 {
                         lines.push(format!("  … and {} more", files.len() - 20));
                     }
                     lines.join("\n")
                 }
-                _ => format!("{head}: {} changed (type, mode, owner or a removed file)", input.what),
+                _ => format!(
+                    "{head}: {} changed (type, mode, owner or a removed file)",
+                    input.what
+                ),
             };
         }
-        return format!("{head}: input {} has other content than in the last build", input.what);
+        return format!(
+            "{head}: input {} has other content than in the last build",
+            input.what
+        );
     }
     format!("{head}: its inputs are in a different order than in the last build's")
 }

@@ -213,7 +213,11 @@ impl ContextHasher {
     /// last saved build's) recorded: `(path, true)` for a changed file, `(path, false)` for one
     /// it had no record of. Reads every selected file: for explaining a cache miss, not for
     /// the hot path.
-    pub fn changed_files(&self, root: &Path, src: &LocalSource) -> Result<Vec<(String, bool)>, Error> {
+    pub fn changed_files(
+        &self,
+        root: &Path,
+        src: &LocalSource,
+    ) -> Result<Vec<(String, bool)>, Error> {
         let ignore = Matcher::new(&src.exclude)?;
         let canonical = fs_err::canonicalize(root).map_err(|e| Error::Io {
             op: "resolve context directory",
