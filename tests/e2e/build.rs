@@ -598,3 +598,61 @@ fn outputs_stdin_dockerfile_iidfile_and_metadata() {
     let err = k.fails(&["build", "-t", "Bad:Name", ctx.arg()]);
     assert!(err.contains("invalid reference"), "{err}");
 }
+
+fn mounts_under(root: &std::path::Path) -> usize {
+    let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+    let r = root.to_string_lossy().to_string();
+    mounts.lines().filter(|l| l.contains(&r)).count()
+}
+
+#[test]
+fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file("Dockerfile", "FROM busybox\nRUN sleep 30\n");
+    let mut child = k
+        .command()
+        .args(["build", "--progress=plain", ctx.arg()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step runs (its mount is there), then kill kiln outright.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mounts_under(k.root.path()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        mounts_under(k.root.path()) > 0,
+        "a SIGKILLed kiln cannot clean up after itself"
+    );
+    // The next kiln start cleans what the killed one left: container, mounts, scratch.
+    let ok = Context::new().file("Dockerfile", "FROM busybox\nRUN true\n");
+    k.ok(&["build", ok.arg()]);
+    assert_eq!(mounts_under(k.root.path()), 0, "leftover mounts");
+    let ps = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ps -eo args | grep -c '[s]leep 30'")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&ps.stdout).trim(),
+        "0",
+        "the killed build's process still runs"
+    );
+    let leftovers: Vec<_> = fs_err::read_dir(k.root.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-") || n.starts_with("src-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

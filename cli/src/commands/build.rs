@@ -161,6 +161,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let store = g.store()?;
     let runtime = g.runtime()?;
     kiln_solver::executor::cleanup_stale(&store.root().join("executor")).ok();
+    kiln_solver::ops::step::cleanup_stale(&store);
 
     let opts = LowerOptions {
         target: args.target.clone(),

@@ -33,6 +33,7 @@ impl StepMount {
                 source: e,
             })?;
         }
+        write_owner(dir.path())?;
         let mut step = StepMount {
             mount: None,
             snapshot,
@@ -97,7 +98,8 @@ fn is_empty_dir(p: &Path) -> Result<bool> {
 /// A read-only view of a chain (the source side of `COPY --from`).
 pub struct ReadOnlyMount {
     mount: Option<MountGuard>,
-    dir: tempfile::TempDir,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl ReadOnlyMount {
@@ -110,15 +112,22 @@ impl ReadOnlyMount {
                 path: store.tmp_dir(),
                 source: e,
             })?;
-        let guard = kiln_cache::mount_overlay(&snapshot.lowerdirs, None, dir.path())?;
+        write_owner(dir.path())?;
+        let mnt = dir.path().join("rootfs");
+        fs_err::create_dir(&mnt).map_err(|e| Error::Io {
+            path: mnt.clone(),
+            source: e,
+        })?;
+        let guard = kiln_cache::mount_overlay(&snapshot.lowerdirs, None, &mnt)?;
         Ok(ReadOnlyMount {
             mount: Some(guard),
-            dir,
+            path: mnt,
+            _dir: dir,
         })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 }
 
@@ -126,6 +135,60 @@ impl Drop for ReadOnlyMount {
     fn drop(&mut self) {
         if let Some(m) = self.mount.take() {
             let _ = m.unmount();
+        }
+    }
+}
+
+const OWNER_FILE: &str = "owner";
+
+/// `pid starttime` of this process (pids are reused; the start time tells them apart).
+fn identity(pid: u32) -> Option<String> {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+fn write_owner(dir: &Path) -> Result<()> {
+    let me = std::process::id();
+    let id = identity(me).unwrap_or_else(|| format!("{me} 0"));
+    fs_err::write(dir.join(OWNER_FILE), id).map_err(|e| Error::Io {
+        path: dir.join(OWNER_FILE),
+        source: e,
+    })
+}
+
+/// Unmounts and removes the step areas a killed kiln left in the store's scratch space (their
+/// owner process is gone); areas of live kiln processes are left alone.
+pub fn cleanup_stale(store: &Store) {
+    let Ok(entries) = fs_err::read_dir(store.tmp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("step-") || name.starts_with("src-")) {
+            continue;
+        }
+        let alive = fs_err::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|o| {
+                let pid: u32 = o.split_whitespace().next()?.parse().ok()?;
+                Some(identity(pid).as_deref() == Some(o.trim()))
+            })
+            .unwrap_or(false);
+        // An area without an owner yet may be one another process is creating right now.
+        let young = !dir.join(OWNER_FILE).exists()
+            && fs_err::metadata(&dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() < 60);
+        if alive || young {
+            continue;
+        }
+        let _ = kiln_cache::unmount(&dir.join("rootfs"));
+        if let Err(err) = fs_err::remove_dir_all(&dir) {
+            tracing::warn!("leftover step area {}: {err}", dir.display());
         }
     }
 }
