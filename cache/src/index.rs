@@ -54,6 +54,25 @@ impl Index {
             .open(&lock_path)?;
         flock(&lock, FlockOperation::LockExclusive)
             .map_err(|e| crate::Error::sys("flock", &lock_path, e))?;
+        if !db_path.exists() {
+            // A new database is made aside and renamed into place, so a process killed while
+            // creating it never leaves a file that is not a database.
+            let tmp = db_path.with_extension(format!("redb.new.{}", std::process::id()));
+            let _ = fs_err::remove_file(&tmp);
+            {
+                let db = Database::create(&tmp)?;
+                let txn = db.begin_write()?;
+                for t in [IMAGES, LAYERS, CACHE, KV] {
+                    txn.open_table(t)?;
+                }
+                for t in [TAGS, BLOB_LAYERS, SNAPSHOTS] {
+                    txn.open_table(t)?;
+                }
+                txn.commit()?;
+            }
+            fs_err::File::open(&tmp)?.sync_all()?;
+            fs_err::rename(&tmp, &db_path)?;
+        }
         let db = Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(&db_path)?;

@@ -1,4 +1,6 @@
-//! Detached containers (`kiln run -d`, `ps`, `logs`, `stop`, `kill`, `rm`, `exec`, `inspect`).
+//! Stored containers (`kiln run [-d]`, `ps`, `logs`, `stop`, `kill`, `rm`, `exec`, `inspect`).
+//! A foreground one is supervised by the `kiln run` process itself (see `attach`); a detached
+//! one by a shim, below.
 //!
 //! Layout under the directory the caller gives (`<store>/containers`):
 //! ```text
@@ -15,7 +17,7 @@
 
 use crate::bundle::{check_id, write_atomic};
 use crate::plan::ProcessPlan;
-use crate::runtime::{ExitStatus, Output, Runtime, Sink, drive, interpret};
+use crate::runtime::{ExitStatus, Output, Runtime};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -179,7 +181,7 @@ impl Containers {
         self
     }
 
-    fn runtime(&self) -> Result<&Runtime> {
+    pub(crate) fn runtime(&self) -> Result<&Runtime> {
         self.runtime.as_ref().ok_or_else(|| Error::RuntimeMissing {
             searched: "runc in PATH".to_owned(),
         })
@@ -272,6 +274,57 @@ impl Containers {
         }
         out.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Finishes the containers whose supervisor died (a killed `kiln run`, a killed shim): kills
+    /// what the runtime still runs for them, removes their cgroups, bundle and rootfs mount,
+    /// and records them as exited with code 255 (what [`Container::state`] already reports).
+    /// Returns how many it reaped. Call it before listing or starting containers.
+    pub fn reap_orphans(&self) -> Result<usize> {
+        let mut reaped = 0;
+        for entry in fs_err::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.path().join("config.json").exists() {
+                continue;
+            }
+            let Ok(container) = self.load(&name) else {
+                continue;
+            };
+            let orphaned = |s: &ContainerState| {
+                s.status != Status::Exited && s.shim.as_deref().is_some_and(|id| !alive(id))
+            };
+            let Ok(raw) = read_json::<ContainerState>(&container.state_path()) else {
+                continue;
+            };
+            if !orphaned(&raw) {
+                continue;
+            }
+            tracing::info!(id = %container.id, "reaping a container whose supervisor died");
+            if self.runtime_root().join(&container.id).exists()
+                && let Ok(runtime) = self.runtime()
+            {
+                runtime.force_delete(&self.runtime_root(), &container.id);
+            }
+            crate::cgroup::remove(&container.id);
+            let bundle = self.bundle(&container.id);
+            if bundle.exists() {
+                fs_err::remove_dir_all(&bundle)?;
+            }
+            container.unmount_rootfs()?;
+            // Re-read: a supervisor that ended normally wrote its own record just before.
+            let mut state: ContainerState = read_json(&container.state_path())?;
+            if orphaned(&state) {
+                state.status = Status::Exited;
+                state.exit_code = Some(255);
+                state.pid = None;
+                state.finished_at = Some(now());
+                state.error = Some("supervisor process vanished".to_owned());
+                container.write_state(&state)?;
+                reaped += 1;
+            }
+        }
+        Ok(reaped)
     }
 
     /// The container with this name, full id or unique id prefix.
@@ -457,7 +510,14 @@ impl Container {
                 action: "kill",
                 source,
             })?;
-        if !out.status.success() && self.state()?.status == Status::Running {
+        if !out.status.success() {
+            // The process may have just ended, its runtime state gone before the supervisor
+            // recorded the exit: give the supervisor a moment.
+            if self.wait_exited(Duration::from_secs(2))? {
+                return Err(Error::NotRunning {
+                    id: self.id.clone(),
+                });
+            }
             return Err(Error::RuntimeFailed {
                 runtime: runtime.path().to_path_buf(),
                 action: "kill",
@@ -502,26 +562,34 @@ impl Container {
             }
             self.wait_exited(Duration::from_secs(10))?;
         }
-        if let Ok(runtime) = self.store.runtime() {
+        // runc keeps a container's state in `<root>/<id>`: without it there is nothing to delete
+        // (and no runc process to start, ~10 ms).
+        if self.store.runtime_root().join(&self.id).exists()
+            && let Ok(runtime) = self.store.runtime()
+        {
             runtime.force_delete(&self.store.runtime_root(), &self.id);
         }
         crate::cgroup::remove(&self.id);
-        match rustix::mount::unmount(self.rootfs_dir(), rustix::mount::UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
-            Err(e) => {
-                return Err(Error::Rootfs {
-                    rootfs: self.rootfs_dir(),
-                    path: "/".to_owned(),
-                    source: e.into(),
-                });
-            }
-        }
+        self.unmount_rootfs()?;
         let bundle = self.store.bundle(&self.id);
         if bundle.exists() {
             fs_err::remove_dir_all(&bundle)?;
         }
         fs_err::remove_dir_all(self.dir())?;
         Ok(())
+    }
+
+    /// Unmounts (lazily) the root filesystem, if mounted: an exited container keeps only its
+    /// writable layer ([`Container::upper_dir`]), as docker's do.
+    pub fn unmount_rootfs(&self) -> Result<()> {
+        match rustix::mount::unmount(self.rootfs_dir(), rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::Rootfs {
+                rootfs: self.rootfs_dir(),
+                path: "/".to_owned(),
+                source: e.into(),
+            }),
+        }
     }
 
     /// Copies the log to `out`; with `follow`, keeps copying until the container has exited.
@@ -553,41 +621,13 @@ impl Container {
     }
 
     /// Runs `args` in the running container (`runc exec`), with the container's environment,
-    /// user and working directory.
+    /// user and working directory; see [`Container::exec_with`] to change them.
     pub async fn exec(&self, args: &[String], tty: bool, output: Output) -> Result<ExitStatus> {
-        if self.state()?.status != Status::Running {
-            return Err(Error::NotRunning {
-                id: self.id.clone(),
-            });
-        }
-        if args.is_empty() {
-            return Err(Error::InvalidPlan {
-                reason: "no command to exec".to_owned(),
-            });
-        }
-        let runtime = self.store.runtime()?;
-        let log = self.dir().join(format!(
-            "exec-{}.log",
-            rustix::process::getpid().as_raw_nonzero()
-        ));
-        let _ = fs_err::remove_file(&log);
-        let mut cmd = runtime.command(&self.store.runtime_root());
-        cmd.arg("--log")
-            .arg(&log)
-            .args(["--log-format", "json", "exec"]);
-        if tty {
-            cmd.arg("--tty");
-        }
-        cmd.arg(&self.id).args(args);
-        let sink = Sink::new(&output, None)?;
-        let status = drive(runtime, cmd, &output, tty, &sink).await;
-        let outcome = status.and_then(|s| interpret(runtime, "exec", &log, s, None));
-        let _ = fs_err::remove_file(&log);
-        let outcome = outcome?;
-        if let Some(msg) = &outcome.message {
-            sink.emit(crate::Stream::Stderr, format!("{msg}\n").as_bytes())?;
-        }
-        Ok(outcome.status)
+        let opts = crate::ExecOptions {
+            tty,
+            ..Default::default()
+        };
+        self.exec_with(args, &opts, output).await
     }
 
     /// Docker-style `inspect` document.

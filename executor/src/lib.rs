@@ -6,13 +6,15 @@
 //! - [`Runtime::run`] writes a bundle and drives the runtime binary in the foreground, streaming
 //!   output ([`Output::Channel`]) or on our own stdio ([`Output::Inherit`]); dropping the future
 //!   kills and deletes the container. [`cleanup_stale`] removes what a killed kiln left.
-//! - [`containers`] keeps detached containers (`kiln run -d`, `ps`, `logs`, `stop`, `rm`,
-//!   `exec`, `inspect`), each supervised by a shim process: the `kiln` binary re-executed with
-//!   [`SHIM_ARG`], which calls [`shim_main`].
+//! - [`containers`] keeps containers (`kiln run`, `ps`, `logs`, `stop`, `rm`, `exec`,
+//!   `inspect`): a foreground one is supervised by the calling process
+//!   ([`Container::run_attached`]), a detached one by a shim: the `kiln` binary re-executed
+//!   with [`SHIM_ARG`], which calls [`shim_main`].
 //!
 //! All fork and namespace work happens in the runtime binary, never in our (async) process, and
 //! this crate has no `unsafe`: syscalls go through `rustix`.
 
+mod attach;
 pub mod bundle;
 pub mod cgroup;
 mod cleanup;
@@ -25,6 +27,7 @@ mod shim;
 pub mod spec;
 pub mod user;
 
+pub use attach::{ExecOptions, exec_process};
 pub use cleanup::{cleanup_stale, cleanup_stale_with};
 pub use containers::{Container, ContainerConfig, ContainerState, Containers, Status};
 pub use error::{Error, Result};

@@ -421,7 +421,7 @@ async fn pump(reader: Option<impl AsyncRead + Unpin>, stream: Stream, sink: &Sin
     }
 }
 
-async fn forward_signals(
+pub(crate) async fn forward_signals(
     child: &mut tokio::process::Child,
     interactive: bool,
 ) -> Result<std::process::ExitStatus> {

@@ -115,6 +115,9 @@ fn supervise(container: &Container) -> Result<i32> {
     );
     crate::cgroup::remove(&id);
     let _ = fs_err::remove_dir_all(&bundle);
+    if let Err(e) = container.unmount_rootfs() {
+        tracing::warn!(error = %e, "unmounting the rootfs");
+    }
     let mut state = container.state()?;
     state.status = Status::Exited;
     state.pid = None;

@@ -2,7 +2,7 @@
 
 mod build;
 mod registry;
-mod run;
 mod remote_cache;
+mod run;
 mod store;
 mod support;

@@ -521,7 +521,7 @@ fn foreground_tty_and_signal_forwarding() {
     let Some(r) = Runner::new() else { return };
     // A real terminal from `script`'s pty (util-linux): -it gives the container one.
     let cmd = format!(
-        "{} run --rm -it busybox sh -c 'tty; echo $TERM; exit 6'",
+        "{} run --name ttyc -it busybox sh -c 'tty; echo $TERM; exit 6'",
         r.k.bin.display()
     );
     let out = std::process::Command::new("script")
@@ -534,9 +534,14 @@ fn foreground_tty_and_signal_forwarding() {
     assert_eq!(out.status.code(), Some(6), "{s}");
     assert!(s.contains("/dev/pts/"), "{s}");
     assert!(s.contains("xterm"), "{s}");
+    // The terminal's output is logged too.
+    let log = r.k.ok(&["logs", "ttyc"]);
+    assert!(log.contains("/dev/pts/") && log.contains("xterm"), "{log}");
+    assert_eq!(r.inspect("ttyc")["State"]["ExitCode"], 6);
+    r.k.ok(&["rm", "ttyc"]);
 
     // SIGTERM to `kiln run` reaches PID 1, whose handler decides the exit status.
-    let mut child =
+    let child =
         r.k.command()
             .args([
                 "run",
@@ -564,4 +569,36 @@ fn foreground_tty_and_signal_forwarding() {
     assert_eq!(text(&out.stdout), "ready\ngot TERM\n");
     assert_eq!(r.inspect("sig")["State"]["ExitCode"], 42);
     r.k.ok(&["rm", "sig"]);
+}
+
+#[test]
+fn a_killed_kiln_run_is_reaped_by_the_next_kiln() {
+    let Some(r) = Runner::new() else { return };
+    let mut child =
+        r.k.command()
+            .args(["run", "--name", "orphan", "busybox", "sleep", "1005"])
+            .spawn()
+            .expect("spawn");
+    let doc = r.wait_status("orphan", "running");
+    let pid = doc["State"]["Pid"].as_i64().expect("pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    child.kill().expect("SIGKILL kiln");
+    child.wait().expect("wait");
+    // The next kiln stops what the killed one left and records it.
+    let ps = r.k.ok(&["ps", "-a"]);
+    assert!(ps.contains("exited (255)"), "{ps}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "container process {pid} survived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    let st = &r.inspect("orphan")["State"];
+    assert_eq!(st["ExitCode"], 255);
+    assert_eq!(st["Error"], "supervisor process vanished");
+    r.k.ok(&["rm", "orphan"]);
+    assert!(r.stored().is_empty(), "{:?}", r.stored());
 }

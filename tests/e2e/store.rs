@@ -36,7 +36,7 @@ fn sigkill_during_load_leaves_a_consistent_store() {
     let archive = ctx.path().join("big-archive.tar");
     src.ok(&["save", "-o", archive.to_str().unwrap(), "big:1"]);
 
-    for delay_ms in [20u64, 80, 200, 400] {
+    for delay_ms in [2u64, 20, 80, 200, 400] {
         let dst = Kiln::empty();
         let mut child = dst
             .command()

@@ -17,6 +17,10 @@ pub fn containers(g: &Global, store: &Store) -> Result<Containers> {
     if let Ok(rt) = g.runtime() {
         c = c.with_runtime(rt);
     }
+    // What a killed `kiln run` or shim left running is stopped and recorded as exited.
+    if let Err(e) = c.reap_orphans() {
+        tracing::warn!(error = %e, "reaping orphaned containers");
+    }
     Ok(c)
 }
 

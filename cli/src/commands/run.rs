@@ -95,7 +95,7 @@ fn env_list(config: &ImageConfig, args: &RunArgs, hostname: &str) -> Result<Vec<
     extra.extend(args.env.iter().cloned());
     for e in extra {
         match e.split_once('=') {
-            Some((k, _)) if k.is_empty() => bail!("invalid environment variable: {e}"),
+            Some(("", _)) => bail!("invalid environment variable: {e}"),
             Some((k, v)) => set(k, v, &mut env),
             None => {
                 if let Ok(v) = std::env::var(&e) {
@@ -220,16 +220,19 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         return crate::commands::container::run_detached(g, &store, &rec, &args, plan);
     }
     let cs = Containers::open(store.root().join("containers"))?.with_runtime(runtime);
+    if let Err(e) = cs.reap_orphans() {
+        tracing::warn!(error = %e, "reaping orphaned containers");
+    }
     let c = cs.create(ContainerConfig {
         name: args.name.clone(),
         image: args.image.clone(),
         plan,
     })?;
     let status = attach(&store, &rec, &c);
-    if args.rm {
-        if let Err(e) = c.remove(true) {
-            tracing::warn!(error = %e, container = c.id(), "removing the container");
-        }
+    if args.rm
+        && let Err(e) = c.remove(true)
+    {
+        tracing::warn!(error = %e, container = c.id(), "removing the container");
     }
     let status = status?;
     Ok(ExitCode::from(

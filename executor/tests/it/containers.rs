@@ -2,7 +2,8 @@
 
 use crate::support::{World, host_pids_with};
 use kiln_executor::{
-    Container, ContainerConfig, Containers, Error, Output, OutputChunk, ProcessPlan, Status,
+    Container, ContainerConfig, Containers, Error, ExecOptions, Output, OutputChunk, ProcessPlan,
+    Status,
 };
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -150,7 +151,11 @@ async fn detached_lifecycle() {
     assert!(String::from_utf8_lossy(&out).starts_with("started\n"));
 
     let rootfs = c.rootfs_dir();
-    assert!(is_mounted(&rootfs));
+    assert!(
+        !is_mounted(&rootfs),
+        "an exited container keeps only its writable layer"
+    );
+    assert!(c.upper_dir().join("written").exists());
     c.remove(false).unwrap();
     assert!(!is_mounted(&rootfs), "rm unmounts the rootfs");
     assert!(!rootfs.exists());
@@ -254,4 +259,203 @@ async fn logs_follow_until_exit() {
     assert_eq!(String::from_utf8_lossy(&out), "first\nsecond\n");
     assert_eq!(c.state().unwrap().exit_code, Some(4));
     c.remove(false).unwrap();
+}
+
+/// Runs `c` attached with its output on a channel: (status, stdout, stderr).
+async fn attached_capture(c: &Container) -> kiln_executor::Result<(i32, String, String)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutputChunk>();
+    let status = c.run_attached(Output::Channel(tx)).await?;
+    let (mut out, mut err) = (String::new(), String::new());
+    while let Ok(chunk) = rx.try_recv() {
+        match chunk.stream {
+            kiln_executor::Stream::Stdout => out.push_str(&String::from_utf8_lossy(&chunk.data)),
+            kiln_executor::Stream::Stderr => err.push_str(&String::from_utf8_lossy(&chunk.data)),
+        }
+    }
+    Ok((status.code, out, err))
+}
+
+#[tokio::test]
+async fn attached_run_keeps_state_log_and_writable_layer() {
+    let w = World::new();
+    let s = store(&w);
+    let c = create(
+        &w,
+        &s,
+        "fg",
+        ProcessPlan::new([
+            "/bin/sh",
+            "-c",
+            "echo out; echo err >&2; echo kept > /kept; exit 3",
+        ]),
+    );
+    let (code, out, err) = attached_capture(&c).await.unwrap();
+    assert_eq!((code, out.as_str(), err.as_str()), (3, "out\n", "err\n"));
+    let st = c.state().unwrap();
+    assert_eq!(st.status, Status::Exited);
+    assert_eq!(st.exit_code, Some(3));
+    assert_eq!(st.pid, None);
+    assert!(
+        st.started_at.is_some() && st.finished_at.is_some(),
+        "{st:?}"
+    );
+    assert!(st.started_at <= st.finished_at);
+    let mut log = Vec::new();
+    c.logs(false, &mut log).unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("out\n") && log.contains("err\n"), "{log}");
+    assert!(!is_mounted(&c.rootfs_dir()), "unmounted once exited");
+    assert_eq!(
+        fs_err::read_to_string(c.upper_dir().join("kept")).unwrap(),
+        "kept\n"
+    );
+    let bundles = w.dir.path().join("containers/.bundles");
+    assert!(
+        !bundles.join(c.id()).exists(),
+        "no bundle left behind after an attached run"
+    );
+    assert!(matches!(
+        c.run_attached(Output::Channel(tokio::sync::mpsc::unbounded_channel().0))
+            .await,
+        Err(Error::StartFailed { .. })
+    ));
+    assert!(s.list(true).unwrap().iter().any(|x| x.id() == c.id()));
+    c.remove(false).unwrap();
+    assert!(!c.dir().exists());
+}
+
+#[tokio::test]
+async fn attached_run_is_running_with_a_pid_until_killed() {
+    let w = World::new();
+    let s = store(&w);
+    let c = create(&w, &s, "fgsleep", ProcessPlan::new(["sleep", "1003"]));
+    let task = {
+        let c = c.clone();
+        tokio::spawn(async move { attached_capture(&c).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let st = c.state().unwrap();
+        if let Some(pid) = st.pid {
+            assert_eq!(st.status, Status::Running);
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "never running: {st:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(host_pids_with("sleep 1003").contains(&pid));
+    assert_eq!(c.inspect().unwrap()["State"]["Pid"], pid);
+    assert!(s.list(false).unwrap().iter().any(|x| x.id() == c.id()));
+    // Another process (`kiln kill`) reaches it through the shared runtime root.
+    s.get(c.name()).unwrap().kill("KILL").unwrap();
+    let (code, _, _) = task.await.unwrap().unwrap();
+    assert_eq!(code, 137);
+    assert_eq!(c.state().unwrap().exit_code, Some(137));
+    assert!(host_pids_with("sleep 1003").is_empty());
+    c.remove(false).unwrap();
+}
+
+#[tokio::test]
+async fn attached_run_failures_are_recorded() {
+    let w = World::new();
+    let s = store(&w);
+    let c = create(&w, &s, "fgnope", ProcessPlan::new(["nope"]));
+    let (code, _, err) = attached_capture(&c).await.unwrap();
+    assert_eq!(code, 127);
+    assert!(
+        err.contains(r#"exec: "nope": executable file not found in $PATH"#),
+        "{err}"
+    );
+    assert_eq!(c.state().unwrap().exit_code, Some(127));
+    let mut user = ProcessPlan::new(["true"]);
+    user.user = "ghost".into();
+    let c2 = create(&w, &s, "fgghost", user);
+    let e = attached_capture(&c2).await.unwrap_err();
+    assert!(e.to_string().contains("unable to find user ghost"), "{e}");
+    let st = c2.state().unwrap();
+    assert_eq!(st.status, Status::Exited);
+    assert!(st.error.unwrap_or_default().contains("ghost"));
+    assert!(!is_mounted(&c2.rootfs_dir()));
+    c.remove(false).unwrap();
+    c2.remove(false).unwrap();
+}
+
+#[tokio::test]
+async fn exec_with_env_cwd_and_user() {
+    let w = World::new();
+    let s = store(&w);
+    let mut plan = ProcessPlan::new(["sleep", "1004"]);
+    plan.env = vec!["KEEP=container".into(), "OVER=old".into()];
+    let c = create(&w, &s, "execopts", plan);
+    c.start_detached().unwrap();
+    let run = |opts: ExecOptions, script: &'static str| {
+        let c = c.clone();
+        async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutputChunk>();
+            let args = vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+            let status = c.exec_with(&args, &opts, Output::Channel(tx)).await;
+            let mut out = String::new();
+            while let Ok(chunk) = rx.try_recv() {
+                out.push_str(&String::from_utf8_lossy(&chunk.data));
+            }
+            status.map(|s| (s.code, out))
+        }
+    };
+    let (code, out) = run(
+        ExecOptions {
+            env: vec!["OVER=new".into(), "ADDED=1".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("app".into()),
+            tty: false,
+        },
+        "echo $KEEP $OVER $ADDED; pwd; id -u; id -g; id -G; echo $HOME",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "container new 1\n/tmp\n1000\n1000\n1000 10\n/home/app\n"
+    );
+    let (_, out) = run(ExecOptions::default(), "id -u; pwd; echo $OVER")
+        .await
+        .unwrap();
+    assert_eq!(out, "0\n/\nold\n", "defaults are the container's");
+    let (_, out) = run(
+        ExecOptions {
+            user: Some("65534:10".into()),
+            ..Default::default()
+        },
+        "id -u; id -g",
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "65534\n10\n");
+    let e = run(
+        ExecOptions {
+            user: Some("nope".into()),
+            ..Default::default()
+        },
+        "true",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("unable to find user nope"), "{e}");
+    c.remove(true).unwrap();
+}
+
+#[tokio::test]
+async fn kill_racing_the_exit_is_not_an_error() {
+    let w = World::new();
+    let s = store(&w);
+    for i in 0..5 {
+        let c = create(&w, &s, &format!("race{i}"), ProcessPlan::new(["true"]));
+        c.start_detached().unwrap();
+        // Whether it still runs or has just ended, kill either works or says "not running".
+        match c.kill("KILL") {
+            Ok(()) | Err(Error::NotRunning { .. }) => {}
+            Err(e) => panic!("kill racing the exit: {e}"),
+        }
+        c.remove(true).unwrap();
+    }
 }
