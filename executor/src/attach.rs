@@ -36,6 +36,8 @@ pub struct ExecOptions {
     pub user: Option<String>,
     /// Allocate a terminal.
     pub tty: bool,
+    /// Keep stdin open (`-i`): the caller's stdin reaches the process.
+    pub stdin: bool,
 }
 
 fn now() -> String {
@@ -407,7 +409,7 @@ impl Container {
             .arg(&process_file);
         cmd.arg(self.id());
         let sink = Sink::new(&output, None)?;
-        let status = drive(runtime, cmd, &output, opts.tty, &sink).await;
+        let status = drive(runtime, cmd, &output, opts.tty || opts.stdin, &sink).await;
         let outcome = status.and_then(|s| interpret(runtime, "exec", &log, s, None));
         let _ = fs_err::remove_file(&log);
         let _ = fs_err::remove_file(&process_file);
@@ -461,6 +463,7 @@ mod tests {
             cwd: Some("/tmp".into()),
             user: Some("app".into()),
             tty: false,
+            stdin: false,
         };
         let p = exec_process(&base(), root.path(), &["id".to_owned()], &opts).unwrap();
         assert_eq!(p.args().as_deref(), Some(&["id".to_owned()][..]));

@@ -602,3 +602,32 @@ fn a_killed_kiln_run_is_reaped_by_the_next_kiln() {
     r.k.ok(&["rm", "orphan"]);
     assert!(r.stored().is_empty(), "{:?}", r.stored());
 }
+
+#[test]
+fn exec_i_passes_stdin_without_a_terminal() {
+    if !crate::support::sandbox_available() {
+        return;
+    }
+    let k = crate::support::Kiln::with_busybox();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stdin-exec",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let mut child = k
+        .command()
+        .args(["exec", "-i", "stdin-exec", "sh", "-c", "tr a-z A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    k.ok(&["rm", "-f", "stdin-exec"]);
+    assert_eq!(crate::support::text(&out.stdout), "PIPED\n");
+}

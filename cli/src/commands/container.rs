@@ -159,6 +159,7 @@ pub fn exec(
     name: &str,
     command: &[String],
     tty: bool,
+    interactive: bool,
     env: &[String],
     workdir: Option<&str>,
     user: Option<&str>,
@@ -174,6 +175,7 @@ pub fn exec(
         cwd: workdir.map(str::to_owned),
         user: user.map(str::to_owned),
         tty,
+        stdin: interactive,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

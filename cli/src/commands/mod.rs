@@ -85,7 +85,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Kill { signal, containers } => ok(container::kill(&g, &containers, &signal)),
         Command::Rm { force, containers } => ok(container::rm(&g, &containers, force)),
         Command::Exec {
-            interactive: _,
+            interactive,
             tty,
             env,
             workdir,
@@ -97,6 +97,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             &container,
             &command,
             tty,
+            interactive,
             &env,
             workdir.as_deref(),
             user.as_deref(),
