@@ -76,7 +76,7 @@ pub struct WorkerOptions {
 /// An imported remote cache and the registry client that reads it.
 pub struct RemoteSetup {
     pub cache: crate::remote::RemoteCache,
-    pub client: kiln_registry_client::Client,
+    pub client: Arc<kiln_registry_client::Client>,
 }
 
 /// Runs ops against the store and the sandbox.

@@ -177,12 +177,18 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let shared_client = if args.cache_from.is_empty() {
+        None
+    } else {
+        Some(Arc::new(g.client()?))
+    };
     let resolver = StoreResolver::with_registry(
         store.clone(),
         g.insecure_registries.clone(),
         rt.handle().clone(),
         args.pull,
-    );
+    )
+    .with_client(shared_client.clone());
     let lowered = match lower(&ast, &opts, &resolver) {
         Ok(l) => l,
         Err(err) => {
@@ -210,16 +216,16 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         .iter()
         .map(|s| remote::parse_cache_from(s).with_context(|| format!("--cache-from {s:?}")))
         .collect::<Result<_>>()?;
-    let remote_setup = if cache_from.is_empty() {
-        None
-    } else {
-        let client = g.client()?;
-        let (cache, warnings) =
-            rt.block_on(remote::RemoteCache::load(&client, &store, &cache_from));
-        for w in warnings {
-            eprintln!("warning: --cache-from: {w}");
+    let remote_setup = match shared_client {
+        None => None,
+        Some(client) => {
+            let (cache, warnings) =
+                rt.block_on(remote::RemoteCache::load(&client, &store, &cache_from));
+            for w in warnings {
+                eprintln!("warning: --cache-from: {w}");
+            }
+            Some(Arc::new(RemoteSetup { cache, client }))
         }
-        Some(Arc::new(RemoteSetup { cache, client }))
     };
     let mode = if args.quiet {
         ProgressMode::Quiet

@@ -154,29 +154,13 @@ pub fn inspect(g: &Global, store: &Store, name: &str) -> Option<serde_json::Valu
 }
 
 /// `kiln exec`: the container's process settings, with `-e`, `-w` and `-u` applied.
-pub fn exec(
-    g: &Global,
-    name: &str,
-    command: &[String],
-    tty: bool,
-    interactive: bool,
-    env: &[String],
-    workdir: Option<&str>,
-    user: Option<&str>,
-) -> Result<ExitCode> {
-    if tty && !std::io::stdin().is_terminal() {
+pub fn exec(g: &Global, name: &str, command: &[String], opts: ExecOptions) -> Result<ExitCode> {
+    if opts.tty && !std::io::stdin().is_terminal() {
         anyhow::bail!("the input device is not a TTY");
     }
     let store = g.store()?;
     let cs = containers(g, &store)?;
     let c = get(&cs, name)?;
-    let opts = ExecOptions {
-        env: env.to_vec(),
-        cwd: workdir.map(str::to_owned),
-        user: user.map(str::to_owned),
-        tty,
-        stdin: interactive,
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -92,16 +92,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             user,
             container,
             command,
-        } => container::exec(
-            &g,
-            &container,
-            &command,
-            tty,
-            interactive,
-            &env,
-            workdir.as_deref(),
-            user.as_deref(),
-        ),
+        } => {
+            let opts = kiln_solver::executor::ExecOptions {
+                env,
+                cwd: workdir,
+                user,
+                tty,
+                stdin: interactive,
+            };
+            container::exec(&g, &container, &command, opts)
+        }
         Command::Pull {
             platform,
             quiet,

@@ -18,7 +18,7 @@ pub struct StoreResolver {
 /// build whose images are all local never needs.
 struct Remote {
     insecure: Vec<String>,
-    client: std::sync::OnceLock<Client>,
+    client: std::sync::OnceLock<std::sync::Arc<Client>>,
 }
 
 impl StoreResolver {
@@ -50,6 +50,15 @@ impl StoreResolver {
         }
     }
 
+    /// Uses `client` for pulls instead of making one (a build that also reads a remote cache
+    /// shares its client: making one loads the system's TLS roots).
+    pub fn with_client(self, client: Option<std::sync::Arc<Client>>) -> StoreResolver {
+        if let (Some(c), Some((remote, _))) = (client, &self.remote) {
+            let _ = remote.client.set(c);
+        }
+        self
+    }
+
     fn fetch(
         &self,
         reference: &str,
@@ -69,7 +78,7 @@ impl StoreResolver {
                     ..Default::default()
                 })
                 .map_err(|e| e.to_string())?;
-                remote.client.get_or_init(|| c)
+                remote.client.get_or_init(|| std::sync::Arc::new(c))
             }
         };
         handle

@@ -407,6 +407,7 @@ async fn exec_with_env_cwd_and_user() {
             cwd: Some("/tmp".into()),
             user: Some("app".into()),
             tty: false,
+            stdin: false,
         },
         "echo $KEEP $OVER $ADDED; pwd; id -u; id -g; id -G; echo $HOME",
     )
