@@ -1,51 +1,7 @@
 //! `kiln build` end to end: real sandbox, real store.
 
-use crate::support::{Context, Kiln, sandbox_available, text};
+use crate::support::{Context, Kiln, build, cached, events, ran, sandbox_available, text};
 use serde_json::Value;
-
-/// Events of a `--progress=rawjson` build, by vertex name.
-fn events(stderr: &str) -> Vec<Value> {
-    stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
-}
-
-/// Names of the steps that ran (not cached) in a rawjson build.
-fn ran(stderr: &str) -> Vec<String> {
-    let evs = events(stderr);
-    let mut names = std::collections::HashMap::new();
-    for e in &evs {
-        if e["event"] == "started" {
-            names.insert(
-                e["vertex"].as_str().unwrap_or("").to_string(),
-                e["name"].as_str().unwrap_or("").to_string(),
-            );
-        }
-    }
-    evs.iter()
-        .filter(|e| e["event"] == "completed")
-        .filter_map(|e| names.get(e["vertex"].as_str().unwrap_or("")).cloned())
-        .filter(|n| !n.is_empty())
-        .collect()
-}
-
-fn cached(stderr: &str) -> Vec<String> {
-    events(stderr)
-        .iter()
-        .filter(|e| e["event"] == "cached")
-        .map(|e| e["name"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn build(k: &Kiln, ctx: &Context, extra: &[&str]) -> String {
-    let mut args = vec!["build", "--progress=rawjson"];
-    args.extend_from_slice(extra);
-    args.push(ctx.arg());
-    let out = k.run(&args);
-    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
-    text(&out.stderr)
-}
 
 #[test]
 fn run_step_builds_and_runs_and_rebuild_is_cached() {

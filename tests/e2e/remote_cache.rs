@@ -1,34 +1,8 @@
 //! Issue 6: a build cache shared through a real registry, two stores standing in for two
 //! machines.
 
-use crate::support::{Context, Kiln, Registry, sandbox_available, text};
+use crate::support::{Context, Kiln, Registry, build, ran, sandbox_available, text};
 use serde_json::Value;
-
-fn events(stderr: &str) -> Vec<Value> {
-    stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Names of steps that ran (completed without being cached).
-fn ran(stderr: &str) -> Vec<String> {
-    let evs = events(stderr);
-    let mut names = std::collections::HashMap::new();
-    for e in &evs {
-        if e["event"] == "started" {
-            names.insert(
-                e["vertex"].to_string(),
-                e["name"].as_str().unwrap_or("").to_string(),
-            );
-        }
-    }
-    evs.iter()
-        .filter(|e| e["event"] == "completed")
-        .filter_map(|e| names.get(&e["vertex"].to_string()).cloned())
-        .filter(|n| !n.is_empty() && !n.starts_with("[internal]") && !n.starts_with("preparing"))
-        .collect()
-}
 
 fn image_id(k: &Kiln, name: &str) -> String {
     let v: Value = serde_json::from_str(&k.ok(&["inspect", name])).unwrap();
@@ -62,15 +36,6 @@ fn setup() -> Option<Setup> {
         .file("src/b.txt", "b\n")
         .file("extra.txt", "extra\n");
     Some(Setup { reg, a, ctx })
-}
-
-fn build(k: &Kiln, ctx: &Context, extra: &[&str]) -> String {
-    let mut args = vec!["build", "--progress=rawjson"];
-    args.extend_from_slice(extra);
-    args.push(ctx.arg());
-    let out = k.run(&args);
-    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
-    text(&out.stderr)
 }
 
 #[test]

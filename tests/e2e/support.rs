@@ -247,3 +247,50 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// Events of a `--progress=rawjson` build.
+pub fn events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Names of the steps that ran (completed, not cached) in a rawjson build; internal vertices
+/// (context loading, inline documents) left out.
+pub fn ran(stderr: &str) -> Vec<String> {
+    let evs = events(stderr);
+    let mut names = std::collections::HashMap::new();
+    for e in &evs {
+        if e["event"] == "started" {
+            names.insert(
+                e["vertex"].to_string(),
+                e["name"].as_str().unwrap_or("").to_string(),
+            );
+        }
+    }
+    evs.iter()
+        .filter(|e| e["event"] == "completed")
+        .filter_map(|e| names.get(&e["vertex"].to_string()).cloned())
+        .filter(|n| !n.is_empty() && !n.starts_with("[internal]") && !n.starts_with("preparing"))
+        .collect()
+}
+
+/// Names of the steps that came from the cache.
+pub fn cached(stderr: &str) -> Vec<String> {
+    events(stderr)
+        .iter()
+        .filter(|e| e["event"] == "cached")
+        .map(|e| e["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `kiln build --progress=rawjson EXTRA… CONTEXT`, asserting success; returns stderr.
+pub fn build(k: &Kiln, ctx: &Context, extra: &[&str]) -> String {
+    let mut args = vec!["build", "--progress=rawjson"];
+    args.extend_from_slice(extra);
+    args.push(ctx.arg());
+    let out = k.run(&args);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    text(&out.stderr)
+}
