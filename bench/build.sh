@@ -66,8 +66,7 @@ echo "| scenario | cold (ms) | no-op rebuild (ms) | one-file change (ms) |"
 echo "|---|---:|---:|---:|"
 for s in seed parallel bigctx layers; do
   cold=(); noop=(); one=()
-  # Four sleeping stages: allow four at once (the default is one job per CPU).
-  if [ "$s" = parallel ]; then JOBS=4; else JOBS=; fi
+  JOBS=${BENCH_JOBS:-}
   for r in $(seq 1 "$runs"); do
     d="$work/$s-$r"; "mk_$s" "$d"
     rm -rf "$KILN_ROOT"; examples/busybox-base.sh "$kiln" >/dev/null

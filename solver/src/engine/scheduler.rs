@@ -63,9 +63,24 @@ pub struct Job<'a> {
     pub digest: &'a Digest,
     pub key: &'a CacheKey,
     events: Option<&'a ProgressSender>,
+    jobs: &'a Semaphore,
+    permit: Mutex<Option<tokio::sync::SemaphorePermit<'a>>>,
 }
 
 impl Job<'_> {
+    /// Runs `fut` without holding a job slot. `--jobs` bounds kiln's own work (snapshots,
+    /// copies, layer compression); a process in the sandbox is scheduled by the kernel, as
+    /// BuildKit leaves it, so steps that wait (sleep, network) never hold up others. The slot
+    /// is taken back before the step's own work resumes.
+    pub async fn outside_jobs<T>(&self, fut: impl Future<Output = T>) -> T {
+        drop(lock(&self.permit).take());
+        let out = fut.await;
+        if let Ok(p) = self.jobs.acquire().await {
+            *lock(&self.permit) = Some(p);
+        }
+        out
+    }
+
     /// Sends a progress event about this vertex.
     pub fn emit(&self, kind: EventKind) {
         if let Some(tx) = self.events {
@@ -269,7 +284,7 @@ async fn run_vertex<W: Worker>(
 
     let inputs = try_join_all(v.inputs.iter().map(|i| resolve(inner.clone(), i.clone()))).await?;
 
-    let _permit = inner.jobs.acquire().await.map_err(|e| fail(Box::new(e)))?;
+    let permit = inner.jobs.acquire().await.map_err(|e| fail(Box::new(e)))?;
     lock(&inner.running).insert(d.clone());
     emit(&inner.events, &d, EventKind::Started { name });
     let started = Instant::now();
@@ -277,6 +292,8 @@ async fn run_vertex<W: Worker>(
         digest: &d,
         key,
         events: inner.events.as_ref(),
+        jobs: &inner.jobs,
+        permit: Mutex::new(Some(permit)),
     };
     let result = inner.worker.execute(job, v, inputs).await;
     lock(&inner.running).remove(&d);
@@ -472,6 +489,64 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(w.max_running.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn work_outside_jobs_does_not_hold_a_slot() {
+        // Two "sandboxed" waits under --jobs 1: each must see the other running, which only
+        // works if the wait gives its slot back.
+        struct Waiter {
+            running: AtomicUsize,
+            gate: tokio::sync::Notify,
+        }
+        impl Worker for Waiter {
+            type Output = ();
+            async fn cache_key(
+                &self,
+                d: &Digest,
+                _v: &Vertex,
+                _i: &[CacheKey],
+            ) -> Result<CacheKey, BoxError> {
+                Ok(d.clone())
+            }
+            async fn lookup(&self, _k: &CacheKey, _v: &Vertex) -> Result<Option<()>, BoxError> {
+                Ok(None)
+            }
+            async fn execute(&self, job: Job<'_>, v: &Vertex, _i: Vec<()>) -> Result<(), BoxError> {
+                if name_of(v) == "root" {
+                    return Ok(());
+                }
+                job.outside_jobs(async {
+                    if self.running.fetch_add(1, Ordering::SeqCst) + 1 >= 2 {
+                        self.gate.notify_waiters();
+                    } else {
+                        self.gate.notified().await;
+                    }
+                })
+                .await;
+                Ok(())
+            }
+            async fn save(&self, _k: &CacheKey, _v: &Vertex, _o: &()) -> Result<(), BoxError> {
+                Ok(())
+            }
+        }
+        let mut def = Definition::default();
+        let a = v(&mut def, "wait-a", &[]);
+        let b = v(&mut def, "wait-b", &[]);
+        def.root = Some(v(&mut def, "root", &[&a, &b]));
+        let w = Arc::new(Waiter {
+            running: AtomicUsize::new(0),
+            gate: tokio::sync::Notify::new(),
+        });
+        let solver = Solver::new(w.clone(), 1);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            solver.solve(Arc::new(def)),
+        )
+        .await
+        .expect("a wait outside the job slots blocked the other step")
+        .unwrap();
+        assert_eq!(w.running.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -70,7 +70,12 @@ pub async fn run(
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = forward_output(job.events(), job.digest.clone(), rx);
-    let (status, tail) = futures::join!(w.opts.runtime.run(req, Output::Channel(tx)), forward);
+    // The sandboxed process does not hold a job slot: see `Job::outside_jobs`.
+    let (status, tail) = job
+        .outside_jobs(async {
+            futures::join!(w.opts.runtime.run(req, Output::Channel(tx)), forward)
+        })
+        .await;
     let status = status?;
     if !status.success() {
         let command = vertex
