@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Paths the runtime creates in a rootfs when they are missing (mount points). They are the
-/// sandbox's, not the step's: removed from the upperdir after the run when they were created.
+/// sandbox's, not the step's. The executor already removes the stubs themselves through the
+/// mounted rootfs; what only the solver sees is the overlay upperdir, where the parent
+/// directories copied up to hold a stub (`/etc` for `/etc/hosts`) stay behind as empty
+/// directories. `remove_stubs` drops those (and any stub still there) before the layer is cut.
 const MOUNT_STUBS: &[&str] = &[
     "proc",
     "dev",
@@ -160,8 +163,8 @@ fn exists_no_follow(root: &Path, rel: &Path) -> bool {
     true
 }
 
-/// Removes mount stubs the runtime created (empty files or directories), and the parent
-/// directories copied up only to hold them.
+/// Removes from the upperdir the mount stubs the runtime created (empty files or directories)
+/// if any are left, and the parent directories copied up only to hold them.
 fn remove_stubs(upper: &Path, absent: &[PathBuf]) {
     for rel in absent {
         let p = upper.join(rel);
