@@ -29,7 +29,8 @@ use crate::graph::LocalSource;
 /// Files whose ctime is this close to the moment they were hashed are not cached.
 pub const RACY_WINDOW_NS: i64 = 100_000_000;
 
-const MAGIC: &[u8; 8] = b"KILNSC01";
+/// Version 2: records sorted in walk order (see [`walk_order`]).
+const MAGIC: &[u8; 8] = b"KILNSC02";
 
 /// What the stat cache remembers of one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,86 @@ struct Record {
 struct Table {
     file: PathBuf,
     root: String,
-    records: HashMap<String, Record>,
+    records: Records,
     dirty: bool,
+}
+
+/// Compares two relative paths in the order a walk yields them: component by component, so
+/// a directory is directly followed by its subtree (`a`, `a/b`, `a.txt`). As bytes with `/`
+/// below every other byte.
+fn walk_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
+}
+
+/// The records of one context root, kept sorted in walk order. A walk looks paths up in
+/// that same order, so a lookup is usually one comparison at a cursor; other lookups binary
+/// search. Nothing is hashed and no index is built when a build changes nothing.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Records {
+    sorted: Vec<(String, Record)>,
+    /// Where the next lookup is expected.
+    cursor: usize,
+    /// Added since the last [`merge`](Self::merge), in any order.
+    pending: Vec<(String, Record)>,
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    fn get(&mut self, path: &str) -> Option<&Record> {
+        let at = match self.sorted.get(self.cursor) {
+            Some((p, _)) if p == path => self.cursor,
+            _ => self
+                .sorted
+                .binary_search_by(|(p, _)| walk_order(p, path))
+                .ok()?,
+        };
+        self.cursor = at + 1;
+        Some(&self.sorted[at].1)
+    }
+
+    fn insert(&mut self, path: String, record: Record) {
+        self.pending.push((path, record));
+    }
+
+    /// Folds the pending records in (a pending record replaces a stored one of its path).
+    fn merge(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by(|a, b| walk_order(&a.0, &b.0));
+        // Later inserts of one path win: keep the last of each run.
+        pending.reverse();
+        pending.dedup_by(|later, earlier| later.0 == earlier.0);
+        pending.reverse();
+        let old = std::mem::take(&mut self.sorted);
+        let mut merged = Vec::with_capacity(old.len() + pending.len());
+        let mut new = pending.into_iter().peekable();
+        for (path, record) in old {
+            while let Some((p, _)) = new.peek() {
+                if walk_order(p, &path) == std::cmp::Ordering::Greater {
+                    break;
+                }
+                merged.extend(new.next());
+            }
+            if merged.last().is_none_or(|(p, _)| *p != path) {
+                merged.push((path, record));
+            }
+        }
+        merged.extend(new);
+        self.sorted = merged;
+        self.cursor = 0;
+    }
+
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.merge();
+        self.sorted.retain(|(p, _)| keep(p));
+        self.cursor = 0;
+    }
 }
 
 /// What one checksum did.
@@ -131,7 +210,7 @@ impl ContextHasher {
         for entry in selections.iter().flat_map(|s| &s.entries) {
             let mut content = None;
             if entry.meta.kind() == EntryKind::File {
-                let cached = table.records.get(&entry.real).filter(|r| {
+                let cached = table.records.get(&entry.real).copied().filter(|r| {
                     r.size == entry.meta.size
                         && r.mtime_ns == entry.meta.mtime_ns
                         && r.ctime_ns == entry.meta.ctime_ns
@@ -167,6 +246,7 @@ impl ContextHasher {
                 table.dirty = true;
             }
         }
+        table.records.merge();
         // A whole-context walk knows every file: forget records of files that are gone.
         let files = selections
             .iter()
@@ -179,7 +259,7 @@ impl ContextHasher {
                 .flat_map(|s| &s.entries)
                 .map(|e| e.real.as_str())
                 .collect();
-            table.records.retain(|path, _| live.contains(path.as_str()));
+            table.records.retain(|path| live.contains(path));
             table.dirty = true;
         }
         let mut hasher = Sha256::new();
@@ -226,7 +306,7 @@ impl ContextHasher {
         })?;
         let walker = walk::Walker::open(&canonical, &ignore)?;
         let selections = walker.select(&src.include)?;
-        let stored = load_table(&self.cache_dir, &canonical);
+        let mut stored = load_table(&self.cache_dir, &canonical);
         let files: Vec<(usize, &Entry)> = selections
             .iter()
             .flat_map(|s| &s.entries)
@@ -236,7 +316,7 @@ impl ContextHasher {
         let digests = hash_files(&walker, &files)?;
         let mut out = Vec::new();
         for ((_, entry), digest) in files.iter().zip(digests) {
-            match stored.records.get(&entry.real) {
+            match stored.records.get(&entry.real).copied() {
                 Some(r) if r.digest == digest => {}
                 Some(_) => out.push((entry.real.clone(), true)),
                 None => out.push((entry.real.clone(), false)),
@@ -253,6 +333,7 @@ impl ContextHasher {
             if !table.dirty {
                 continue;
             }
+            table.records.merge();
             let bytes = encode_table(table);
             let tmp = table.file.with_extension(format!(
                 "tmp.{}.{}",
@@ -362,6 +443,8 @@ fn load_table(cache_dir: &Path, canonical: &Path) -> Table {
     match fs_err::read(&file) {
         Ok(bytes) => match decode_table(&bytes) {
             Some((stored_root, records)) if stored_root == root => table.records = records,
+            // Another version's format: rebuilt by this build, nothing to warn about.
+            _ if bytes.starts_with(&MAGIC[..6]) && !bytes.starts_with(MAGIC) => {}
             _ => tracing::warn!(file = %file.display(), "ignoring unreadable stat cache"),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -376,7 +459,7 @@ fn encode_table(table: &Table) -> Vec<u8> {
     out.extend_from_slice(&(table.root.len() as u32).to_le_bytes());
     out.extend_from_slice(table.root.as_bytes());
     out.extend_from_slice(&(table.records.len() as u64).to_le_bytes());
-    for (path, r) in &table.records {
+    for (path, r) in &table.records.sorted {
         out.extend_from_slice(&(path.len() as u32).to_le_bytes());
         out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(&r.size.to_le_bytes());
@@ -409,14 +492,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_table(bytes: &[u8]) -> Option<(String, HashMap<String, Record>)> {
+/// A table as [`encode_table`] wrote it. Records are trusted to be in walk order (a file out
+/// of order could only cost lookups that miss, never a wrong digest: a hit needs the path).
+fn decode_table(bytes: &[u8]) -> Option<(String, Records)> {
     let mut r = Reader(bytes);
     if r.take(MAGIC.len())? != MAGIC {
         return None;
     }
     let root = r.string()?;
     let count = u64::from_le_bytes(r.array()?);
-    let mut records = HashMap::with_capacity(usize::try_from(count).ok()?.min(1 << 20));
+    let mut records = Vec::with_capacity(usize::try_from(count).ok()?.min(1 << 20));
     for _ in 0..count {
         let path = r.string()?;
         let record = Record {
@@ -427,14 +512,31 @@ fn decode_table(bytes: &[u8]) -> Option<(String, HashMap<String, Record>)> {
             mode: u32::from_le_bytes(r.array()?),
             digest: r.array()?,
         };
-        records.insert(path, record);
+        records.push((path, record));
     }
-    r.0.is_empty().then_some((root, records))
+    r.0.is_empty().then_some((
+        root,
+        Records {
+            sorted: records,
+            ..Records::default()
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(size: u64) -> Record {
+        Record {
+            size,
+            mtime_ns: -5,
+            ctime_ns: 7,
+            ino: 9,
+            mode: 0o100644,
+            digest: [7; 32],
+        }
+    }
 
     #[test]
     fn table_round_trips_and_rejects_truncation() {
@@ -442,22 +544,38 @@ mod tests {
             root: "/ctx".into(),
             ..Table::default()
         };
-        table.records.insert(
-            "a/b".into(),
-            Record {
-                size: 3,
-                mtime_ns: -5,
-                ctime_ns: 7,
-                ino: 9,
-                mode: 0o100644,
-                digest: [7; 32],
-            },
-        );
+        table.records.insert("a/b".into(), record(3));
+        table.records.merge();
         let bytes = encode_table(&table);
         let (root, records) = decode_table(&bytes).expect("decodes");
         assert_eq!(root, "/ctx");
         assert_eq!(records, table.records);
         assert!(decode_table(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode_table(b"garbage").is_none());
+    }
+
+    #[test]
+    fn records_stay_in_walk_order_and_later_inserts_win() {
+        let mut r = Records::default();
+        for (p, n) in [("b", 1), ("a.txt", 2), ("a/c", 3), ("a", 4), ("a/c", 5)] {
+            r.insert(p.into(), record(n));
+        }
+        r.merge();
+        let paths: Vec<&str> = r.sorted.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["a", "a/c", "a.txt", "b"]);
+        assert_eq!(r.get("a/c").map(|x| x.size), Some(5));
+        // In order (the cursor) and out of order (binary search) alike.
+        assert_eq!(r.get("a.txt").map(|x| x.size), Some(2));
+        assert_eq!(r.get("a").map(|x| x.size), Some(4));
+        assert_eq!(r.get("b").map(|x| x.size), Some(1));
+        assert!(r.get("a/d").is_none());
+        r.insert("a/b".into(), record(6));
+        r.insert("b".into(), record(7));
+        r.merge();
+        let paths: Vec<&str> = r.sorted.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["a", "a/b", "a/c", "a.txt", "b"]);
+        assert_eq!(r.get("b").map(|x| x.size), Some(7));
+        r.retain(|p| p.starts_with('a'));
+        assert_eq!(r.len(), 4);
     }
 }

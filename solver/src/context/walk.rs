@@ -14,7 +14,7 @@ use super::ignore::Matcher;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Symlink hops allowed while resolving one source path (as Linux's `MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -93,7 +93,9 @@ pub struct Entry {
 pub struct Selection {
     /// The source path as written, cleaned (`.` = the whole context).
     pub source: String,
-    /// Entries sorted by name (so a directory comes before its children).
+    /// Entries in walk order: depth first, each directory's children sorted by name, a
+    /// directory directly followed by its subtree (so `a`, `a/b`, `a.txt`). This order is
+    /// part of the context checksum.
     pub entries: Vec<Entry>,
 }
 
@@ -110,7 +112,11 @@ fn join(a: &str, b: &str) -> String {
     if a.is_empty() {
         b.to_string()
     } else {
-        format!("{a}/{b}")
+        let mut s = String::with_capacity(a.len() + 1 + b.len());
+        s.push_str(a);
+        s.push('/');
+        s.push_str(b);
+        s
     }
 }
 
@@ -299,21 +305,18 @@ impl<'a> Walker<'a> {
             target: None,
         };
         if meta.kind() == EntryKind::Dir {
-            let fd = Arc::new(self.open_dir_beneath(&real)?);
+            let fd = self.open_dir_beneath(&real)?;
             let excluded = self.excluded(&real);
             out.push(entry);
             let before = out.len();
             if self.ignore.has_exclusions() {
-                self.walk_dir(&fd, &real, name, &mut out, None)?;
+                self.walk_dir(&fd, &real, name, &mut out)?;
             } else {
                 self.walk_parallel(fd, &real, name, &mut out)?;
             }
             if excluded && out.len() == before {
                 out.pop();
             }
-            // One canonical order whatever the walk's schedule: by name (a directory still
-            // comes before its children, its name being their prefix).
-            out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         } else {
             out.push(entry);
         }
@@ -321,13 +324,14 @@ impl<'a> Walker<'a> {
         Ok((!out.is_empty()).then_some(out))
     }
 
-    /// Walks a directory tree with a few threads: the first levels are expanded into
-    /// subdirectory tasks, which threads then walk whole. Only used without `!` exceptions (an
-    /// excluded directory is then never entered, so no task can turn out empty and need its
-    /// directory entry dropped).
+    /// Walks a directory tree with a few threads sharing a queue of directories: each
+    /// directory is listed and its children stat'ed by whichever thread takes it, then the
+    /// listings are put together in the order a sequential walk gives (each directory's
+    /// children sorted by name, a directory followed by its subtree). Only used without `!`
+    /// exceptions: an excluded entry is then never entered and never re-included.
     fn walk_parallel(
         &self,
-        dir: Arc<OwnedFd>,
+        dir: OwnedFd,
         real: &str,
         name: &str,
         out: &mut Vec<Entry>,
@@ -336,57 +340,141 @@ impl<'a> Walker<'a> {
             .map(|n| n.get())
             .unwrap_or(1)
             .min(4);
-        let mut tasks = vec![DirTask {
-            fd: dir,
-            real: real.to_string(),
-            name: name.to_string(),
-        }];
-        for _level in 0..3 {
-            if threads < 2 || tasks.len() >= threads * 8 || tasks.is_empty() {
-                break;
+        let queue = DirQueue {
+            state: Mutex::new(QueueState {
+                pending: vec![(
+                    0,
+                    DirTask {
+                        fd: dir,
+                        real: real.to_string(),
+                        name: name.to_string(),
+                    },
+                )],
+                next_id: 1,
+                busy: 0,
+                failed: None,
+            }),
+            ready: Condvar::new(),
+        };
+        let work = || {
+            let mut done: Vec<(u32, Listing)> = Vec::new();
+            while let Some((id, task)) = queue.take() {
+                match self.list_dir(&task) {
+                    Ok((mut listing, subdirs)) => {
+                        queue.finish(subdirs, &mut listing, None);
+                        done.push((id, listing));
+                    }
+                    Err(e) => queue.finish(Vec::new(), &mut Listing::default(), Some(e)),
+                }
             }
-            let mut next = Vec::new();
-            for t in &tasks {
-                self.walk_dir(&t.fd, &t.real, &t.name, out, Some(&mut next))?;
+            done
+        };
+        let mut listings: Vec<Listing> = Vec::new();
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut all = work();
+            for h in helpers {
+                match h.join() {
+                    Ok(done) => all.extend(done),
+                    Err(payload) => std::panic::resume_unwind(payload),
+                }
             }
-            tasks = next;
-        }
-        if threads < 2 || tasks.len() < 2 {
-            for t in &tasks {
-                self.walk_dir(&t.fd, &t.real, &t.name, out, None)?;
-            }
-            return Ok(());
-        }
-        let results = parallel_map(&tasks, threads, |t| {
-            let mut v = Vec::new();
-            self.walk_dir(&t.fd, &t.real, &t.name, &mut v, None)
-                .map(|()| v)
+            all.sort_unstable_by_key(|(id, _)| *id);
+            listings = all.into_iter().map(|(_, l)| l).collect();
         });
-        for r in results {
-            out.extend(r?);
+        let state = queue.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = state.failed {
+            return Err(e);
+        }
+        // Put the listings together depth first; every entry is moved exactly once.
+        out.reserve(listings.iter().map(|l| l.entries.len()).sum());
+        let mut stack = vec![std::mem::take(&mut listings[0].entries).into_iter()];
+        while let Some(top) = stack.last_mut() {
+            let Some((entry, sub)) = top.next() else {
+                stack.pop();
+                continue;
+            };
+            out.push(entry);
+            if let Some(l) = listings.get_mut(sub as usize).filter(|_| sub != NO_LISTING) {
+                stack.push(std::mem::take(&mut l.entries).into_iter());
+            }
         }
         Ok(())
     }
 
-    /// Walks `dir`, appending entries to `out`. With `defer`, subdirectories are not entered
-    /// but handed back as tasks (their own entry is still appended).
+    /// Lists one directory for [`walk_parallel`](Self::walk_parallel): its children (sorted,
+    /// excluded ones left out, each stat'ed) and the subdirectories still to list, each
+    /// paired with the index of its entry in the listing.
+    fn list_dir(&self, task: &DirTask) -> Result<(Listing, Vec<(usize, DirTask)>), Error> {
+        let names = read_dir_sorted(&task.fd, &self.host_path(&task.real))?;
+        let mut entries = Vec::with_capacity(names.len());
+        let mut subdirs = Vec::new();
+        for (child, _) in names {
+            let child_str = String::from_utf8_lossy(&child);
+            let child_real = join(&task.real, &child_str);
+            if self.excluded(&child_real) {
+                continue;
+            }
+            let st = rustix::fs::statat(&task.fd, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(io_err("stat", self.host_path(&child_real)))?;
+            let meta = Meta::from_stat(&st);
+            let kind = meta.kind();
+            let target = if kind == EntryKind::Symlink {
+                let t = rustix::fs::readlinkat(&task.fd, child.as_slice(), Vec::new())
+                    .map_err(io_err("read symlink", self.host_path(&child_real)))?;
+                Some(t.into_bytes())
+            } else {
+                None
+            };
+            let child_name = join(&task.name, &child_str);
+            if kind == EntryKind::Dir {
+                let fd = rustix::fs::openat(
+                    &task.fd,
+                    child.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", self.host_path(&child_real)))?;
+                subdirs.push((
+                    entries.len(),
+                    DirTask {
+                        fd,
+                        real: child_real.clone(),
+                        name: child_name.clone(),
+                    },
+                ));
+            }
+            entries.push((
+                Entry {
+                    name: child_name,
+                    real: child_real,
+                    meta,
+                    target,
+                },
+                NO_LISTING,
+            ));
+        }
+        Ok((Listing { entries }, subdirs))
+    }
+
+    /// Walks `dir` on this thread, appending entries to `out` depth first (children sorted by
+    /// name). Entering excluded directories that a `!` exception may re-include, and leaving
+    /// them out when nothing in them was.
     fn walk_dir(
         &self,
-        dir: &Arc<OwnedFd>,
+        dir: &OwnedFd,
         real: &str,
         name: &str,
         out: &mut Vec<Entry>,
-        mut defer: Option<&mut Vec<DirTask>>,
     ) -> Result<(), Error> {
         for (child, dtype) in read_dir_sorted(dir, &self.host_path(real))? {
-            let child_str = String::from_utf8_lossy(&child).into_owned();
+            let child_str = String::from_utf8_lossy(&child);
             let child_real = join(real, &child_str);
-            let child_name = join(name, &child_str);
             let excluded = self.excluded(&child_real);
             if excluded && dtype != FileType::Directory && dtype != FileType::Unknown {
                 continue;
             }
-            let st = rustix::fs::statat(&**dir, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+            let st = rustix::fs::statat(dir, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io_err("stat", self.host_path(&child_real)))?;
             let meta = Meta::from_stat(&st);
             let kind = meta.kind();
@@ -396,42 +484,112 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let target = if kind == EntryKind::Symlink {
-                let t = rustix::fs::readlinkat(&**dir, child.as_slice(), Vec::new())
+                let t = rustix::fs::readlinkat(dir, child.as_slice(), Vec::new())
                     .map_err(io_err("read symlink", self.host_path(&child_real)))?;
                 Some(t.into_bytes())
             } else {
                 None
             };
+            let child_name = join(name, &child_str);
+            if kind != EntryKind::Dir {
+                out.push(Entry {
+                    name: child_name,
+                    real: child_real,
+                    meta,
+                    target,
+                });
+                continue;
+            }
             out.push(Entry {
                 name: child_name.clone(),
                 real: child_real.clone(),
                 meta,
                 target,
             });
-            if kind == EntryKind::Dir {
-                let fd = rustix::fs::openat(
-                    &**dir,
-                    child.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io_err("open directory", self.host_path(&child_real)))?;
-                if let Some(tasks) = defer.as_deref_mut() {
-                    tasks.push(DirTask {
-                        fd: Arc::new(fd),
-                        real: child_real,
-                        name: child_name,
-                    });
-                    continue;
-                }
-                let before = out.len();
-                self.walk_dir(&Arc::new(fd), &child_real, &child_name, out, None)?;
-                if excluded && out.len() == before {
-                    out.pop();
-                }
+            let fd = rustix::fs::openat(
+                dir,
+                child.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io_err("open directory", self.host_path(&child_real)))?;
+            let before = out.len();
+            self.walk_dir(&fd, &child_real, &child_name, out)?;
+            if excluded && out.len() == before {
+                out.pop();
             }
         }
         Ok(())
+    }
+}
+
+/// Marks an entry of a [`Listing`] that has no listing of its own (not a directory).
+const NO_LISTING: u32 = u32::MAX;
+
+/// One directory's children as [`Walker::list_dir`] found them, each with the id of its own
+/// listing when it is a directory.
+#[derive(Default)]
+struct Listing {
+    entries: Vec<(Entry, u32)>,
+}
+
+/// The directories still to list in a parallel walk, shared by its threads.
+struct DirQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    pending: Vec<(u32, DirTask)>,
+    next_id: u32,
+    /// Threads listing a directory right now (which may add more).
+    busy: usize,
+    /// The first error: every thread stops taking work once it is set.
+    failed: Option<Error>,
+}
+
+impl DirQueue {
+    /// The next directory to list, waiting while others may still add some; `None` when the
+    /// walk is over (or failed).
+    fn take(&self) -> Option<(u32, DirTask)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if s.failed.is_some() {
+                return None;
+            }
+            if let Some(task) = s.pending.pop() {
+                s.busy += 1;
+                return Some(task);
+            }
+            if s.busy == 0 {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Ends one listing: queues its subdirectories (linking each entry to its listing id).
+    fn finish(&self, subdirs: Vec<(usize, DirTask)>, listing: &mut Listing, error: Option<Error>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.busy -= 1;
+        if let Some(e) = error {
+            s.failed.get_or_insert(e);
+        }
+        let queued = subdirs.len();
+        for (index, task) in subdirs {
+            let id = s.next_id;
+            s.next_id += 1;
+            listing.entries[index].1 = id;
+            s.pending.push((id, task));
+        }
+        drop(s);
+        // One new directory: one waiter is enough. None: the walk may be over (or failed),
+        // so every waiter must look.
+        if queued == 1 {
+            self.ready.notify_one();
+        } else {
+            self.ready.notify_all();
+        }
     }
 }
 
@@ -474,9 +632,9 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// A subdirectory left for a thread to walk.
+/// A directory left for a thread to list.
 struct DirTask {
-    fd: Arc<OwnedFd>,
+    fd: OwnedFd,
     real: String,
     name: String,
 }

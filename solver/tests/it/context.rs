@@ -269,3 +269,34 @@ fn stat_cache_skips_reading_unchanged_files_and_persists() {
         .expect("after corruption");
     assert_eq!(stats.files_read, 5);
 }
+
+#[test]
+fn parallel_and_sequential_walks_give_one_depth_first_order() {
+    // Names that sort differently as whole paths than component by component ('-' and '.'
+    // sort before '/'), and enough directories for every walker thread to get some.
+    let mut t = Tree::new()
+        .file("a.txt", "1")
+        .file("a-b/x", "2")
+        .file("a/b", "3")
+        .file("a/c/d", "4")
+        .file("a/c.d", "5")
+        .file("b", "6");
+    for i in 0..40 {
+        t = t.file(&format!("many/d{i:02}/f"), "x");
+    }
+    // Without `!` patterns the walk is parallel; a `!` pattern that re-includes nothing
+    // makes it the sequential one, with the same selection.
+    let parallel = names(t.path(), &[], &["ignored-name"]);
+    let sequential = names(t.path(), &[], &["ignored-name", "!ignored-name/keep"]);
+    assert_eq!(parallel, sequential);
+    assert_eq!(
+        &parallel[..10],
+        [
+            "", "a", "a/b", "a/c", "a/c/d", "a/c.d", "a-b", "a-b/x", "a.txt", "b"
+        ]
+    );
+    assert_eq!(parallel.len(), 10 + 1 + 40 * 2);
+    assert_eq!(parallel[10], "many");
+    assert_eq!(parallel[11..13], ["many/d00", "many/d00/f"]);
+    assert_eq!(parallel.last().map(String::as_str), Some("many/d39/f"));
+}
