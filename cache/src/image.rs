@@ -201,9 +201,11 @@ fn diff_ids_of(config: &Value) -> Result<Vec<Digest>> {
 }
 
 impl Store {
-    /// Stores an image built here: the config blob and a canonical OCI manifest over
-    /// `layers` (whose blobs must be present). The config's rootfs.diff_ids must match.
-    pub fn put_image(&self, config_json: &[u8], layers: &[LayerInfo]) -> Result<ImageRecord> {
+    /// Writes an image's config and manifest blobs, without its layers and without making
+    /// it an image of the store (no entry, no tag): what a push needs when the layers stay in
+    /// a registry. Unreferenced, the two blobs go with the next GC. The config's
+    /// rootfs.diff_ids must match `layers`.
+    pub fn stage_image(&self, config_json: &[u8], layers: &[LayerInfo]) -> Result<ImageRecord> {
         let config: Value =
             serde_json::from_slice(config_json).map_err(|e| Error::json("image config", e))?;
         let ids = diff_ids_of(&config)?;
@@ -213,11 +215,6 @@ impl Store {
                 "image config",
                 "rootfs.diff_ids do not match the layers",
             ));
-        }
-        for l in layers {
-            if !self.has_blob(&l.digest) {
-                return Err(Error::BlobNotFound(l.digest.clone()));
-            }
         }
         let config_digest = self.write_blob(config_json)?;
         let manifest = ImageManifestBuilder::default()
@@ -244,17 +241,6 @@ impl Store {
             .map_err(|e| Error::invalid("manifest", e.to_string()))?;
         let bytes = canonical_json(&manifest)?;
         let manifest_digest = self.write_blob(&bytes)?;
-        for l in layers {
-            self.record_layer(l)?;
-        }
-        self.put_entry(
-            &manifest_digest,
-            &ImageEntry {
-                media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
-                config_digest: config_digest.clone(),
-                layers: layers.to_vec(),
-            },
-        )?;
         Ok(ImageRecord {
             manifest_digest,
             manifest_media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
@@ -265,9 +251,65 @@ impl Store {
         })
     }
 
+    /// Stores an image built here: the config blob and a canonical OCI manifest over
+    /// `layers` (whose blobs must be present). The config's rootfs.diff_ids must match.
+    pub fn put_image(&self, config_json: &[u8], layers: &[LayerInfo]) -> Result<ImageRecord> {
+        for l in layers {
+            if !self.has_blob(&l.digest) {
+                return Err(Error::BlobNotFound(l.digest.clone()));
+            }
+        }
+        let rec = self.stage_image(config_json, layers)?;
+        for l in layers {
+            self.record_layer(l)?;
+        }
+        self.put_entry(
+            &rec.manifest_digest,
+            &ImageEntry {
+                media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+                config_digest: rec.config_digest.clone(),
+                layers: layers.to_vec(),
+            },
+        )?;
+        Ok(rec)
+    }
+
     /// Stores a pulled or loaded manifest exactly as it came (OCI or docker v2 schema 2);
     /// config and layer blobs must already be present. Records diffID ↔ blob for each layer.
     pub fn put_pulled_image(&self, manifest_bytes: &[u8], media_type: &str) -> Result<ImageRecord> {
+        // Every layer first: a refused manifest writes nothing.
+        if let Ok(m) = serde_json::from_slice::<ImageManifest>(manifest_bytes) {
+            for desc in m.layers() {
+                let digest = parse_digest(desc.digest().as_ref())?;
+                if !self.has_blob(&digest) {
+                    return Err(Error::BlobNotFound(digest));
+                }
+            }
+        }
+        let rec = self.stage_pulled_image(manifest_bytes, media_type)?;
+        for l in &rec.layers {
+            self.record_layer(l)?;
+        }
+        self.put_entry(
+            &rec.manifest_digest,
+            &ImageEntry {
+                media_type: media_type.to_owned(),
+                config_digest: rec.config_digest.clone(),
+                layers: rec.layers.clone(),
+            },
+        )?;
+        Ok(rec)
+    }
+
+    /// A pulled manifest's record, its config blob present but its layers perhaps not, and
+    /// not (yet) an image of the store: a base image whose layers a build fetches only if a
+    /// step needs them. Writes the manifest blob; [`put_pulled_image`](Self::put_pulled_image)
+    /// makes it an image once its layers are in.
+    pub fn stage_pulled_image(
+        &self,
+        manifest_bytes: &[u8],
+        media_type: &str,
+    ) -> Result<ImageRecord> {
         if media_type == MEDIA_TYPE_OCI_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST {
             return Err(Error::invalid(
                 "manifest",
@@ -293,28 +335,14 @@ impl Store {
         }
         let mut layers = Vec::new();
         for (desc, diff_id) in manifest.layers().iter().zip(ids) {
-            let digest = parse_digest(desc.digest().as_ref())?;
-            if !self.has_blob(&digest) {
-                return Err(Error::BlobNotFound(digest));
-            }
-            let info = LayerInfo {
+            layers.push(LayerInfo {
                 diff_id,
-                digest,
+                digest: parse_digest(desc.digest().as_ref())?,
                 size: desc.size(),
                 media_type: desc.media_type().to_string(),
-            };
-            self.record_layer(&info)?;
-            layers.push(info);
+            });
         }
         let manifest_digest = self.write_blob(manifest_bytes)?;
-        self.put_entry(
-            &manifest_digest,
-            &ImageEntry {
-                media_type: media_type.to_owned(),
-                config_digest: config_digest.clone(),
-                layers: layers.clone(),
-            },
-        )?;
         Ok(ImageRecord {
             manifest_digest,
             manifest_media_type: media_type.to_owned(),
