@@ -53,6 +53,46 @@ impl Client {
         }
     }
 
+    /// Gets the blob into the target repository without sending its bytes: HEAD, then a
+    /// cross-repository mount from each candidate on the same registry. `None` when neither
+    /// worked (an upload session a registry opened instead of mounting is cancelled): the
+    /// caller must upload it, e.g. with [`push_blob`](Self::push_blob).
+    #[instrument(skip_all, fields(target = %target, digest = %digest))]
+    pub async fn place_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        mount_from: &[Reference],
+    ) -> Result<Option<BlobPush>> {
+        if self.has_blob(target, digest).await? {
+            return Ok(Some(BlobPush::Existed));
+        }
+        for source in mount_from {
+            if source.registry != target.registry || source.repository == target.repository {
+                continue;
+            }
+            match self.mount(target, source, digest).await {
+                Ok(Mount::Mounted) => return Ok(Some(BlobPush::Mounted)),
+                Ok(Mount::Session(url)) => self.cancel_upload(target, &url).await,
+                Err(e) => debug!(source = %source, error = %e, "mount failed"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// `DELETE` on an upload session nobody will use; a failure only leaves it to expire.
+    async fn cancel_upload(&self, target: &Reference, url: &Url) {
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        match self
+            .request(&target.registry, &scope, Method::DELETE, url, &|r| Ok(r))
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => {}
+            Ok(resp) => debug!(status = %resp.status(), "upload session not cancelled"),
+            Err(e) => debug!(error = %e, "upload session not cancelled"),
+        }
+    }
+
     /// Makes sure the target repository has the blob: HEAD, then a cross-repository mount from
     /// each candidate on the same registry, then an upload streamed from the store.
     #[instrument(skip_all, fields(target = %target, digest = %desc.digest()))]
