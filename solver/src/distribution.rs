@@ -76,6 +76,42 @@ pub async fn pull(
     Ok(rec)
 }
 
+/// Resolves `reference` in its registry and fetches its manifest and config only: the
+/// record of a base image whose layers wait until a step needs them (see
+/// [`Store::stage_pulled_image`]). [`finish_pull`] makes it an image of the store.
+pub async fn pull_lazily(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<ImageRecord> {
+    let blobs = StoreBlobs(store.clone());
+    let what = || format!("pull {}", reference.familiar());
+    let resolved = client
+        .resolve(reference, platform)
+        .await
+        .map_err(|e| Error::other(what(), e))?;
+    client
+        .fetch_blob(reference, &resolved.config, &blobs)
+        .await
+        .map_err(|e| Error::other(what(), e))?;
+    Ok(store.stage_pulled_image(&resolved.manifest_bytes, &resolved.media_type)?)
+}
+
+/// Stores a [lazily pulled](pull_lazily) image as a pull would have, under its name, once
+/// every layer is in the store. `false` (and nothing stored) while some layer is not.
+pub fn finish_pull(store: &Store, reference: &Reference, rec: &ImageRecord) -> Result<bool> {
+    if !rec.layers.iter().all(|l| store.has_blob(&l.digest)) {
+        return Ok(false);
+    }
+    let bytes = store.manifest_bytes(rec)?;
+    let stored = store.put_pulled_image(&bytes, &rec.manifest_media_type)?;
+    if reference.tag.is_some() || reference.digest.is_none() {
+        store.tag(&reference.to_string(), &stored.manifest_digest)?;
+    }
+    Ok(true)
+}
+
 /// Pushes a stored image to `target`: blobs the registry has are skipped, blobs in another
 /// repository of the same registry (`mount_from`) are mounted, the rest uploaded.
 pub async fn push(

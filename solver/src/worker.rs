@@ -77,6 +77,10 @@ pub struct WorkerOptions {
 pub struct RemoteSetup {
     pub cache: crate::remote::RemoteCache,
     pub client: Arc<kiln_registry_client::Client>,
+    /// Base images resolved without their layers
+    /// ([`pull_lazily`](crate::distribution::pull_lazily)): a step that needs a layer of
+    /// theirs fetches it from their registry.
+    pub bases: Vec<(kiln_registry_client::Reference, kiln_cache::ImageRecord)>,
 }
 
 /// Runs ops against the store and the sandbox.
@@ -129,30 +133,139 @@ impl KilnWorker {
     /// Makes every blob of `chain` present in the store, fetching what a remote cache hit left
     /// out; a chain the store has whole costs nothing.
     pub async fn ensure_local(&self, chain: &Chain) -> Result<()> {
-        if chain
-            .layers
-            .iter()
-            .all(|l| self.store().has_blob(&l.layer.digest))
-        {
+        let layers: Vec<&LayerInfo> = chain.layers.iter().map(|l| &l.layer).collect();
+        self.ensure_layers(&layers).await
+    }
+
+    /// As [`ensure_local`](Self::ensure_local) for some layers: from the remote cache that
+    /// lists them, else from the registry of a lazily pulled base image.
+    pub async fn ensure_layers(&self, layers: &[&LayerInfo]) -> Result<()> {
+        let Some(missing) = layers.iter().find(|l| !self.store().has_blob(&l.digest)) else {
             return Ok(());
-        }
+        };
         let Some(remote) = &self.opts.remote else {
-            let missing = chain
-                .layers
-                .iter()
-                .find(|l| !self.store().has_blob(&l.layer.digest))
-                .map(|l| l.layer.digest.to_string())
-                .unwrap_or_default();
             return Err(Error::other(
                 "layer",
-                format!("blob {missing} is missing from the store"),
+                format!("blob {} is missing from the store", missing.digest),
             ));
         };
-        remote
-            .cache
-            .ensure_blobs(&remote.client, self.store(), chain)
+        let (cached, bases): (Vec<&LayerInfo>, Vec<&LayerInfo>) = layers
+            .iter()
+            .filter(|l| !self.store().has_blob(&l.digest))
+            .partition(|l| remote.cache.lists(&l.digest));
+        let from_bases = futures::future::try_join_all(bases.into_iter().map(|l| async move {
+            let Some((reference, _)) = remote
+                .bases
+                .iter()
+                .find(|(_, rec)| rec.layers.iter().any(|b| b.digest == l.digest))
+            else {
+                return Err(Error::other(
+                    "layer",
+                    format!("blob {} is missing from the store", l.digest),
+                ));
+            };
+            let desc = kiln_registry_client::Descriptor::new(
+                l.media_type.as_str().into(),
+                l.size,
+                l.digest.clone(),
+            );
+            remote
+                .client
+                .fetch_blob(
+                    reference,
+                    &desc,
+                    &crate::distribution::StoreBlobs(self.store().clone()),
+                )
+                .await
+                .map_err(|e| Error::other(format!("pull {}", reference.familiar()), e))?;
+            Ok(self.store().record_layer(l)?)
+        }));
+        let from_cache = async {
+            remote
+                .cache
+                .fetch_layers(&remote.client, self.store(), &cached)
+                .await
+                .map_err(|e| Error::other("remote cache", e))
+        };
+        futures::future::try_join(from_bases, from_cache).await?;
+        Ok(())
+    }
+
+    /// Pushes an image [staged](crate::ops::export::stage_image) from a chain whose layers
+    /// may exist only in the remote cache's registry. A layer the store lacks is put in the
+    /// target repository registry-side (it is there already, or it is mounted from a cache
+    /// repository of the same registry); only a layer that cannot be is fetched, then
+    /// uploaded. The report counts every blob, however it got there.
+    pub async fn push_lazily(
+        &self,
+        client: &kiln_registry_client::Client,
+        rec: &kiln_cache::ImageRecord,
+        target: &kiln_registry_client::Reference,
+        mount_from: &[kiln_registry_client::Reference],
+    ) -> Result<kiln_registry_client::PushReport> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        use kiln_registry_client::BlobPush;
+        let absent: Vec<&LayerInfo> = rec
+            .layers
+            .iter()
+            .filter(|l| !self.store().has_blob(&l.digest))
+            .collect();
+        let placed: Vec<(&LayerInfo, Option<BlobPush>)> = futures::stream::iter(absent)
+            .map(|l| async move {
+                let placed = client.place_blob(target, &l.digest, mount_from).await?;
+                Ok::<_, kiln_registry_client::Error>((l, placed))
+            })
+            .buffer_unordered(client.options().concurrency.max(1))
+            .try_collect()
             .await
-            .map_err(|e| Error::other("remote cache", e))
+            .map_err(|e| Error::other(format!("push {}", target.familiar()), e))?;
+        let fetch: Vec<&LayerInfo> = placed
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(l, _)| *l)
+            .collect();
+        self.ensure_layers(&fetch).await?;
+        let done =
+            |d: &kiln_cache::Digest| placed.iter().any(|(l, p)| p.is_some() && &l.digest == d);
+        let mut blobs = vec![rec.manifest.config().clone()];
+        blobs.extend(
+            rec.manifest
+                .layers()
+                .iter()
+                .filter(|d| !done(d.digest()))
+                .cloned(),
+        );
+        let bytes = self.store().manifest_bytes(rec)?;
+        let mut report = client
+            .push_image(
+                target,
+                &bytes,
+                &rec.manifest_media_type,
+                &blobs,
+                &crate::distribution::StoreBlobs(self.store().clone()),
+                mount_from,
+            )
+            .await
+            .map_err(|e| Error::other(format!("push {}", target.familiar()), e))?;
+        for (_, p) in &placed {
+            match p {
+                Some(BlobPush::Mounted) => report.mounted += 1,
+                Some(_) => report.skipped += 1,
+                None => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// A base image resolved without its layers, by manifest digest.
+    fn lazy_base(&self, digest: Option<&Digest>) -> Option<&kiln_cache::ImageRecord> {
+        let digest = digest?.to_string();
+        let remote = self.opts.remote.as_ref()?;
+        remote
+            .bases
+            .iter()
+            .map(|(_, rec)| rec)
+            .find(|rec| rec.manifest_digest.to_string() == digest)
     }
 
     /// The chain recorded for a cache key, locally or in the imported remote cache.
@@ -232,12 +345,19 @@ impl Worker for KilnWorker {
                 reference, digest, ..
             }) => {
                 let step = vertex.digest();
-                Ok(Some(Ref::Layers(Arc::new(ops::source::image_chain(
-                    self.store(),
-                    reference,
-                    digest.as_ref(),
-                    &step,
-                )?))))
+                let chain =
+                    match ops::source::image_chain(self.store(), reference, digest.as_ref(), &step)
+                    {
+                        Ok(chain) => chain,
+                        Err(e @ Error::MissingImage { .. }) => {
+                            match self.lazy_base(digest.as_ref()) {
+                                Some(rec) => ops::source::chain_of(rec.layers.clone(), &step),
+                                None => return Err(e.into()),
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                Ok(Some(Ref::Layers(Arc::new(chain))))
             }
             Op::Source(SourceOp::Local(src)) => Ok(Some(Ref::Local {
                 root: self.context_root(&src.name)?,

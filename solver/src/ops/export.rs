@@ -103,6 +103,35 @@ fn history_from_layers(chain: &Chain, created: &str) -> Vec<crate::graph::Histor
         .collect()
 }
 
+/// The image config as stored and pushed: canonical JSON, with the inline cache metadata
+/// when given.
+fn config_bytes(
+    def: &Definition,
+    chain: &Chain,
+    source_date_epoch: Option<i64>,
+    inline_cache: Option<serde_json::Value>,
+) -> Result<Vec<u8>> {
+    let config = image_config(def, chain, source_date_epoch)?;
+    let mut value = serde_json::to_value(&config).map_err(|e| Error::other("image config", e))?;
+    if let (Some(meta), Some(obj)) = (inline_cache, value.as_object_mut()) {
+        obj.insert(crate::remote::INLINE_KEY.to_string(), meta);
+    }
+    kiln_cache::canonical_json(&value).map_err(Error::Cache)
+}
+
+/// The image's config and manifest blobs only, for a push whose layers may still be in a
+/// registry (see [`Store::stage_image`]); the same bytes [`export_image`] would store.
+pub fn stage_image(
+    store: &Store,
+    def: &Definition,
+    chain: &Chain,
+    source_date_epoch: Option<i64>,
+    inline_cache: Option<serde_json::Value>,
+) -> Result<ImageRecord> {
+    let bytes = config_bytes(def, chain, source_date_epoch, inline_cache)?;
+    Ok(store.stage_image(&bytes, &chain.infos())?)
+}
+
 /// Writes the image (config blob and manifest) into the store.
 pub fn export_image(
     store: &Store,
@@ -111,12 +140,7 @@ pub fn export_image(
     source_date_epoch: Option<i64>,
     inline_cache: Option<serde_json::Value>,
 ) -> Result<ImageRecord> {
-    let config = image_config(def, chain, source_date_epoch)?;
-    let mut value = serde_json::to_value(&config).map_err(|e| Error::other("image config", e))?;
-    if let (Some(meta), Some(obj)) = (inline_cache, value.as_object_mut()) {
-        obj.insert(crate::remote::INLINE_KEY.to_string(), meta);
-    }
-    let bytes = kiln_cache::canonical_json(&value).map_err(Error::Cache)?;
+    let bytes = config_bytes(def, chain, source_date_epoch, inline_cache)?;
     // A rebuild that changed nothing makes the same config: the image is already stored.
     let id = kiln_cache::sha256_digest(&bytes);
     if let Some(rec) = store.resolve(id.as_ref())?

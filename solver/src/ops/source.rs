@@ -23,14 +23,18 @@ pub fn image_chain(
         reference: reference.to_string(),
         digest: digest.map(|d| d.to_string()).unwrap_or_default(),
     })?;
-    Ok(Chain {
-        layers: rec
-            .layers
+    Ok(chain_of(rec.layers, step))
+}
+
+/// A base image's layers as the chain of its source step.
+pub fn chain_of(layers: Vec<kiln_cache::LayerInfo>, step: &Digest) -> Chain {
+    Chain {
+        layers: layers
             .into_iter()
             .map(|layer| ChainLayer {
                 layer,
                 step: step.clone(),
             })
             .collect(),
-    })
+    }
 }

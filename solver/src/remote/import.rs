@@ -171,14 +171,23 @@ impl RemoteCache {
 
     /// Fetches the layer blobs of `chain` the store lacks (several at once), verified, from the
     /// sources that list them (the next source if one fails), and records each layer's diffID.
-    #[instrument(skip_all, fields(layers = chain.layers.len()))]
     pub async fn ensure_blobs(&self, client: &Client, store: &Store, chain: &Chain) -> Result<()> {
+        let layers: Vec<&LayerInfo> = chain.layers.iter().map(|l| &l.layer).collect();
+        self.fetch_layers(client, store, &layers).await
+    }
+
+    /// As [`ensure_blobs`](Self::ensure_blobs) for any layers this cache lists.
+    #[instrument(skip_all, fields(layers = layers.len()))]
+    pub async fn fetch_layers(
+        &self,
+        client: &Client,
+        store: &Store,
+        layers: &[&LayerInfo],
+    ) -> Result<()> {
         let mut missing: Vec<&LayerInfo> = Vec::new();
-        for l in &chain.layers {
-            if !store.has_blob(&l.layer.digest)
-                && !missing.iter().any(|m| m.digest == l.layer.digest)
-            {
-                missing.push(&l.layer);
+        for l in layers {
+            if !store.has_blob(&l.digest) && !missing.iter().any(|m| m.digest == l.digest) {
+                missing.push(l);
             }
         }
         if missing.is_empty() {
@@ -193,6 +202,11 @@ impl RemoteCache {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    /// Whether some source lists this layer blob.
+    pub fn lists(&self, layer: &Digest) -> bool {
+        self.blobs.contains_key(layer)
     }
 
     /// The registry repositories of all sources, in order: pass them as `mount_from` when
