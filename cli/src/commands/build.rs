@@ -26,8 +26,12 @@ use std::time::Instant;
 /// Where the result goes (`--output`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputSpec {
-    /// The store, under the `-t` names.
-    Image,
+    /// The store, under the `-t` names and `name=`s; `push=true` pushes them too (as
+    /// `--push`).
+    Image { names: Vec<String>, push: bool },
+    /// Only the registry (`type=registry`): pushed under the names, not stored as an image.
+    /// Layers a remote cache hit left in the registry are mounted there, never downloaded.
+    Registry { names: Vec<String> },
     /// An OCI or docker archive file.
     Archive {
         format: cache::ArchiveFormat,
@@ -39,10 +43,13 @@ pub enum OutputSpec {
     Tar { dest: PathBuf },
 }
 
-/// Parses `type=image|oci|docker|local|tar[,dest=PATH]` (a bare path means `type=local`).
+/// Parses `type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,push=true]` (a
+/// bare path means `type=local`).
 pub fn parse_output(spec: &str) -> Result<OutputSpec> {
     let mut kind = None;
     let mut dest = None;
+    let mut names = Vec::new();
+    let mut push = false;
     if !spec.contains('=') {
         return Ok(OutputSpec::Local {
             dest: PathBuf::from(spec),
@@ -55,7 +62,15 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
         match k.trim() {
             "type" => kind = Some(v.trim().to_string()),
             "dest" => dest = Some(PathBuf::from(v.trim())),
-            "name" | "push" | "compression" | "oci-mediatypes" => {}
+            "name" => names.push(v.trim().to_string()),
+            "push" => {
+                push = match v.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => bail!("--output {spec:?}: push={other:?}: expected true or false"),
+                }
+            }
+            "compression" | "oci-mediatypes" => {}
             other => bail!("--output {spec:?}: unknown key {other:?}"),
         }
     }
@@ -64,7 +79,8 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
             .with_context(|| format!("--output type={t} needs dest=PATH"))
     };
     Ok(match kind.as_deref() {
-        Some("image") | None => OutputSpec::Image,
+        Some("image") | None => OutputSpec::Image { names, push },
+        Some("registry") => OutputSpec::Registry { names },
         Some("oci") => OutputSpec::Archive {
             format: cache::ArchiveFormat::Oci,
             dest: need_dest("oci")?,
@@ -80,7 +96,9 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
             dest: need_dest("tar")?,
         },
         Some(other) => {
-            bail!("--output: unknown type {other:?} (expected image, oci, docker, local or tar)")
+            bail!(
+                "--output: unknown type {other:?} (expected image, registry, oci, docker, local or tar)"
+            )
         }
     })
 }
@@ -126,12 +144,26 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     if outputs.len() > 1 {
         bail!("--output: only one output is supported at a time");
     }
-    let output = outputs.into_iter().next().unwrap_or(OutputSpec::Image);
+    let output = outputs.into_iter().next().unwrap_or(OutputSpec::Image {
+        names: Vec::new(),
+        push: false,
+    });
+    let output_names = match &output {
+        OutputSpec::Image { names, .. } | OutputSpec::Registry { names } => names.clone(),
+        _ => Vec::new(),
+    };
     let tags: Vec<String> = args
         .tags
         .iter()
+        .chain(&output_names)
         .map(|t| crate::commands::normalize_reference(t).with_context(|| format!("-t {t:?}")))
         .collect::<Result<_>>()?;
+    // Only a registry gets the image: its layers need not come to this machine.
+    let push_only = matches!(output, OutputSpec::Registry { .. });
+    let push = args.push || push_only || matches!(output, OutputSpec::Image { push: true, .. });
+    if push && tags.is_empty() {
+        bail!("pushing needs a name: -t REGISTRY/REPOSITORY:TAG (or name= in --output)");
+    }
 
     let context = args.context.clone();
     if !context.is_dir() {
@@ -188,7 +220,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         rt.handle().clone(),
         args.pull,
     )
-    .with_client(shared_client.clone());
+    .with_client(shared_client.clone())
+    // With a remote cache, a base image's layers may never be needed here: every step on
+    // top of it can be a hit, and a registry output mounts them.
+    .lazy(shared_client.is_some());
     let lowered = match lower(&ast, &opts, &resolver) {
         Ok(l) => l,
         Err(err) => {
@@ -224,7 +259,11 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             for w in warnings {
                 eprintln!("warning: --cache-from: {w}");
             }
-            Some(Arc::new(RemoteSetup { cache, client }))
+            Some(Arc::new(RemoteSetup {
+                cache,
+                client,
+                bases: resolver.staged(),
+            }))
         }
     };
     let mode = if args.quiet {
@@ -298,20 +337,33 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     }
     kiln_solver::explain::save(&store, &def, &result.keys);
     let chain = result.root.map(|r| r.chain()).unwrap_or_default();
-    rt.block_on(worker.ensure_local(&chain))?;
+    if !push_only {
+        rt.block_on(worker.ensure_local(&chain))?;
+    }
     let inline = cache_to
         .iter()
         .any(|s| matches!(s, CacheSpec::Inline))
         .then(|| {
             remote::inline_metadata(&export_records(&def, &result.keys, &worker, CacheMode::Min))
         });
-    let rec = export::export_image(&store, &def, &chain, epoch, inline)?;
+    let rec = if push_only {
+        export::stage_image(&store, &def, &chain, epoch, inline)?
+    } else {
+        export::export_image(&store, &def, &chain, epoch, inline)?
+    };
+    // Base images whose layers the build fetched become images of the store, as pulled.
+    for (reference, rec) in remote_setup.iter().flat_map(|r| &r.bases) {
+        if let Err(e) = kiln_solver::distribution::finish_pull(&store, reference, rec) {
+            tracing::warn!("{}: not stored: {e}", reference.familiar());
+        }
+    }
     let mount_from: Vec<kiln_solver::registry::Reference> = remote_setup
         .as_ref()
         .map(|r| r.cache.mount_sources())
         .unwrap_or_default();
     match &output {
-        OutputSpec::Image => {
+        OutputSpec::Registry { .. } => {}
+        OutputSpec::Image { .. } => {
             for t in &tags {
                 let current = store.resolve(t)?.map(|r| r.manifest_digest);
                 if current.as_ref() != Some(&rec.manifest_digest) {
@@ -332,7 +384,26 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         OutputSpec::Local { dest } => crate::commands::export_tree::to_dir(&store, &rec, dest)?,
         OutputSpec::Tar { dest } => crate::commands::export_tree::to_tar(&store, &rec, dest)?,
     }
-    if args.push {
+    if push_only {
+        let client = match &remote_setup {
+            Some(r) => r.client.clone(),
+            None => Arc::new(g.client()?),
+        };
+        for t in &tags {
+            let target = crate::commands::registry::reference(t)?;
+            let report = rt
+                .block_on(worker.push_lazily(&client, &rec, &target, &mount_from))
+                .with_context(|| format!("pushing {}", target.familiar()))?;
+            eprintln!(
+                "pushed {} {} ({} blobs uploaded, {} mounted, {} already there)",
+                target.familiar(),
+                report.digest,
+                report.uploaded,
+                report.mounted,
+                report.skipped
+            );
+        }
+    } else if push {
         crate::commands::registry::push_built(g, &store, &rec, &tags, &mount_from)?;
     }
     for spec in cache_to.iter().filter(|s| !matches!(s, CacheSpec::Inline)) {
@@ -564,5 +635,45 @@ fn report_failure(
         eprintln!("error: {at}{}", err.message);
     } else {
         eprintln!("error: {at}{}: {}", err.description, err.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs_parse_as_buildx_spells_them() {
+        assert_eq!(
+            parse_output("type=registry,name=r.example/app:1").unwrap(),
+            OutputSpec::Registry {
+                names: vec!["r.example/app:1".into()]
+            }
+        );
+        assert_eq!(
+            parse_output("type=image,name=a:1,push=true").unwrap(),
+            OutputSpec::Image {
+                names: vec!["a:1".into()],
+                push: true
+            }
+        );
+        assert_eq!(
+            parse_output("type=image").unwrap(),
+            OutputSpec::Image {
+                names: vec![],
+                push: false
+            }
+        );
+        assert_eq!(
+            parse_output("out").unwrap(),
+            OutputSpec::Local { dest: "out".into() }
+        );
+        let err = parse_output("type=image,push=maybe")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("push=\"maybe\""), "{err}");
+        let err = parse_output("type=floppy").unwrap_err().to_string();
+        assert!(err.contains("registry"), "{err}");
+        assert!(parse_output("type=oci").is_err(), "oci needs dest");
     }
 }

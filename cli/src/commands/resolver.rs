@@ -12,6 +12,10 @@ pub struct StoreResolver {
     store: Store,
     pull: bool,
     remote: Option<(Remote, tokio::runtime::Handle)>,
+    /// Fetch only manifests and configs: layers come later, if a step needs them.
+    lazy: bool,
+    /// Images resolved lazily, not yet images of the store.
+    staged: std::sync::Mutex<Vec<(Reference, ImageRecord)>>,
 }
 
 /// The registry client, made on first use: building one loads the system's TLS roots, which a
@@ -28,6 +32,8 @@ impl StoreResolver {
             store,
             pull: false,
             remote: None,
+            lazy: false,
+            staged: Default::default(),
         }
     }
 
@@ -47,7 +53,24 @@ impl StoreResolver {
             store,
             pull,
             remote: Some((remote, handle)),
+            lazy: false,
+            staged: Default::default(),
         }
+    }
+
+    /// Pulls only manifests and configs (see [`distribution::pull_lazily`]); the caller
+    /// takes the results with [`staged`](Self::staged) and fetches layers as steps need them.
+    pub fn lazy(mut self, lazy: bool) -> StoreResolver {
+        self.lazy = lazy;
+        self
+    }
+
+    /// The images resolved lazily so far.
+    pub fn staged(&self) -> Vec<(Reference, ImageRecord)> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Uses `client` for pulls instead of making one (a build that also reads a remote cache
@@ -81,22 +104,28 @@ impl StoreResolver {
                 remote.client.get_or_init(|| std::sync::Arc::new(c))
             }
         };
-        handle
-            .block_on(distribution::pull(
-                client,
-                &self.store,
-                r,
-                &distribution::platform(platform),
-            ))
-            .map_err(|e| {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                msg
-            })
+        let platform = distribution::platform(platform);
+        let pulled = if self.lazy {
+            handle
+                .block_on(distribution::pull_lazily(client, &self.store, r, &platform))
+                .inspect(|rec| {
+                    self.staged
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((r.clone(), rec.clone()));
+                })
+        } else {
+            handle.block_on(distribution::pull(client, &self.store, r, &platform))
+        };
+        pulled.map_err(|e| {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            msg
+        })
     }
 }
 
