@@ -60,6 +60,13 @@ fn second_store_builds_everything_from_the_registry_cache() {
         ran(&out)
     );
     assert_eq!(image_id(&b, "app:1"), id_a, "same image ID on both stores");
+    // The base was resolved without its layers; the image output needed them, so it is now
+    // an image of store B, as if pulled.
+    assert!(
+        b.ok(&["images"]).contains("kiln/busybox"),
+        "{}",
+        b.ok(&["images"])
+    );
     assert_eq!(b.ok(&["run", "--rm", "app:1", "cat", "/out.txt"]), "a\nb\n");
 
     // One edited file: only its COPY and what follows run again.
@@ -146,4 +153,71 @@ fn local_directory_cache_round_trip() {
     let out = build(&b, &ctx, &["--cache-from", &from]);
     assert!(ran(&out).is_empty(), "{out}");
     fs_err::remove_dir_all(&dir).ok();
+}
+
+/// The `pushed NAME DIGEST (…)` line of a push, as (digest, the rest).
+fn pushed_line(stderr: &str, name: &str) -> (String, String) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("pushed {name} ")))
+        .unwrap_or_else(|| panic!("no push of {name}:\n{stderr}"));
+    let rest = &line[format!("pushed {name} ").len()..];
+    let (digest, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+    (digest.to_string(), tail.to_string())
+}
+
+#[test]
+fn push_only_build_mounts_cached_layers_without_downloading_them() {
+    let Some(Setup { reg, a, ctx }) = setup() else {
+        return;
+    };
+    let cache = format!("type=registry,ref={}/kiln/cache:push,mode=max", reg.host());
+    let from = format!("type=registry,ref={}/kiln/cache:push", reg.host());
+    let app_a = format!("{}/kiln/app:a", reg.host());
+    let out = build(&a, &ctx, &["--cache-to", &cache, "--push", "-t", &app_a]);
+    let (digest_a, _) = pushed_line(&out, &app_a);
+
+    // An empty store, only a registry output, in another repository than the cache's.
+    let b = Kiln::empty();
+    let app_b = format!("{}/kiln/other:b", reg.host());
+    let out = build(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &from,
+            "--output",
+            &format!("type=registry,name={app_b}"),
+        ],
+    );
+    assert!(ran(&out).is_empty(), "all cached: {:?}\n{out}", ran(&out));
+    let (digest_b, counts) = pushed_line(&out, &app_b);
+    assert_eq!(digest_b, digest_a, "the same manifest as store A pushed");
+    // Only the config travels; every layer is mounted from the cache's repository.
+    assert!(counts.starts_with("(1 blobs uploaded, "), "{counts}");
+    assert!(!counts.contains(" 0 mounted"), "{counts}");
+
+    // The registry serves the image, and store B never downloaded a layer of it.
+    let raw = match std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{app_b}"))
+        .output()
+    {
+        Ok(raw) => raw,
+        Err(_) if std::env::var_os("KILN_REQUIRE_ALL").is_none() => return,
+        Err(e) => panic!("skopeo missing ({e}): apt-get install skopeo"),
+    };
+    assert!(raw.status.success(), "{}", text(&raw.stderr));
+    let manifest: Value = serde_json::from_slice(&raw.stdout).expect("manifest json");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert!(layers.len() >= 2, "{manifest}");
+    for l in layers {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        assert!(
+            !b.root.path().join("blobs/sha256").join(hex).exists(),
+            "layer {hex} was downloaded"
+        );
+    }
+    // Not an image of store B: it only went to the registry.
+    assert!(!b.ok(&["images"]).contains("kiln/other"));
 }
