@@ -345,7 +345,8 @@ impl<'a> Walker<'a> {
                 pending: vec![(
                     0,
                     DirTask {
-                        fd: dir,
+                        fd: Some(dir),
+                        raw: real.as_bytes().to_vec(),
                         real: real.to_string(),
                         name: name.to_string(),
                     },
@@ -406,7 +407,22 @@ impl<'a> Walker<'a> {
     /// excluded ones left out, each stat'ed) and the subdirectories still to list, each
     /// paired with the index of its entry in the listing.
     fn list_dir(&self, task: &DirTask) -> Result<(Listing, Vec<(usize, DirTask)>), Error> {
-        let names = read_dir_sorted(&task.fd, &self.host_path(&task.real))?;
+        let opened;
+        let fd = match &task.fd {
+            Some(fd) => fd,
+            None => {
+                opened = rustix::fs::openat2(
+                    &*self.root_fd,
+                    task.raw.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                )
+                .map_err(io_err("open directory", self.host_path(&task.real)))?;
+                &opened
+            }
+        };
+        let names = read_dir_sorted(fd, &self.host_path(&task.real))?;
         let mut entries = Vec::with_capacity(names.len());
         let mut subdirs = Vec::new();
         for (child, _) in names {
@@ -415,12 +431,12 @@ impl<'a> Walker<'a> {
             if self.excluded(&child_real) {
                 continue;
             }
-            let st = rustix::fs::statat(&task.fd, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+            let st = rustix::fs::statat(fd, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io_err("stat", self.host_path(&child_real)))?;
             let meta = Meta::from_stat(&st);
             let kind = meta.kind();
             let target = if kind == EntryKind::Symlink {
-                let t = rustix::fs::readlinkat(&task.fd, child.as_slice(), Vec::new())
+                let t = rustix::fs::readlinkat(fd, child.as_slice(), Vec::new())
                     .map_err(io_err("read symlink", self.host_path(&child_real)))?;
                 Some(t.into_bytes())
             } else {
@@ -428,17 +444,18 @@ impl<'a> Walker<'a> {
             };
             let child_name = join(&task.name, &child_str);
             if kind == EntryKind::Dir {
-                let fd = rustix::fs::openat(
-                    &task.fd,
-                    child.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io_err("open directory", self.host_path(&child_real)))?;
+                // Opened by the thread that lists it (beneath the root, no symlinks): a wide
+                // tree must not hold a descriptor per queued directory.
+                let mut raw = task.raw.clone();
+                if !raw.is_empty() {
+                    raw.push(b'/');
+                }
+                raw.extend_from_slice(&child);
                 subdirs.push((
                     entries.len(),
                     DirTask {
-                        fd,
+                        fd: None,
+                        raw,
                         real: child_real.clone(),
                         name: child_name.clone(),
                     },
@@ -632,9 +649,12 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// A directory left for a thread to list.
+/// A directory left for a thread to list (opened already, or by its real path).
 struct DirTask {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    /// The real path as the directory's names are on disk (`real` may have replaced bytes
+    /// that are not UTF-8).
+    raw: Vec<u8>,
     real: String,
     name: String,
 }

@@ -300,3 +300,14 @@ fn parallel_and_sequential_walks_give_one_depth_first_order() {
     assert_eq!(parallel[11..13], ["many/d00", "many/d00/f"]);
     assert_eq!(parallel.last().map(String::as_str), Some("many/d39/f"));
 }
+
+#[test]
+fn a_directory_name_that_is_not_utf8_is_walked() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let t = Tree::new().file("a", "1");
+    let odd = t.path().join(std::ffi::OsStr::from_bytes(b"d\xff"));
+    fs_err::create_dir(&odd).expect("mkdir");
+    fs_err::write(odd.join("f"), "2").expect("write");
+    let selected = names(t.path(), &[], &[]);
+    assert_eq!(selected, ["", "a", "d\u{fffd}", "d\u{fffd}/f"]);
+}
