@@ -121,9 +121,27 @@ pub async fn push(
     target: &Reference,
     mount_from: &[Reference],
 ) -> Result<PushReport> {
+    push_except(client, store, rec, target, mount_from, &[]).await
+}
+
+/// [`push`], leaving out the layers in `placed` (already in the target repository).
+pub async fn push_except(
+    client: &Client,
+    store: &Store,
+    rec: &ImageRecord,
+    target: &Reference,
+    mount_from: &[Reference],
+    placed: &[&kiln_cache::Digest],
+) -> Result<PushReport> {
     let bytes = store.manifest_bytes(rec)?;
     let mut blobs: Vec<Descriptor> = vec![rec.manifest.config().clone()];
-    blobs.extend(rec.manifest.layers().iter().cloned());
+    blobs.extend(
+        rec.manifest
+            .layers()
+            .iter()
+            .filter(|d| !placed.contains(&d.digest()))
+            .cloned(),
+    );
     client
         .push_image(
             target,

@@ -225,28 +225,14 @@ impl KilnWorker {
             .map(|(l, _)| *l)
             .collect();
         self.ensure_layers(&fetch).await?;
-        let done =
-            |d: &kiln_cache::Digest| placed.iter().any(|(l, p)| p.is_some() && &l.digest == d);
-        let mut blobs = vec![rec.manifest.config().clone()];
-        blobs.extend(
-            rec.manifest
-                .layers()
-                .iter()
-                .filter(|d| !done(d.digest()))
-                .cloned(),
-        );
-        let bytes = self.store().manifest_bytes(rec)?;
-        let mut report = client
-            .push_image(
-                target,
-                &bytes,
-                &rec.manifest_media_type,
-                &blobs,
-                &crate::distribution::StoreBlobs(self.store().clone()),
-                mount_from,
-            )
-            .await
-            .map_err(|e| Error::other(format!("push {}", target.familiar()), e))?;
+        let done: Vec<&kiln_cache::Digest> = placed
+            .iter()
+            .filter(|(_, p)| p.is_some())
+            .map(|(l, _)| &l.digest)
+            .collect();
+        let mut report =
+            crate::distribution::push_except(client, self.store(), rec, target, mount_from, &done)
+                .await?;
         for (_, p) in &placed {
             match p {
                 Some(BlobPush::Mounted) => report.mounted += 1,

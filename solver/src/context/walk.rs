@@ -271,7 +271,13 @@ impl<'a> Walker<'a> {
 
     /// Opens a real (symlink-free) relative directory path beneath the root.
     fn open_dir_beneath(&self, real: &str) -> Result<OwnedFd, Error> {
-        let path = if real.is_empty() { "." } else { real };
+        self.open_dir_raw(real.as_bytes(), real)
+    }
+
+    /// [`open_dir_beneath`](Self::open_dir_beneath) by the path's bytes on disk (`real`, for
+    /// errors, may have replaced bytes that are not UTF-8).
+    fn open_dir_raw(&self, raw: &[u8], real: &str) -> Result<OwnedFd, Error> {
+        let path: &[u8] = if raw.is_empty() { b"." } else { raw };
         rustix::fs::openat2(
             &*self.root_fd,
             path,
@@ -411,14 +417,7 @@ impl<'a> Walker<'a> {
         let fd = match &task.fd {
             Some(fd) => fd,
             None => {
-                opened = rustix::fs::openat2(
-                    &*self.root_fd,
-                    task.raw.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )
-                .map_err(io_err("open directory", self.host_path(&task.real)))?;
+                opened = self.open_dir_raw(&task.raw, &task.real)?;
                 &opened
             }
         };
@@ -431,17 +430,9 @@ impl<'a> Walker<'a> {
             if self.excluded(&child_real) {
                 continue;
             }
-            let st = rustix::fs::statat(fd, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io_err("stat", self.host_path(&child_real)))?;
-            let meta = Meta::from_stat(&st);
+            let meta = self.lstat_child(fd, &child, &child_real)?;
             let kind = meta.kind();
-            let target = if kind == EntryKind::Symlink {
-                let t = rustix::fs::readlinkat(fd, child.as_slice(), Vec::new())
-                    .map_err(io_err("read symlink", self.host_path(&child_real)))?;
-                Some(t.into_bytes())
-            } else {
-                None
-            };
+            let target = self.link_target(fd, &child, &child_real, kind)?;
             let child_name = join(&task.name, &child_str);
             if kind == EntryKind::Dir {
                 // Opened by the thread that lists it (beneath the root, no symlinks): a wide
@@ -474,6 +465,29 @@ impl<'a> Walker<'a> {
         Ok((Listing { entries }, subdirs))
     }
 
+    /// `lstat` of a directory's child.
+    fn lstat_child(&self, dir: &OwnedFd, child: &[u8], real: &str) -> Result<Meta, Error> {
+        let st = rustix::fs::statat(dir, child, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_err("stat", self.host_path(real)))?;
+        Ok(Meta::from_stat(&st))
+    }
+
+    /// A child's symlink target, when it is a symlink.
+    fn link_target(
+        &self,
+        dir: &OwnedFd,
+        child: &[u8],
+        real: &str,
+        kind: EntryKind,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        if kind != EntryKind::Symlink {
+            return Ok(None);
+        }
+        let t = rustix::fs::readlinkat(dir, child, Vec::new())
+            .map_err(io_err("read symlink", self.host_path(real)))?;
+        Ok(Some(t.into_bytes()))
+    }
+
     /// Walks `dir` on this thread, appending entries to `out` depth first (children sorted by
     /// name). Entering excluded directories that a `!` exception may re-include, and leaving
     /// them out when nothing in them was.
@@ -491,22 +505,14 @@ impl<'a> Walker<'a> {
             if excluded && dtype != FileType::Directory && dtype != FileType::Unknown {
                 continue;
             }
-            let st = rustix::fs::statat(dir, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io_err("stat", self.host_path(&child_real)))?;
-            let meta = Meta::from_stat(&st);
+            let meta = self.lstat_child(dir, &child, &child_real)?;
             let kind = meta.kind();
             if excluded
                 && (kind != EntryKind::Dir || !self.ignore.may_reinclude_within(&child_real))
             {
                 continue;
             }
-            let target = if kind == EntryKind::Symlink {
-                let t = rustix::fs::readlinkat(dir, child.as_slice(), Vec::new())
-                    .map_err(io_err("read symlink", self.host_path(&child_real)))?;
-                Some(t.into_bytes())
-            } else {
-                None
-            };
+            let target = self.link_target(dir, &child, &child_real, kind)?;
             let child_name = join(name, &child_str);
             if kind != EntryKind::Dir {
                 out.push(Entry {
