@@ -77,7 +77,7 @@ fn breakdown(src: &Path, mb: usize) {
     kiln_cache::layer::write_tar(src, &opts, &mut std::io::sink()).unwrap();
     let walk = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let _ = kiln_cache::sha256_digest(&tar);
+    let _ = kiln_oci::sha256(&tar);
     let sha = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut z = zstd::stream::write::Encoder::new(std::io::sink(), 3).unwrap();

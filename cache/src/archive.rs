@@ -5,17 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::image::Digest;
+use kiln_oci::media_type::{OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
+use kiln_oci::{Digest, Platform};
 use serde_json::Value;
 
 use crate::apply::decompress;
 use crate::digest::{HashReader, parse_digest};
 use crate::error::{Error, Result};
-use crate::image::{
-    ImageRecord, MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
-    canonical_json, go_arch, minimal_config, normalize_name, repository_of,
-};
-use crate::layer::{Compression, Encoder, LayerInfo, MEDIA_TYPE_LAYER_TAR};
+use crate::image::{ImageRecord, canonical_json, minimal_config, normalize_name, repository_of};
+use crate::layer::{Compression, Encoder, LayerInfo};
 use crate::store::Store;
 
 /// Archive flavour for `save`.
@@ -107,15 +105,15 @@ pub fn save_archive(
     for (_, rec) in images {
         let mbytes = store.manifest_bytes(rec)?;
         blobs.insert(
-            rec.manifest_digest.digest().to_owned(),
+            rec.manifest_digest.hex(),
             (rec.manifest_digest.clone(), mbytes.len() as u64),
         );
         blobs.insert(
-            rec.config_digest.digest().to_owned(),
+            rec.config_digest.hex(),
             (rec.config_digest.clone(), rec.config_bytes.len() as u64),
         );
         for l in &rec.layers {
-            blobs.insert(l.digest.digest().to_owned(), (l.digest.clone(), l.size));
+            blobs.insert(l.digest.hex(), (l.digest.clone(), l.size));
         }
     }
     let mut out = TarOut {
@@ -150,7 +148,7 @@ pub fn save_archive(
     }
     let index = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_INDEX,
+        "mediaType": OCI_INDEX,
         "manifests": manifests,
     });
     out.file("index.json", &canonical_json(&index)?)?;
@@ -172,9 +170,9 @@ pub fn save_archive(
         for m in order {
             let (names, rec) = &by_image[m];
             list.push(serde_json::json!({
-                "Config": format!("blobs/sha256/{}", rec.config_digest.digest()),
+                "Config": format!("blobs/sha256/{}", rec.config_digest.hex()),
                 "RepoTags": if names.is_empty() { Value::Null } else { serde_json::json!(names) },
-                "Layers": rec.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.digest())).collect::<Vec<_>>(),
+                "Layers": rec.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
             }));
             if let Some(top) = rec.layers.last() {
                 for n in names {
@@ -182,7 +180,7 @@ pub fn save_archive(
                     repos
                         .entry(familiar_name(repository_of(&full)))
                         .or_default()
-                        .insert(tag_of(&full).to_owned(), top.diff_id.digest().to_owned());
+                        .insert(tag_of(&full).to_owned(), top.diff_id.hex());
                 }
             }
         }
@@ -374,7 +372,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
                 .and_then(Value::as_str)
             {
                 names.push(normalize_name(n));
-            } else if let Some(t) = repo_tags.get(rec.config_digest.digest()) {
+            } else if let Some(t) = repo_tags.get(&rec.config_digest.hex()) {
                 names.extend(t.iter().cloned());
             } else if let Some(n) = ann
                 .and_then(|a| a.get("org.opencontainers.image.ref.name"))
@@ -410,7 +408,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
                     .as_str()
                     .ok_or_else(|| Error::invalid("docker archive", "layer is not a string"))?;
                 let info = ingest_legacy_layer(store, &resolve(l), &files)?;
-                if want.get(i).and_then(Value::as_str) != Some(info.diff_id.as_ref()) {
+                if want.get(i).and_then(Value::as_str) != Some(info.diff_id.to_string().as_str()) {
                     return Err(Error::invalid(
                         "docker archive",
                         format!("layer {l} does not match the config's diff_ids"),
@@ -457,9 +455,9 @@ fn pick_manifest(store: &Store, desc: &Value, depth: u32) -> Result<Option<(Vec<
         .get("mediaType")
         .and_then(Value::as_str)
         .or_else(|| parsed.get("mediaType").and_then(Value::as_str))
-        .unwrap_or(MEDIA_TYPE_OCI_MANIFEST)
+        .unwrap_or(OCI_MANIFEST)
         .to_owned();
-    if mt == MEDIA_TYPE_OCI_INDEX || mt == MEDIA_TYPE_DOCKER_LIST {
+    if kiln_oci::media_type::is_index(&mt) {
         if depth > 4 {
             return Err(Error::invalid("index", "nested too deep"));
         }
@@ -470,7 +468,8 @@ fn pick_manifest(store: &Store, desc: &Value, depth: u32) -> Result<Option<(Vec<
             .unwrap_or_default();
         let ours = ms.iter().find(|m| {
             m.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
-                && m.pointer("/platform/architecture").and_then(Value::as_str) == Some(go_arch())
+                && m.pointer("/platform/architecture").and_then(Value::as_str)
+                    == Some(Platform::host().architecture.as_str())
         });
         return match ours.or(ms.first()) {
             Some(m) => pick_manifest(store, m, depth + 1),
@@ -514,11 +513,11 @@ fn ingest_legacy_layer(
         w.commit(None)?
     };
     let media_type = if !compressed {
-        MEDIA_TYPE_LAYER_TAR.to_owned()
+        OCI_LAYER.to_owned()
     } else if head.starts_with(&[0x1f, 0x8b]) {
-        crate::layer::MEDIA_TYPE_LAYER_GZIP.to_owned()
+        OCI_LAYER_GZIP.to_owned()
     } else {
-        crate::layer::MEDIA_TYPE_LAYER_ZSTD.to_owned()
+        OCI_LAYER_ZSTD.to_owned()
     };
     Ok(LayerInfo {
         diff_id,

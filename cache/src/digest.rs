@@ -1,45 +1,19 @@
-//! sha256 digests, hashing writers and chain IDs.
+//! Hashing readers and writers, and digests parsed into the store's error.
 
 use std::io::{self, Write};
-use std::str::FromStr;
 
-use oci_spec::image::{Digest, DigestAlgorithm};
+use kiln_oci::Digest;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
-/// The sha256 digest of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> Digest {
-    from_hasher(Sha256::new_with_prefix(bytes))
+/// Parses a digest string (sha256, the store's only algorithm) into the store's error.
+pub fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(|_| Error::InvalidDigest(s.to_owned()))
 }
 
 pub(crate) fn from_hasher(h: Sha256) -> Digest {
-    let hex = hex::encode(h.finalize());
-    // A sha256 hex string always parses.
-    match Digest::from_str(&format!("sha256:{hex}")) {
-        Ok(d) => d,
-        Err(_) => unreachable!("sha256 hex is a valid digest"),
-    }
-}
-
-/// Parses a digest string, accepting only sha256 (the store's only algorithm).
-pub fn parse_digest(s: &str) -> Result<Digest> {
-    let d = Digest::from_str(s).map_err(|_| Error::InvalidDigest(s.to_owned()))?;
-    if *d.algorithm() != DigestAlgorithm::Sha256 {
-        return Err(Error::InvalidDigest(s.to_owned()));
-    }
-    Ok(d)
-}
-
-/// The chain ID of a stack of layers (OCI image spec): `chain(L0) = diffID(L0)`,
-/// `chain(L0..n) = sha256(chain(L0..n-1) + " " + diffID(Ln))`. `None` for no layers.
-pub fn chain_id(diff_ids: &[Digest]) -> Option<Digest> {
-    let mut iter = diff_ids.iter();
-    let mut chain = iter.next()?.clone();
-    for d in iter {
-        chain = sha256_digest(format!("{chain} {d}").as_bytes());
-    }
-    Some(chain)
+    Digest::from_hasher(h)
 }
 
 /// A writer that hashes and counts what passes through to `inner`.
@@ -109,24 +83,6 @@ impl<R: io::Read> io::Read for HashReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chain_id_follows_the_spec() {
-        let a = sha256_digest(b"a");
-        let b = sha256_digest(b"b");
-        assert_eq!(chain_id(&[]), None);
-        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a.clone()));
-        let expected = sha256_digest(format!("{a} {b}").as_bytes());
-        assert_eq!(chain_id(&[a, b]), Some(expected));
-    }
-
-    #[test]
-    fn sha256_of_empty_is_well_known() {
-        assert_eq!(
-            sha256_digest(b"").to_string(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
 
     #[test]
     fn parse_rejects_other_algorithms() {

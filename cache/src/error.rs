@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use redb::ReadableTable;
 
-use crate::digest::chain_id;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS, SNAPSHOTS};
 use crate::store::Store;
+use kiln_oci::chain_id;
 
 const LEASES: &str = "lease";
 
@@ -55,14 +55,14 @@ impl Store {
             let Some(rec) = self.image_by_manifest(&img.manifest_digest)? else {
                 continue;
             };
-            keep_blobs.insert(rec.manifest_digest.digest().to_owned());
-            keep_blobs.insert(rec.config_digest.digest().to_owned());
+            keep_blobs.insert(rec.manifest_digest.hex());
+            keep_blobs.insert(rec.config_digest.hex());
             let mut ids = Vec::new();
             for l in &rec.layers {
-                keep_blobs.insert(l.digest.digest().to_owned());
+                keep_blobs.insert(l.digest.hex());
                 ids.push(l.diff_id.clone());
                 if let Some(c) = chain_id(&ids) {
-                    keep_snaps.insert(c.digest().to_owned());
+                    keep_snaps.insert(c.hex());
                 }
             }
         }
@@ -70,8 +70,8 @@ impl Store {
             let ds: Vec<Digest> =
                 serde_json::from_slice(&v).map_err(|e| Error::json("lease", e))?;
             for d in ds {
-                keep_blobs.insert(d.digest().to_owned());
-                keep_snaps.insert(d.digest().to_owned());
+                keep_blobs.insert(d.hex());
+                keep_snaps.insert(d.hex());
             }
         }
         let now = SystemTime::now();
@@ -137,7 +137,7 @@ impl Store {
                     let (k, v) = item?;
                     let info: crate::layer::LayerInfo = serde_json::from_slice(v.value())
                         .map_err(|e| Error::json("layer record", e))?;
-                    if gone.contains(info.digest.as_ref()) {
+                    if gone.contains(info.digest.to_string().as_str()) {
                         stale.push(k.value().to_owned());
                     }
                 }

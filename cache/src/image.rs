@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use oci_spec::image::{Descriptor, Digest, ImageManifest, ImageManifestBuilder, MediaType};
+use kiln_oci::media_type::{OCI_CONFIG, OCI_MANIFEST};
+use kiln_oci::{Descriptor, Digest, ImageManifest, Platform};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,18 +14,6 @@ use crate::error::{Error, Result};
 use crate::index::{IMAGES, TAGS};
 use crate::layer::LayerInfo;
 use crate::store::Store;
-
-/// OCI image manifest media type.
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index media type.
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI image config media type.
-pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// Docker v2 schema 2 manifest media type.
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker manifest list media type.
-pub const MEDIA_TYPE_DOCKER_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// An image in the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,9 +44,8 @@ impl ImageRecord {
     }
 
     /// The docker-style short ID (12 hex digits of the config digest).
-    pub fn short_id(&self) -> &str {
-        let d = self.config_digest.digest();
-        &d[..d.len().min(12)]
+    pub fn short_id(&self) -> String {
+        self.config_digest.short()
     }
 }
 
@@ -109,46 +97,9 @@ struct ImageEntry {
     layers: Vec<LayerInfo>,
 }
 
-/// Canonical JSON: keys sorted at every level, compact, fields Go would omit left out by
-/// the types (`Option::None` is skipped by oci-spec). Independent of serde_json features.
-pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    let v = serde_json::to_value(v).map_err(|e| Error::json("canonical json", e))?;
-    let mut out = Vec::new();
-    write_canonical(&v, &mut out)?;
-    Ok(out)
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) -> Result<()> {
-    match v {
-        Value::Object(m) => {
-            let sorted: BTreeMap<&String, &Value> = m.iter().collect();
-            out.push(b'{');
-            for (i, (k, v)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, k)
-                    .map_err(|e| Error::json("canonical json", e))?;
-                out.push(b':');
-                write_canonical(v, out)?;
-            }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(v, out)?;
-            }
-            out.push(b']');
-        }
-        other => {
-            serde_json::to_writer(&mut *out, other).map_err(|e| Error::json("canonical json", e))?
-        }
-    }
-    Ok(())
+/// [`kiln_oci::canonical_json`] with the store's error.
+pub(crate) fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    kiln_oci::canonical_json(v).map_err(|e| Error::json("canonical json", e))
 }
 
 /// Normalizes a docker-style reference: `app` → `docker.io/library/app:latest`,
@@ -217,33 +168,23 @@ impl Store {
             ));
         }
         let config_digest = self.write_blob(config_json)?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                config_json.len() as u64,
-                config_digest.clone(),
-            ))
-            .layers(
-                layers
-                    .iter()
-                    .map(|l| {
-                        Descriptor::new(
-                            MediaType::from(l.media_type.as_str()),
-                            l.size,
-                            l.digest.clone(),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .build()
-            .map_err(|e| Error::invalid("manifest", e.to_string()))?;
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.to_owned()),
+            artifact_type: None,
+            config: Descriptor::new(OCI_CONFIG, config_json.len() as u64, config_digest.clone()),
+            layers: layers
+                .iter()
+                .map(|l| Descriptor::new(l.media_type.as_str(), l.size, l.digest.clone()))
+                .collect(),
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
         let bytes = canonical_json(&manifest)?;
         let manifest_digest = self.write_blob(&bytes)?;
         Ok(ImageRecord {
             manifest_digest,
-            manifest_media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+            manifest_media_type: OCI_MANIFEST.into(),
             config_digest,
             manifest,
             config_bytes: config_json.to_vec(),
@@ -266,7 +207,7 @@ impl Store {
         self.put_entry(
             &rec.manifest_digest,
             &ImageEntry {
-                media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+                media_type: OCI_MANIFEST.into(),
                 config_digest: rec.config_digest.clone(),
                 layers: layers.to_vec(),
             },
@@ -279,10 +220,9 @@ impl Store {
     pub fn put_pulled_image(&self, manifest_bytes: &[u8], media_type: &str) -> Result<ImageRecord> {
         // Every layer first: a refused manifest writes nothing.
         if let Ok(m) = serde_json::from_slice::<ImageManifest>(manifest_bytes) {
-            for desc in m.layers() {
-                let digest = parse_digest(desc.digest().as_ref())?;
-                if !self.has_blob(&digest) {
-                    return Err(Error::BlobNotFound(digest));
+            for desc in &m.layers {
+                if !self.has_blob(&desc.digest) {
+                    return Err(Error::BlobNotFound(desc.digest.clone()));
                 }
             }
         }
@@ -310,7 +250,7 @@ impl Store {
         manifest_bytes: &[u8],
         media_type: &str,
     ) -> Result<ImageRecord> {
-        if media_type == MEDIA_TYPE_OCI_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST {
+        if kiln_oci::media_type::is_index(media_type) {
             return Err(Error::invalid(
                 "manifest",
                 "an index, not an image manifest: pick a platform first",
@@ -318,28 +258,28 @@ impl Store {
         }
         let manifest: ImageManifest =
             serde_json::from_slice(manifest_bytes).map_err(|e| Error::json("image manifest", e))?;
-        let config_digest = parse_digest(manifest.config().digest().as_ref())?;
+        let config_digest = manifest.config.digest.clone();
         let config_bytes = self.read_blob(&config_digest)?;
         let config: Value =
             serde_json::from_slice(&config_bytes).map_err(|e| Error::json("image config", e))?;
         let ids = diff_ids_of(&config)?;
-        if ids.len() != manifest.layers().len() {
+        if ids.len() != manifest.layers.len() {
             return Err(Error::invalid(
                 "manifest",
                 format!(
                     "{} layers but {} diff_ids in the config",
-                    manifest.layers().len(),
+                    manifest.layers.len(),
                     ids.len()
                 ),
             ));
         }
         let mut layers = Vec::new();
-        for (desc, diff_id) in manifest.layers().iter().zip(ids) {
+        for (desc, diff_id) in manifest.layers.iter().zip(ids) {
             layers.push(LayerInfo {
                 diff_id,
-                digest: parse_digest(desc.digest().as_ref())?,
-                size: desc.size(),
-                media_type: desc.media_type().to_string(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                media_type: desc.media_type.clone(),
             });
         }
         let manifest_digest = self.write_blob(manifest_bytes)?;
@@ -357,7 +297,7 @@ impl Store {
         let json = serde_json::to_vec(entry).map_err(|e| Error::json("image entry", e))?;
         self.index().write(|txn| {
             txn.open_table(IMAGES)?
-                .insert(manifest_digest.as_ref(), json.as_slice())?;
+                .insert(manifest_digest.to_string().as_str(), json.as_slice())?;
             Ok(())
         })
     }
@@ -400,7 +340,8 @@ impl Store {
     pub fn image_by_manifest(&self, manifest_digest: &Digest) -> Result<Option<ImageRecord>> {
         let raw = self.index().read(|txn| {
             let t = txn.open_table(IMAGES)?;
-            Ok(t.get(manifest_digest.as_ref())?.map(|v| v.value().to_vec()))
+            Ok(t.get(manifest_digest.to_string().as_str())?
+                .map(|v| v.value().to_vec()))
         })?;
         let Some(raw) = raw else { return Ok(None) };
         let entry: ImageEntry =
@@ -426,14 +367,18 @@ impl Store {
 
     /// Points `name` (already normalized) at a stored manifest.
     pub fn tag(&self, name: &str, manifest: &Digest) -> Result<()> {
-        let exists = self
-            .index()
-            .read(|txn| Ok(txn.open_table(IMAGES)?.get(manifest.as_ref())?.is_some()))?;
+        let exists = self.index().read(|txn| {
+            Ok(txn
+                .open_table(IMAGES)?
+                .get(manifest.to_string().as_str())?
+                .is_some())
+        })?;
         if !exists {
             return Err(Error::ImageNotFound(manifest.to_string()));
         }
         self.index().write(|txn| {
-            txn.open_table(TAGS)?.insert(name, manifest.as_ref())?;
+            txn.open_table(TAGS)?
+                .insert(name, manifest.to_string().as_str())?;
             Ok(())
         })?;
         tracing::debug!(name, %manifest, "tagged");
@@ -481,23 +426,23 @@ impl Store {
         let entries = self.entries()?;
         if hex.len() == 64 {
             for (m, _) in &entries {
-                if m.digest() == hex {
+                if m.hex() == hex {
                     return self.image_by_manifest(m);
                 }
             }
         }
         let mut found: Vec<&Digest> = entries
             .iter()
-            .filter(|(_, e)| e.config_digest.digest().starts_with(hex))
+            .filter(|(_, e)| e.config_digest.hex().starts_with(hex))
             .map(|(m, _)| m)
             .collect();
         // Several manifests can share one config (same image, different compression):
         // prefer a tagged one.
         found.sort_by_key(|d| d.to_string());
-        let configs: std::collections::BTreeSet<&str> = entries
+        let configs: std::collections::BTreeSet<&Digest> = entries
             .iter()
-            .filter(|(_, e)| e.config_digest.digest().starts_with(hex))
-            .map(|(_, e)| e.config_digest.digest())
+            .filter(|(_, e)| e.config_digest.hex().starts_with(hex))
+            .map(|(_, e)| &e.config_digest)
             .collect();
         if configs.len() > 1 {
             return Err(Error::AmbiguousId(name_or_id.to_owned()));
@@ -586,7 +531,7 @@ impl Store {
             }
             drop(t);
             if remaining == 0 {
-                txn.open_table(IMAGES)?.remove(m.as_ref())?;
+                txn.open_table(IMAGES)?.remove(m.to_string().as_str())?;
             }
             Ok(())
         })?;
@@ -722,7 +667,7 @@ pub fn minimal_config(
         .map(|_| serde_json::json!({"created": created, "created_by": created_by}))
         .collect();
     let v = serde_json::json!({
-        "architecture": go_arch(),
+        "architecture": Platform::host().architecture,
         "os": "linux",
         "created": created,
         "config": config,
@@ -732,29 +677,9 @@ pub fn minimal_config(
     canonical_json(&v)
 }
 
-/// The Go architecture name of this machine (`amd64`, `arm64`, ...).
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let v = serde_json::json!({"b": 1, "a": {"z": [ {"y": 1, "x": 2} ], "c": null}});
-        assert_eq!(
-            String::from_utf8(canonical_json(&v).unwrap()).unwrap(),
-            r#"{"a":{"c":null,"z":[{"x":2,"y":1}]},"b":1}"#
-        );
-    }
 
     #[test]
     fn names_normalize_like_docker() {

@@ -7,20 +7,14 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
+use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS};
 use crate::store::Store;
-
-/// OCI media type of an uncompressed layer.
-pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// OCI media type of a gzip layer.
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// OCI media type of a zstd layer.
-pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Input block size fed to compressors, so output never depends on write sizes.
 const BLOCK: usize = 128 * 1024;
@@ -58,9 +52,9 @@ impl Compression {
     /// The OCI layer media type for this compression.
     pub fn media_type(&self) -> &'static str {
         match self {
-            Compression::None => MEDIA_TYPE_LAYER_TAR,
-            Compression::Gzip { .. } | Compression::GzipParallel { .. } => MEDIA_TYPE_LAYER_GZIP,
-            Compression::Zstd { .. } => MEDIA_TYPE_LAYER_ZSTD,
+            Compression::None => OCI_LAYER,
+            Compression::Gzip { .. } | Compression::GzipParallel { .. } => OCI_LAYER_GZIP,
+            Compression::Zstd { .. } => OCI_LAYER_ZSTD,
         }
     }
 }
@@ -741,10 +735,12 @@ impl Store {
         self.index().write(|txn| {
             if !keep_existing {
                 txn.open_table(LAYERS)?
-                    .insert(info.diff_id.as_ref(), json.as_slice())?;
+                    .insert(info.diff_id.to_string().as_str(), json.as_slice())?;
             }
-            txn.open_table(BLOB_LAYERS)?
-                .insert(info.digest.as_ref(), info.diff_id.as_ref())?;
+            txn.open_table(BLOB_LAYERS)?.insert(
+                info.digest.to_string().as_str(),
+                info.diff_id.to_string().as_str(),
+            )?;
             Ok(())
         })
     }
@@ -753,7 +749,8 @@ impl Store {
     pub fn layer_for_diff_id(&self, diff_id: &Digest) -> Result<Option<LayerInfo>> {
         let raw = self.index().read(|txn| {
             let t = txn.open_table(LAYERS)?;
-            Ok(t.get(diff_id.as_ref())?.map(|v| v.value().to_vec()))
+            Ok(t.get(diff_id.to_string().as_str())?
+                .map(|v| v.value().to_vec()))
         })?;
         let Some(raw) = raw else { return Ok(None) };
         let info: LayerInfo =
@@ -765,7 +762,8 @@ impl Store {
     pub fn diff_id_for_blob(&self, digest: &Digest) -> Result<Option<Digest>> {
         let raw = self.index().read(|txn| {
             let t = txn.open_table(BLOB_LAYERS)?;
-            Ok(t.get(digest.as_ref())?.map(|v| v.value().to_owned()))
+            Ok(t.get(digest.to_string().as_str())?
+                .map(|v| v.value().to_owned()))
         })?;
         raw.map(|s| crate::digest::parse_digest(&s)).transpose()
     }

@@ -21,15 +21,13 @@ pub mod testutil;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyStats, apply_layer, apply_layer_threaded};
 pub use archive::{ArchiveFormat, LoadedImage, import_rootfs, load_archive, save_archive};
-pub use digest::{chain_id, parse_digest, sha256_digest};
+pub use digest::parse_digest;
 pub use error::{Error, Result};
 pub use gc::GcStats;
 pub use image::{
-    HistoryEntry, ImageRecord, ImageSummary, RemoveEvent, canonical_json, history, inspect_json,
-    normalize_name,
+    HistoryEntry, ImageRecord, ImageSummary, RemoveEvent, history, inspect_json, normalize_name,
 };
 pub use layer::{Compression, LayerInfo, LayerOptions, LayerSource};
 pub use mount::{MountGuard, mount_overlay, unmount};
-pub use oci_spec::image::Digest;
 pub use snapshot::Snapshot;
 pub use store::{BlobWriter, Store};

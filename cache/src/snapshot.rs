@@ -4,15 +4,15 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use rustix::fs::RenameFlags;
 
 use crate::apply::{ApplyMode, ApplyOptions, apply_layer_threaded};
-use crate::digest::{chain_id, sha256_digest};
 use crate::error::{Error, Result};
 use crate::index::SNAPSHOTS;
 use crate::layer::LayerInfo;
 use crate::store::Store;
+use kiln_oci::{chain_id, sha256};
 
 /// A stack of unpacked layers, ready to be overlay lowerdirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Snapshot {
 impl Store {
     /// The directory of the top layer of the stack with this chain ID.
     pub fn snapshot_dir(&self, chain: &Digest) -> PathBuf {
-        self.root().join("snapshots").join(chain.digest())
+        self.root().join("snapshots").join(chain.hex())
     }
 
     /// Unpacks whatever layers of the stack are missing (concurrency-safe: each is unpacked
@@ -98,7 +98,7 @@ impl Store {
         }
         self.index().write(|txn| {
             txn.open_table(SNAPSHOTS)?
-                .insert(chain.as_ref(), chain.digest())?;
+                .insert(chain.to_string().as_str(), chain.hex().as_str())?;
             Ok(())
         })
     }
@@ -114,7 +114,7 @@ impl Store {
     ) -> Result<Snapshot> {
         let c = match &parent.chain_id {
             None => layer.diff_id.clone(),
-            Some(p) => sha256_digest(format!("{p} {}", layer.diff_id).as_bytes()),
+            Some(p) => sha256(format!("{p} {}", layer.diff_id).as_bytes()),
         };
         self.install_snapshot_dir(upper.to_owned(), &c)?;
         let mut lowerdirs = parent.lowerdirs.clone();

@@ -13,12 +13,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{HashWriter, sha256_digest};
+use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{CACHE, Index, KV};
+use kiln_oci::sha256;
 
 /// The on-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -125,8 +126,8 @@ impl Store {
         self.inner
             .root
             .join("blobs")
-            .join(d.algorithm().as_ref())
-            .join(d.digest())
+            .join(d.algorithm())
+            .join(d.hex())
     }
 
     /// Reads a whole blob.
@@ -149,7 +150,7 @@ impl Store {
 
     /// Writes a blob from memory; returns its digest.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
-        let d = sha256_digest(bytes);
+        let d = sha256(bytes);
         if self.has_blob(&d) {
             return Ok(d);
         }
@@ -327,12 +328,12 @@ mod tests {
         w.write_all(b"other").unwrap();
         let err = w.commit(Some(&d)).unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
-        assert!(!s.has_blob(&sha256_digest(b"other")));
+        assert!(!s.has_blob(&sha256(b"other")));
         // dropped writer leaves nothing
         let mut w = s.blob_writer().unwrap();
         w.write_all(b"dropped").unwrap();
         drop(w);
-        assert!(!s.has_blob(&sha256_digest(b"dropped")));
+        assert!(!s.has_blob(&sha256(b"dropped")));
         assert_eq!(fs_err::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 

@@ -4,8 +4,8 @@
 
 use crate::cli::ProgressMode;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kiln_oci::Digest;
 use kiln_solver::engine::{Event, EventKind};
-use kiln_solver::graph::Digest;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -230,8 +230,8 @@ impl Tty {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_oci::sha256;
     use kiln_solver::engine::LogStream;
-    use kiln_solver::graph::sha256;
 
     fn ev(v: &Digest, kind: EventKind) -> Event {
         Event {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use kiln_frontend::lower::{ImageResolver, LowerOptions, ResolvedImage, lower};
 use kiln_frontend::parser::parse;
-use kiln_solver::graph::{History, ImageConfig, Platform, RootFs, RunConfig};
+use kiln_graph::{History, ImageConfig, RootFs, RunConfig};
+use kiln_oci::Platform;
 
 /// Answers every reference with the same small image, as a warm local store would.
 struct Resolver;

@@ -1,6 +1,6 @@
 //! kiln's Dockerfile frontend: text → syntax tree (with spans) → typed instructions → build graph.
 //!
-//! Only `kiln_solver::graph` types cross into the solver; nothing here does I/O beyond what the
+//! Only `kiln_graph` types (and `kiln_oci` vocabulary) cross into the solver; nothing here does I/O beyond what the
 //! caller hands in.
 
 pub mod ast;

@@ -9,7 +9,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kiln_registry_client::{Client, ClientOptions, Platform, Reference};
+use kiln_oci::Platform;
+use kiln_registry_client::{Client, ClientOptions, Reference};
 use rand::RngCore as _;
 
 use support::{DirStore, OrDie, Registry, build_image, tar_layer};
@@ -56,7 +57,7 @@ async fn run_with(name: &str, opts: ClientOptions) {
     rand::rng().fill_bytes(&mut data);
     let img = build_image(&src, "amd64", &[tar_layer(&[("random.bin", &data)])]);
     drop(data);
-    let total: u64 = img.blobs().iter().map(|d| d.size()).sum();
+    let total: u64 = img.blobs().iter().map(|d| d.size).sum();
     let client = Client::new(opts.clone()).or_die("client");
     let platform: Platform = "linux/amd64".parse().or_die("platform");
 

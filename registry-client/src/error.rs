@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use serde::Deserialize;
 
 /// Result alias for this crate.
@@ -72,9 +72,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The text is not `os/arch[/variant]`.
-    #[error("invalid platform {0:?}: expected os/arch[/variant]")]
-    InvalidPlatform(String),
     /// Connection, TLS or protocol failure (retried before being returned).
     #[error("{method} {url} failed")]
     Http {
@@ -146,9 +143,6 @@ pub enum Error {
         /// Bytes received (or at least this many).
         actual: u64,
     },
-    /// A digest algorithm this client cannot verify.
-    #[error("unsupported digest algorithm in {0}")]
-    UnsupportedDigest(Digest),
     /// The registry returned a manifest type this client does not understand.
     #[error("unsupported manifest media type {media_type:?} for {reference}")]
     UnsupportedMediaType {

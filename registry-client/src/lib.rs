@@ -8,7 +8,8 @@
 //!
 //! ```no_run
 //! # async fn demo(store: &dyn kiln_registry_client::BlobStore) -> kiln_registry_client::Result<()> {
-//! use kiln_registry_client::{Client, ClientOptions, Platform, Reference};
+//! use kiln_oci::Platform;
+//! use kiln_registry_client::{Client, ClientOptions, Reference};
 //! let client = Client::new(ClientOptions::default())?;
 //! let base: Reference = "busybox".parse()?; // docker.io/library/busybox:latest
 //! let image = client.pull(&base, &Platform::host(), store, None).await?;
@@ -26,7 +27,6 @@ mod auth;
 mod client;
 mod error;
 mod login;
-mod platform;
 mod pull;
 mod push;
 mod reference;
@@ -37,14 +37,10 @@ mod verify;
 pub use auth::{Credential, DOCKER_HUB_CONFIG_KEY, docker_config_dir};
 pub use client::{Client, ClientOptions, INSECURE_REGISTRIES_ENV};
 pub use error::{Envelope, Error, RegistryError, Result};
+pub use kiln_oci::{Descriptor, Digest};
 pub use login::{Stored, login, logout, normalize_registry};
-pub use oci_spec::image::{Descriptor, Digest};
-pub use platform::Platform;
-pub use pull::{
-    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_MANIFEST_SIZE, Manifest, OCI_INDEX, OCI_MANIFEST,
-    Progress, PullEvent, Resolved,
-};
+
+pub use pull::{MAX_MANIFEST_SIZE, Manifest, Progress, PullEvent, Resolved};
 pub use push::{BlobPush, PushEvent, PushProgress, PushReport};
 pub use reference::{DOCKER_HUB, Reference};
 pub use store::{BlobSink, BlobStore};
-pub use verify::sha256_digest;

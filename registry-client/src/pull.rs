@@ -1,7 +1,10 @@
 //! Pull: manifests (resolving indexes to a platform), config and layers into the store.
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use oci_spec::image::{Descriptor, Digest};
+use kiln_oci::media_type::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, is_index,
+};
+use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -9,20 +12,11 @@ use tracing::{debug, info, instrument};
 
 use crate::client::{Client, repo_scope, status_error};
 use crate::error::{Error, Result};
-use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::store::BlobStore;
 use crate::transfer::download_into;
-use crate::verify::{Verifier, sha256_digest};
+use crate::verify::Verifier;
 
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Docker image manifest, schema 2.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker manifest list.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Largest manifest accepted (the distribution spec recommends registries accept 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 
@@ -106,38 +100,6 @@ pub type Progress<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireIndex {
-    #[serde(default)]
-    manifests: Vec<WireIndexEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireIndexEntry {
-    #[serde(default)]
-    media_type: Option<String>,
-    digest: Digest,
-    #[serde(default)]
-    platform: Option<WirePlatform>,
-}
-
-#[derive(Deserialize)]
-struct WirePlatform {
-    os: String,
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireManifest {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct WireMediaType {
     #[serde(default)]
     media_type: Option<String>,
@@ -145,10 +107,6 @@ struct WireMediaType {
     schema_version: Option<u32>,
     #[serde(default)]
     manifests: Option<serde_json::Value>,
-}
-
-fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
 impl Client {
@@ -204,7 +162,7 @@ impl Client {
                     let mut v = Verifier::for_digest(want)?;
                     v.update(&bytes);
                     let actual = v.finish();
-                    if actual != want.as_ref() {
+                    if actual != want.to_string() {
                         return Err(Error::DigestMismatch {
                             what: format!("manifest {}", r.familiar()),
                             expected: want.clone(),
@@ -213,7 +171,7 @@ impl Client {
                     }
                     want.clone()
                 }
-                None => sha256_digest(&bytes),
+                None => kiln_oci::sha256(&bytes),
             };
             let media_type = media_type_of(header_type.as_deref(), &bytes);
             debug!(%digest, media_type, size = bytes.len(), "manifest");
@@ -253,7 +211,7 @@ impl Client {
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::try_from(v).ok());
+            .and_then(|v| v.parse::<Digest>().ok());
         if let Some(d) = header {
             return Ok(Some(d));
         }
@@ -278,13 +236,13 @@ impl Client {
         ];
         let first = self.get_manifest(r, &all).await?;
         let (manifest, index) = if is_index(&first.media_type) {
-            let idx: WireIndex =
+            let idx: ImageIndex =
                 serde_json::from_slice(&first.bytes).map_err(|source| Error::InvalidManifest {
                     reference: r.familiar(),
                     source,
                 })?;
             let chosen = idx.manifests.iter().find(|m| {
-                m.media_type.as_deref().is_none_or(|t| !is_index(t))
+                !is_index(&m.media_type)
                     && m.platform.as_ref().is_some_and(|p| {
                         platform.matches(&p.os, &p.architecture, p.variant.as_deref())
                     })
@@ -294,10 +252,7 @@ impl Client {
                     .manifests
                     .iter()
                     .filter_map(|m| m.platform.as_ref())
-                    .map(|p| match &p.variant {
-                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                        None => format!("{}/{}", p.os, p.architecture),
-                    })
+                    .map(Platform::to_string)
                     .collect();
                 return Err(Error::NoMatchingPlatform {
                     reference: r.familiar(),
@@ -319,7 +274,7 @@ impl Client {
                 reference: r.familiar(),
             });
         }
-        let wire: WireManifest =
+        let wire: ImageManifest =
             serde_json::from_slice(&manifest.bytes).map_err(|source| Error::InvalidManifest {
                 reference: r.familiar(),
                 source,
@@ -352,14 +307,14 @@ impl Client {
         store: &dyn BlobStore,
         progress: Option<Progress<'_>>,
     ) -> Result<()> {
-        let digest = desc.digest();
+        let digest = &desc.digest;
         if store.has_blob(digest) {
             return Ok(());
         }
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let url = self.url(&r.registry, &path)?;
         let scope = [repo_scope(&r.repository, "pull")];
-        let size = desc.size();
+        let size = desc.size;
         self.retrying(&path, |_| async {
             let resp = self
                 .send(&r.registry, &scope, Method::GET, url.clone(), &|req| {
@@ -422,11 +377,11 @@ impl Client {
         let wanted: Vec<&Descriptor> = resolved
             .blobs()
             .filter(|d| {
-                let have = store.has_blob(d.digest());
+                let have = store.has_blob(&d.digest);
                 if have && let Some(p) = progress {
                     p(PullEvent::Skipped {
-                        digest: d.digest().clone(),
-                        size: d.size(),
+                        digest: d.digest.clone(),
+                        size: d.size,
                     });
                 }
                 !have

@@ -1,7 +1,7 @@
 //! Push: HEAD before upload, cross-repository mounts, monolithic and chunked uploads, manifests.
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use oci_spec::image::{Descriptor, Digest};
+use kiln_oci::{Descriptor, Digest};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 use tracing::{debug, info, instrument};
@@ -95,7 +95,7 @@ impl Client {
 
     /// Makes sure the target repository has the blob: HEAD, then a cross-repository mount from
     /// each candidate on the same registry, then an upload streamed from the store.
-    #[instrument(skip_all, fields(target = %target, digest = %desc.digest()))]
+    #[instrument(skip_all, fields(target = %target, digest = %desc.digest))]
     pub async fn push_blob(
         &self,
         target: &Reference,
@@ -103,7 +103,7 @@ impl Client {
         store: &dyn BlobStore,
         mount_from: &[Reference],
     ) -> Result<BlobPush> {
-        let digest = desc.digest();
+        let digest = &desc.digest;
         if self.has_blob(target, digest).await? {
             debug!("blob exists");
             return Ok(BlobPush::Existed);
@@ -143,7 +143,7 @@ impl Client {
         let path = format!("/v2/{}/blobs/uploads/", target.repository);
         let mut url = self.url(&target.registry, &path)?;
         url.query_pairs_mut()
-            .append_pair("mount", digest.as_ref())
+            .append_pair("mount", &digest.to_string())
             .append_pair("from", &source.repository);
         let scope = [
             repo_scope(&target.repository, "pull,push"),
@@ -173,7 +173,7 @@ impl Client {
         store: &dyn BlobStore,
         session: Option<Url>,
     ) -> Result<()> {
-        let digest = desc.digest();
+        let digest = &desc.digest;
         let registry = &target.registry;
         let scope = [repo_scope(&target.repository, "pull,push")];
         let mut location = match session {
@@ -196,10 +196,10 @@ impl Client {
             digest: digest.clone(),
             source,
         })?;
-        if size != desc.size() {
+        if size != desc.size {
             return Err(Error::SizeMismatch {
                 digest: digest.clone(),
-                expected: desc.size(),
+                expected: desc.size,
                 actual: size,
             });
         }
@@ -236,7 +236,7 @@ impl Client {
             }
             location
                 .query_pairs_mut()
-                .append_pair("digest", digest.as_ref());
+                .append_pair("digest", &digest.to_string());
             let resp = self
                 .send(registry, &scope, Method::PUT, location, &|r| {
                     Ok(r.header(CONTENT_LENGTH, 0))
@@ -246,7 +246,7 @@ impl Client {
         }
         location
             .query_pairs_mut()
-            .append_pair("digest", digest.as_ref());
+            .append_pair("digest", &digest.to_string());
         let build = |r: reqwest::RequestBuilder| {
             Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
@@ -267,7 +267,7 @@ impl Client {
         manifest_bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest> {
-        let digest = crate::verify::sha256_digest(manifest_bytes);
+        let digest = kiln_oci::sha256(manifest_bytes);
         if let Some(want) = &target.digest {
             verify_bytes(
                 &format!("manifest {}", target.familiar()),
@@ -341,8 +341,8 @@ impl Client {
                 let outcome = self.push_blob(target, d, store, mount_from).await?;
                 if let Some(p) = progress {
                     p(PushEvent::Blob {
-                        digest: d.digest().clone(),
-                        size: d.size(),
+                        digest: d.digest.clone(),
+                        size: d.size,
                         outcome,
                     });
                 }

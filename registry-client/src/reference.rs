@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use crate::error::Error;
 
@@ -49,7 +49,7 @@ impl Reference {
         }
         if let Some(digest) = &self.digest {
             name.push('@');
-            name.push_str(digest.as_ref());
+            name.push_str(&digest.to_string());
         }
         name
     }

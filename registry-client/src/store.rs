@@ -1,6 +1,6 @@
 //! The storage this client pulls into and pushes from, implemented by the caller over its store.
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 /// Content-addressed blob storage.
 pub trait BlobStore: Send + Sync {

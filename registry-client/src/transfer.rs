@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use reqwest::{Body, Response};
 use tokio::sync::{Mutex, mpsc};
 
@@ -170,7 +170,7 @@ pub(crate) async fn download_into(
         }
         sink.flush().map_err(store_err)?;
         let actual = verifier.finish();
-        if actual != want.as_ref() {
+        if actual != want.to_string() {
             return Err(Error::DigestMismatch {
                 what: what_owned,
                 expected: want,

@@ -3,9 +3,8 @@
 
 use crate::error::{Error, Result};
 use kiln_cache::{BlobWriter, ImageRecord, Store};
-use kiln_registry_client::{
-    BlobSink, BlobStore, Client, Descriptor, Digest, Platform, PushReport, Reference,
-};
+use kiln_oci::{Descriptor, Digest, Platform};
+use kiln_registry_client::{BlobSink, BlobStore, Client, PushReport, Reference};
 use std::io::{self, Read, Write};
 
 /// The store as the registry client's blob storage (atomic, verified writes).
@@ -45,15 +44,6 @@ impl BlobStore for StoreBlobs {
     fn begin_blob(&self) -> io::Result<Box<dyn BlobSink>> {
         let w = self.0.blob_writer().map_err(io::Error::other)?;
         Ok(Box::new(Sink(w)))
-    }
-}
-
-/// The registry client's platform for a graph platform.
-pub fn platform(p: &crate::graph::Platform) -> Platform {
-    Platform {
-        os: p.os.clone(),
-        architecture: p.architecture.clone(),
-        variant: p.variant.clone(),
     }
 }
 
@@ -131,15 +121,15 @@ pub async fn push_except(
     rec: &ImageRecord,
     target: &Reference,
     mount_from: &[Reference],
-    placed: &[&kiln_cache::Digest],
+    placed: &[&Digest],
 ) -> Result<PushReport> {
     let bytes = store.manifest_bytes(rec)?;
-    let mut blobs: Vec<Descriptor> = vec![rec.manifest.config().clone()];
+    let mut blobs: Vec<Descriptor> = vec![rec.manifest.config.clone()];
     blobs.extend(
         rec.manifest
-            .layers()
+            .layers
             .iter()
-            .filter(|d| !placed.contains(&d.digest()))
+            .filter(|d| !placed.contains(&&d.digest))
             .cloned(),
     );
     client

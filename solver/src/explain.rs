@@ -8,8 +8,9 @@
 //! contents or secret values (secrets are referred to by id only in the graph).
 
 use crate::context::ContextHasher;
-use crate::graph::{Definition, Digest, Op, SourceOp, Vertex, canonical_json, sha256};
 use kiln_cache::Store;
+use kiln_graph::{Definition, Op, SourceOp, Vertex};
+use kiln_oci::{Digest, canonical_json, sha256};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,7 +102,7 @@ pub fn records(def: &Definition, keys: &BTreeMap<Digest, Digest>) -> Vec<(String
                 key: key.clone(),
                 description: v.meta.description.clone(),
                 line: v.meta.line,
-                op_digest: sha256(&canonical_json(&v.op)),
+                op_digest: sha256(&canonical_json(&v.op).unwrap_or_default()),
                 op: serde_json::to_value(&v.op).unwrap_or_default(),
                 inputs,
             },

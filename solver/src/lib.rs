@@ -6,8 +6,9 @@ pub mod distribution;
 pub mod engine;
 mod error;
 pub mod explain;
-pub mod graph;
+pub use kiln_graph as graph;
 pub mod ops;
+pub mod refs;
 pub mod remote;
 pub mod worker;
 

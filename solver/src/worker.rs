@@ -5,56 +5,17 @@
 //! changed nothing adds no layer. Cache records map a cache key to the chain it produced.
 
 use crate::context::ContextHasher;
-use crate::engine::{BoxError, CacheKey, EventKind, Job, LogStream, Worker};
+use crate::engine::{BoxError, CacheKey, Job, Worker};
 use crate::error::{Error, Result};
-use crate::graph::{Digest, LocalSource, Op, SourceOp, Vertex, sha256};
 use crate::ops;
+use crate::refs::{Chain, Ref};
 use kiln_cache::{Compression, LayerInfo, Store};
 use kiln_executor::Runtime;
-use serde::{Deserialize, Serialize};
+use kiln_graph::{LocalSource, Op, SourceOp, Vertex};
+use kiln_oci::{Digest, sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// One layer of a chain and the vertex that made it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainLayer {
-    pub layer: LayerInfo,
-    /// Digest of the vertex whose step produced the layer (the image source for base layers).
-    pub step: Digest,
-}
-
-/// A filesystem as a stack of layers, bottom first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chain {
-    pub layers: Vec<ChainLayer>,
-}
-
-impl Chain {
-    /// The layers without their steps.
-    pub fn infos(&self) -> Vec<LayerInfo> {
-        self.layers.iter().map(|l| l.layer.clone()).collect()
-    }
-}
-
-/// The result of a vertex.
-#[derive(Debug, Clone)]
-pub enum Ref {
-    /// A filesystem.
-    Layers(Arc<Chain>),
-    /// A client directory, reduced to what the source selects (read at copy time).
-    Local { root: PathBuf, source: LocalSource },
-}
-
-impl Ref {
-    /// The chain of a filesystem result (an empty chain for other kinds).
-    pub fn chain(&self) -> Arc<Chain> {
-        match self {
-            Ref::Layers(c) => c.clone(),
-            Ref::Local { .. } => Arc::new(Chain::default()),
-        }
-    }
-}
 
 /// How the worker is set up for one build.
 pub struct WorkerOptions {
@@ -85,7 +46,9 @@ pub struct RemoteSetup {
 
 /// Runs ops against the store and the sandbox.
 pub struct KilnWorker {
-    pub(crate) opts: WorkerOptions,
+    env: ops::OpEnv,
+    contexts: BTreeMap<String, PathBuf>,
+    remote: Option<Arc<RemoteSetup>>,
     hasher: ContextHasher,
 }
 
@@ -94,7 +57,18 @@ impl KilnWorker {
     pub fn new(opts: WorkerOptions) -> Result<KilnWorker> {
         let dir = opts.store.root().join("context-cache");
         let hasher = ContextHasher::open(&dir).map_err(|e| Error::other("context cache", e))?;
-        Ok(KilnWorker { opts, hasher })
+        Ok(KilnWorker {
+            env: ops::OpEnv {
+                store: opts.store,
+                runtime: opts.runtime,
+                compression: opts.compression,
+                source_date_epoch: opts.source_date_epoch,
+                secrets: opts.secrets,
+            },
+            contexts: opts.contexts,
+            remote: opts.remote,
+            hasher,
+        })
     }
 
     /// Persists what was learned about the build context (stat cache).
@@ -111,16 +85,15 @@ impl KilnWorker {
 
     /// The named client directories.
     pub fn contexts(&self) -> &BTreeMap<String, PathBuf> {
-        &self.opts.contexts
+        &self.contexts
     }
 
     pub(crate) fn store(&self) -> &Store {
-        &self.opts.store
+        &self.env.store
     }
 
     fn context_root(&self, name: &str) -> Result<PathBuf> {
-        self.opts
-            .contexts
+        self.contexts
             .get(name)
             .cloned()
             .ok_or_else(|| Error::other("build context", format!("no context named {name:?}")))
@@ -143,7 +116,7 @@ impl KilnWorker {
         let Some(missing) = layers.iter().find(|l| !self.store().has_blob(&l.digest)) else {
             return Ok(());
         };
-        let Some(remote) = &self.opts.remote else {
+        let Some(remote) = &self.remote else {
             return Err(Error::other(
                 "layer",
                 format!("blob {} is missing from the store", missing.digest),
@@ -164,11 +137,7 @@ impl KilnWorker {
                     format!("blob {} is missing from the store", l.digest),
                 ));
             };
-            let desc = kiln_registry_client::Descriptor::new(
-                l.media_type.as_str().into(),
-                l.size,
-                l.digest.clone(),
-            );
+            let desc = kiln_oci::Descriptor::new(l.media_type.as_str(), l.size, l.digest.clone());
             remote
                 .client
                 .fetch_blob(
@@ -225,7 +194,7 @@ impl KilnWorker {
             .map(|(l, _)| *l)
             .collect();
         self.ensure_layers(&fetch).await?;
-        let done: Vec<&kiln_cache::Digest> = placed
+        let done: Vec<&Digest> = placed
             .iter()
             .filter(|(_, p)| p.is_some())
             .map(|(l, _)| &l.digest)
@@ -245,13 +214,13 @@ impl KilnWorker {
 
     /// A base image resolved without its layers, by manifest digest.
     fn lazy_base(&self, digest: Option<&Digest>) -> Option<&kiln_cache::ImageRecord> {
-        let digest = digest?.to_string();
-        let remote = self.opts.remote.as_ref()?;
+        let digest = digest?;
+        let remote = self.remote.as_ref()?;
         remote
             .bases
             .iter()
             .map(|(_, rec)| rec)
-            .find(|rec| rec.manifest_digest.to_string() == digest)
+            .find(|rec| rec.manifest_digest == *digest)
     }
 
     /// The chain recorded for a cache key, locally or in the imported remote cache.
@@ -261,7 +230,7 @@ impl KilnWorker {
         {
             return Some(chain);
         }
-        self.opts.remote.as_ref().and_then(|r| r.cache.lookup(key))
+        self.remote.as_ref().and_then(|r| r.cache.lookup(key))
     }
 }
 
@@ -374,7 +343,7 @@ impl Worker for KilnWorker {
             Op::Exec(_) | Op::File(_) | Op::Merge => {
                 let Some(bytes) = self.store().cache_get(&Self::record_key(key))? else {
                     // Lazy remote hit: the chain's blobs are fetched only when bytes are needed.
-                    if let Some(remote) = &self.opts.remote
+                    if let Some(remote) = &self.remote
                         && let Some(chain) = remote.cache.lookup(key)
                     {
                         return Ok(Some(Ref::Layers(Arc::new(chain))));
@@ -414,8 +383,8 @@ impl Worker for KilnWorker {
             }
         }
         let out = match &vertex.op {
-            Op::Exec(exec) => ops::exec::run(self, &job, vertex, exec, inputs).await?,
-            Op::File(file) => ops::file::run(self, &job, file, inputs).await?,
+            Op::Exec(exec) => ops::exec::run(&self.env, &job, vertex, exec, inputs).await?,
+            Op::File(file) => ops::file::run(&self.env, &job, file, inputs).await?,
             Op::Source(SourceOp::Http {
                 url,
                 checksum,
@@ -456,45 +425,4 @@ impl Worker for KilnWorker {
         }
         Ok(())
     }
-}
-
-/// Forwards a step's output chunks to progress events, keeping the last lines for an error.
-pub(crate) async fn forward_output(
-    job_events: Option<crate::engine::ProgressSender>,
-    vertex: Digest,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<kiln_executor::OutputChunk>,
-) -> Vec<String> {
-    const KEEP: usize = 20;
-    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    let mut partial = Vec::new();
-    while let Some(chunk) = rx.recv().await {
-        partial.extend_from_slice(&chunk.data);
-        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=pos).collect();
-            tail.push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-            if tail.len() > KEEP {
-                tail.pop_front();
-            }
-        }
-        if let Some(tx) = &job_events {
-            let stream = match chunk.stream {
-                kiln_executor::Stream::Stdout => LogStream::Stdout,
-                kiln_executor::Stream::Stderr => LogStream::Stderr,
-            };
-            let _ = tx.send(crate::engine::Event::now(
-                vertex.clone(),
-                EventKind::Log {
-                    stream,
-                    data: chunk.data,
-                },
-            ));
-        }
-    }
-    if !partial.is_empty() {
-        tail.push_back(String::from_utf8_lossy(&partial).into_owned());
-        if tail.len() > KEEP {
-            tail.pop_front();
-        }
-    }
-    tail.into()
 }

@@ -1,20 +1,21 @@
 //! Image store: put, tag, resolve, images, rmi, history, inspect.
 
-use kiln_cache::image::{MEDIA_TYPE_OCI_MANIFEST, minimal_config};
+use kiln_cache::image::minimal_config;
 use kiln_cache::testutil::busybox_image;
 use kiln_cache::{Compression, Error, LayerOptions, RemoveEvent, Store, history, inspect_json};
+use kiln_oci::media_type::OCI_MANIFEST;
 
 #[test]
 fn put_tag_resolve_and_rmi() {
     let t = tempfile::tempdir().unwrap();
     let s = Store::open(t.path()).unwrap();
     let rec = busybox_image(&s, "docker.io/library/busybox:latest").unwrap();
-    assert_eq!(rec.manifest_media_type, MEDIA_TYPE_OCI_MANIFEST);
+    assert_eq!(rec.manifest_media_type, OCI_MANIFEST);
     // Manifest bytes are canonical and hash to the manifest digest.
     let mbytes = s.manifest_bytes(&rec).unwrap();
-    assert_eq!(kiln_cache::sha256_digest(&mbytes), rec.manifest_digest);
+    assert_eq!(kiln_oci::sha256(&mbytes), rec.manifest_digest);
     assert_eq!(
-        kiln_cache::canonical_json(&serde_json::from_slice::<serde_json::Value>(&mbytes).unwrap())
+        kiln_oci::canonical_json(&serde_json::from_slice::<serde_json::Value>(&mbytes).unwrap())
             .unwrap(),
         mbytes
     );
@@ -23,10 +24,10 @@ fn put_tag_resolve_and_rmi() {
         .unwrap();
     for r in [
         "docker.io/library/busybox:latest",
-        rec.config_digest.as_ref(),
-        rec.manifest_digest.as_ref(),
-        rec.short_id(),
-        &rec.config_digest.digest()[..5],
+        &rec.config_digest.to_string(),
+        &rec.manifest_digest.to_string(),
+        &rec.short_id(),
+        &rec.config_digest.hex()[..5],
     ] {
         assert_eq!(
             s.resolve(r).unwrap().map(|r| r.manifest_digest),
@@ -46,7 +47,7 @@ fn put_tag_resolve_and_rmi() {
     );
 
     // by ID with two names: refused without force
-    let err = s.remove_image(rec.short_id(), false).unwrap_err();
+    let err = s.remove_image(&rec.short_id(), false).unwrap_err();
     assert!(matches!(err, Error::ImageInUse { .. }), "{err}");
     // by name: untag only
     let ev = s.remove_image("docker.io/library/other:1", false).unwrap();

@@ -190,7 +190,7 @@ fn apply_round_trip_preserves_everything() {
         &ApplyOptions::default(),
     )
     .unwrap();
-    assert_eq!(stats.diff_id, kiln_cache::sha256_digest(&bytes));
+    assert_eq!(stats.diff_id, kiln_oci::sha256(&bytes));
     assert_eq!(stats.tar_size, bytes.len() as u64);
     // Re-archiving the unpacked tree gives the same bytes.
     assert_eq!(tar_bytes(&dst, None), bytes);

@@ -1,7 +1,8 @@
 //! Snapshots and overlay mounts (root only).
 
 use kiln_cache::mount::MAX_LOWERS;
-use kiln_cache::{Compression, LayerOptions, LayerSource, Store, chain_id, mount_overlay, unmount};
+use kiln_cache::{Compression, LayerOptions, LayerSource, Store, mount_overlay, unmount};
+use kiln_oci::chain_id;
 
 use crate::support::{RawTar, file, is_root};
 

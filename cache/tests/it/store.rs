@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_cache::{ArchiveFormat, Store, load_archive, save_archive, sha256_digest};
+use kiln_cache::{ArchiveFormat, Store, load_archive, save_archive};
+use kiln_oci::sha256;
 
 /// Runs this test binary's test `name` in a child process with `env` set.
 fn child(name: &str, env: &[(&str, &Path)]) -> Command {
@@ -78,14 +79,14 @@ fn check_consistent(s: &Store) {
         let e = e.unwrap();
         let bytes = fs_err::read(e.path()).unwrap();
         assert_eq!(
-            sha256_digest(&bytes).digest(),
+            sha256(&bytes).hex(),
             e.file_name().to_str().unwrap(),
             "partial blob visible"
         );
     }
     for img in s.images().unwrap() {
         let rec = s
-            .resolve(img.manifest_digest.as_ref())
+            .resolve(&img.manifest_digest.to_string())
             .unwrap()
             .expect("listed image resolves");
         for l in &rec.layers {

@@ -8,12 +8,12 @@ use crate::{Reported, commands::Global};
 use anyhow::{Context, Result, bail};
 use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{LowerOptions, lower};
+use kiln_oci::Platform;
 use kiln_solver::cache::{self, Compression};
 use kiln_solver::context::find_ignore_file;
 use kiln_solver::context::ignore::parse_ignore_file;
 use kiln_solver::engine::{Solver, VertexOutcome};
 use kiln_solver::graph::Op;
-use kiln_solver::graph::Platform;
 use kiln_solver::ops::export;
 use kiln_solver::ops::mounts::SecretSource;
 use kiln_solver::remote::{self, CacheMode, CacheSpec};
@@ -127,12 +127,11 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let started = Instant::now();
     let host = Platform::host();
     if let Some(p) = &args.platform {
-        let want = Platform::parse(p)
-            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        let want: Platform = p.parse().with_context(|| format!("--platform {p:?}"))?;
         if want.os != host.os || want.architecture != host.architecture {
             bail!(
                 "--platform {p}: building for another platform than this machine's ({}) is not supported yet",
-                host.to_text()
+                host
             );
         }
     }
@@ -465,12 +464,12 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
 /// each with the chain it produced and its inputs' keys.
 fn export_records(
     def: &kiln_solver::graph::Definition,
-    keys: &BTreeMap<kiln_solver::graph::Digest, kiln_solver::graph::Digest>,
+    keys: &BTreeMap<kiln_oci::Digest, kiln_oci::Digest>,
     worker: &KilnWorker,
     mode: CacheMode,
 ) -> Vec<remote::ExportRecord> {
     use kiln_solver::graph::Op;
-    let steps: Vec<kiln_solver::graph::Digest> = match mode {
+    let steps: Vec<kiln_oci::Digest> = match mode {
         CacheMode::Min => export::lineage(def),
         CacheMode::Max => def
             .topo_order()

@@ -63,7 +63,7 @@ impl kiln_frontend::lower::ImageResolver for LenientResolver {
     fn resolve(
         &self,
         reference: &str,
-        platform: &kiln_solver::graph::Platform,
+        platform: &kiln_oci::Platform,
     ) -> Result<kiln_frontend::lower::ResolvedImage, String> {
         if let Some(store) = &self.0 {
             let r = crate::commands::resolver::StoreResolver::new(store.clone());
@@ -101,7 +101,7 @@ pub fn graph(
             .with_context(|| format!("--build-arg {a:?}: expected KEY=VALUE"))?;
         args.insert(k.to_string(), v.to_string());
     }
-    let host = kiln_solver::graph::Platform::host();
+    let host = kiln_oci::Platform::host();
     let opts = LowerOptions {
         target,
         build_args: args,

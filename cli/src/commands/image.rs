@@ -50,7 +50,7 @@ pub fn images(store: &Store, args: &ImagesArgs) -> Result<()> {
                 if args.no_trunc {
                     s.id.to_string()
                 } else {
-                    s.id.digest()[..12].to_string()
+                    s.id.short()
                 }
             )?;
         }
@@ -71,7 +71,7 @@ pub fn images(store: &Store, args: &ImagesArgs) -> Result<()> {
         let id = if args.no_trunc {
             s.id.to_string()
         } else {
-            s.id.digest()[..12].to_string()
+            s.id.short()
         };
         let created = s.created.clone().unwrap_or_default();
         let names = if s.names.is_empty() {
@@ -149,14 +149,8 @@ pub fn history(store: &Store, image: &str, no_trunc: bool) -> Result<()> {
     )?;
     for e in entries {
         let id =
-            e.id.map(|d| {
-                if no_trunc {
-                    d.to_string()
-                } else {
-                    d.digest()[..12].to_string()
-                }
-            })
-            .unwrap_or_else(|| "<missing>".to_string());
+            e.id.map(|d| if no_trunc { d.to_string() } else { d.short() })
+                .unwrap_or_else(|| "<missing>".to_string());
         let mut by = e.created_by.clone();
         if !no_trunc && by.chars().count() > 45 {
             by = by.chars().take(44).collect::<String>() + "…";

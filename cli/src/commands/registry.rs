@@ -3,8 +3,9 @@
 use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
+use kiln_oci::Platform;
 use kiln_solver::distribution;
-use kiln_solver::registry::{self, Client, ClientOptions, Platform, Reference};
+use kiln_solver::registry::{self, Client, ClientOptions, Reference};
 use std::io::Read;
 
 impl Global {

@@ -2,9 +2,10 @@
 //! store lacks them (or always looked up again with `--pull`).
 
 use kiln_frontend::lower::{ImageResolver, ResolvedImage};
+use kiln_oci::{Digest, Platform};
 use kiln_solver::cache::{ImageRecord, Store};
 use kiln_solver::distribution;
-use kiln_solver::graph::{Digest, ImageConfig, Platform};
+use kiln_solver::graph::ImageConfig;
 use kiln_solver::registry::{Client, Reference};
 
 /// Resolves `FROM` references against the store, and a registry when one is given.
@@ -104,10 +105,9 @@ impl StoreResolver {
                 remote.client.get_or_init(|| std::sync::Arc::new(c))
             }
         };
-        let platform = distribution::platform(platform);
         let pulled = if self.lazy {
             handle
-                .block_on(distribution::pull_lazily(client, &self.store, r, &platform))
+                .block_on(distribution::pull_lazily(client, &self.store, r, platform))
                 .inspect(|rec| {
                     self.staged
                         .lock()
@@ -115,7 +115,7 @@ impl StoreResolver {
                         .push((r.clone(), rec.clone()));
                 })
         } else {
-            handle.block_on(distribution::pull(client, &self.store, r, &platform))
+            handle.block_on(distribution::pull(client, &self.store, r, platform))
         };
         pulled.map_err(|e| {
             let mut msg = e.to_string();

@@ -7,7 +7,8 @@ use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{ImageResolver, LowerOptions, ResolvedImage, lower};
 use kiln_frontend::parser::parse;
 use kiln_frontend::shell::{Env, Escape, expand_word, expand_words};
-use kiln_solver::graph::{ImageConfig, Platform, RunConfig};
+use kiln_graph::{ImageConfig, RunConfig};
+use kiln_oci::Platform;
 use libfuzzer_sys::fuzz_target;
 
 struct AnyImage;

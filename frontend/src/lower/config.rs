@@ -1,6 +1,6 @@
 //! Values of config instructions and flags: ports, signals, modes, owners.
 
-use kiln_solver::graph::ChownOpt;
+use kiln_graph::ChownOpt;
 
 use super::error::LowerErrorKind;
 

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use kiln_solver::graph::{
-    CopyAction, Definition, Digest, ExecOp, FileAction, FileOp, Healthcheck, History, ImageConfig,
-    ImageSpec, LocalSource, Mount, MountKind, NetworkMode, Op, Platform, RunConfig, SecurityMode,
-    SourceOp, Vertex, VertexMeta,
+use kiln_graph::{
+    CopyAction, Definition, ExecOp, FileAction, FileOp, Healthcheck, History, ImageConfig,
+    ImageSpec, LocalSource, Mount, MountKind, NetworkMode, Op, RunConfig, SecurityMode, SourceOp,
+    Vertex, VertexMeta,
 };
+use kiln_oci::{Digest, Platform};
 
 use super::config::{check_chmod, chown, parse_port_spec, valid_signal};
 use super::error::{LowerError, LowerErrorKind, MountError};
@@ -184,11 +185,11 @@ impl<'a> Lowerer<'a> {
         let tp = &opts.target_platform;
         let mut global = Env::new();
         for (k, v) in [
-            ("BUILDPLATFORM", bp.to_text()),
+            ("BUILDPLATFORM", bp.to_string()),
             ("BUILDOS", bp.os.clone()),
             ("BUILDARCH", bp.architecture.clone()),
             ("BUILDVARIANT", bp.variant.clone().unwrap_or_default()),
-            ("TARGETPLATFORM", tp.to_text()),
+            ("TARGETPLATFORM", tp.to_string()),
             ("TARGETOS", tp.os.clone()),
             ("TARGETARCH", tp.architecture.clone()),
             ("TARGETVARIANT", tp.variant.clone().unwrap_or_default()),
@@ -393,7 +394,7 @@ impl<'a> Lowerer<'a> {
                         },
                     ));
                 }
-                Some(Platform::parse(&v.to_ascii_lowercase()).ok_or_else(|| {
+                Some(v.parse::<Platform>().map_err(|_| {
                     LowerError::new(p.span, LowerErrorKind::InvalidPlatform { value: v })
                 })?)
             }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use kiln_solver::graph::Healthcheck;
+use kiln_graph::Healthcheck;
 
 use crate::parser::go_quote;
 

@@ -13,7 +13,7 @@
 //!   exactly its paths, so its cache key covers exactly its files.
 //!
 //! invariant: a vertex digest depends only on ops and inputs (never on lines, comments or other
-//! stages); descriptions and lines live in [`VertexMeta`](kiln_solver::graph::VertexMeta).
+//! stages); descriptions and lines live in [`VertexMeta`](kiln_graph::VertexMeta).
 
 mod config;
 mod dispatch;
@@ -25,7 +25,8 @@ mod stage;
 
 use std::collections::BTreeMap;
 
-use kiln_solver::graph::{Definition, Digest, ImageConfig, Platform};
+use kiln_graph::{Definition, ImageConfig};
+use kiln_oci::{Digest, Platform};
 
 use crate::ast::Ast;
 use crate::diagnostic::Span;

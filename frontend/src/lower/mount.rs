@@ -1,6 +1,6 @@
 //! `RUN --mount=...` values: BuildKit's CSV syntax, option by option, with its checks.
 
-use kiln_solver::graph::CacheSharing;
+use kiln_graph::CacheSharing;
 
 use super::error::MountError;
 use crate::diagnostic::suggest;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_solver::graph::Platform;
+use kiln_oci::Platform;
 
 use super::ResolvedImage;
 use super::error::{LowerError, LowerErrorKind};

@@ -11,11 +11,12 @@ use std::path::Path;
 use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{ImageResolver, LowerOptions, Lowered, ResolvedImage, lower};
 use kiln_frontend::parser::parse;
-use kiln_solver::graph::{
-    CacheSharing, ChownOpt, CopyAction, Definition, Digest, ExecOp, FileAction, FileOp, History,
-    ImageConfig, LocalSource, MountKind, NetworkMode, Op, Platform, RootFs, RunConfig,
-    SecurityMode, SourceOp, Vertex,
+use kiln_graph::{
+    CacheSharing, ChownOpt, CopyAction, Definition, ExecOp, FileAction, FileOp, History,
+    ImageConfig, LocalSource, MountKind, NetworkMode, Op, RootFs, RunConfig, SecurityMode,
+    SourceOp, Vertex,
 };
+use kiln_oci::{Digest, Platform};
 
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";

@@ -3,10 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_registry_client::{
-    BlobStore, Client, ClientOptions, Credential, Descriptor, Error, Platform, Reference,
-    sha256_digest,
-};
+use kiln_oci::{Descriptor, Platform};
+use kiln_registry_client::{BlobStore, Client, ClientOptions, Credential, Error, Reference};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -177,9 +175,9 @@ fn fast_client(max_attempts: u32) -> Client {
 
 fn blob(bytes: &[u8]) -> Descriptor {
     Descriptor::new(
-        "application/octet-stream".into(),
+        "application/octet-stream",
         bytes.len() as u64,
-        sha256_digest(bytes),
+        kiln_oci::sha256(bytes),
     )
 }
 
@@ -246,7 +244,7 @@ async fn server_error_then_success() {
         .fetch_blob(&r, &desc, &store)
         .await
         .or_die("fetch");
-    assert_eq!(store.read(desc.digest()), data);
+    assert_eq!(store.read(&desc.digest), data);
     assert_eq!(server.seen().len(), 2);
 }
 
@@ -286,7 +284,7 @@ async fn dropped_connection_mid_blob_is_retried() {
         .fetch_blob(&r, &desc, &store)
         .await
         .or_die("fetch");
-    assert_eq!(store.read(desc.digest()), data);
+    assert_eq!(store.read(&desc.digest), data);
     assert_eq!(server.seen().len(), 2);
     assert_eq!(store.staged(), 0, "the broken attempt left nothing behind");
 }
@@ -302,17 +300,17 @@ async fn wrong_digest_is_an_error_and_nothing_is_stored() {
         Err(Error::DigestMismatch {
             expected, actual, ..
         }) => {
-            assert_eq!(&expected, desc.digest());
-            assert_eq!(actual, sha256_digest(b"the fake bytes").to_string());
+            assert_eq!(&expected, &desc.digest);
+            assert_eq!(actual, kiln_oci::sha256(b"the fake bytes").to_string());
         }
         other => panic!("expected a digest mismatch, got {other:?}"),
     }
-    assert!(!store.has_blob(desc.digest()));
+    assert!(!store.has_blob(&desc.digest));
     assert_eq!(store.staged(), 0);
     assert_eq!(server.seen().len(), 1, "a mismatch is not retried");
 
     // A tampered manifest fetched by digest is refused too.
-    let wanted = r.with_digest(sha256_digest(b"{}"));
+    let wanted = r.with_digest(kiln_oci::sha256(b"{}"));
     let err = fast_client(1).resolve(&wanted, &Platform::host()).await;
     assert!(matches!(err, Err(Error::DigestMismatch { .. })), "{err:?}");
 }
@@ -328,14 +326,14 @@ async fn oversized_blob_is_cut_off() {
         matches!(err, Err(Error::SizeMismatch { expected: 5, .. })),
         "{err:?}"
     );
-    assert!(!store.has_blob(desc.digest()));
+    assert!(!store.has_blob(&desc.digest));
 }
 
 #[tokio::test]
 async fn retried_upload_restarts_with_a_new_session() {
     let (store, img) = image();
     let layer = img.layers[0].clone();
-    let expected = store.read(layer.digest());
+    let expected = store.read(&layer.digest);
     let server = FaultServer::start(move |req, earlier| match req.method.as_str() {
         "HEAD" => Reply::new(404),
         "POST" => {
@@ -360,11 +358,11 @@ async fn retried_upload_restarts_with_a_new_session() {
         .or_die("push blob");
     assert_eq!(outcome, kiln_registry_client::BlobPush::Uploaded);
     let lines = server.lines();
-    let digest = layer.digest().to_string().replace(':', "%3A");
+    let digest = layer.digest.to_string().replace(':', "%3A");
     assert_eq!(
         lines,
         vec![
-            format!("HEAD /v2/app/blobs/{}", layer.digest()),
+            format!("HEAD /v2/app/blobs/{}", layer.digest),
             "POST /v2/app/blobs/uploads/".to_owned(),
             format!("PUT /v2/app/blobs/uploads/s0?digest={digest}"),
             "POST /v2/app/blobs/uploads/".to_owned(),

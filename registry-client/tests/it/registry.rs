@@ -2,9 +2,11 @@
 
 use std::process::Command;
 
+use kiln_oci::Platform;
+use kiln_oci::media_type::OCI_INDEX;
 use kiln_registry_client::{
-    BlobPush, BlobStore, Client, ClientOptions, Error, OCI_INDEX, Platform, PullEvent, PushEvent,
-    Reference, Stored, login, logout,
+    BlobPush, BlobStore, Client, ClientOptions, Error, PullEvent, PushEvent, Reference, Stored,
+    login, logout,
 };
 
 use crate::support::{DirStore, OrDie, Registry, TestImage, build_image, require, tar_layer};
@@ -68,7 +70,10 @@ async fn round_trip_push_skopeo_pull() {
         String::from_utf8_lossy(&out.stderr)
     );
     let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).or_die("skopeo json");
-    assert_eq!(inspected["Digest"].as_str(), Some(img.digest.as_ref()));
+    assert_eq!(
+        inspected["Digest"].as_str(),
+        Some(img.digest.to_string().as_str())
+    );
 
     let dst = DirStore::new();
     let events = std::sync::Mutex::new(Vec::new());
@@ -87,10 +92,10 @@ async fn round_trip_push_skopeo_pull() {
     assert_eq!(resolved.layers, img.layers);
     for d in img.blobs() {
         assert_eq!(
-            dst.read(d.digest()),
-            src.read(d.digest()),
+            dst.read(&d.digest),
+            src.read(&d.digest),
             "blob {}",
-            d.digest()
+            &d.digest
         );
     }
     let events = events.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -203,7 +208,7 @@ async fn cross_repository_mount() {
         .await
         .or_die("pull mounted");
     assert_eq!(resolved.manifest_digest, img.digest);
-    assert!(dst.has_blob(img.layers[0].digest()));
+    assert!(dst.has_blob(&img.layers[0].digest));
 
     // A mount source that lacks the blob gets a 202: a normal upload follows.
     let other = DirStore::new();
@@ -239,7 +244,7 @@ async fn chunked_upload_of_large_blobs() {
     let report = push(&c, &target, &img, &store).await;
     assert_eq!(report.uploaded, 2);
     let patches = reg.count("PATCH", "/blobs/uploads");
-    let size = img.layers[0].size();
+    let size = img.layers[0].size;
     assert_eq!(
         patches as u64,
         size.div_ceil(64 * 1024),
@@ -249,8 +254,8 @@ async fn chunked_upload_of_large_blobs() {
     let dst = DirStore::new();
     c.pull(&target, &amd64(), &dst, None).await.or_die("pull");
     assert_eq!(
-        dst.read(img.layers[0].digest()),
-        store.read(img.layers[0].digest())
+        dst.read(&img.layers[0].digest),
+        store.read(&img.layers[0].digest)
     );
 }
 
@@ -323,8 +328,8 @@ async fn index_resolves_to_the_platform() {
 async fn artifacts_keep_their_media_type() {
     let reg = Registry::start();
     let store = DirStore::new();
-    let blob = store.put("application/vnd.kiln.cache.v1+json".into(), b"{\"k\":1}");
-    let empty = store.put("application/vnd.oci.empty.v1+json".into(), b"{}");
+    let blob = store.put("application/vnd.kiln.cache.v1+json", b"{\"k\":1}");
+    let empty = store.put("application/vnd.oci.empty.v1+json", b"{}");
     let manifest = serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": "application/vnd.kiln.cache.v1",
@@ -367,7 +372,7 @@ async fn missing_manifest_and_blob_are_clear_errors() {
         ))
     );
     let store = DirStore::new();
-    let d = store.put("application/octet-stream".into(), b"never pushed");
+    let d = store.put("application/octet-stream", b"never pushed");
     let err = c.fetch_blob(&r, &d, &DirStore::new()).await;
     assert!(matches!(err, Err(Error::BlobNotFound { .. })), "{err:?}");
 }
@@ -486,20 +491,20 @@ async fn futures_are_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_schema2_and_manifest_lists() {
-    use kiln_registry_client::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
+    use kiln_oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
     let reg = Registry::start();
     let store = DirStore::new();
     let layer = store.put(
-        "application/vnd.docker.image.rootfs.diff.tar".into(),
+        "application/vnd.docker.image.rootfs.diff.tar",
         &tar_layer(&[("docker", b"v2")]),
     );
     let config_bytes = serde_json::to_vec(&serde_json::json!({
         "architecture": "arm", "variant": "v7", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer.digest()]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
     }))
     .or_die("json");
     let config = store.put(
-        "application/vnd.docker.container.image.v1+json".into(),
+        "application/vnd.docker.container.image.v1+json",
         &config_bytes,
     );
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -508,7 +513,7 @@ async fn docker_schema2_and_manifest_lists() {
     .or_die("json");
     let c = client();
     let repo = reference(&reg, "legacy/img:v7");
-    let digest = kiln_registry_client::sha256_digest(&manifest);
+    let digest = kiln_oci::sha256(&manifest);
     let child = repo.with_digest(digest.clone());
     c.push_image(
         &child,
@@ -542,7 +547,7 @@ async fn docker_schema2_and_manifest_lists() {
         resolved.index.map(|i| i.media_type).as_deref(),
         Some(DOCKER_MANIFEST_LIST)
     );
-    assert_eq!(dst.read(layer.digest()), store.read(layer.digest()));
+    assert_eq!(dst.read(&layer.digest), store.read(&layer.digest));
     let armv6: Platform = "linux/arm/v6".parse().or_die("platform");
     let err = c.resolve(&repo, &armv6).await;
     assert!(

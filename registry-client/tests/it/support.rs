@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kiln_registry_client::{BlobSink, BlobStore, Descriptor, Digest, sha256_digest};
-use oci_spec::image::MediaType;
+use kiln_oci::{Descriptor, Digest};
+use kiln_registry_client::{BlobSink, BlobStore};
 use sha2::{Digest as _, Sha256};
 
 /// Panics with `msg` and the error; tests only.
@@ -41,13 +41,13 @@ impl DirStore {
         self.dir
             .path()
             .join("blobs")
-            .join(d.algorithm().as_ref())
-            .join(d.digest())
+            .join(d.algorithm())
+            .join(d.hex())
     }
 
     /// Stores bytes directly and returns their descriptor.
-    pub fn put(&self, media_type: MediaType, bytes: &[u8]) -> Descriptor {
-        let digest = sha256_digest(bytes);
+    pub fn put(&self, media_type: &str, bytes: &[u8]) -> Descriptor {
+        let digest = kiln_oci::sha256(bytes);
         let path = self.path(&digest);
         fs_err::create_dir_all(path.parent().or_die_opt()).or_die("mkdir");
         fs_err::write(&path, bytes).or_die("write blob");
@@ -103,14 +103,14 @@ impl Write for DirSink {
 impl BlobSink for DirSink {
     fn commit(mut self: Box<Self>, expected: &Digest) -> std::io::Result<()> {
         let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-        if actual != expected.as_ref() {
+        if actual != expected.to_string() {
             return Err(std::io::Error::other("digest mismatch at commit"));
         }
         let dest = self
             .root
             .join("blobs")
-            .join(expected.algorithm().as_ref())
-            .join(expected.digest());
+            .join(expected.algorithm())
+            .join(expected.hex());
         if let Some(parent) = dest.parent() {
             fs_err::create_dir_all(parent)?;
         }
@@ -323,9 +323,9 @@ pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
 pub fn build_image(store: &DirStore, arch: &str, layers: &[Vec<u8>]) -> TestImage {
     let layer_descs: Vec<Descriptor> = layers
         .iter()
-        .map(|l| store.put(MediaType::ImageLayer, l))
+        .map(|l| store.put(kiln_oci::media_type::OCI_LAYER_GZIP, l))
         .collect();
-    let diff_ids: Vec<String> = layer_descs.iter().map(|d| d.digest().to_string()).collect();
+    let diff_ids: Vec<String> = layer_descs.iter().map(|d| d.digest.to_string()).collect();
     let config = serde_json::json!({
         "architecture": arch,
         "os": "linux",
@@ -333,7 +333,7 @@ pub fn build_image(store: &DirStore, arch: &str, layers: &[Vec<u8>]) -> TestImag
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
     let config_bytes = serde_json::to_vec(&config).or_die("config json");
-    let config = store.put(MediaType::ImageConfig, &config_bytes);
+    let config = store.put(kiln_oci::media_type::OCI_CONFIG, &config_bytes);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -342,7 +342,7 @@ pub fn build_image(store: &DirStore, arch: &str, layers: &[Vec<u8>]) -> TestImag
     });
     let manifest = serde_json::to_vec(&manifest).or_die("manifest json");
     TestImage {
-        digest: sha256_digest(&manifest),
+        digest: kiln_oci::sha256(&manifest),
         manifest,
         media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
         config,

@@ -16,7 +16,7 @@
 use super::Error;
 use super::ignore::Matcher;
 use super::walk::{self, Entry, EntryKind};
-use crate::graph::Digest;
+use kiln_oci::Digest;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::graph::LocalSource;
+use kiln_graph::LocalSource;
 
 /// Files whose ctime is this close to the moment they were hashed are not cached.
 pub const RACY_WINDOW_NS: i64 = 100_000_000;
@@ -278,15 +278,7 @@ impl ContextHasher {
             cache_hits: hits,
             files_read: misses,
         };
-        let hex = hex::encode(hasher.finalize());
-        format!("sha256:{hex}")
-            .parse()
-            .map(|d| (d, stats))
-            .map_err(|_| Error::Io {
-                op: "encode digest of",
-                path: canonical,
-                source: std::io::Error::other("invalid digest"),
-            })
+        Ok((Digest::from_hasher(hasher), stats))
     }
 
     /// The files of a selection whose content differs from what the stat cache on disk (the
@@ -426,7 +418,7 @@ fn hash_file(walker: &walk::Walker<'_>, entry: &Entry) -> Result<[u8; 32], Error
 }
 
 fn cache_file(cache_dir: &Path, canonical: &Path) -> PathBuf {
-    let key = crate::graph::sha256(canonical.as_os_str().as_encoded_bytes());
+    let key = kiln_oci::sha256(canonical.as_os_str().as_encoded_bytes());
     cache_dir.join(format!("{}.statcache", key.hex()))
 }
 

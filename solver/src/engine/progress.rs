@@ -1,4 +1,4 @@
-use crate::graph::Digest;
+use kiln_oci::Digest;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 

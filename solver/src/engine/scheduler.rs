@@ -4,9 +4,10 @@
 //! `solve` future (no spawned tasks), so dropping it, or the first failure, cancels all work.
 
 use super::progress::{Event, EventKind, ProgressSender};
-use crate::graph::{Definition, Digest, Vertex};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, try_join_all};
+use kiln_graph::{Definition, Vertex};
+use kiln_oci::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -323,7 +324,7 @@ mod tests {
     //! Fake ops with call counters (as BuildKit's scheduler tests do) prove dedupe, pruning,
     //! parallelism, cache hits and cancellation without any I/O.
     use super::*;
-    use crate::graph::{FileAction, FileOp, Op, VertexMeta};
+    use kiln_graph::{FileAction, FileOp, Op, VertexMeta};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fake op: its "output" is the concatenation of its inputs and its own name.
@@ -367,7 +368,7 @@ mod tests {
             for i in inputs {
                 s.push_str(&i.to_string());
             }
-            Ok(crate::graph::sha256(s.as_bytes()))
+            Ok(kiln_oci::sha256(s.as_bytes()))
         }
         async fn lookup(&self, key: &CacheKey, _v: &Vertex) -> Result<Option<String>, BoxError> {
             Ok(lock(&self.cache).get(key).cloned())
@@ -602,7 +603,7 @@ mod tests {
             .get_mut(&a)
             .unwrap()
             .inputs
-            .push(crate::graph::sha256(b"missing"));
+            .push(kiln_oci::sha256(b"missing"));
         def.root = Some(a);
         let w = Arc::new(Fake::default());
         assert!(Solver::new(w, 1).solve(Arc::new(def)).await.is_err());

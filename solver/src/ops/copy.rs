@@ -18,7 +18,7 @@
 use crate::context::glob::{clean, has_meta};
 use crate::context::ignore::Matcher;
 use crate::context::walk::{Entry, EntryKind, Meta, Walker, normalize_source, parallel_map};
-use crate::graph::CopyAction;
+use kiln_graph::CopyAction;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use std::collections::HashMap;

@@ -1,12 +1,12 @@
 //! `RUN`: a process in the sandbox over an overlay of its input; the upperdir becomes the layer.
 
+use super::OpEnv;
 use crate::engine::Job;
 use crate::error::{Error, Result};
-use crate::graph::{ExecOp, NetworkMode, SecurityMode, Vertex};
 use crate::ops::step::StepMount;
-use crate::worker::{Chain, KilnWorker, Ref, forward_output};
-use kiln_cache::LayerOptions;
+use crate::refs::{Chain, Ref};
 use kiln_executor::{MountPlan, Network, Output, ProcessPlan, RunRequest};
+use kiln_graph::{ExecOp, NetworkMode, SecurityMode, Vertex};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +28,8 @@ const MOUNT_STUBS: &[&str] = &[
 static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Runs an exec op.
-pub async fn run(
-    w: &KilnWorker,
+pub(crate) async fn run(
+    env: &OpEnv,
     job: &Job<'_>,
     vertex: &Vertex,
     exec: &ExecOp,
@@ -42,16 +42,16 @@ pub async fn run(
             .ok_or_else(|| Error::other("exec", "rootfs input out of range"))?,
         None => Arc::new(Chain::default()),
     };
-    let store = w.store().clone();
-    let (mounts, env, _held) = {
+    let store = env.store.clone();
+    let (mounts, mount_env, _held) = {
         let store = store.clone();
         let exec = exec.clone();
-        let secrets = w.opts.secrets.clone();
+        let secrets = env.secrets.clone();
         let inputs = inputs.clone();
         blocking(move || crate::ops::mounts::prepare(&store, &exec, &inputs, &secrets)).await?
     };
     let mut plan = plan_for(exec, mounts)?;
-    plan.env.extend(env);
+    plan.env.extend(mount_env);
     let step = blocking({
         let store = store.clone();
         move || StepMount::prepare(&store, base)
@@ -75,9 +75,7 @@ pub async fn run(
     let forward = forward_output(job.events(), job.digest.clone(), rx);
     // The sandboxed process does not hold a job slot: see `Job::outside_jobs`.
     let (status, tail) = job
-        .outside_jobs(async {
-            futures::join!(w.opts.runtime.run(req, Output::Channel(tx)), forward)
-        })
+        .outside_jobs(async { futures::join!(env.runtime.run(req, Output::Channel(tx)), forward) })
         .await;
     let status = status?;
     if !status.success() {
@@ -95,11 +93,7 @@ pub async fn run(
             last_lines: tail,
         });
     }
-    let opts = LayerOptions {
-        compression: w.opts.compression,
-        mtime_clamp: w.opts.source_date_epoch,
-        ..LayerOptions::default()
-    };
+    let opts = env.layer_options();
     let digest = job.digest.clone();
     let chain = blocking(move || {
         remove_stubs(&step.upper_dir(), &absent);
@@ -205,4 +199,45 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::other("worker thread", e))?
+}
+
+/// Forwards a step's output chunks to progress events, keeping the last lines for an error.
+async fn forward_output(
+    job_events: Option<crate::engine::ProgressSender>,
+    vertex: kiln_oci::Digest,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<kiln_executor::OutputChunk>,
+) -> Vec<String> {
+    const KEEP: usize = 20;
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut partial = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        partial.extend_from_slice(&chunk.data);
+        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=pos).collect();
+            tail.push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            if tail.len() > KEEP {
+                tail.pop_front();
+            }
+        }
+        if let Some(tx) = &job_events {
+            let stream = match chunk.stream {
+                kiln_executor::Stream::Stdout => crate::engine::LogStream::Stdout,
+                kiln_executor::Stream::Stderr => crate::engine::LogStream::Stderr,
+            };
+            let _ = tx.send(crate::engine::Event::now(
+                vertex.clone(),
+                crate::engine::EventKind::Log {
+                    stream,
+                    data: chunk.data,
+                },
+            ));
+        }
+    }
+    if !partial.is_empty() {
+        tail.push_back(String::from_utf8_lossy(&partial).into_owned());
+        if tail.len() > KEEP {
+            tail.pop_front();
+        }
+    }
+    tail.into()
 }

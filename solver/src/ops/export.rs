@@ -6,9 +6,10 @@
 //! before the lineage are the base image's and keep their flags.
 
 use crate::error::{Error, Result};
-use crate::graph::{Definition, Digest, ImageConfig, Op, SourceOp};
-use crate::worker::Chain;
+use crate::refs::Chain;
 use kiln_cache::{ImageRecord, Store};
+use kiln_graph::{Definition, ImageConfig, Op, SourceOp};
+use kiln_oci::Digest;
 use std::collections::HashSet;
 
 /// Times written into the config: `SOURCE_DATE_EPOCH` when given, else the Unix epoch, so
@@ -116,7 +117,7 @@ fn config_bytes(
     if let (Some(meta), Some(obj)) = (inline_cache, value.as_object_mut()) {
         obj.insert(crate::remote::INLINE_KEY.to_string(), meta);
     }
-    kiln_cache::canonical_json(&value).map_err(Error::Cache)
+    kiln_oci::canonical_json(&value).map_err(|e| Error::other("image config", e))
 }
 
 /// The image's config and manifest blobs only, for a push whose layers may still be in a
@@ -142,8 +143,8 @@ pub fn export_image(
 ) -> Result<ImageRecord> {
     let bytes = config_bytes(def, chain, source_date_epoch, inline_cache)?;
     // A rebuild that changed nothing makes the same config: the image is already stored.
-    let id = kiln_cache::sha256_digest(&bytes);
-    if let Some(rec) = store.resolve(id.as_ref())?
+    let id = kiln_oci::sha256(&bytes);
+    if let Some(rec) = store.resolve(&id.to_string())?
         && rec.config_bytes == bytes
         && rec.layers == chain.infos()
     {

@@ -1,14 +1,14 @@
 //! File ops (`COPY`, `ADD`, heredoc files, `WORKDIR`): actions applied to an overlay of the base;
 //! the upperdir becomes the layer.
 
+use super::OpEnv;
 use crate::engine::Job;
 use crate::error::{Error, Result};
-use crate::graph::{ChownOpt, FileAction, FileOp};
 use crate::ops::copy::{self, CopyIds};
 use crate::ops::exec::blocking;
 use crate::ops::step::{ReadOnlyMount, StepMount};
-use crate::worker::{Chain, KilnWorker, Ref};
-use kiln_cache::LayerOptions;
+use crate::refs::{Chain, Ref};
+use kiln_graph::{ChownOpt, FileAction, FileOp};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Runs a file op.
-pub async fn run(w: &KilnWorker, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref>) -> Result<Ref> {
+pub(crate) async fn run(env: &OpEnv, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref>) -> Result<Ref> {
     let base = match op.base {
         Some(i) => inputs
             .get(i)
@@ -24,12 +24,8 @@ pub async fn run(w: &KilnWorker, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref>) -
             .ok_or_else(|| Error::other("file op", "base input out of range"))?,
         None => Arc::new(Chain::default()),
     };
-    let store = w.store().clone();
-    let opts = LayerOptions {
-        compression: w.opts.compression,
-        mtime_clamp: w.opts.source_date_epoch,
-        ..LayerOptions::default()
-    };
+    let store = env.store.clone();
+    let opts = env.layer_options();
     let digest = job.digest.clone();
     let op = op.clone();
     let chain = blocking(move || {

@@ -5,9 +5,9 @@
 //! it); without one, the file is fetched and its content digest is the key, as BuildKit does.
 
 use crate::error::{Error, Result};
-use crate::graph::{Digest, sha256};
 use futures::StreamExt;
 use kiln_cache::Store;
+use kiln_oci::{Digest, sha256};
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::PathBuf;
@@ -88,9 +88,7 @@ pub async fn fetch(
     }
     file.sync_all().map_err(|e| err(e.to_string()))?;
     drop(file);
-    let got: Digest = format!("sha256:{}", hex::encode(hasher.finalize()))
-        .parse()
-        .map_err(|e: crate::graph::DigestError| err(e.to_string()))?;
+    let got = Digest::from_hasher(hasher);
     if let Some(w) = want
         && *w != got
     {

@@ -9,3 +9,31 @@ pub mod http;
 pub mod mounts;
 pub mod source;
 pub mod step;
+
+use kiln_cache::{Compression, LayerOptions, Store};
+use kiln_executor::Runtime;
+use std::collections::BTreeMap;
+
+/// What ops need from the build they run in: the store, the sandbox's runtime, how new layers
+/// are written, and the secrets `RUN --mount=type=secret` may read.
+pub(crate) struct OpEnv {
+    pub(crate) store: Store,
+    pub(crate) runtime: Runtime,
+    /// Compression of new layers.
+    pub(crate) compression: Compression,
+    /// SOURCE_DATE_EPOCH: clamps file times in new layers.
+    pub(crate) source_date_epoch: Option<i64>,
+    /// `--secret id=…` (never in a key, a layer or a log).
+    pub(crate) secrets: BTreeMap<String, mounts::SecretSource>,
+}
+
+impl OpEnv {
+    /// How a step writes its layer.
+    pub(crate) fn layer_options(&self) -> LayerOptions {
+        LayerOptions {
+            compression: self.compression,
+            mtime_clamp: self.source_date_epoch,
+            ..LayerOptions::default()
+        }
+    }
+}

@@ -4,11 +4,11 @@
 //! run like the runtime's own stubs.
 
 use crate::error::{Error, Result};
-use crate::graph::{CacheSharing, CopyAction, ExecOp, MountKind};
 use crate::ops::step::{ReadOnlyMount, StepMount};
-use crate::worker::Ref;
+use crate::refs::Ref;
 use kiln_cache::Store;
 use kiln_executor::MountPlan;
+use kiln_graph::{CacheSharing, CopyAction, ExecOp, MountKind};
 use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -254,7 +254,7 @@ fn cache_dir(
     gid: u32,
     held: &mut Held,
 ) -> Result<PathBuf> {
-    let name = crate::graph::sha256(id.as_bytes()).hex();
+    let name = kiln_oci::sha256(id.as_bytes()).hex();
     let base = store.root().join("cache-mounts").join(&name);
     let dir = base.join("data");
     if !dir.exists() {

@@ -1,9 +1,9 @@
 //! Source ops: base images from the store.
 
 use crate::error::{Error, Result};
-use crate::graph::Digest;
-use crate::worker::{Chain, ChainLayer};
+use crate::refs::{Chain, ChainLayer};
 use kiln_cache::Store;
+use kiln_oci::Digest;
 
 /// The layer chain of a base image, by manifest digest when known, else by name.
 pub fn image_chain(
@@ -13,10 +13,7 @@ pub fn image_chain(
     step: &Digest,
 ) -> Result<Chain> {
     let rec = match digest {
-        Some(d) => {
-            let md = kiln_cache::parse_digest(&d.to_string())?;
-            store.image_by_manifest(&md)?
-        }
+        Some(d) => store.image_by_manifest(d)?,
         None => store.resolve(reference)?,
     };
     let rec = rec.ok_or_else(|| Error::MissingImage {

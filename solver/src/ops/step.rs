@@ -2,9 +2,9 @@
 //! capture of that upperdir as the step's layer.
 
 use crate::error::{Error, Result};
-use crate::graph::Digest;
-use crate::worker::{Chain, ChainLayer};
+use crate::refs::{Chain, ChainLayer};
 use kiln_cache::{LayerOptions, LayerSource, MountGuard, Snapshot, Store};
+use kiln_oci::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

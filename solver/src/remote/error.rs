@@ -1,6 +1,6 @@
 //! Errors of the shared build cache.
 
-use kiln_registry_client::Digest;
+use kiln_oci::Digest;
 use std::path::PathBuf;
 
 /// What can go wrong parsing cache options, exporting or fetching cached blobs. Import

@@ -4,8 +4,10 @@ use super::error::{Error, Result};
 use super::format::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, Document, WireLayer};
 use super::{CacheSpec, ExportRecord};
 use crate::distribution::StoreBlobs;
-use kiln_cache::{Digest, Store, parse_digest, sha256_digest};
-use kiln_registry_client::{Client, Descriptor, OCI_INDEX, OCI_MANIFEST, Reference};
+use kiln_cache::{Store, parse_digest};
+use kiln_oci::media_type::{OCI_INDEX, OCI_MANIFEST};
+use kiln_oci::{Descriptor, Digest, sha256};
+use kiln_registry_client::{Client, Reference};
 use serde_json::json;
 use sha2::Digest as _;
 use std::io::{Read, Write};
@@ -61,7 +63,7 @@ pub async fn export_with(
 ) -> Result<ExportReport> {
     let doc = Document::from_records(records);
     let config = doc.to_bytes();
-    let config_digest = sha256_digest(&config);
+    let config_digest = sha256(&config);
     let manifest = manifest_bytes(&config_digest, config.len() as u64, doc.wire_layers());
     let layers = layer_descriptors(doc.wire_layers())?;
     let count = doc.record_count();
@@ -69,7 +71,7 @@ pub async fn export_with(
         CacheSpec::Registry { reference, .. } => {
             store.write_blob(&config)?;
             let mut blobs = vec![Descriptor::new(
-                CONFIG_MEDIA_TYPE.into(),
+                CONFIG_MEDIA_TYPE,
                 config.len() as u64,
                 config_digest,
             )];
@@ -87,8 +89,8 @@ pub async fn export_with(
                 .map_err(|e| {
                     match layers
                         .iter()
-                        .find(|d| !store.has_blob(d.digest()))
-                        .map(|d| d.digest().clone())
+                        .find(|d| !store.has_blob(&d.digest))
+                        .map(|d| d.digest.clone())
                     {
                         // The likely cause: a lazily imported layer nobody fetched.
                         Some(digest)
@@ -157,11 +159,7 @@ fn layer_descriptors(layers: &[WireLayer]) -> Result<Vec<Descriptor>> {
         .iter()
         .map(|l| {
             let digest = parse_digest(&l.digest)?;
-            Ok(Descriptor::new(
-                l.media_type.as_str().into(),
-                l.size,
-                digest,
-            ))
+            Ok(Descriptor::new(l.media_type.as_str(), l.size, digest))
         })
         .collect()
 }
@@ -179,22 +177,22 @@ fn write_layout(
     fs_err::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
     let (mut written, mut existed) = (0, 0);
     for d in layers {
-        let dest = blob_path(dir, d.digest());
+        let dest = blob_path(dir, &d.digest);
         if dest.is_file() {
             existed += 1;
             continue;
         }
-        if !store.has_blob(d.digest()) {
+        if !store.has_blob(&d.digest) {
             return Err(Error::MissingBlob {
-                digest: d.digest().clone(),
+                digest: d.digest.clone(),
             });
         }
-        let src = store.open_blob(d.digest())?;
-        write_verified(dir, d.digest(), src)?;
+        let src = store.open_blob(&d.digest)?;
+        write_verified(dir, &d.digest, src)?;
         written += 1;
     }
     for bytes in [config, manifest] {
-        let digest = sha256_digest(bytes);
+        let digest = sha256(bytes);
         if blob_path(dir, &digest).is_file() {
             existed += 1;
         } else {
@@ -202,7 +200,7 @@ fn write_layout(
             written += 1;
         }
     }
-    let manifest_digest = sha256_digest(manifest);
+    let manifest_digest = sha256(manifest);
     let layout = dir.join("oci-layout");
     if !layout.is_file() {
         replace_file(dir, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -226,9 +224,7 @@ fn write_layout(
 
 /// `DIR/blobs/sha256/<hex>`.
 pub(crate) fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs")
-        .join(d.algorithm().as_ref())
-        .join(d.digest())
+    dir.join("blobs").join(d.algorithm()).join(d.hex())
 }
 
 /// Copies `src` into `DIR/blobs/…` through a temp file, verifying the digest before the rename.
@@ -251,7 +247,7 @@ fn write_verified(dir: &Path, digest: &Digest, mut src: impl Read) -> Result<()>
         tmp.write_all(&buf[..n])
             .map_err(|e| Error::io(tmp.path(), e))?;
     }
-    let actual = parse_digest(&format!("sha256:{}", hex::encode(hasher.finalize())))?;
+    let actual = Digest::from_hasher(hasher);
     if actual != *digest {
         return Err(Error::DigestMismatch {
             path: dest,

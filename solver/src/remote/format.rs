@@ -3,8 +3,9 @@
 
 use super::ExportRecord;
 use crate::engine::CacheKey;
-use crate::worker::{Chain, ChainLayer};
-use kiln_cache::{Digest, LayerInfo, parse_digest};
+use crate::refs::{Chain, ChainLayer};
+use kiln_cache::{LayerInfo, parse_digest};
+use kiln_oci::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -206,12 +207,12 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::sha256;
+    use kiln_oci::sha256;
 
     fn layer(n: u8) -> LayerInfo {
         LayerInfo {
-            diff_id: kiln_cache::sha256_digest(&[b'd', n]),
-            digest: kiln_cache::sha256_digest(&[b'b', n]),
+            diff_id: kiln_oci::sha256(&[b'd', n]),
+            digest: kiln_oci::sha256(&[b'b', n]),
             size: u64::from(n) * 10,
             media_type: kiln_cache::Compression::GZIP.media_type().to_owned(),
         }

@@ -6,14 +6,12 @@ use super::export::blob_path;
 use super::format::{CONFIG_MEDIA_TYPE, Document, INLINE_KEY, ImportedRecord, MAX_DOCUMENT_SIZE};
 use crate::distribution::StoreBlobs;
 use crate::engine::CacheKey;
-use crate::worker::Chain;
+use crate::refs::Chain;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kiln_cache::{Digest, LayerInfo, Store, parse_digest, sha256_digest};
-use kiln_registry_client::{
-    Client, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, OCI_INDEX, OCI_MANIFEST, Platform,
-    Reference,
-};
-use serde::Deserialize;
+use kiln_cache::{LayerInfo, Store};
+use kiln_oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform, sha256};
+use kiln_registry_client::{Client, Reference};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -53,36 +51,6 @@ pub struct RemoteCache {
     blobs: HashMap<Digest, (LayerInfo, Vec<usize>)>,
     /// One lock per blob being fetched, so concurrent steps download a shared layer once.
     inflight: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireManifest {
-    config: WireDescriptor,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireDescriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-}
-
-#[derive(Deserialize)]
-struct WireIndex {
-    #[serde(default)]
-    manifests: Vec<WireIndexEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireIndexEntry {
-    #[serde(default)]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
 }
 
 impl RemoteCache {
@@ -240,11 +208,8 @@ impl RemoteCache {
         for i in sources {
             let result = match self.sources.get(*i) {
                 Some(Origin::Registry(r)) => {
-                    let desc = Descriptor::new(
-                        info.media_type.as_str().into(),
-                        info.size,
-                        info.digest.clone(),
-                    );
+                    let desc =
+                        Descriptor::new(info.media_type.as_str(), info.size, info.digest.clone());
                     client
                         .fetch_blob(r, &desc, &StoreBlobs(store.clone()))
                         .await
@@ -356,19 +321,15 @@ async fn load_registry(client: &Client, store: &Store, reference: &Reference) ->
         origin: reference.familiar(),
         reason,
     };
-    let config = if m.media_type == OCI_INDEX || m.media_type == DOCKER_MANIFEST_LIST {
+    let config = if kiln_oci::media_type::is_index(&m.media_type) {
         // An image index: inline metadata of the host platform's image.
         let resolved = client
             .resolve(reference, &Platform::host())
             .await
             .map_err(|e| Error::registry(reference, e))?;
-        WireDescriptor {
-            media_type: resolved.config.media_type().to_string(),
-            digest: resolved.config.digest().to_string(),
-            size: resolved.config.size(),
-        }
-    } else if m.media_type == OCI_MANIFEST || m.media_type == DOCKER_MANIFEST {
-        let wire: WireManifest = serde_json::from_slice(&m.bytes).map_err(|e| Error::Corrupt {
+        resolved.config
+    } else if kiln_oci::media_type::is_manifest(&m.media_type) {
+        let wire: ImageManifest = serde_json::from_slice(&m.bytes).map_err(|e| Error::Corrupt {
             origin: reference.familiar(),
             reason: format!("manifest: {e}"),
         })?;
@@ -413,9 +374,8 @@ async fn fetch_small_blob(
     client: &Client,
     store: &Store,
     reference: &Reference,
-    d: &WireDescriptor,
+    d: &Descriptor,
 ) -> Result<Vec<u8>> {
-    let digest = parse_digest(&d.digest)?;
     if d.size > MAX_DOCUMENT_SIZE {
         return Err(Error::Corrupt {
             origin: reference.familiar(),
@@ -425,12 +385,11 @@ async fn fetch_small_blob(
             ),
         });
     }
-    let desc = Descriptor::new(d.media_type.as_str().into(), d.size, digest.clone());
     client
-        .fetch_blob(reference, &desc, &StoreBlobs(store.clone()))
+        .fetch_blob(reference, d, &StoreBlobs(store.clone()))
         .await
         .map_err(|e| Error::registry(reference, e))?;
-    Ok(store.read_blob(&digest)?)
+    Ok(store.read_blob(&d.digest)?)
 }
 
 /// A local OCI layout cache: the first manifest of `index.json` with a kiln cache config.
@@ -438,28 +397,22 @@ fn load_local(dir: &Path) -> Result<Document> {
     let origin = dir.display().to_string();
     let index_path = dir.join("index.json");
     let index = read_limited(&index_path, MAX_DOCUMENT_SIZE)?;
-    let index: WireIndex = serde_json::from_slice(&index).map_err(|e| Error::Corrupt {
+    let index: ImageIndex = serde_json::from_slice(&index).map_err(|e| Error::Corrupt {
         origin: origin.clone(),
         reason: format!("index.json: {e}"),
     })?;
     for entry in &index.manifests {
-        if entry
-            .media_type
-            .as_deref()
-            .is_some_and(|t| t != OCI_MANIFEST)
-        {
+        if !entry.media_type.is_empty() && entry.media_type != OCI_MANIFEST {
             continue;
         }
-        let digest = parse_digest(&entry.digest)?;
-        let bytes = read_dir_blob(dir, &digest, entry.size.min(MAX_DOCUMENT_SIZE))?;
-        let Ok(m) = serde_json::from_slice::<WireManifest>(&bytes) else {
+        let bytes = read_dir_blob(dir, &entry.digest, entry.size.min(MAX_DOCUMENT_SIZE))?;
+        let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) else {
             continue;
         };
         if m.config.media_type != CONFIG_MEDIA_TYPE {
             continue;
         }
-        let config_digest = parse_digest(&m.config.digest)?;
-        let config = read_dir_blob(dir, &config_digest, m.config.size.min(MAX_DOCUMENT_SIZE))?;
+        let config = read_dir_blob(dir, &m.config.digest, m.config.size.min(MAX_DOCUMENT_SIZE))?;
         return Document::parse(&config).map_err(|reason| Error::Corrupt { origin, reason });
     }
     Err(Error::NotACache {
@@ -487,7 +440,7 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 fn read_dir_blob(dir: &Path, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
     let path = blob_path(dir, digest);
     let bytes = read_limited(&path, limit)?;
-    let actual = sha256_digest(&bytes);
+    let actual = sha256(&bytes);
     if actual != *digest {
         return Err(Error::DigestMismatch {
             path,

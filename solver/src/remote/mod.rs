@@ -65,7 +65,7 @@ pub use import::RemoteCache;
 pub use spec::{CacheMode, CacheSpec, parse_cache_from, parse_cache_to};
 
 use crate::engine::CacheKey;
-use crate::worker::Chain;
+use crate::refs::Chain;
 
 /// One step to export: its cache key, the chain it produced, and its inputs' keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! Context selection and checksums.
 
 use crate::fixture::Tree;
+use kiln_graph::LocalSource;
 use kiln_solver::context::{ContextHasher, Error, Matcher, select};
-use kiln_solver::graph::LocalSource;
 use std::time::Duration;
 
 fn src(include: &[&str], exclude: &[&str]) -> LocalSource {

@@ -1,8 +1,8 @@
 //! COPY/ADD semantics over real directories, one rule per test.
 
 use crate::fixture::{Tree, listing};
+use kiln_graph::CopyAction;
 use kiln_solver::context::Matcher;
-use kiln_solver::graph::CopyAction;
 use kiln_solver::ops::copy::{CopyIds, CopyStats, Error, copy};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -1,13 +1,15 @@
 //! The shared build cache against a real `docker-registry` on 127.0.0.1 and real stores.
 
+use kiln_oci::Descriptor;
+use kiln_oci::media_type::OCI_MANIFEST;
+use kiln_oci::{Digest as Key, sha256};
 use kiln_solver::cache::{LayerInfo, LayerOptions, Store};
-use kiln_solver::graph::{Digest as Key, sha256};
-use kiln_solver::registry::{Client, ClientOptions, Descriptor, OCI_MANIFEST, Reference};
+use kiln_solver::refs::{Chain, ChainLayer};
+use kiln_solver::registry::{Client, ClientOptions, Reference};
 use kiln_solver::remote::{
     self, CacheMode, CacheSpec, ExportRecord, INLINE_KEY, RemoteCache, parse_cache_from,
     parse_cache_to,
 };
-use kiln_solver::worker::{Chain, ChainLayer};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,13 +119,13 @@ impl Registry {
     }
 
     /// The registry's own file holding a blob.
-    fn blob_data(&self, digest: &kiln_solver::cache::Digest) -> PathBuf {
-        let hex = digest.digest();
+    fn blob_data(&self, digest: &kiln_oci::Digest) -> PathBuf {
+        let hex = digest.hex();
         self.dir
             .path()
             .join("storage/docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
-            .join(hex)
+            .join(&hex)
             .join("data")
     }
 }
@@ -370,7 +372,7 @@ async fn re_export_uploads_no_blob_and_image_layers_are_shared() {
 async fn push_fake_cache(client: &Client, store: &Store, target: &Reference, config: &[u8]) {
     let digest = store.write_blob(config).expect("blob");
     let desc = Descriptor::new(
-        remote::CONFIG_MEDIA_TYPE.into(),
+        remote::CONFIG_MEDIA_TYPE,
         config.len() as u64,
         digest.clone(),
     );
@@ -435,7 +437,7 @@ async fn broken_sources_are_warnings_and_later_sources_still_serve() {
         .expect("manifest");
     assert_eq!(manifest.digest, report.manifest);
     let m: serde_json::Value = serde_json::from_slice(&manifest.bytes).expect("json");
-    let config_digest: kiln_solver::cache::Digest = m["config"]["digest"]
+    let config_digest: kiln_oci::Digest = m["config"]["digest"]
         .as_str()
         .expect("digest")
         .parse()
@@ -530,7 +532,7 @@ async fn local_directory_round_trip() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     for l in &fx.layers {
-        let p = dir.join("blobs/sha256").join(l.digest.digest());
+        let p = dir.join("blobs/sha256").join(l.digest.hex());
         assert_eq!(
             fs_err::read(p).expect("blob"),
             a.store.read_blob(&l.digest).expect("blob")
@@ -568,7 +570,7 @@ async fn local_directory_round_trip() {
     // A blob that rotted in the directory is refused, and nothing lands in the store.
     let c = new_store();
     let bad = &fx.layers[2];
-    let p = dir.join("blobs/sha256").join(bad.digest.digest());
+    let p = dir.join("blobs/sha256").join(bad.digest.hex());
     let mut bytes = fs_err::read(&p).expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

@@ -1,20 +1,20 @@
-//! The build graph: ops, vertices and their digests. Pure data, no I/O.
+//! kiln's build graph: ops, vertices and their digests, and the image config a build
+//! produces. Pure data, no I/O: the frontend emits it, the solver executes it.
 //!
 //! The frontend lowers a Dockerfile into a [`Definition`]; the solver executes it. A vertex's
 //! digest is the sha256 of the canonical JSON encoding of its op and its inputs' digests, so it is
 //! stable across runs and machines (invariant: nothing machine-specific enters an op).
 
-mod digest;
 mod image;
 mod op;
 
-pub use digest::{Digest, DigestError, canonical_json, sha256};
-pub use image::{Healthcheck, History, ImageConfig, ImageSpec, Platform, RootFs, RunConfig};
+pub use image::{Healthcheck, History, ImageConfig, ImageSpec, RootFs, RunConfig};
 pub use op::{
     CacheSharing, ChownOpt, CopyAction, ExecOp, FileAction, FileOp, LocalSource, Mount, MountKind,
     NetworkMode, Op, SecurityMode, SourceOp,
 };
 
+use kiln_oci::{Digest, sha256};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -59,10 +59,8 @@ impl Vertex {
             op: &self.op,
             inputs: &self.inputs,
         };
-        match serde_json::to_vec(&input) {
-            Ok(bytes) => sha256(&bytes),
-            Err(_) => sha256(&canonical_json(&input)),
-        }
+        // These types hold no map with non-string keys, so encoding cannot fail.
+        sha256(&serde_json::to_vec(&input).unwrap_or_default())
     }
 }
 

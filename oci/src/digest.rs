@@ -1,9 +1,12 @@
+//! sha256 digests and chain IDs.
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
-/// A sha256 digest, written `sha256:<64 hex>`.
+/// A sha256 digest, written `sha256:<64 lowercase hex>`: the name of a blob, a vertex, a cache
+/// key. kiln accepts no other algorithm.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest([u8; 32]);
 
@@ -13,17 +16,34 @@ pub struct Digest([u8; 32]);
 pub struct DigestError(pub String);
 
 impl Digest {
+    /// The digest whose 32 raw bytes are `bytes`.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
+    /// The digest a finished hasher computed.
+    pub fn from_hasher(hasher: Sha256) -> Digest {
+        Digest(hasher.finalize().into())
+    }
+
     /// The raw 32 bytes.
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
-    /// The 64 hex digits without the algorithm.
+
+    /// The algorithm, as written before the colon.
+    pub fn algorithm(&self) -> &'static str {
+        "sha256"
+    }
+
+    /// The 64 hex digits without the algorithm (OCI's "encoded" part).
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
+
     /// The first 12 hex digits, as docker shows IDs.
     pub fn short(&self) -> String {
-        self.hex()[..12].to_string()
+        hex::encode(&self.0[..6])
     }
 }
 
@@ -32,14 +52,15 @@ pub fn sha256(bytes: &[u8]) -> Digest {
     Digest(Sha256::digest(bytes).into())
 }
 
-/// Canonical JSON: object keys sorted (serde_json's map is a BTreeMap without
-/// `preserve_order`), no insignificant white space. Serializing our own graph types cannot fail
-/// (no maps with non-string keys), so the error case is unreachable and mapped to an empty body.
-pub fn canonical_json<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
-    match serde_json::to_value(v) {
-        Ok(value) => serde_json::to_vec(&value).unwrap_or_default(),
-        Err(_) => Vec::new(),
+/// The chain ID of a stack of layers (OCI image spec): `chain(L0) = diffID(L0)`,
+/// `chain(L0..n) = sha256(chain(L0..n-1) + " " + diffID(Ln))`. `None` for no layers.
+pub fn chain_id(diff_ids: &[Digest]) -> Option<Digest> {
+    let mut iter = diff_ids.iter();
+    let mut chain = iter.next()?.clone();
+    for d in iter {
+        chain = sha256(format!("{chain} {d}").as_bytes());
     }
+    Some(chain)
 }
 
 impl fmt::Display for Digest {
@@ -77,7 +98,7 @@ impl Serialize for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }
@@ -96,17 +117,29 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>(), Ok(d.clone()));
         assert!("sha256:xyz".parse::<Digest>().is_err());
         assert!("md5:ba7816bf".parse::<Digest>().is_err());
+        assert!("sha512:00".parse::<Digest>().is_err());
         assert!(d.to_string().to_uppercase().parse::<Digest>().is_err());
         assert_eq!(d.short(), "ba7816bf8f01");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
     }
 
     #[test]
-    fn canonical_json_sorts_keys() {
-        #[derive(Serialize)]
-        struct S {
-            b: u8,
-            a: u8,
-        }
-        assert_eq!(canonical_json(&S { b: 1, a: 2 }), br#"{"a":2,"b":1}"#);
+    fn empty_sha256_is_well_known() {
+        assert_eq!(
+            sha256(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(Digest::from_hasher(Sha256::new()), sha256(b""));
+    }
+
+    #[test]
+    fn chain_id_follows_the_spec() {
+        let a = sha256(b"a");
+        let b = sha256(b"b");
+        assert_eq!(chain_id(&[]), None);
+        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a.clone()));
+        let expected = sha256(format!("{a} {b}").as_bytes());
+        assert_eq!(chain_id(&[a, b]), Some(expected));
     }
 }

@@ -1,4 +1,4 @@
-use super::Digest;
+use kiln_oci::{Digest, Platform};
 use serde::{Deserialize, Serialize};
 
 /// What a vertex does. Every field takes part in the vertex digest, so nothing machine-specific
@@ -25,7 +25,7 @@ pub enum SourceOp {
     Image {
         reference: String,
         digest: Option<Digest>,
-        platform: super::Platform,
+        platform: Platform,
     },
     /// A directory the client provides (the build context, or a named context).
     Local(LocalSource),

@@ -1,0 +1,22 @@
+//! kiln's ground floor: the vocabulary every other crate speaks, defined once.
+//!
+//! - [`Digest`]: a sha256 content address (`sha256:<64 hex>`), and [`chain_id`];
+//! - [`Platform`]: `os/arch[/variant]`, the host's platform and index matching;
+//! - [`media_type`]: OCI and docker media types, and [`Compression`] of a blob or archive;
+//! - [`Descriptor`], [`ImageManifest`], [`ImageIndex`]: the wire types of manifests and
+//!   indexes, tolerant of what other tools write (`null` for empty lists and maps);
+//! - [`canonical_json`]: the one JSON encoding kiln writes (keys sorted at every level).
+//!
+//! No I/O, no async, no compression codecs: the frontend builds on this crate alone.
+
+mod digest;
+mod json;
+mod manifest;
+pub mod media_type;
+mod platform;
+
+pub use digest::{Digest, DigestError, chain_id, sha256};
+pub use json::canonical_json;
+pub use manifest::{Descriptor, ImageIndex, ImageManifest};
+pub use media_type::Compression;
+pub use platform::{Platform, PlatformError};
