@@ -25,8 +25,8 @@ impl std::error::Error for Reported {}
 fn main() -> ExitCode {
     // A detached container's supervisor is this same binary, started with a hidden argument.
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(kiln_solver::executor::SHIM_ARG) {
-        let code = kiln_solver::executor::shim_main(argv);
+    if argv.get(1).map(String::as_str) == Some(kiln_solver::containers::SHIM_ARG) {
+        let code = kiln_solver::containers::shim_main(argv);
         return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
     }
     let cli = cli::Cli::parse();

@@ -7,12 +7,14 @@
 
 mod image;
 mod op;
+mod resolve;
 
 pub use image::{Healthcheck, History, ImageConfig, ImageSpec, RootFs, RunConfig};
 pub use op::{
     CacheSharing, ChownOpt, CopyAction, ExecOp, FileAction, FileOp, LocalSource, Mount, MountKind,
     NetworkMode, Op, SecurityMode, SourceOp,
 };
+pub use resolve::{ImageResolver, ResolvedImage};
 
 use kiln_oci::{Digest, sha256};
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,7 @@
 //! `cargo bench -p kiln-solver --bench context` (set `KILN_BENCH_FILES` / `KILN_BENCH_FILE_KB`
 //! to change the size).
 
-use kiln_solver::context::{ContextHasher, Matcher};
+use kiln_solver::bench::{ContextHasher, Matcher};
 use std::time::{Duration, Instant};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut walk = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
-        kiln_solver::context::select(&ctx, &all, &none)?;
+        kiln_solver::bench::select(&ctx, &all, &none)?;
         walk.push(ms(t.elapsed()));
     }
     walk.sort_by(f64::total_cmp);
@@ -155,7 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         link: false,
     };
     let t = Instant::now();
-    let stats = kiln_solver::ops::copy::copy(&ctx, &rootfs, &action, None, Some(&none))?;
+    let stats = kiln_solver::bench::copy(&ctx, &rootfs, &action, None, Some(&none))?;
     println!(
         "COPY . /app/ (whole context): {:.0} ms ({} files, {} MB)",
         ms(t.elapsed()),

@@ -1,19 +1,37 @@
-//! kiln's solver: the build graph types ([`graph`], pure data) and the engine that executes a
-//! graph ([`engine`]): parallel, deduplicated, cached, with progress events.
+//! kiln's solver: runs a build graph ([`graph`], pure data) on this machine.
+//!
+//! The CLI opens a [`Host`] (the store, the OCI runtime, registry settings) and reaches
+//! everything through it: a [`session::Build`] runs a lowered Dockerfile from cache lookups
+//! to pushed images; [`images`], [`containers`] and [`registry`] serve the other commands.
+//! [`engine`] is the scheduler (parallel, deduplicated, cached) with its progress events. The
+//! crates below (cache, executor, registry client) stay behind these modules.
 
-pub mod context;
-pub mod distribution;
+mod context;
+mod distribution;
 pub mod engine;
 mod error;
-pub mod explain;
-pub use kiln_graph as graph;
-pub mod ops;
-pub mod refs;
-pub mod remote;
-pub mod worker;
+mod explain;
+mod host;
+mod ops;
+mod refs;
+mod remote;
+mod worker;
+
+pub mod containers;
+pub mod images;
+pub mod registry;
+pub mod session;
 
 pub use error::{Error, Result};
-/// The lower crates, for the CLI (which depends on the frontend and the solver only).
-pub use kiln_cache as cache;
-pub use kiln_executor as executor;
-pub use kiln_registry_client as registry;
+pub use host::{Host, HostOptions};
+pub use kiln_graph as graph;
+
+/// Internals the benchmarks time on their own; not an API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::context::{ContextHasher, Matcher, select};
+    pub use crate::ops::copy::copy;
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,60 +3,28 @@
 use crate::cli::RunArgs;
 use crate::commands::Global;
 use anyhow::{Context, Result};
-use kiln_solver::cache::{self, ImageRecord, Store};
-use kiln_solver::executor::{
-    Container, ContainerConfig, Containers, ExecOptions, Output, ProcessPlan,
-};
+use kiln_solver::Host;
+use kiln_solver::containers::{Container, ContainerConfig, Containers, ExecOptions, ProcessPlan};
+use kiln_solver::images::ImageRecord;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The container store under the store root.
-pub fn containers(g: &Global, store: &Store) -> Result<Containers> {
-    let mut c = Containers::open(store.root().join("containers"))?;
-    if let Ok(rt) = g.runtime() {
-        c = c.with_runtime(rt);
-    }
-    // What a killed `kiln run` or shim left running is stopped and recorded as exited.
-    if let Err(e) = c.reap_orphans() {
-        tracing::warn!(error = %e, "reaping orphaned containers");
-    }
-    Ok(c)
-}
-
 /// `kiln run -d`: the rootfs overlay is mounted in the container's own directory and outlives
 /// this process; a shim supervises the container and records its exit.
 pub fn run_detached(
-    g: &Global,
-    store: &Store,
+    host: &Host,
     rec: &ImageRecord,
     args: &RunArgs,
     plan: ProcessPlan,
 ) -> Result<ExitCode> {
-    let cs = containers(g, store)?;
+    let cs = host.containers()?;
     let c = cs.create(ContainerConfig {
         name: args.name.clone(),
         image: args.image.clone(),
         plan,
     })?;
-    let snapshot = store.prepare_snapshot(&rec.layers)?;
-    let mount = cache::mount_overlay(
-        &snapshot.lowerdirs,
-        Some((&c.upper_dir(), &c.work_dir())),
-        &c.rootfs_dir(),
-    );
-    let mount = match mount {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = c.remove(true);
-            return Err(e.into());
-        }
-    };
-    mount.leak();
-    if let Err(e) = c.start_detached() {
-        let _ = c.remove(true);
-        return Err(e.into());
-    }
+    host.start_detached(rec, &c)?;
     println!("{}", c.id());
     Ok(ExitCode::SUCCESS)
 }
@@ -68,8 +36,7 @@ fn get(cs: &Containers, name: &str) -> Result<Container> {
 
 /// `kiln ps`.
 pub fn ps(g: &Global, all: bool, quiet: bool) -> Result<()> {
-    let store = g.store()?;
-    let cs = containers(g, &store)?;
+    let cs = g.host()?.containers()?;
     let mut out = std::io::stdout().lock();
     if !quiet {
         writeln!(
@@ -107,8 +74,7 @@ pub fn ps(g: &Global, all: bool, quiet: bool) -> Result<()> {
 
 /// `kiln logs`.
 pub fn logs(g: &Global, name: &str, follow: bool) -> Result<()> {
-    let store = g.store()?;
-    let cs = containers(g, &store)?;
+    let cs = g.host()?.containers()?;
     let c = get(&cs, name)?;
     c.logs(follow, &mut std::io::stdout().lock())?;
     Ok(())
@@ -116,8 +82,7 @@ pub fn logs(g: &Global, name: &str, follow: bool) -> Result<()> {
 
 /// `kiln stop`.
 pub fn stop(g: &Global, names: &[String], time: u64) -> Result<()> {
-    let store = g.store()?;
-    let cs = containers(g, &store)?;
+    let cs = g.host()?.containers()?;
     for n in names {
         get(&cs, n)?.stop(Duration::from_secs(time))?;
         println!("{n}");
@@ -127,8 +92,7 @@ pub fn stop(g: &Global, names: &[String], time: u64) -> Result<()> {
 
 /// `kiln kill`.
 pub fn kill(g: &Global, names: &[String], signal: &str) -> Result<()> {
-    let store = g.store()?;
-    let cs = containers(g, &store)?;
+    let cs = g.host()?.containers()?;
     for n in names {
         get(&cs, n)?.kill(signal)?;
         println!("{n}");
@@ -138,8 +102,7 @@ pub fn kill(g: &Global, names: &[String], signal: &str) -> Result<()> {
 
 /// `kiln rm`.
 pub fn rm(g: &Global, names: &[String], force: bool) -> Result<()> {
-    let store = g.store()?;
-    let cs = containers(g, &store)?;
+    let cs = g.host()?.containers()?;
     for n in names {
         get(&cs, n)?.remove(force)?;
         println!("{n}");
@@ -148,8 +111,8 @@ pub fn rm(g: &Global, names: &[String], force: bool) -> Result<()> {
 }
 
 /// `kiln inspect NAME` for a container, if one has that name or ID.
-pub fn inspect(g: &Global, store: &Store, name: &str) -> Option<serde_json::Value> {
-    let cs = containers(g, store).ok()?;
+pub fn inspect(host: &Host, name: &str) -> Option<serde_json::Value> {
+    let cs = host.containers().ok()?;
     cs.get(name).ok()?.inspect().ok()
 }
 
@@ -158,13 +121,9 @@ pub fn exec(g: &Global, name: &str, command: &[String], opts: ExecOptions) -> Re
     if opts.tty && !std::io::stdin().is_terminal() {
         anyhow::bail!("the input device is not a TTY");
     }
-    let store = g.store()?;
-    let cs = containers(g, &store)?;
-    let c = get(&cs, name)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let status = rt.block_on(c.exec_with(command, &opts, Output::Inherit))?;
+    let host = g.host()?;
+    let c = get(&host.containers()?, name)?;
+    let status = host.exec(&c, command, &opts)?;
     Ok(ExitCode::from(
         u8::try_from(status.code.clamp(0, 255)).unwrap_or(1),
     ))

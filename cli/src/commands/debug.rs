@@ -55,35 +55,6 @@ pub fn ast(file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Resolves base images from the default store when it has them, and otherwise by name alone
-/// (no digest, empty config): `debug graph` works without any image present.
-struct LenientResolver(Option<kiln_solver::cache::Store>);
-
-impl kiln_frontend::lower::ImageResolver for LenientResolver {
-    fn resolve(
-        &self,
-        reference: &str,
-        platform: &kiln_oci::Platform,
-    ) -> Result<kiln_frontend::lower::ResolvedImage, String> {
-        if let Some(store) = &self.0 {
-            let r = crate::commands::resolver::StoreResolver::new(store.clone());
-            if let Ok(found) = r.resolve(reference, platform) {
-                return Ok(found);
-            }
-        }
-        let name = crate::commands::normalize_reference(reference).map_err(|e| e.to_string())?;
-        Ok(kiln_frontend::lower::ResolvedImage {
-            reference: name,
-            digest: None,
-            config: kiln_solver::graph::ImageConfig {
-                os: platform.os.clone(),
-                architecture: platform.architecture.clone(),
-                ..Default::default()
-            },
-        })
-    }
-}
-
 /// `kiln debug graph`.
 pub fn graph(
     file: &Path,
@@ -113,8 +84,9 @@ pub fn graph(
         no_cache_filter: Vec::new(),
         file_name: name.clone(),
     };
-    let store = kiln_solver::cache::Store::open(kiln_solver::cache::Store::default_root()).ok();
-    let lowered = match lower(&ast, &opts, &LenientResolver(store)) {
+    let host = kiln_solver::Host::open(kiln_solver::HostOptions::default()).ok();
+    let resolver = kiln_solver::session::LenientResolver(host.as_ref());
+    let lowered = match lower(&ast, &opts, &resolver) {
         Ok(l) => l,
         Err(err) => {
             eprint!("{}", render(&err, &name, &text));

@@ -2,12 +2,14 @@
 
 use crate::cli::{ArchiveFormat, ImagesArgs};
 use anyhow::{Context, Result, bail};
-use kiln_solver::cache::{self, Store, archive::familiar_name};
+use kiln_solver::Host;
+use kiln_solver::images::{self, familiar_name};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 /// Finds an image by name, ID or digest, with docker's wording when it is missing.
-pub fn find(store: &Store, name: &str) -> Result<cache::ImageRecord> {
+pub fn find(host: &Host, name: &str) -> Result<images::ImageRecord> {
+    let store = host.images();
     if let Some(rec) = store.resolve(name)? {
         return Ok(rec);
     }
@@ -39,8 +41,8 @@ fn human_size(n: u64) -> String {
 }
 
 /// `kiln images`.
-pub fn images(store: &Store, args: &ImagesArgs) -> Result<()> {
-    let list = store.images()?;
+pub fn images(host: &Host, args: &ImagesArgs) -> Result<()> {
+    let list = host.images().list()?;
     let mut out = std::io::stdout().lock();
     if args.quiet {
         for s in &list {
@@ -100,28 +102,28 @@ fn split_tag(name: &str) -> (String, String) {
 }
 
 /// `kiln tag`.
-pub fn tag(store: &Store, source: &str, target: &str) -> Result<()> {
-    let rec = find(store, source)?;
-    let name = cache::normalize_name(target);
+pub fn tag(host: &Host, source: &str, target: &str) -> Result<()> {
+    let rec = find(host, source)?;
+    let name = images::normalize_name(target);
     if name.is_empty() {
         bail!("invalid reference format: {target:?}");
     }
-    store.tag(&name, &rec.manifest_digest)?;
+    host.images().tag(&name, &rec.manifest_digest)?;
     Ok(())
 }
 
 /// `kiln rmi`.
-pub fn rmi(store: &Store, images: &[String], force: bool) -> Result<()> {
+pub fn rmi(host: &Host, names: &[String], force: bool) -> Result<()> {
     let mut failed = false;
-    for img in images {
-        match store.remove_image(img, force) {
+    for img in names {
+        match host.images().remove(img, force) {
             Ok(events) => {
                 for e in events {
                     match e {
-                        cache::RemoveEvent::Untagged(n) => {
+                        images::RemoveEvent::Untagged(n) => {
                             println!("Untagged: {}", familiar_name(&n))
                         }
-                        cache::RemoveEvent::Deleted(d) => println!("Deleted: {d}"),
+                        images::RemoveEvent::Deleted(d) => println!("Deleted: {d}"),
                     }
                 }
             }
@@ -138,9 +140,9 @@ pub fn rmi(store: &Store, images: &[String], force: bool) -> Result<()> {
 }
 
 /// `kiln history`.
-pub fn history(store: &Store, image: &str, no_trunc: bool) -> Result<()> {
-    let rec = find(store, image)?;
-    let entries = cache::history(&rec)?;
+pub fn history(host: &Host, image: &str, no_trunc: bool) -> Result<()> {
+    let rec = find(host, image)?;
+    let entries = images::history(&rec)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -167,14 +169,13 @@ pub fn history(store: &Store, image: &str, no_trunc: bool) -> Result<()> {
 }
 
 /// `kiln inspect` for images (containers are tried first by the caller).
-pub fn inspect_image(store: &Store, name: &str) -> Result<serde_json::Value> {
-    let rec = find(store, name)?;
-    let names = store.names_for(&rec.manifest_digest)?;
-    Ok(cache::inspect_json(store, &rec, &names))
+pub fn inspect_image(host: &Host, name: &str) -> Result<serde_json::Value> {
+    let rec = find(host, name)?;
+    Ok(host.images().inspect(&rec)?)
 }
 
 /// `kiln load`.
-pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> Result<()> {
+pub fn load(host: &Host, input: Option<&Path>, quiet: bool) -> Result<()> {
     let reader: Box<dyn std::io::Read + Send> = match input {
         Some(p) if p != Path::new("-") => Box::new(fs_err::File::open(p)?),
         _ => {
@@ -184,7 +185,7 @@ pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> Result<()> {
             Box::new(std::io::stdin())
         }
     };
-    let loaded = cache::load_archive(store, reader).context("loading the archive")?;
+    let loaded = host.images().load(reader).context("loading the archive")?;
     if !quiet {
         for l in loaded {
             if l.names.is_empty() {
@@ -200,19 +201,19 @@ pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> Result<()> {
 
 /// `kiln save`.
 pub fn save(
-    store: &Store,
-    images: &[String],
+    host: &Host,
+    names: &[String],
     output: Option<&PathBuf>,
     format: ArchiveFormat,
 ) -> Result<()> {
     let mut list = Vec::new();
-    for i in images {
-        let rec = find(store, i)?;
-        list.push((cache::normalize_name(i), rec));
+    for i in names {
+        let rec = find(host, i)?;
+        list.push((images::normalize_name(i), rec));
     }
     let fmt = match format {
-        ArchiveFormat::Docker => cache::ArchiveFormat::Docker,
-        ArchiveFormat::Oci => cache::ArchiveFormat::Oci,
+        ArchiveFormat::Docker => images::ArchiveFormat::Docker,
+        ArchiveFormat::Oci => images::ArchiveFormat::Oci,
     };
     match output {
         Some(p) => {
@@ -223,12 +224,8 @@ pub fn save(
                 .unwrap_or(Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("creating a file in {}", dir.display()))?;
-            cache::save_archive(
-                store,
-                &list,
-                fmt,
-                std::io::BufWriter::new(tmp.as_file_mut()),
-            )?;
+            host.images()
+                .save(&list, fmt, std::io::BufWriter::new(tmp.as_file_mut()))?;
             tmp.as_file().sync_all()?;
             tmp.persist(p)
                 .with_context(|| format!("writing {}", p.display()))?;
@@ -239,21 +236,21 @@ pub fn save(
                     "cowardly refusing to write an archive to a terminal: use -o FILE or redirect"
                 );
             }
-            cache::save_archive(store, &list, fmt, std::io::stdout().lock())?;
+            host.images().save(&list, fmt, std::io::stdout().lock())?;
         }
     }
     Ok(())
 }
 
 /// `kiln import`.
-pub fn import(store: &Store, file: &Path, reference: &str) -> Result<()> {
-    let name = cache::normalize_name(reference);
+pub fn import(host: &Host, file: &Path, reference: &str) -> Result<()> {
+    let name = images::normalize_name(reference);
     let reader: Box<dyn std::io::Read + Send> = if file == Path::new("-") {
         Box::new(std::io::stdin())
     } else {
         Box::new(fs_err::File::open(file)?)
     };
-    let rec = cache::import_rootfs(store, reader, &name)?;
+    let rec = host.images().import(reader, &name)?;
     println!("{}", rec.config_digest);
     Ok(())
 }

@@ -3,16 +3,13 @@
 mod build;
 mod container;
 pub mod debug;
-mod export_tree;
 mod image;
 mod registry;
-mod resolver;
 mod run;
 
 use crate::cli::{Cli, Command, DebugCommand};
 use anyhow::Result;
-use kiln_solver::cache::Store;
-use kiln_solver::executor::Runtime;
+use kiln_solver::{Host, HostOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,15 +21,14 @@ pub struct Global {
 }
 
 impl Global {
-    /// Opens the store (`--root`, `KILN_ROOT`, or the default for this user).
-    pub fn store(&self) -> Result<Store> {
-        let root = self.root.clone().unwrap_or_else(Store::default_root);
-        Ok(Store::open(root)?)
-    }
-
-    /// Finds the OCI runtime (`--runtime`, `KILN_RUNTIME`, or runc in PATH).
-    pub fn runtime(&self) -> Result<Runtime> {
-        Ok(Runtime::detect(self.runtime.as_deref())?)
+    /// Opens the store (`--root`, `KILN_ROOT`, or the default for this user) with the runtime
+    /// (`--runtime`, `KILN_RUNTIME`, or runc in PATH) and registry settings.
+    pub fn host(&self) -> Result<Host> {
+        Ok(Host::open(HostOptions {
+            root: self.root.clone(),
+            runtime: self.runtime.clone(),
+            insecure_registries: self.insecure_registries.clone(),
+        })?)
     }
 }
 
@@ -56,29 +52,29 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build(args) => ok(build::build(&g, args)),
         Command::Run(args) => run::run(&g, args),
-        Command::Images(args) => ok(image::images(&g.store()?, &args)),
-        Command::Tag { source, target } => ok(image::tag(&g.store()?, &source, &target)),
-        Command::Rmi { force, images } => ok(image::rmi(&g.store()?, &images, force)),
-        Command::History { no_trunc, image } => ok(image::history(&g.store()?, &image, no_trunc)),
+        Command::Images(args) => ok(image::images(&g.host()?, &args)),
+        Command::Tag { source, target } => ok(image::tag(&g.host()?, &source, &target)),
+        Command::Rmi { force, images } => ok(image::rmi(&g.host()?, &images, force)),
+        Command::History { no_trunc, image } => ok(image::history(&g.host()?, &image, no_trunc)),
         Command::Inspect { names } => {
-            let store = g.store()?;
+            let host = g.host()?;
             let mut out = Vec::new();
             for n in &names {
-                match container::inspect(&g, &store, n) {
+                match container::inspect(&host, n) {
                     Some(v) => out.push(v),
-                    None => out.push(image::inspect_image(&store, n)?),
+                    None => out.push(image::inspect_image(&host, n)?),
                 }
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Load { input, quiet } => ok(image::load(&g.store()?, input.as_deref(), quiet)),
+        Command::Load { input, quiet } => ok(image::load(&g.host()?, input.as_deref(), quiet)),
         Command::Save {
             output,
             format,
             images,
-        } => ok(image::save(&g.store()?, &images, output.as_ref(), format)),
-        Command::Import { file, reference } => ok(image::import(&g.store()?, &file, &reference)),
+        } => ok(image::save(&g.host()?, &images, output.as_ref(), format)),
+        Command::Import { file, reference } => ok(image::import(&g.host()?, &file, &reference)),
         Command::Ps { all, quiet } => ok(container::ps(&g, all, quiet)),
         Command::Logs { follow, container } => ok(container::logs(&g, &container, follow)),
         Command::Stop { time, containers } => ok(container::stop(&g, &containers, time)),
@@ -93,7 +89,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             container,
             command,
         } => {
-            let opts = kiln_solver::executor::ExecOptions {
+            let opts = kiln_solver::containers::ExecOptions {
                 env,
                 cwd: workdir,
                 user,

@@ -4,20 +4,8 @@ use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
 use kiln_oci::Platform;
-use kiln_solver::distribution;
-use kiln_solver::registry::{self, Client, ClientOptions, Reference};
+use kiln_solver::registry::{self, Reference};
 use std::io::Read;
-
-impl Global {
-    /// A registry client with the global options.
-    pub fn client(&self) -> Result<Client> {
-        let opts = ClientOptions {
-            insecure_registries: self.insecure_registries.clone(),
-            ..ClientOptions::default()
-        };
-        Ok(Client::new(opts)?)
-    }
-}
 
 /// Parses a reference with docker's rules and error message.
 pub fn reference(s: &str) -> Result<Reference> {
@@ -25,15 +13,9 @@ pub fn reference(s: &str) -> Result<Reference> {
         .map_err(|e| anyhow::anyhow!("invalid reference {s:?}: {e}"))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
 /// `kiln pull`.
 pub fn pull(g: &Global, r: &str, platform: Option<&str>, quiet: bool) -> Result<()> {
-    let store = g.store()?;
+    let host = g.host()?;
     let reference = reference(r)?;
     let platform = match platform {
         Some(p) => p
@@ -41,8 +23,7 @@ pub fn pull(g: &Global, r: &str, platform: Option<&str>, quiet: bool) -> Result<
             .map_err(|e| anyhow::anyhow!("--platform {p:?}: {e}"))?,
         None => Platform::host(),
     };
-    let client = g.client()?;
-    let rec = runtime()?.block_on(distribution::pull(&client, &store, &reference, &platform))?;
+    let rec = host.images().pull(&reference, &platform)?;
     if !quiet {
         println!("Digest: {}", rec.manifest_digest);
         println!("Status: image is up to date for {}", reference.familiar());
@@ -53,11 +34,10 @@ pub fn pull(g: &Global, r: &str, platform: Option<&str>, quiet: bool) -> Result<
 
 /// `kiln push`.
 pub fn push(g: &Global, r: &str, quiet: bool) -> Result<()> {
-    let store = g.store()?;
-    let rec = find(&store, r)?;
+    let host = g.host()?;
+    let rec = find(&host, r)?;
     let target = reference(r)?;
-    let client = g.client()?;
-    let report = runtime()?.block_on(distribution::push(&client, &store, &rec, &target, &[]))?;
+    let report = host.images().push(&rec, &target)?;
     if !quiet {
         eprintln!(
             "pushed {}: {} blobs uploaded, {} already there, {} mounted",
@@ -68,27 +48,6 @@ pub fn push(g: &Global, r: &str, quiet: bool) -> Result<()> {
         );
     }
     println!("{}: digest: {}", target.familiar(), report.digest);
-    Ok(())
-}
-
-/// Pushes a just-built image under each of its names (`build --push`).
-pub fn push_built(
-    g: &Global,
-    store: &kiln_solver::cache::Store,
-    rec: &kiln_solver::cache::ImageRecord,
-    names: &[String],
-    mount_from: &[Reference],
-) -> Result<()> {
-    if names.is_empty() {
-        bail!("--push needs at least one -t name");
-    }
-    let client = g.client()?;
-    let rt = runtime()?;
-    for n in names {
-        let target = reference(n)?;
-        let report = rt.block_on(distribution::push(&client, store, rec, &target, mount_from))?;
-        eprintln!("pushed {} {}", target.familiar(), report.digest);
-    }
     Ok(())
 }
 
@@ -115,11 +74,7 @@ pub fn login(
         }
         (None, false) => bail!("kiln login needs --password-stdin (or -p)"),
     };
-    let opts = ClientOptions {
-        insecure_registries: g.insecure_registries.clone(),
-        ..ClientOptions::default()
-    };
-    let stored = runtime()?.block_on(registry::login(&server, &username, &password, opts))?;
+    let stored = registry::login(&g.host()?, &server, &username, &password)?;
     if let registry::Stored::ConfigFile(p) = stored {
         eprintln!(
             "WARNING! Your password will be stored unencrypted in {}.",
@@ -133,7 +88,7 @@ pub fn login(
 /// `kiln logout`.
 pub fn logout(server: Option<String>) -> Result<()> {
     let server = server.unwrap_or_else(|| registry::DOCKER_HUB.to_string());
-    if registry::logout(&server, None)? {
+    if registry::logout(&server)? {
         println!("Removing login credentials for {server}");
     } else {
         println!("Not logged in to {server}");

@@ -4,10 +4,8 @@ use crate::cli::RunArgs;
 use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
-use kiln_solver::cache::{self, ImageRecord, Store};
-use kiln_solver::executor::{
-    Container, ContainerConfig, Containers, ExitStatus, MountPlan, Network, Output, ProcessPlan,
-};
+use kiln_solver::Host;
+use kiln_solver::containers::{ContainerConfig, MountPlan, Network, ProcessPlan};
 use kiln_solver::graph::ImageConfig;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -107,7 +105,7 @@ fn env_list(config: &ImageConfig, args: &RunArgs, hostname: &str) -> Result<Vec<
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
-fn volumes(store: &Store, specs: &[String]) -> Result<Vec<MountPlan>> {
+fn volumes(host: &Host, specs: &[String]) -> Result<Vec<MountPlan>> {
     let mut out = Vec::new();
     for spec in specs {
         let parts: Vec<&str> = spec.split(':').collect();
@@ -138,7 +136,7 @@ fn volumes(store: &Store, specs: &[String]) -> Result<Vec<MountPlan>> {
             {
                 bail!("-v {spec:?}: {src:?} is neither an absolute path nor a valid volume name");
             }
-            let p = store.root().join("volumes").join(src).join("_data");
+            let p = host.volume_dir(src);
             fs_err::create_dir_all(&p)?;
             p
         };
@@ -152,7 +150,7 @@ fn volumes(store: &Store, specs: &[String]) -> Result<Vec<MountPlan>> {
 }
 
 /// Builds the sandbox plan for `kiln run`.
-pub fn plan(store: &Store, config: &ImageConfig, args: &RunArgs) -> Result<ProcessPlan> {
+pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<ProcessPlan> {
     let argv = command_line(config, args.entrypoint.as_deref(), &args.command)?;
     let hostname = args.hostname.clone().unwrap_or_else(|| "kiln".to_string());
     let mut plan = ProcessPlan::new(argv);
@@ -173,7 +171,7 @@ pub fn plan(store: &Store, config: &ImageConfig, args: &RunArgs) -> Result<Proce
         other => bail!("--network {other:?}: only none and host are supported"),
     };
     plan.readonly_rootfs = args.read_only;
-    plan.mounts = volumes(store, &args.volumes)?;
+    plan.mounts = volumes(host, &args.volumes)?;
     for t in &args.tmpfs {
         let (dst, opts) = t.split_once(':').unwrap_or((t, ""));
         plan.mounts.push(MountPlan::Tmpfs {
@@ -204,10 +202,8 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         // docker's wording; runc cannot give the container a terminal without ours.
         bail!("the input device is not a TTY");
     }
-    let store = g.store()?;
-    let runtime = g.runtime()?;
-    kiln_solver::executor::cleanup_stale(&store.root().join("executor")).ok();
-    let rec = find(&store, &args.image).map_err(|_| {
+    let host = g.host()?;
+    let rec = find(&host, &args.image).map_err(|_| {
         anyhow::anyhow!(
             "unable to find image '{}' locally (kiln images lists what the store has)",
             args.image
@@ -215,20 +211,17 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     })?;
     let config: ImageConfig =
         serde_json::from_slice(&rec.config_bytes).context("reading the image config")?;
-    let plan = plan(&store, &config, &args)?;
+    let plan = plan(&host, &config, &args)?;
     if args.detach {
-        return crate::commands::container::run_detached(g, &store, &rec, &args, plan);
+        return crate::commands::container::run_detached(&host, &rec, &args, plan);
     }
-    let cs = Containers::open(store.root().join("containers"))?.with_runtime(runtime);
-    if let Err(e) = cs.reap_orphans() {
-        tracing::warn!(error = %e, "reaping orphaned containers");
-    }
+    let cs = host.containers_to_run()?;
     let c = cs.create(ContainerConfig {
         name: args.name.clone(),
         image: args.image.clone(),
         plan,
     })?;
-    let status = attach(&store, &rec, &c);
+    let status = host.run_attached(&rec, &c);
     if args.rm
         && let Err(e) = c.remove(true)
     {
@@ -238,22 +231,4 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(status.code.clamp(0, 255)).unwrap_or(1),
     ))
-}
-
-/// Mounts the container's rootfs and runs it in the foreground on our stdio.
-fn attach(store: &Store, rec: &ImageRecord, c: &Container) -> Result<ExitStatus> {
-    let snapshot = store.prepare_snapshot(&rec.layers)?;
-    cache::mount_overlay(
-        &snapshot.lowerdirs,
-        Some((&c.upper_dir(), &c.work_dir())),
-        &c.rootfs_dir(),
-    )?
-    // The container unmounts it when it ends.
-    .leak();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let status = rt.block_on(c.run_attached(Output::Inherit));
-    drop(rt);
-    Ok(status?)
 }

@@ -25,32 +25,15 @@ mod stage;
 
 use std::collections::BTreeMap;
 
-use kiln_graph::{Definition, ImageConfig};
-use kiln_oci::{Digest, Platform};
+use kiln_graph::Definition;
+use kiln_oci::Platform;
 
 use crate::ast::Ast;
 use crate::diagnostic::Span;
 
 pub use error::{LowerError, LowerErrorKind, MountError};
 
-/// Resolves base images; implemented by the CLI over the image store and the registry. It may
-/// block (network).
-pub trait ImageResolver {
-    /// Resolve a base image reference (as written after ARG expansion, e.g. `busybox`,
-    /// `busybox:1.36`, `reg:5000/x@sha256:…`) for a platform.
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
-}
-
-/// What the resolver knows of an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedImage {
-    /// The normalized reference (`docker.io/library/busybox:latest`).
-    pub reference: String,
-    /// The manifest digest, when known.
-    pub digest: Option<Digest>,
-    /// The image config, history included.
-    pub config: ImageConfig,
-}
+pub use kiln_graph::{ImageResolver, ResolvedImage};
 
 /// Inputs of a build besides the Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]

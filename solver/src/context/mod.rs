@@ -7,10 +7,10 @@ pub mod glob;
 pub mod ignore;
 pub mod walk;
 
-pub use checksum::{ContextHasher, HashStats};
+pub use checksum::ContextHasher;
 pub use glob::BadPattern;
-pub use ignore::{Matcher, find_ignore_file, read_ignore_patterns};
-pub use walk::{Entry, EntryKind, Meta, Selection, select};
+pub use ignore::{Matcher, read_ignore_patterns};
+pub use walk::select;
 
 use std::path::PathBuf;
 

@@ -40,6 +40,7 @@ pub fn inline_metadata(records: &[ExportRecord]) -> serde_json::Value {
 }
 
 /// Exports `records` to a registry or directory cache; see [`export_with`].
+#[cfg(test)]
 pub async fn export(
     client: &Client,
     store: &Store,

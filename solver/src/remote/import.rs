@@ -107,21 +107,25 @@ impl RemoteCache {
     }
 
     /// The whole record for `key` (inputs and description too, for `--explain-cache`).
+    #[cfg(test)]
     pub fn record(&self, key: &CacheKey) -> Option<&ImportedRecord> {
         self.records.get(key)
     }
 
     /// Every imported record (for explaining a miss by the closest record).
+    #[cfg(test)]
     pub fn records(&self) -> impl Iterator<Item = &ImportedRecord> {
         self.records.values()
     }
 
     /// Number of distinct keys imported.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
     /// Whether no source gave any record.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -129,6 +133,7 @@ impl RemoteCache {
     /// The registry repository that lists `layer` (first source first), for cross-repository
     /// mounts when pushing an image made of cached layers. `None` for blobs only a local
     /// directory has.
+    #[cfg(test)]
     pub fn source_of(&self, layer: &Digest) -> Option<&Reference> {
         let (_, sources) = self.blobs.get(layer)?;
         sources.iter().find_map(|i| match self.sources.get(*i) {
@@ -139,6 +144,7 @@ impl RemoteCache {
 
     /// Fetches the layer blobs of `chain` the store lacks (several at once), verified, from the
     /// sources that list them (the next source if one fails), and records each layer's diffID.
+    #[cfg(test)]
     pub async fn ensure_blobs(&self, client: &Client, store: &Store, chain: &Chain) -> Result<()> {
         let layers: Vec<&LayerInfo> = chain.layers.iter().map(|l| &l.layer).collect();
         self.fetch_layers(client, store, &layers).await

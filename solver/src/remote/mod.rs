@@ -58,9 +58,13 @@ mod format;
 mod import;
 mod spec;
 
-pub use error::{Error, Result};
-pub use export::{ExportReport, export, export_with, inline_metadata};
-pub use format::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, INLINE_KEY, ImportedRecord};
+pub use error::Error;
+#[cfg(test)]
+pub use export::export;
+pub use export::{ExportReport, export_with, inline_metadata};
+#[cfg(test)]
+pub use format::CONFIG_MEDIA_TYPE;
+pub use format::INLINE_KEY;
 pub use import::RemoteCache;
 pub use spec::{CacheMode, CacheSpec, parse_cache_from, parse_cache_to};
 

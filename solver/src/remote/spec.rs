@@ -51,6 +51,7 @@ impl CacheSpec {
     }
 
     /// The layer compression the `compression=` option asks for, if any.
+    #[cfg(test)]
     pub fn compression(&self) -> Option<Compression> {
         match self {
             CacheSpec::Registry {

@@ -1,8 +1,8 @@
 //! Context selection and checksums.
 
-use crate::fixture::Tree;
+use super::fixture::Tree;
+use crate::context::{ContextHasher, Error, Matcher, select};
 use kiln_graph::LocalSource;
-use kiln_solver::context::{ContextHasher, Error, Matcher, select};
 use std::time::Duration;
 
 fn src(include: &[&str], exclude: &[&str]) -> LocalSource {

@@ -1,15 +1,15 @@
 //! The shared build cache against a real `docker-registry` on 127.0.0.1 and real stores.
 
-use kiln_oci::Descriptor;
-use kiln_oci::media_type::OCI_MANIFEST;
-use kiln_oci::{Digest as Key, sha256};
-use kiln_solver::cache::{LayerInfo, LayerOptions, Store};
-use kiln_solver::refs::{Chain, ChainLayer};
-use kiln_solver::registry::{Client, ClientOptions, Reference};
-use kiln_solver::remote::{
+use crate::refs::{Chain, ChainLayer};
+use crate::remote::{
     self, CacheMode, CacheSpec, ExportRecord, INLINE_KEY, RemoteCache, parse_cache_from,
     parse_cache_to,
 };
+use kiln_cache::{LayerInfo, LayerOptions, Store};
+use kiln_oci::Descriptor;
+use kiln_oci::media_type::OCI_MANIFEST;
+use kiln_oci::{Digest as Key, sha256};
+use kiln_registry_client::{Client, ClientOptions, Reference};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -318,7 +318,7 @@ async fn re_export_uploads_no_blob_and_image_layers_are_shared() {
         .put_image(&serde_json::to_vec(&config).expect("json"), &fx.layers)
         .expect("image");
     let app = reg.reference("team/app:1.2");
-    kiln_solver::distribution::push(&client, &a.store, &image, &app, &[])
+    crate::distribution::push(&client, &a.store, &image, &app, &[])
         .await
         .expect("push image");
     let uploads_after_image = reg.count("POST", "/blobs/uploads/");
@@ -388,7 +388,7 @@ async fn push_fake_cache(client: &Client, store: &Store, target: &Reference, con
             &serde_json::to_vec(&manifest).expect("json"),
             OCI_MANIFEST,
             &[desc],
-            &kiln_solver::distribution::StoreBlobs(store.clone()),
+            &crate::distribution::StoreBlobs(store.clone()),
             &[],
         )
         .await
@@ -414,7 +414,7 @@ async fn broken_sources_are_warnings_and_later_sources_still_serve() {
         )
         .expect("image");
     let plain = reg.reference("lib/plain:1");
-    kiln_solver::distribution::push(&client, &a.store, &image, &plain, &[])
+    crate::distribution::push(&client, &a.store, &image, &plain, &[])
         .await
         .expect("push");
 
@@ -618,7 +618,7 @@ async fn inline_metadata_round_trip_through_an_image() {
         .put_image(&serde_json::to_vec(&config).expect("json"), &fx.layers)
         .expect("image");
     let app = reg.reference("team/app:latest");
-    kiln_solver::distribution::push(&client, &a.store, &image, &app, &[])
+    crate::distribution::push(&client, &a.store, &image, &app, &[])
         .await
         .expect("push");
 

@@ -1,9 +1,9 @@
 //! COPY/ADD semantics over real directories, one rule per test.
 
-use crate::fixture::{Tree, listing};
+use super::fixture::{Tree, listing};
+use crate::context::Matcher;
+use crate::ops::copy::{CopyIds, CopyStats, Error, copy};
 use kiln_graph::CopyAction;
-use kiln_solver::context::Matcher;
-use kiln_solver::ops::copy::{CopyIds, CopyStats, Error, copy};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;

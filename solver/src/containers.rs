@@ -1,0 +1,82 @@
+//! Containers of images for `kiln run` and the container commands: the executor's container
+//! store, with each container's rootfs an overlay of the image's snapshot.
+
+use crate::error::Result;
+use crate::host::{Host, tokio_runtime};
+use kiln_cache::ImageRecord;
+use std::path::PathBuf;
+
+pub use kiln_executor::{
+    Container, ContainerConfig, Containers, ExecOptions, ExitStatus, MountPlan, Network, Output,
+    ProcessPlan, SHIM_ARG, shim_main,
+};
+
+impl Host {
+    /// The containers of this store, with the runtime when one is found; what a killed `kiln
+    /// run` or shim left running is stopped and recorded as exited, and what a killed kiln left
+    /// of its runc state is cleaned.
+    pub fn containers(&self) -> Result<Containers> {
+        kiln_executor::cleanup_stale(&self.root().join("executor")).ok();
+        let mut c = Containers::open(self.root().join("containers"))?;
+        if let Ok(rt) = self.runtime() {
+            c = c.with_runtime(rt);
+        }
+        if let Err(e) = c.reap_orphans() {
+            tracing::warn!(error = %e, "reaping orphaned containers");
+        }
+        Ok(c)
+    }
+
+    /// [`containers`](Self::containers) for running one in the foreground: fails early when no
+    /// OCI runtime is found.
+    pub fn containers_to_run(&self) -> Result<Containers> {
+        let runtime = self.runtime()?;
+        Ok(self.containers()?.with_runtime(runtime))
+    }
+
+    /// The directory of named volume `name` (`run -v name:/path`).
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.root().join("volumes").join(name).join("_data")
+    }
+
+    /// Mounts `c`'s rootfs (an overlay of `image`'s layers under the container's own upper
+    /// directory); the mount is the container's, which unmounts it when it is removed.
+    fn mount_rootfs(&self, image: &ImageRecord, c: &Container) -> Result<()> {
+        let snapshot = self.store().prepare_snapshot(&image.layers)?;
+        kiln_cache::mount_overlay(
+            &snapshot.lowerdirs,
+            Some((&c.upper_dir(), &c.work_dir())),
+            &c.rootfs_dir(),
+        )?
+        .leak();
+        Ok(())
+    }
+
+    /// `run -d`: mounts the rootfs and starts `c` under a shim that outlives this process and
+    /// records its exit. On failure the container is removed.
+    pub fn start_detached(&self, image: &ImageRecord, c: &Container) -> Result<()> {
+        let started = self
+            .mount_rootfs(image, c)
+            .and_then(|()| Ok(c.start_detached().map(|_| ())?));
+        if started.is_err() {
+            let _ = c.remove(true);
+        }
+        started
+    }
+
+    /// `run` in the foreground: mounts the rootfs and runs `c` on this process's stdio.
+    pub fn run_attached(&self, image: &ImageRecord, c: &Container) -> Result<ExitStatus> {
+        self.mount_rootfs(image, c)?;
+        Ok(tokio_runtime()?.block_on(c.run_attached(Output::Inherit))?)
+    }
+
+    /// `exec`: runs `command` in running container `c`.
+    pub fn exec(
+        &self,
+        c: &Container,
+        command: &[String],
+        opts: &ExecOptions,
+    ) -> Result<ExitStatus> {
+        Ok(tokio_runtime()?.block_on(c.exec_with(command, opts, Output::Inherit))?)
+    }
+}
