@@ -13,17 +13,12 @@ use super::run::with_shell;
 use super::stage::Command;
 use crate::ast::Word;
 use crate::instructions::{self as ins, ShellOrExec};
+use crate::shell::Env;
 
 impl Lowerer<'_> {
     /// `ENV`: the image config's environment and the step environment.
     pub(super) fn env(&self, st: &mut StageState, kvs: &[ins::KeyValue]) -> Result<(), LowerError> {
-        let mut pairs = Vec::with_capacity(kvs.len());
-        for kv in kvs {
-            pairs.push((
-                self.expand(&kv.key, &st.env)?,
-                self.expand(&kv.value, &st.env)?,
-            ));
-        }
+        let pairs = self.expand_pairs(kvs, &st.env)?;
         let mut msg = String::from("ENV");
         for (k, v) in pairs {
             msg.push_str(&format!(" {k}={v}"));
@@ -40,13 +35,7 @@ impl Lowerer<'_> {
         st: &mut StageState,
         kvs: &[ins::KeyValue],
     ) -> Result<(), LowerError> {
-        let mut pairs = Vec::with_capacity(kvs.len());
-        for kv in kvs {
-            pairs.push((
-                self.expand(&kv.key, &st.env)?,
-                self.expand(&kv.value, &st.env)?,
-            ));
-        }
+        let pairs = self.expand_pairs(kvs, &st.env)?;
         let mut msg = String::from("LABEL");
         for (k, v) in pairs {
             msg.push_str(&format!(" {k}={v}"));
@@ -54,6 +43,19 @@ impl Lowerer<'_> {
         }
         Self::history(st, msg, false);
         Ok(())
+    }
+
+    /// `KEY=VALUE` pairs of ENV and LABEL, both sides expanded.
+    fn expand_pairs(
+        &self,
+        kvs: &[ins::KeyValue],
+        env: &Env,
+    ) -> Result<Vec<(String, String)>, LowerError> {
+        let mut pairs = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            pairs.push((self.expand(&kv.key, env)?, self.expand(&kv.value, env)?));
+        }
+        Ok(pairs)
     }
 
     /// `WORKDIR`: relative to the current one; any directory but `/` is created (a layer).

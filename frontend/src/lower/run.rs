@@ -122,6 +122,7 @@ impl Lowerer<'_> {
             })
             .map_err(|k| LowerError::new(m.span, k))?;
             let from = cmd.mount_from.get(idx).cloned().flatten();
+            let from_name = spec.from.as_deref().unwrap_or_default();
             let target = if spec.target.starts_with('/') {
                 clean(&spec.target)
             } else {
@@ -141,14 +142,7 @@ impl Lowerer<'_> {
                 }
                 MountType::Bind => {
                     let input = match &from {
-                        Some(src) => self.source_fs(
-                            src,
-                            spec.from.as_deref().unwrap_or_default(),
-                            st,
-                            states,
-                            stages,
-                            m.span,
-                        )?,
+                        Some(src) => self.source_fs(src, from_name, st, states, stages, m.span)?,
                         None => self.context(vec![source_path(&spec.source)]),
                     };
                     inputs.push(input);
@@ -161,14 +155,8 @@ impl Lowerer<'_> {
                 MountType::Cache => {
                     let input = match &from {
                         Some(src) => {
-                            inputs.push(self.source_fs(
-                                src,
-                                spec.from.as_deref().unwrap_or_default(),
-                                st,
-                                states,
-                                stages,
-                                m.span,
-                            )?);
+                            inputs
+                                .push(self.source_fs(src, from_name, st, states, stages, m.span)?);
                             Some(inputs.len() - 1)
                         }
                         None => None,
