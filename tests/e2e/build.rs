@@ -561,6 +561,71 @@ fn mounts_under(root: &std::path::Path) -> usize {
     mounts.lines().filter(|l| l.contains(&r)).count()
 }
 
+/// A process as `/proc/<pid>/stat` shows it. A pid is reused; pid and start time together name
+/// one process.
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: u32,
+    parent: u32,
+    state: char,
+    start: u64,
+}
+
+impl Proc {
+    /// `None` once the process is gone.
+    fn read(pid: u32) -> Option<Proc> {
+        let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the parenthesised command name: state (3), ppid (4), starttime (22).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(Proc {
+            pid,
+            state: fields.first()?.chars().next()?,
+            parent: fields.get(1)?.parse().ok()?,
+            start: fields.get(19)?.parse().ok()?,
+        })
+    }
+
+    /// Whether this very process still runs (a zombie does not).
+    fn runs(&self) -> bool {
+        Proc::read(self.pid).is_some_and(|now| now.start == self.start && now.state != 'Z')
+    }
+
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        fs_err::read_link(format!("/proc/{}/ns/pid", self.pid)).ok()
+    }
+
+    fn command_line(&self) -> String {
+        let raw = fs_err::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        text(&raw).replace('\0', " ").trim_end().to_owned()
+    }
+}
+
+/// What `kiln` (a pid) runs in its steps' sandboxes: the processes below it in the process tree
+/// that are in another PID namespace.
+fn sandboxed_processes(kiln: u32) -> Vec<Proc> {
+    let all: Vec<Proc> = fs_err::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter_map(Proc::read)
+        .collect();
+    let Some(own) = Proc::read(kiln).and_then(|p| p.pid_namespace()) else {
+        return Vec::new();
+    };
+    let mut parents = vec![kiln];
+    let mut below = Vec::new();
+    while let Some(parent) = parents.pop() {
+        for p in all.iter().filter(|p| p.parent == parent) {
+            parents.push(p.pid);
+            below.push(p.clone());
+        }
+    }
+    below
+        .into_iter()
+        .filter(|p| p.pid_namespace().is_some_and(|ns| ns != own))
+        .collect()
+}
+
 #[test]
 fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
     if !sandbox_available() {
@@ -574,35 +639,38 @@ fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the step runs (its mount is there), then kill kiln outright.
+    // Wait until the step's `sleep` runs in its sandbox, note the sandbox's processes (not every
+    // `sleep 30` on the machine), then kill kiln outright.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while mounts_under(k.root.path()) == 0 {
+    let step = loop {
+        let procs = sandboxed_processes(child.id());
+        if procs.iter().any(|p| p.command_line() == "sleep 30") {
+            break procs;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "the step never started"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
         mounts_under(k.root.path()) > 0,
         "a SIGKILLed kiln cannot clean up after itself"
     );
+    assert!(
+        step.iter().any(Proc::runs),
+        "the step outlives a SIGKILLed kiln: {step:?}"
+    );
     // The next kiln start cleans what the killed one left: container, mounts, scratch.
     let ok = Context::new().file("Dockerfile", "FROM busybox\nRUN true\n");
     k.ok(&["build", ok.arg()]);
     assert_eq!(mounts_under(k.root.path()), 0, "leftover mounts");
-    let ps = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ps -eo args | grep -c '[s]leep 30'")
-        .output()
-        .unwrap();
-    assert_eq!(
-        text(&ps.stdout).trim(),
-        "0",
-        "the killed build's process still runs"
+    let running: Vec<&Proc> = step.iter().filter(|p| p.runs()).collect();
+    assert!(
+        running.is_empty(),
+        "the killed build's step still runs: {running:?}"
     );
     let leftovers: Vec<_> = fs_err::read_dir(k.root.path().join("tmp"))
         .unwrap()

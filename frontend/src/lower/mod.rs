@@ -15,12 +15,16 @@
 //! invariant: a vertex digest depends only on ops and inputs (never on lines, comments or other
 //! stages); descriptions and lines live in [`VertexMeta`](kiln_graph::VertexMeta).
 
+mod args;
 mod config;
+mod copy;
 mod dispatch;
 mod error;
 mod history;
 mod mount;
 mod paths;
+mod run;
+mod source;
 mod stage;
 
 use std::collections::BTreeMap;
