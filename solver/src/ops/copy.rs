@@ -8,8 +8,8 @@
 //! copy are kept; permissions and mtimes are kept.
 //!
 //! The destination is a container rootfs that may hold hostile symlinks (`/app -> /etc`,
-//! `-> ../../..`). Every directory under `dest_root` is opened with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)` from the root's descriptor, so symlinks resolve as they would inside
+//! `-> ../../..`). Every directory under `dest_root` is opened through [`kiln_sys::Root`]
+//! (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`), so symlinks resolve as they would inside
 //! the container and never outside it; entries are then created with `*at` calls on that
 //! descriptor, and a final component that is a symlink is replaced, never written through.
 //! Archive entries (`ADD app.tar.gz /`) go through the same calls, so `..` and absolute names
@@ -19,7 +19,8 @@ use crate::context::glob::{clean, has_meta};
 use crate::context::ignore::Matcher;
 use crate::context::walk::{Entry, EntryKind, Meta, Walker, normalize_source, parallel_map};
 use crate::graph::CopyAction;
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
+use kiln_sys::{MkdirAll, Root};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -417,7 +418,7 @@ impl Counters {
 /// The destination rootfs, written only through descriptors resolved inside it.
 struct DestTree {
     root: PathBuf,
-    root_fd: OwnedFd,
+    root_fd: Root,
     ids: Owner,
     chmod: Option<Chmod>,
     /// Source (dev, inode) of multiply-linked files → where the first copy went.
@@ -427,15 +428,10 @@ struct DestTree {
 
 impl DestTree {
     fn open(root: &Path, ids: Owner, chmod: Option<Chmod>) -> Result<Self> {
-        let root_fd = rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::Io {
+        let root_fd = Root::open(root).map_err(|e| Error::Io {
             op: "open destination",
             path: root.to_path_buf(),
-            source: e.into(),
+            source: e.os_error(),
         })?;
         Ok(DestTree {
             root: root.to_path_buf(),
@@ -458,13 +454,7 @@ impl DestTree {
 
     /// Opens a directory of the rootfs, resolving symlinks as the container would, inside it.
     fn open_dir(&self, path: &str) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat2(
-            &self.root_fd,
-            if path.is_empty() { "." } else { path },
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
+        self.root_fd.open_dir(path).map_err(|e| e.errno())
     }
 
     fn owner(&self, meta: Option<&Meta>) -> (Option<Uid>, Option<Gid>) {
@@ -477,10 +467,6 @@ impl DestTree {
     /// `--chown`) the way `mkdir -p` inside the container would: a dangling symlink on the way
     /// is followed (inside the rootfs) and its target created.
     fn mkdir_all(&mut self, path: &str) -> Result<OwnedFd> {
-        self.mkdir_all_hops(path, 0)
-    }
-
-    fn mkdir_all_hops(&mut self, path: &str, hops: usize) -> Result<OwnedFd> {
         match self.open_dir(path) {
             Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) => {}
@@ -492,58 +478,29 @@ impl DestTree {
             }
             Err(e) => return Err(self.err("open directory", path)(e)),
         }
-        let mut cur = self.open_dir("").map_err(self.err("open directory", ""))?;
-        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-        let mut prefix = String::new();
-        for (i, component) in components.iter().enumerate() {
-            let parent = prefix.clone();
-            prefix = join(&prefix, component);
-            match self.open_dir(&prefix) {
-                Ok(fd) => cur = fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&cur, *component, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => {}
-                        Err(Errno::EXIST) if hops < 40 => {
-                            // A dangling symlink: create its target, resolved in the rootfs
-                            // (no lexical cleaning, so `..` is resolved physically).
-                            let target = rustix::fs::readlinkat(&cur, *component, Vec::new())
-                                .map_err(self.err("read symlink", &prefix))?;
-                            let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
-                            let base = if target.starts_with('/') {
-                                ""
-                            } else {
-                                parent.as_str()
-                            };
-                            let rest = components[i + 1..].join("/");
-                            let next = join(&join(base, target.trim_start_matches('/')), &rest);
-                            return self.mkdir_all_hops(&next, hops + 1);
-                        }
-                        Err(e) => return Err(self.err("create directory", &prefix)(e)),
-                    }
-                    let fd = rustix::fs::openat(
-                        &cur,
-                        *component,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(self.err("open directory", &prefix))?;
-                    let (uid, gid) = self.owner(None);
-                    rustix::fs::fchown(&fd, uid, gid).map_err(self.err("chown", &prefix))?;
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                        .map_err(self.err("chmod", &prefix))?;
-                    Counters::add(&self.stats.dirs, 1);
-                    cur = fd;
-                }
-                Err(Errno::NOTDIR) => {
-                    return Err(Error::Conflict {
-                        path: format!("/{prefix}"),
-                        reason: "not a directory",
-                    });
-                }
-                Err(e) => return Err(self.err("open directory", &prefix)(e)),
+        let (uid, gid) = self.owner(None);
+        let how = MkdirAll {
+            mode: Mode::from_raw_mode(0o755),
+            owner: uid.zip(gid),
+            access: OFlags::RDONLY,
+        };
+        let made = self.root_fd.mkdir_all(path, &how).map_err(|e| {
+            let at = e.path().to_string_lossy();
+            if e.op() == kiln_sys::Op::Open && e.errno() == Errno::NOTDIR {
+                return Error::Conflict {
+                    path: format!("/{at}"),
+                    reason: "not a directory",
+                };
             }
-        }
-        Ok(cur)
+            let op = match e.op() {
+                kiln_sys::Op::Open => "open directory",
+                kiln_sys::Op::Mkdir | kiln_sys::Op::Resolve => "create directory",
+                other => other.as_str(),
+            };
+            self.err(op, &at)(e.errno())
+        })?;
+        Counters::add(&self.stats.dirs, made.created as u64);
+        Ok(made.dir)
     }
 
     /// Makes `path` a directory with the source directory's mode and owner (an existing one is
