@@ -9,13 +9,14 @@ use oci_spec::image::Digest;
 use serde_json::Value;
 
 use crate::apply::decompress;
+use crate::codec::Encoder;
 use crate::digest::{HashReader, parse_digest};
 use crate::error::{Error, Result};
 use crate::image::{
     ImageRecord, MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
     canonical_json, go_arch, minimal_config, normalize_name, repository_of,
 };
-use crate::layer::{Compression, Encoder, LayerInfo, MEDIA_TYPE_LAYER_TAR};
+use crate::layer::{Compression, LayerInfo, MEDIA_TYPE_LAYER_TAR};
 use crate::store::Store;
 
 /// Archive flavour for `save`.
