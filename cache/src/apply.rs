@@ -1,20 +1,21 @@
 //! The layer applier: unpacks a (possibly compressed) layer tar into a directory.
 //!
-//! Every path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative
-//! to the target, so `..`, absolute symlinks and symlink chains can never reach outside it;
-//! the final component is always created or changed with `*at` calls that do not follow
-//! symlinks. Entries naming `..` are refused; absolute entry paths are taken relative to the
-//! target, as docker does.
+//! Every path is resolved inside the target by [`kiln_sys::Root`] (`openat2(RESOLVE_IN_ROOT
+//! | RESOLVE_NO_MAGICLINKS)`), so `..`, absolute symlinks and symlink chains can never reach
+//! outside it; the final component is always created or changed with `*at` calls that do not
+//! follow symlinks. Entries naming `..` are refused; absolute entry paths are taken relative to
+//! the target, as docker does.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use kiln_oci::Digest;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use kiln_sys::{MkdirAll, Root};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::digest::HashReader;
@@ -174,12 +175,7 @@ impl Read for ChannelReader {
 /// Applies an uncompressed tar stream; returns the number of entries.
 fn apply_tar(tar: &mut dyn Read, target: &Path, opts: &ApplyOptions) -> Result<u64> {
     fs_err::create_dir_all(target)?;
-    let root = rustix::fs::open(
-        target,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::sys("open", target, e))?;
+    let root = Root::open(target).map_err(|e| Error::sys("open", target, e.errno()))?;
     let mut archive = tar::Archive::new(tar);
     let mut ap = Applier {
         root,
@@ -243,7 +239,7 @@ fn clean(raw: &Path) -> Result<Comps> {
 }
 
 struct Applier {
-    root: OwnedFd,
+    root: Root,
     opts: ApplyOptions,
     /// paths created by this layer (for opaque dirs in Flatten mode)
     created: HashSet<Comps>,
@@ -254,86 +250,36 @@ struct Applier {
     proc_ok: bool,
 }
 
-fn resolve_flags() -> ResolveFlags {
-    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
-}
-
 impl Applier {
     /// Opens directory `comps` inside the root (symlinks resolved inside the root), creating
-    /// missing directories when `create`.
+    /// missing directories when `create` (following dangling symlinks to their place in the
+    /// root, as mkdir -p in the container would).
     fn open_dir(&self, comps: &[OsString], create: bool) -> Result<OwnedFd> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
         if comps.is_empty() {
-            return rustix::fs::openat(&self.root, c".", flags, Mode::empty())
+            return rustix::fs::openat(&self.root, c".", flags | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::sys("open", ".", e));
         }
         let path = join(comps);
-        match rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), resolve_flags()) {
-            Ok(fd) => Ok(fd),
-            Err(Errno::NOENT) if create => self.create_dirs(comps),
-            Err(e) => Err(Error::sys("openat2", &path, e)),
-        }
-    }
-
-    /// Slow path of `open_dir`: walks `comps`, following symlinks lexically inside the root
-    /// (as `RESOLVE_IN_ROOT` does) and creating missing directories at their resolved place.
-    fn create_dirs(&self, comps: &[OsString]) -> Result<OwnedFd> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let mut resolved: Vec<OsString> = Vec::new();
-        let mut queue: std::collections::VecDeque<OsString> = comps.iter().cloned().collect();
-        let mut links = 0;
-        while let Some(c) = queue.pop_front() {
-            if c == "." {
-                continue;
-            }
-            if c == ".." {
-                resolved.pop();
-                continue;
-            }
-            let parent = self.open_dir(&resolved, false)?;
-            let here = join(&resolved).join(&c);
-            match rustix::fs::statat(&parent, c.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-                    FileType::Directory => resolved.push(c),
-                    FileType::Symlink => {
-                        links += 1;
-                        if links > 40 {
-                            return Err(Error::sys("resolve", here, Errno::LOOP));
-                        }
-                        let target = rustix::fs::readlinkat(&parent, c.as_os_str(), Vec::new())
-                            .map_err(|e| Error::sys("readlink", &here, e))?;
-                        let target = PathBuf::from(OsStr::from_bytes(target.to_bytes()));
-                        if target.is_absolute() {
-                            resolved.clear();
-                        }
-                        for tc in target.components().rev() {
-                            match tc {
-                                Component::Normal(n) => queue.push_front(n.to_owned()),
-                                Component::ParentDir => queue.push_front("..".into()),
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => return Err(Error::sys("mkdir", here, Errno::NOTDIR)),
-                },
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&parent, c.as_os_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(Error::sys("mkdir", here, e)),
-                    }
-                    resolved.push(c);
-                }
-                Err(e) => return Err(Error::sys("stat", here, e)),
-            }
-        }
-        rustix::fs::openat2(
-            &self.root,
-            join(&resolved),
-            flags,
-            Mode::empty(),
-            resolve_flags(),
-        )
-        .map_err(|e| Error::sys("openat2", join(&resolved), e))
+        let opened = if create {
+            let how = MkdirAll {
+                mode: Mode::from_raw_mode(0o755),
+                owner: None,
+                access: OFlags::PATH,
+            };
+            self.root.mkdir_all(&path, &how).map(|made| made.dir)
+        } else {
+            self.root.open_at(&path, flags)
+        };
+        opened.map_err(|e| {
+            let op = match e.op() {
+                kiln_sys::Op::Open => "openat2",
+                kiln_sys::Op::Mkdir => "mkdir",
+                kiln_sys::Op::ReadLink => "readlink",
+                other => other.as_str(),
+            };
+            Error::sys(op, e.path(), e.errno())
+        })
     }
 
     fn parent(&mut self, comps: &[OsString]) -> Result<OwnedFd> {
@@ -614,15 +560,13 @@ impl Applier {
         if !self.proc_ok {
             return Ok(());
         }
-        // The parent fd pins the directory; lsetxattr does not follow the final symlink.
-        let p = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
         for (k, v) in xattrs {
-            match rustix::fs::lsetxattr(&p, k.as_slice(), v, rustix::fs::XattrFlags::empty()) {
+            match kiln_sys::fd::set_xattr_nofollow(parent, name, k, v) {
                 Ok(()) => {}
-                Err(Errno::PERM | Errno::NOTSUP) => {
+                Err(e) if matches!(e.errno(), Errno::PERM | Errno::NOTSUP) => {
                     tracing::warn!(path = %raw.display(), xattr = %String::from_utf8_lossy(k), "xattr not applied");
                 }
-                Err(e) => return Err(Error::sys("setxattr", raw, e)),
+                Err(e) => return Err(Error::sys("setxattr", raw, e.errno())),
             }
         }
         Ok(())

@@ -10,10 +10,11 @@ use kiln_oci::{Digest, Platform};
 use serde_json::Value;
 
 use crate::apply::decompress;
+use crate::codec::Encoder;
 use crate::digest::{HashReader, parse_digest};
 use crate::error::{Error, Result};
 use crate::image::{ImageRecord, canonical_json, minimal_config, normalize_name, repository_of};
-use crate::layer::{Compression, Encoder, LayerInfo};
+use crate::layer::{Compression, LayerInfo};
 use crate::store::Store;
 
 /// Archive flavour for `save`.

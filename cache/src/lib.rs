@@ -1,13 +1,15 @@
 //! kiln's content store, layers, snapshots, image store and cache index.
 //!
 //! See the module docs: [`store`] (blobs and the versioned root), `index` (redb tables),
-//! [`layer`] (deterministic tar writer), [`apply`] (safe layer applier), [`snapshot`] and
-//! [`mount`] (overlay lowerdirs), [`image`] (manifests, configs, tags), [`archive`]
-//! (docker/OCI archives), [`gc`] (leases and garbage collection) and [`testutil`]
-//! (busybox rootfs for tests). The on-disk format is described in the crate's README.
+//! [`layer`] (deterministic tar writer), `codec` (layer compression), [`apply`] (safe layer
+//! applier), [`snapshot`] and [`mount`] (overlay lowerdirs), [`image`] (manifests, configs,
+//! tags), [`archive`] (docker/OCI archives), [`gc`] (leases and garbage collection) and
+//! [`testutil`] (busybox rootfs for tests). The on-disk format is described in the crate's
+//! README.
 
 pub mod apply;
 pub mod archive;
+mod codec;
 pub mod digest;
 mod error;
 pub mod gc;

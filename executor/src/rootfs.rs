@@ -1,13 +1,14 @@
 //! Safe access to paths inside a container's root filesystem from the host.
 //!
 //! Image content is untrusted: `/etc/passwd` may be a symlink to `/etc/shadow` of the host, a
-//! WORKDIR may traverse `../../..`. Every lookup goes through `openat2(RESOLVE_IN_ROOT)`, so the
-//! kernel resolves `..` and symlinks as if the rootfs were `/` (Linux 5.6 or later).
+//! WORKDIR may traverse `../../..`. Every lookup goes through [`kiln_sys::Root`]
+//! (`openat2(RESOLVE_IN_ROOT)`), so the kernel resolves `..` and symlinks as if the rootfs were
+//! `/` (Linux 5.6 or later).
 
 use crate::{Error, Result};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use kiln_sys::{ErrorKind, Root};
+use rustix::fs::{Mode, OFlags};
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 
 fn rootfs_err(rootfs: &Path, path: &str, err: impl Into<std::io::Error>) -> Error {
@@ -18,33 +19,19 @@ fn rootfs_err(rootfs: &Path, path: &str, err: impl Into<std::io::Error>) -> Erro
     }
 }
 
-fn open_root(rootfs: &Path) -> Result<OwnedFd> {
-    rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| rootfs_err(rootfs, "/", e))
-}
-
-fn open_in(root: &OwnedFd, path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    let relative = path.trim_start_matches('/');
-    rustix::fs::openat2(
-        root,
-        if relative.is_empty() { "." } else { relative },
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+fn open_root(rootfs: &Path) -> Result<Root> {
+    Root::open(rootfs).map_err(|e| rootfs_err(rootfs, "/", e.os_error()))
 }
 
 /// Reads a regular file inside `rootfs`, resolving symlinks inside it. `Ok(None)` if it is absent.
 pub fn read_file_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
     let root = open_root(rootfs)?;
-    let fd = match open_in(&root, path, OFlags::RDONLY | OFlags::NONBLOCK) {
+    let fd = match root.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
-        Err(e) => return Err(rootfs_err(rootfs, path, e)),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(rootfs_err(rootfs, path, e.os_error())),
     };
     let stat = rustix::fs::fstat(&fd).map_err(|e| rootfs_err(rootfs, path, e))?;
     if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
@@ -75,8 +62,9 @@ pub fn mkdir_all_in_root(rootfs: &Path, path: &str) -> Result<()> {
     let mut current = String::new();
     for component in components {
         let parent = if current.is_empty() { "/" } else { &current };
-        let dir = open_in(&root, parent, OFlags::PATH | OFlags::DIRECTORY)
-            .map_err(|e| rootfs_err(rootfs, parent, e))?;
+        let dir = root
+            .open_at(parent, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| rootfs_err(rootfs, parent, e.os_error()))?;
         match rustix::fs::mkdirat(&dir, component, Mode::from_raw_mode(0o755)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(rootfs_err(rootfs, &format!("{current}/{component}"), e)),
@@ -86,9 +74,9 @@ pub fn mkdir_all_in_root(rootfs: &Path, path: &str) -> Result<()> {
     }
     // The final path must be a directory (it may be a symlink to one inside the rootfs).
     let target = if current.is_empty() { "/" } else { &current };
-    open_in(&root, target, OFlags::PATH | OFlags::DIRECTORY)
+    root.open_at(target, OFlags::PATH | OFlags::DIRECTORY)
         .map(drop)
-        .map_err(|e| rootfs_err(rootfs, target, e))
+        .map_err(|e| rootfs_err(rootfs, target, e.os_error()))
 }
 
 /// Mount targets that did not exist in a rootfs before a run: the runtime creates them (empty
@@ -100,8 +88,8 @@ pub struct MountStubs {
     missing: Vec<(String, String)>,
 }
 
-fn exists_in(root: &OwnedFd, path: &str) -> bool {
-    open_in(root, path, OFlags::PATH).is_ok()
+fn exists_in(root: &Root, path: &str) -> bool {
+    root.open_at(path, OFlags::PATH).is_ok()
 }
 
 impl MountStubs {
@@ -202,13 +190,13 @@ impl Drop for StubLease {
 }
 
 /// Removes `path` inside the root if it is an empty regular file or an empty directory.
-fn remove_if_empty(root: &OwnedFd, path: &str) -> bool {
+fn remove_if_empty(root: &Root, path: &str) -> bool {
     use rustix::fs::{AtFlags, FileType};
     let Some((parent, name)) = path.rsplit_once('/') else {
         return false;
     };
     let parent = if parent.is_empty() { "/" } else { parent };
-    let Ok(dir) = open_in(root, parent, OFlags::PATH | OFlags::DIRECTORY) else {
+    let Ok(dir) = root.open_at(parent, OFlags::PATH | OFlags::DIRECTORY) else {
         return false;
     };
     let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {

@@ -11,10 +11,13 @@
 use super::Error;
 use super::glob::{clean, glob_match, has_meta};
 use super::ignore::Matcher;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use kiln_sys::Beneath;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 
 /// Symlink hops allowed while resolving one source path (as Linux's `MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -108,6 +111,12 @@ fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(rustix::io:
     }
 }
 
+/// [`io_err`] for a failed [`kiln_sys`] call: its errno, under this walk's operation and path.
+fn sys_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(kiln_sys::Error) -> Error {
+    let to_error = io_err(op, path);
+    move |e| to_error(e.errno())
+}
+
 fn join(a: &str, b: &str) -> String {
     if a.is_empty() {
         b.to_string()
@@ -123,22 +132,17 @@ fn join(a: &str, b: &str) -> String {
 /// Walks a context root and selects what `include` names.
 pub(crate) struct Walker<'a> {
     root: PathBuf,
-    root_fd: Arc<OwnedFd>,
+    root_fd: Beneath,
     ignore: &'a Matcher,
 }
 
 impl<'a> Walker<'a> {
     /// Opens `root` (which must be a directory).
     pub(crate) fn open(root: &Path, ignore: &'a Matcher) -> Result<Self, Error> {
-        let fd = rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_err("open context directory", root))?;
+        let fd = Beneath::open(root).map_err(sys_err("open context directory", root))?;
         Ok(Walker {
             root: root.to_path_buf(),
-            root_fd: Arc::new(fd),
+            root_fd: fd,
             ignore,
         })
     }
@@ -173,15 +177,12 @@ impl<'a> Walker<'a> {
             }
             cur.push(component);
             let real = cur.join("/");
-            let st = match rustix::fs::statat(
-                &*self.root_fd,
-                real.as_str(),
-                AtFlags::SYMLINK_NOFOLLOW,
-            ) {
-                Ok(st) => st,
-                Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
-                Err(e) => return Err(io_err("stat", self.host_path(&real))(e)),
-            };
+            let st =
+                match rustix::fs::statat(&self.root_fd, real.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+                    Err(e) => return Err(io_err("stat", self.host_path(&real))(e)),
+                };
             let meta = Meta::from_stat(&st);
             if meta.kind() == EntryKind::Symlink {
                 hops += 1;
@@ -190,7 +191,7 @@ impl<'a> Walker<'a> {
                         path: path.to_string(),
                     });
                 }
-                let target = rustix::fs::readlinkat(&*self.root_fd, real.as_str(), Vec::new())
+                let target = rustix::fs::readlinkat(&self.root_fd, real.as_str(), Vec::new())
                     .map_err(io_err("read symlink", self.host_path(&real)))?;
                 cur.pop();
                 let target = target.as_bytes();
@@ -258,14 +259,10 @@ impl<'a> Walker<'a> {
     /// Opens a selected file (by its real path) for reading; any symlink swapped in since the
     /// walk makes this fail rather than be followed.
     pub(crate) fn open_file(&self, real: &str) -> Result<std::fs::File, Error> {
-        let fd = rustix::fs::openat2(
-            &*self.root_fd,
-            real,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(io_err("open", self.host_path(real)))?;
+        let fd = self
+            .root_fd
+            .open_at(real, OFlags::RDONLY | OFlags::NOFOLLOW)
+            .map_err(sys_err("open", self.host_path(real)))?;
         Ok(std::fs::File::from(fd))
     }
 
@@ -277,15 +274,9 @@ impl<'a> Walker<'a> {
     /// [`open_dir_beneath`](Self::open_dir_beneath) by the path's bytes on disk (`real`, for
     /// errors, may have replaced bytes that are not UTF-8).
     fn open_dir_raw(&self, raw: &[u8], real: &str) -> Result<OwnedFd, Error> {
-        let path: &[u8] = if raw.is_empty() { b"." } else { raw };
-        rustix::fs::openat2(
-            &*self.root_fd,
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(io_err("open directory", self.host_path(real)))
+        self.root_fd
+            .open_dir(OsStr::from_bytes(raw))
+            .map_err(sys_err("open directory", self.host_path(real)))
     }
 
     /// Selects the entries one source path names (`""`/`.` = the whole context). `Ok(None)`

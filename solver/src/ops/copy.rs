@@ -8,8 +8,8 @@
 //! copy are kept; permissions and mtimes are kept.
 //!
 //! The destination is a container rootfs that may hold hostile symlinks (`/app -> /etc`,
-//! `-> ../../..`). Every directory under `dest_root` is opened with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)` from the root's descriptor, so symlinks resolve as they would inside
+//! `-> ../../..`). Every directory under `dest_root` is opened through [`kiln_sys::Root`]
+//! (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`), so symlinks resolve as they would inside
 //! the container and never outside it; entries are then created with `*at` calls on that
 //! descriptor, and a final component that is a symlink is replaced, never written through.
 //! Archive entries (`ADD app.tar.gz /`) go through the same calls, so `..` and absolute names
@@ -18,11 +18,13 @@
 use crate::context::glob::{clean, has_meta};
 use crate::context::ignore::Matcher;
 use crate::context::walk::{Entry, EntryKind, Meta, Walker, normalize_source, parallel_map};
+use crate::ops::archive;
 use kiln_graph::CopyAction;
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
+use kiln_sys::{MkdirAll, Root};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +58,7 @@ pub enum Error {
     },
 }
 
-type Result<T, E = Error> = std::result::Result<T, E>;
+pub(super) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `--chown` resolved to numbers (the caller resolves names against the destination's
 /// `/etc/passwd` and `/etc/group`; `--chown=user` uses the user's primary group).
@@ -73,10 +75,10 @@ impl CopyIds {
 
 /// Owner of what one copy writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Owner {
+pub(super) struct Owner {
     /// `None` keeps the source's owner.
-    uid: Option<u32>,
-    gid: Option<u32>,
+    pub(super) uid: Option<u32>,
+    pub(super) gid: Option<u32>,
 }
 
 /// What a copy wrote.
@@ -226,10 +228,10 @@ pub fn copy(
         let leaf = name.rsplit('/').next().unwrap_or(name);
         if action.extract_archive
             && top.meta.kind() == EntryKind::File
-            && let Some(kind) = sniff_archive(&walker, top)?
+            && let Some(kind) = archive::sniff_archive(&walker, top)?
         {
             out.mkdir_all(&dest_rel)?;
-            extract(&mut out, &walker, top, kind, &dest_rel, ids)?;
+            archive::extract(&mut out, &walker, top, kind, &dest_rel, ids)?;
             Counters::add(&out.stats.archives, 1);
             continue;
         }
@@ -245,7 +247,7 @@ pub fn copy(
 
 /// `--chmod`: an octal mode, or chmod(1)-style symbolic clauses applied to each source mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Chmod {
+pub(super) enum Chmod {
     Octal(u32),
     /// Clauses of (who mask, operator, permission letters).
     Symbolic(Vec<(u32, char, String)>),
@@ -346,13 +348,13 @@ fn parse_chmod(s: &str) -> Result<Chmod> {
 }
 
 /// A destination path as a clean path relative to the root (`""` = the root).
-fn rel(path: &str) -> String {
+pub(super) fn rel(path: &str) -> String {
     clean(&format!("/{path}"))
         .trim_start_matches('/')
         .to_string()
 }
 
-fn join(a: &str, b: &str) -> String {
+pub(super) fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
         (_, true) => a.to_string(),
@@ -366,7 +368,7 @@ fn parent_of(name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn split_parent(path: &str) -> (&str, &str) {
+pub(super) fn split_parent(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
 }
 
@@ -377,7 +379,7 @@ fn timespec(ns: i64) -> Timespec {
     }
 }
 
-fn times(mtime_ns: i64) -> Timestamps {
+pub(super) fn times(mtime_ns: i64) -> Timestamps {
     Timestamps {
         last_access: timespec(mtime_ns),
         last_modification: timespec(mtime_ns),
@@ -386,18 +388,18 @@ fn times(mtime_ns: i64) -> Timestamps {
 
 /// [`CopyStats`] counted from several threads.
 #[derive(Debug, Default)]
-struct Counters {
+pub(super) struct Counters {
     files: AtomicU64,
     dirs: AtomicU64,
     symlinks: AtomicU64,
-    hardlinks: AtomicU64,
+    pub(super) hardlinks: AtomicU64,
     special: AtomicU64,
     bytes: AtomicU64,
     archives: AtomicU64,
 }
 
 impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
+    pub(super) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -415,27 +417,22 @@ impl Counters {
 }
 
 /// The destination rootfs, written only through descriptors resolved inside it.
-struct DestTree {
+pub(super) struct DestTree {
     root: PathBuf,
-    root_fd: OwnedFd,
-    ids: Owner,
-    chmod: Option<Chmod>,
+    root_fd: Root,
+    pub(super) ids: Owner,
+    pub(super) chmod: Option<Chmod>,
     /// Source (dev, inode) of multiply-linked files → where the first copy went.
     links: HashMap<(u64, u64), String>,
-    stats: Counters,
+    pub(super) stats: Counters,
 }
 
 impl DestTree {
     fn open(root: &Path, ids: Owner, chmod: Option<Chmod>) -> Result<Self> {
-        let root_fd = rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::Io {
+        let root_fd = Root::open(root).map_err(|e| Error::Io {
             op: "open destination",
             path: root.to_path_buf(),
-            source: e.into(),
+            source: e.os_error(),
         })?;
         Ok(DestTree {
             root: root.to_path_buf(),
@@ -447,7 +444,7 @@ impl DestTree {
         })
     }
 
-    fn err(&self, op: &'static str, path: &str) -> impl FnOnce(Errno) -> Error {
+    pub(super) fn err(&self, op: &'static str, path: &str) -> impl FnOnce(Errno) -> Error {
         let path = self.root.join(path);
         move |e| Error::Io {
             op,
@@ -457,14 +454,8 @@ impl DestTree {
     }
 
     /// Opens a directory of the rootfs, resolving symlinks as the container would, inside it.
-    fn open_dir(&self, path: &str) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat2(
-            &self.root_fd,
-            if path.is_empty() { "." } else { path },
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
+    pub(super) fn open_dir(&self, path: &str) -> rustix::io::Result<OwnedFd> {
+        self.root_fd.open_dir(path).map_err(|e| e.errno())
     }
 
     fn owner(&self, meta: Option<&Meta>) -> (Option<Uid>, Option<Gid>) {
@@ -476,11 +467,7 @@ impl DestTree {
     /// Opens `path` as a directory, creating missing components (mode 0755, owned per
     /// `--chown`) the way `mkdir -p` inside the container would: a dangling symlink on the way
     /// is followed (inside the rootfs) and its target created.
-    fn mkdir_all(&mut self, path: &str) -> Result<OwnedFd> {
-        self.mkdir_all_hops(path, 0)
-    }
-
-    fn mkdir_all_hops(&mut self, path: &str, hops: usize) -> Result<OwnedFd> {
+    pub(super) fn mkdir_all(&mut self, path: &str) -> Result<OwnedFd> {
         match self.open_dir(path) {
             Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) => {}
@@ -492,63 +479,34 @@ impl DestTree {
             }
             Err(e) => return Err(self.err("open directory", path)(e)),
         }
-        let mut cur = self.open_dir("").map_err(self.err("open directory", ""))?;
-        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-        let mut prefix = String::new();
-        for (i, component) in components.iter().enumerate() {
-            let parent = prefix.clone();
-            prefix = join(&prefix, component);
-            match self.open_dir(&prefix) {
-                Ok(fd) => cur = fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&cur, *component, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => {}
-                        Err(Errno::EXIST) if hops < 40 => {
-                            // A dangling symlink: create its target, resolved in the rootfs
-                            // (no lexical cleaning, so `..` is resolved physically).
-                            let target = rustix::fs::readlinkat(&cur, *component, Vec::new())
-                                .map_err(self.err("read symlink", &prefix))?;
-                            let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
-                            let base = if target.starts_with('/') {
-                                ""
-                            } else {
-                                parent.as_str()
-                            };
-                            let rest = components[i + 1..].join("/");
-                            let next = join(&join(base, target.trim_start_matches('/')), &rest);
-                            return self.mkdir_all_hops(&next, hops + 1);
-                        }
-                        Err(e) => return Err(self.err("create directory", &prefix)(e)),
-                    }
-                    let fd = rustix::fs::openat(
-                        &cur,
-                        *component,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(self.err("open directory", &prefix))?;
-                    let (uid, gid) = self.owner(None);
-                    rustix::fs::fchown(&fd, uid, gid).map_err(self.err("chown", &prefix))?;
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                        .map_err(self.err("chmod", &prefix))?;
-                    Counters::add(&self.stats.dirs, 1);
-                    cur = fd;
-                }
-                Err(Errno::NOTDIR) => {
-                    return Err(Error::Conflict {
-                        path: format!("/{prefix}"),
-                        reason: "not a directory",
-                    });
-                }
-                Err(e) => return Err(self.err("open directory", &prefix)(e)),
+        let (uid, gid) = self.owner(None);
+        let how = MkdirAll {
+            mode: Mode::from_raw_mode(0o755),
+            owner: uid.zip(gid),
+            access: OFlags::RDONLY,
+        };
+        let made = self.root_fd.mkdir_all(path, &how).map_err(|e| {
+            let at = e.path().to_string_lossy();
+            if e.op() == kiln_sys::Op::Open && e.errno() == Errno::NOTDIR {
+                return Error::Conflict {
+                    path: format!("/{at}"),
+                    reason: "not a directory",
+                };
             }
-        }
-        Ok(cur)
+            let op = match e.op() {
+                kiln_sys::Op::Open => "open directory",
+                kiln_sys::Op::Mkdir | kiln_sys::Op::Resolve => "create directory",
+                other => other.as_str(),
+            };
+            self.err(op, &at)(e.errno())
+        })?;
+        Counters::add(&self.stats.dirs, made.created as u64);
+        Ok(made.dir)
     }
 
     /// Makes `path` a directory with the source directory's mode and owner (an existing one is
     /// kept as is, merged into). Returns whether it was created.
-    fn dir(&mut self, path: &str, meta: Option<&Meta>) -> Result<bool> {
+    pub(super) fn dir(&mut self, path: &str, meta: Option<&Meta>) -> Result<bool> {
         if self.open_dir(path).is_ok() {
             return Ok(false);
         }
@@ -588,7 +546,7 @@ impl DestTree {
 
     /// Removes whatever non-directory is at `leaf` (a symlink is removed, never followed); a
     /// directory there is a conflict.
-    fn remove_non_dir(&self, parent: &OwnedFd, leaf: &str, path: &str) -> Result<()> {
+    pub(super) fn remove_non_dir(&self, parent: &OwnedFd, leaf: &str, path: &str) -> Result<()> {
         match rustix::fs::statat(parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 if FileType::from_raw_mode(Meta::from_stat(&st).mode) == FileType::Directory {
@@ -696,7 +654,7 @@ impl DestTree {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn write_file(
+    pub(super) fn write_file(
         &self,
         parent: &OwnedFd,
         leaf: &str,
@@ -729,7 +687,7 @@ impl DestTree {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn symlink(
+    pub(super) fn symlink(
         &self,
         parent: &OwnedFd,
         leaf: &str,
@@ -748,7 +706,7 @@ impl DestTree {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn special(
+    pub(super) fn special(
         &self,
         parent: &OwnedFd,
         leaf: &str,
@@ -776,208 +734,8 @@ impl DestTree {
     }
 }
 
-/// Compression of an archive ADD extracts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-fn open_source(walker: &Walker<'_>, entry: &Entry) -> Result<std::fs::File> {
+pub(super) fn open_source(walker: &Walker<'_>, entry: &Entry) -> Result<std::fs::File> {
     Ok(walker.open_file(&entry.real)?)
-}
-
-fn decompressor(file: std::fs::File, kind: Compression) -> std::io::Result<Box<dyn Read>> {
-    let file = BufReader::new(file);
-    Ok(match kind {
-        Compression::None => Box::new(file),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
-    })
-}
-
-/// Detects a tar archive by magic bytes (never by name): the compression from the first bytes,
-/// then a valid tar header in the (decompressed) first block.
-fn sniff_archive(walker: &Walker<'_>, entry: &Entry) -> Result<Option<Compression>> {
-    let mut file = BufReader::new(open_source(walker, entry)?);
-    let head = file.fill_buf().map_err(|e| Error::Io {
-        op: "read",
-        path: walker.host_path(&entry.real),
-        source: e,
-    })?;
-    let kind = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
-    let Ok(mut reader) = decompressor(open_source(walker, entry)?, kind) else {
-        return Ok(None);
-    };
-    let mut block = [0u8; 512];
-    if reader.read_exact(&mut block).is_err() {
-        return Ok(None);
-    }
-    Ok(is_tar_header(&block).then_some(kind))
-}
-
-/// A tar header: `ustar` magic, or (old v7 format) a valid header checksum.
-fn is_tar_header(block: &[u8; 512]) -> bool {
-    if &block[257..262] == b"ustar" {
-        return true;
-    }
-    let stored = std::str::from_utf8(&block[148..156])
-        .ok()
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
-        .and_then(|s| u32::from_str_radix(s, 8).ok());
-    let sum: u32 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(b)
-            }
-        })
-        .sum();
-    block[0] != 0 && stored == Some(sum)
-}
-
-/// Extracts an archive into `dest` (a directory path in the rootfs). Entry names are made
-/// relative and clamped (`..` cannot climb above `dest`); parents are resolved inside the
-/// rootfs like any other write. Whiteout files are ordinary files here.
-fn extract(
-    out: &mut DestTree,
-    walker: &Walker<'_>,
-    entry: &Entry,
-    kind: Compression,
-    dest: &str,
-    chown: Option<CopyIds>,
-) -> Result<()> {
-    let archive_path = walker.host_path(&entry.real);
-    let io = |e: std::io::Error| Error::Io {
-        op: "extract",
-        path: archive_path.clone(),
-        source: e,
-    };
-    let reader = decompressor(open_source(walker, entry)?, kind).map_err(io)?;
-    let mut archive = tar::Archive::new(reader);
-    let mut dirs: Vec<(String, i64)> = Vec::new();
-    for item in archive.entries().map_err(io)? {
-        let mut item = item.map_err(io)?;
-        let name_bytes = item.path_bytes().into_owned();
-        let name = rel(&String::from_utf8_lossy(&name_bytes));
-        if name.is_empty() {
-            continue;
-        }
-        let path = join(dest, &name);
-        let header = item.header();
-        let mode = header.mode().map_err(io)? & 0o7777;
-        let mtime_ns = i64::try_from(header.mtime().map_err(io)?)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000);
-        // Archive owners are kept unless `--chown` was given.
-        let uid = chown
-            .map(|c| c.uid)
-            .or_else(|| header.uid().ok().and_then(|u| u32::try_from(u).ok()))
-            .unwrap_or(0);
-        let gid = chown
-            .map(|c| c.gid)
-            .or_else(|| header.gid().ok().and_then(|g| u32::try_from(g).ok()))
-            .unwrap_or(0);
-        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
-        let entry_type = header.entry_type();
-        let (parent, leaf) = split_parent(&path);
-        match entry_type {
-            tar::EntryType::Directory => {
-                let meta = Meta {
-                    mode: 0o040000 | mode,
-                    uid: uid.map(Uid::as_raw).unwrap_or(0),
-                    gid: gid.map(Gid::as_raw).unwrap_or(0),
-                    size: 0,
-                    mtime_ns,
-                    ctime_ns: 0,
-                    ino: 0,
-                    rdev: 0,
-                    nlink: 1,
-                    dev: 0,
-                };
-                let saved = out.ids;
-                out.ids = Owner {
-                    uid: Some(meta.uid),
-                    gid: Some(meta.gid),
-                };
-                let chmod = out.chmod.take();
-                let result = out.dir(&path, Some(&meta));
-                out.ids = saved;
-                out.chmod = chmod;
-                result?;
-                dirs.push((path, mtime_ns));
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let parent_fd = out.mkdir_all(parent)?;
-                out.remove_non_dir(&parent_fd, leaf, &path)?;
-                out.write_file(&parent_fd, leaf, &path, &mut item, uid, gid, mode, mtime_ns)?;
-            }
-            tar::EntryType::Symlink => {
-                let target = item
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let parent_fd = out.mkdir_all(parent)?;
-                out.remove_non_dir(&parent_fd, leaf, &path)?;
-                out.symlink(&parent_fd, leaf, &path, &target, uid, gid, mtime_ns)?;
-            }
-            tar::EntryType::Link => {
-                let target = item
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let target = join(dest, &rel(&String::from_utf8_lossy(&target)));
-                let (tp, tl) = split_parent(&target);
-                let target_parent = out.open_dir(tp).map_err(out.err("open directory", tp))?;
-                let parent_fd = out.mkdir_all(parent)?;
-                out.remove_non_dir(&parent_fd, leaf, &path)?;
-                rustix::fs::linkat(&target_parent, tl, &parent_fd, leaf, AtFlags::empty())
-                    .map_err(out.err("link", &path))?;
-                Counters::add(&out.stats.hardlinks, 1);
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let type_bits = match entry_type {
-                    tar::EntryType::Char => 0o020000,
-                    tar::EntryType::Block => 0o060000,
-                    _ => 0o010000,
-                };
-                let major = u64::from(header.device_major().ok().flatten().unwrap_or(0));
-                let minor = u64::from(header.device_minor().ok().flatten().unwrap_or(0));
-                let rdev = rustix::fs::makedev(major as u32, minor as u32);
-                let parent_fd = out.mkdir_all(parent)?;
-                out.remove_non_dir(&parent_fd, leaf, &path)?;
-                out.special(&parent_fd, leaf, &path, type_bits, rdev, uid, gid, mode)?;
-            }
-            other => {
-                tracing::debug!(?other, path = %path, "skipping archive entry of unsupported type");
-            }
-        }
-    }
-    for (path, mtime_ns) in dirs.iter().rev() {
-        let fd = out
-            .open_dir(path)
-            .map_err(out.err("open directory", path))?;
-        rustix::fs::futimens(&fd, &times(*mtime_ns)).map_err(out.err("set times of", path))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1011,27 +769,5 @@ mod tests {
         assert_eq!(rel("/"), "");
         assert_eq!(rel("../../etc/passwd"), "etc/passwd");
         assert_eq!(rel("/a/./b/../c"), "a/c");
-    }
-
-    #[test]
-    fn tar_headers_are_recognised_by_content() {
-        let mut header = tar::Header::new_ustar();
-        header.set_path("file").expect("path");
-        header.set_size(0);
-        header.set_cksum();
-        let mut block = [0u8; 512];
-        block.copy_from_slice(header.as_bytes());
-        assert!(is_tar_header(&block));
-        // Old v7 header: no magic, valid checksum.
-        let mut old = tar::Header::new_old();
-        old.set_path("file").expect("path");
-        old.set_size(0);
-        old.set_cksum();
-        block.copy_from_slice(old.as_bytes());
-        assert!(is_tar_header(&block));
-        block[0] ^= 1;
-        assert!(!is_tar_header(&block), "checksum no longer matches");
-        assert!(!is_tar_header(&[b'x'; 512]));
-        assert!(!is_tar_header(&[0; 512]));
     }
 }

@@ -9,7 +9,8 @@ use crate::ops::exec::blocking;
 use crate::ops::step::{ReadOnlyMount, StepMount};
 use crate::refs::{Chain, Ref};
 use kiln_graph::{ChownOpt, FileAction, FileOp};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use kiln_sys::Root;
+use rustix::fs::{Mode, OFlags};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -160,18 +161,13 @@ fn resolve_ids(root: &Path, chown: Option<&ChownOpt>) -> Result<Option<CopyIds>>
 /// Opens (creating with `mkdir -p` semantics) the parent directory of `path` inside `root`,
 /// resolving every component inside the root: a symlink can never lead outside it.
 fn open_parent(root: &Path, path: &str, ids: Option<CopyIds>) -> Result<(OwnedFd, String)> {
-    let rootfd = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_err(&root.to_string_lossy(), e))?;
+    let rootfd = Root::open(root).map_err(|e| io_err(&root.to_string_lossy(), e.errno()))?;
     let comps: Vec<&str> = path
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
     let Some((last, parents)) = comps.split_last() else {
-        return Ok((rootfd, String::new()));
+        return Ok((rootfd.into(), String::new()));
     };
     let mut rel = String::new();
     for c in parents {
@@ -209,19 +205,13 @@ fn open_parent(root: &Path, path: &str, ids: Option<CopyIds>) -> Result<(OwnedFd
         }
     }
     let dir = if rel.is_empty() {
-        rootfd
+        rootfd.into()
     } else {
         open_in_root(&rootfd, &rel).map_err(|e| io_err(path, e))?
     };
     Ok((dir, (*last).to_string()))
 }
 
-fn open_in_root(rootfd: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat2(
-        rootfd,
-        rel,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+fn open_in_root(rootfd: &Root, rel: &str) -> rustix::io::Result<OwnedFd> {
+    rootfd.open_dir(rel).map_err(|e| e.errno())
 }

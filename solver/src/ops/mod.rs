@@ -1,6 +1,7 @@
-//! Op implementations over real directories: sources, `RUN` in the sandbox, file actions, and
-//! the export of the result as an image.
+//! Op implementations over real directories: sources, `RUN` in the sandbox, file actions (with
+//! Docker's copy rules and ADD's archives), and the export of the result as an image.
 
+mod archive;
 pub mod copy;
 pub mod exec;
 pub mod export;

@@ -9,7 +9,7 @@ use crate::refs::Ref;
 use kiln_cache::Store;
 use kiln_executor::MountPlan;
 use kiln_graph::{CacheSharing, CopyAction, ExecOp, MountKind};
-use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -213,25 +213,10 @@ fn resolve_inside(root: &Path, rel: &str) -> Result<PathBuf> {
     if rel.is_empty() || rel == "." {
         return Ok(root.to_path_buf());
     }
-    let rootfd = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io(root.to_path_buf(), e.into()))?;
-    let fd = rustix::fs::openat2(
-        &rootfd,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(|e| io(root.join(rel), e.into()))?;
-    let real = fs_err::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .map_err(|e| io(root.join(rel), e))?;
+    let rootfd = kiln_sys::Root::open(root).map_err(|e| io(root.to_path_buf(), e.os_error()))?;
+    let real = rootfd
+        .real_path(rel)
+        .map_err(|e| io(root.join(rel), e.os_error()))?;
     let canon_root = fs_err::canonicalize(root).map_err(|e| io(root.to_path_buf(), e))?;
     if !real.starts_with(&canon_root) {
         return Err(Error::other(
