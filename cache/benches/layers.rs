@@ -6,9 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use kiln_cache::{
-    ApplyOptions, Compression, LayerOptions, Store, apply_layer, apply_layer_threaded,
-};
+use kiln_cache::{ApplyOptions, Encoding, LayerOptions, Store, apply_layer, apply_layer_threaded};
 
 /// CPU seconds (user + system) of this process so far, from /proc (100 Hz ticks).
 fn cpu_secs() -> f64 {
@@ -137,9 +135,9 @@ fn main() {
     breakdown(&src, mb);
     let mut zstd_layer = None;
     for (name, c) in [
-        ("zstd", Compression::ZSTD),
-        ("gzip", Compression::GZIP),
-        ("none", Compression::None),
+        ("zstd", Encoding::ZSTD),
+        ("gzip", Encoding::GZIP),
+        ("none", Encoding::None),
     ] {
         let opts = LayerOptions {
             compression: c,

@@ -14,7 +14,7 @@ use crate::codec::Encoder;
 use crate::digest::{HashReader, parse_digest};
 use crate::error::{Error, Result};
 use crate::image::{ImageRecord, canonical_json, minimal_config, normalize_name, repository_of};
-use crate::layer::{Compression, LayerInfo};
+use crate::layer::{Encoding, LayerInfo};
 use crate::store::Store;
 
 /// Archive flavour for `save`.
@@ -532,7 +532,7 @@ fn ingest_legacy_layer(
 /// `name` (already normalized; empty for none).
 pub fn import_rootfs(store: &Store, tar: impl Read, name: &str) -> Result<ImageRecord> {
     let mut src = HashReader::new(decompress(tar)?);
-    let mut enc = Encoder::new(store.blob_writer()?, Compression::GZIP)?;
+    let mut enc = Encoder::new(store.blob_writer()?, Encoding::GZIP)?;
     let mut buf = vec![0u8; 128 * 1024];
     loop {
         let mut filled = 0;
@@ -554,7 +554,7 @@ pub fn import_rootfs(store: &Store, tar: impl Read, name: &str) -> Result<ImageR
         diff_id,
         digest,
         size,
-        media_type: Compression::GZIP.media_type().to_owned(),
+        media_type: Encoding::GZIP.media_type().to_owned(),
     };
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let config = minimal_config(

@@ -1,11 +1,11 @@
-//! The layer compression codec: a compressor per [`Compression`], fed in fixed-size blocks so
+//! The layer compression codec: a compressor per [`Encoding`], fed in fixed-size blocks so
 //! the bytes never depend on how the tar writer's writes happen to be cut, and a parallel gzip
 //! whose bytes do not depend on the number of threads.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::layer::Compression;
+use crate::layer::Encoding;
 
 /// Input block size fed to compressors, so output never depends on write sizes.
 const BLOCK: usize = 128 * 1024;
@@ -61,15 +61,15 @@ pub(crate) enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    pub(crate) fn new(w: W, c: Compression) -> io::Result<Self> {
+    pub(crate) fn new(w: W, c: Encoding) -> io::Result<Self> {
         Ok(match c {
-            Compression::None => Encoder::Plain(w),
-            Compression::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
+            Encoding::None => Encoder::Plain(w),
+            Encoding::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
                 w,
                 flate2::Compression::new(level.min(9)),
             )),
-            Compression::GzipParallel { level } => Encoder::ParGzip(ParGzip::new(w, level.min(9))),
-            Compression::Zstd { level } => {
+            Encoding::GzipParallel { level } => Encoder::ParGzip(ParGzip::new(w, level.min(9))),
+            Encoding::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(w, level)?;
                 // Fixed worker count, never the core count (zstd's multithreaded output does
                 // not depend on the worker count once it is >= 1; a unit test checks this).
@@ -303,7 +303,7 @@ mod tests {
             .collect()
     }
 
-    fn compress(c: Compression, data: &[u8], write_size: usize) -> Vec<u8> {
+    fn compress(c: Encoding, data: &[u8], write_size: usize) -> Vec<u8> {
         let mut e = FixedBlocks::new(Encoder::new(Vec::new(), c).unwrap());
         for chunk in data.chunks(write_size) {
             e.write_all(chunk).unwrap();
@@ -314,15 +314,15 @@ mod tests {
     #[test]
     fn parallel_gzip_is_valid_gzip_and_deterministic() {
         let data = sample(5 * PAR_GZIP_BLOCK + 123);
-        let a = compress(Compression::GZIP, &data, 1000);
-        let b = compress(Compression::GZIP, &data, 777_777);
+        let a = compress(Encoding::GZIP, &data, 1000);
+        let b = compress(Encoding::GZIP, &data, 777_777);
         assert_eq!(a, b);
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&a[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
-        let empty = compress(Compression::GZIP, b"", 1);
+        let empty = compress(Encoding::GZIP, b"", 1);
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&empty[..])
             .read_to_end(&mut out)

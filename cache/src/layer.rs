@@ -7,8 +7,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use kiln_oci::Digest;
 use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
+use kiln_oci::{Compression, Digest};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Encoder, FixedBlocks};
@@ -17,9 +17,10 @@ use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS};
 use crate::store::Store;
 
-/// Layer compression.
+/// How kiln's layer writer encodes a blob: a [`Compression`] with its level and, for gzip,
+/// whether blocks are compressed in parallel (the algorithm alone is [`Encoding::compression`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Compression {
+pub enum Encoding {
     /// Plain tar.
     None,
     /// gzip at `level` (0-9).
@@ -41,18 +42,27 @@ pub enum Compression {
     },
 }
 
-impl Compression {
+impl Encoding {
     /// Parallel gzip at level 1 (layers are written often; this is the fast default).
-    pub const GZIP: Compression = Compression::GzipParallel { level: 1 };
+    pub const GZIP: Encoding = Encoding::GzipParallel { level: 1 };
     /// zstd at the default level 3.
-    pub const ZSTD: Compression = Compression::Zstd { level: 3 };
+    pub const ZSTD: Encoding = Encoding::Zstd { level: 3 };
 
-    /// The OCI layer media type for this compression.
-    pub fn media_type(&self) -> &'static str {
+    /// The compression algorithm.
+    pub fn compression(&self) -> Compression {
         match self {
-            Compression::None => OCI_LAYER,
-            Compression::Gzip { .. } | Compression::GzipParallel { .. } => OCI_LAYER_GZIP,
-            Compression::Zstd { .. } => OCI_LAYER_ZSTD,
+            Encoding::None => Compression::None,
+            Encoding::Gzip { .. } | Encoding::GzipParallel { .. } => Compression::Gzip,
+            Encoding::Zstd { .. } => Compression::Zstd,
+        }
+    }
+
+    /// The OCI layer media type of a blob encoded so.
+    pub fn media_type(&self) -> &'static str {
+        match self.compression() {
+            Compression::Gzip => OCI_LAYER_GZIP,
+            Compression::Zstd => OCI_LAYER_ZSTD,
+            _ => OCI_LAYER,
         }
     }
 }
@@ -71,8 +81,8 @@ pub enum LayerSource {
 /// How to write a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerOptions {
-    /// Compression of the blob.
-    pub compression: Compression,
+    /// Encoding of the blob.
+    pub compression: Encoding,
     /// Clamp mtimes to at most this (SOURCE_DATE_EPOCH).
     pub mtime_clamp: Option<i64>,
     /// Plain directory or overlay upperdir.
@@ -82,7 +92,7 @@ pub struct LayerOptions {
 impl Default for LayerOptions {
     fn default() -> Self {
         LayerOptions {
-            compression: Compression::GZIP,
+            compression: Encoding::GZIP,
             mtime_clamp: None,
             source: LayerSource::Directory,
         }
@@ -428,7 +438,7 @@ impl Store {
             source: opts.source,
         };
         let bw = self.blob_writer()?;
-        let (diff_id, digest, size) = if opts.compression == Compression::None {
+        let (diff_id, digest, size) = if opts.compression == Encoding::None {
             // The blob is the tar: one hash serves as both digests.
             let mut bw = bw;
             write_tar(dir, &tar_opts, &mut bw)?;

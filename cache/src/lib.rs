@@ -29,7 +29,7 @@ pub use gc::GcStats;
 pub use image::{
     HistoryEntry, ImageRecord, ImageSummary, RemoveEvent, history, inspect_json, normalize_name,
 };
-pub use layer::{Compression, LayerInfo, LayerOptions, LayerSource};
+pub use layer::{Encoding, LayerInfo, LayerOptions, LayerSource};
 pub use mount::{MountGuard, mount_overlay, unmount};
 pub use snapshot::Snapshot;
 pub use store::{BlobWriter, Store};

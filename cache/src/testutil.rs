@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::image::{ImageRecord, minimal_config};
-use crate::layer::{Compression, LayerOptions, LayerSource, TarOptions, write_tar};
+use crate::layer::{Encoding, LayerOptions, LayerSource, TarOptions, write_tar};
 use crate::store::Store;
 
 /// Where the busybox binary is taken from.
@@ -73,7 +73,7 @@ pub fn busybox_image(store: &Store, name: &str) -> Result<ImageRecord> {
     let layer = store.create_layer(
         dir.path(),
         &LayerOptions {
-            compression: Compression::GZIP,
+            compression: Encoding::GZIP,
             mtime_clamp: Some(0),
             source: LayerSource::Directory,
         },

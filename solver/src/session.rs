@@ -15,7 +15,7 @@ use crate::ops::mounts::SecretSource;
 use crate::remote::{self, CacheMode, CacheSpec, ExportReport};
 use crate::worker::{KilnWorker, RemoteSetup, WorkerOptions};
 use crate::{distribution, explain};
-use kiln_cache::{ArchiveFormat, Compression, ImageRecord};
+use kiln_cache::{ArchiveFormat, Encoding, ImageRecord};
 use kiln_graph::{Definition, ImageConfig, ImageResolver, Op, ResolvedImage};
 use kiln_oci::{Digest, Platform};
 use kiln_registry_client::{Client, Reference};
@@ -333,7 +333,7 @@ impl<'h> Build<'h> {
             store: self.host.store().clone(),
             runtime: self.host.runtime()?,
             contexts: BTreeMap::from([("context".to_string(), context)]),
-            compression: Compression::GZIP,
+            compression: Encoding::GZIP,
             source_date_epoch: self.opts.source_date_epoch,
             secrets: self.opts.secrets.clone(),
             remote,

@@ -9,7 +9,7 @@ use crate::engine::{BoxError, CacheKey, Job, Worker};
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::refs::{Chain, Ref};
-use kiln_cache::{Compression, LayerInfo, Store};
+use kiln_cache::{Encoding, LayerInfo, Store};
 use kiln_executor::Runtime;
 use kiln_graph::{LocalSource, Op, SourceOp, Vertex};
 use kiln_oci::{Digest, sha256};
@@ -23,8 +23,8 @@ pub struct WorkerOptions {
     pub runtime: Runtime,
     /// Named client directories: `context` → the build context.
     pub contexts: BTreeMap<String, PathBuf>,
-    /// Compression of new layers.
-    pub compression: Compression,
+    /// Encoding of new layers.
+    pub compression: Encoding,
     /// SOURCE_DATE_EPOCH: clamps file times in new layers.
     pub source_date_epoch: Option<i64>,
     /// `--secret id=…`: values for `RUN --mount=type=secret` (never in a key, a layer or a log).

@@ -2,7 +2,7 @@
 
 use kiln_cache::image::minimal_config;
 use kiln_cache::testutil::busybox_image;
-use kiln_cache::{Compression, Error, LayerOptions, RemoveEvent, Store, history, inspect_json};
+use kiln_cache::{Encoding, Error, LayerOptions, RemoveEvent, Store, history, inspect_json};
 use kiln_oci::media_type::OCI_MANIFEST;
 
 #[test]
@@ -84,7 +84,7 @@ fn put_image_checks_diff_ids() {
         .create_layer(
             &d,
             &LayerOptions {
-                compression: Compression::ZSTD,
+                compression: Encoding::ZSTD,
                 ..Default::default()
             },
         )

@@ -4,7 +4,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use kiln_cache::layer::{TarOptions, write_tar};
-use kiln_cache::{ApplyOptions, Compression, LayerOptions, LayerSource, Store, apply_layer};
+use kiln_cache::{ApplyOptions, Encoding, LayerOptions, LayerSource, Store, apply_layer};
 
 use crate::support::{file, is_root};
 
@@ -93,7 +93,7 @@ fn same_input_gives_same_digest_for_every_compression() {
     let src = t.path().join("src");
     tree(&src);
     let store = Store::open(t.path().join("store")).unwrap();
-    for c in [Compression::None, Compression::GZIP, Compression::ZSTD] {
+    for c in [Encoding::None, Encoding::GZIP, Encoding::ZSTD] {
         let opts = LayerOptions {
             compression: c,
             ..LayerOptions::default()
@@ -102,7 +102,7 @@ fn same_input_gives_same_digest_for_every_compression() {
         let b = store.create_layer(&src, &opts).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.media_type, c.media_type());
-        if c == Compression::None {
+        if c == Encoding::None {
             assert_eq!(a.diff_id, a.digest);
         } else {
             assert_ne!(a.diff_id, a.digest);
@@ -225,7 +225,7 @@ fn compressed_layers_apply_with_detection() {
     let src = t.path().join("src");
     tree(&src);
     let store = Store::open(t.path().join("store")).unwrap();
-    for c in [Compression::None, Compression::GZIP, Compression::ZSTD] {
+    for c in [Encoding::None, Encoding::GZIP, Encoding::ZSTD] {
         let l = store
             .create_layer(
                 &src,
@@ -352,7 +352,7 @@ fn threaded_apply_matches_inline_apply() {
         .create_layer(
             &src,
             &LayerOptions {
-                compression: Compression::ZSTD,
+                compression: Encoding::ZSTD,
                 mtime_clamp: Some(5),
                 ..Default::default()
             },

@@ -1,7 +1,7 @@
 //! Snapshots and overlay mounts (root only).
 
 use kiln_cache::mount::MAX_LOWERS;
-use kiln_cache::{Compression, LayerOptions, LayerSource, Store, mount_overlay, unmount};
+use kiln_cache::{Encoding, LayerOptions, LayerSource, Store, mount_overlay, unmount};
 use kiln_oci::chain_id;
 
 use crate::support::{RawTar, file, is_root};
@@ -14,7 +14,7 @@ fn layer_from_tar(s: &Store, tar: Vec<u8>) -> kiln_cache::LayerInfo {
         diff_id: d.clone(),
         digest: d,
         size,
-        media_type: Compression::None.media_type().into(),
+        media_type: Encoding::None.media_type().into(),
     };
     s.record_layer(&info).unwrap();
     info
@@ -84,7 +84,7 @@ fn whiteouts_hide_lower_files_when_mounted_and_upper_is_captured() {
         .create_layer(
             &up,
             &LayerOptions {
-                compression: Compression::ZSTD,
+                compression: Encoding::ZSTD,
                 mtime_clamp: Some(0),
                 source: LayerSource::OverlayUpper,
             },

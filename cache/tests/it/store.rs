@@ -115,7 +115,7 @@ fn sigkill_during_load_leaves_a_consistent_store() {
         .create_layer(
             &dir,
             &kiln_cache::LayerOptions {
-                compression: kiln_cache::Compression::None,
+                compression: kiln_cache::Encoding::None,
                 ..Default::default()
             },
         )

@@ -6,18 +6,9 @@
 use super::copy::{CopyIds, Counters, DestTree, Error, Owner, Result, join, open_source, rel};
 use super::copy::{split_parent, times};
 use crate::context::walk::{Entry, Meta, Walker};
+use kiln_oci::Compression;
 use rustix::fs::{AtFlags, Gid, Uid};
 use std::io::{BufRead, BufReader, Read};
-
-/// Compression of an archive ADD extracts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
 
 fn decompressor(file: std::fs::File, kind: Compression) -> std::io::Result<Box<dyn Read>> {
     let file = BufReader::new(file);
@@ -39,17 +30,7 @@ pub(super) fn sniff_archive(walker: &Walker<'_>, entry: &Entry) -> Result<Option
         path: walker.host_path(&entry.real),
         source: e,
     })?;
-    let kind = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
+    let kind = Compression::sniff(head);
     let Ok(mut reader) = decompressor(open_source(walker, entry)?, kind) else {
         return Ok(None);
     };

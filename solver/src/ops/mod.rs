@@ -11,7 +11,7 @@ pub mod mounts;
 pub mod source;
 pub mod step;
 
-use kiln_cache::{Compression, LayerOptions, Store};
+use kiln_cache::{Encoding, LayerOptions, Store};
 use kiln_executor::Runtime;
 use std::collections::BTreeMap;
 
@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 pub(crate) struct OpEnv {
     pub(crate) store: Store,
     pub(crate) runtime: Runtime,
-    /// Compression of new layers.
-    pub(crate) compression: Compression,
+    /// Encoding of new layers.
+    pub(crate) compression: Encoding,
     /// SOURCE_DATE_EPOCH: clamps file times in new layers.
     pub(crate) source_date_epoch: Option<i64>,
     /// `--secret id=…` (never in a key, a layer or a log).

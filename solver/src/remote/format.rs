@@ -214,7 +214,7 @@ mod tests {
             diff_id: kiln_oci::sha256(&[b'd', n]),
             digest: kiln_oci::sha256(&[b'b', n]),
             size: u64::from(n) * 10,
-            media_type: kiln_cache::Compression::GZIP.media_type().to_owned(),
+            media_type: kiln_cache::Encoding::GZIP.media_type().to_owned(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `--cache-to` / `--cache-from` values in buildx syntax.
 
 use super::error::{Error, Result};
-use kiln_cache::Compression;
+use kiln_cache::Encoding;
 use kiln_registry_client::Reference;
 use std::path::PathBuf;
 
@@ -52,7 +52,7 @@ impl CacheSpec {
 
     /// The layer compression the `compression=` option asks for, if any.
     #[cfg(test)]
-    pub fn compression(&self) -> Option<Compression> {
+    pub fn compression(&self) -> Option<Encoding> {
         match self {
             CacheSpec::Registry {
                 compression: Some(c),
@@ -63,11 +63,11 @@ impl CacheSpec {
     }
 }
 
-fn compression_of(name: &str) -> Option<Compression> {
+fn compression_of(name: &str) -> Option<Encoding> {
     match name {
-        "gzip" => Some(Compression::GZIP),
-        "zstd" => Some(Compression::ZSTD),
-        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Encoding::GZIP),
+        "zstd" => Some(Encoding::ZSTD),
+        "uncompressed" => Some(Encoding::None),
         _ => None,
     }
 }
@@ -275,7 +275,7 @@ mod tests {
             panic!("should parse");
         };
         assert_eq!(spec.mode(), CacheMode::Min);
-        assert_eq!(spec.compression(), Some(Compression::GZIP));
+        assert_eq!(spec.compression(), Some(Encoding::GZIP));
     }
 
     #[test]
