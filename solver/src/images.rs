@@ -124,11 +124,39 @@ pub(crate) fn flatten_to_tar(store: &Store, rec: &ImageRecord, dest: &Path) -> R
             source: e,
         })?;
     flatten_to_dir(store, rec, tmp.path())?;
-    crate::session::write_atomically(dest, |w| {
+    write_atomically(dest, |w| {
         Ok(kiln_cache::layer::write_tar(
             tmp.path(),
             &kiln_cache::layer::TarOptions::default(),
             w,
         )?)
     })
+}
+
+/// Writes `dest` through a temp file beside it, renamed into place once complete.
+pub(crate) fn write_atomically(
+    dest: &Path,
+    f: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    use std::io::Write;
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        f(&mut w)?;
+        w.flush().map_err(io(dest))?;
+    }
+    tmp.as_file().sync_all().map_err(io(dest))?;
+    tmp.persist(dest).map_err(|e| Error::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
 }

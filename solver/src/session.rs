@@ -483,7 +483,7 @@ impl<'h> Build<'h> {
                     .map(|t| (t.clone(), rec.clone()))
                     .collect()
             };
-            write_atomically(dest, |w| {
+            crate::images::write_atomically(dest, |w| {
                 Ok(kiln_cache::save_archive(store, &names, format, w)?)
             })
         };
@@ -680,34 +680,6 @@ fn apply_no_cache(def: &mut Definition, all: bool, stages: &[String]) {
             v.meta.ignore_cache = true;
         }
     }
-}
-
-/// Writes `dest` through a temp file beside it, renamed into place once complete.
-pub(crate) fn write_atomically(
-    dest: &Path,
-    f: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
-) -> Result<()> {
-    use std::io::Write;
-    let dir = dest
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        f(&mut w)?;
-        w.flush().map_err(io(dest))?;
-    }
-    tmp.as_file().sync_all().map_err(io(dest))?;
-    tmp.persist(dest).map_err(|e| Error::Io {
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]
