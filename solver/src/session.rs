@@ -505,7 +505,7 @@ impl<'h> Build<'h> {
         }
     }
 
-    fn fetch(&self, reference: &str, r: &Reference, platform: &Platform) -> Result<ImageRecord> {
+    fn fetch(&self, r: &Reference, platform: &Platform) -> Result<ImageRecord> {
         let client = self.host.client()?;
         let store = self.host.store();
         // With a remote cache, a base image's layers may never be needed here: every step on
@@ -513,8 +513,7 @@ impl<'h> Build<'h> {
         if self.remote.is_some() {
             let rec = self
                 .rt
-                .block_on(distribution::pull_lazily(&client, store, r, platform))
-                .map_err(|e| Error::other(reference, e))?;
+                .block_on(distribution::pull_lazily(&client, store, r, platform))?;
             self.staged
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -523,7 +522,6 @@ impl<'h> Build<'h> {
         } else {
             self.rt
                 .block_on(distribution::pull(&client, store, r, platform))
-                .map_err(|e| Error::other(reference, e))
         }
     }
 }
@@ -545,9 +543,7 @@ impl ImageResolver for Build<'_> {
         reference: &str,
         platform: &Platform,
     ) -> std::result::Result<ResolvedImage, String> {
-        let r: Reference = reference
-            .parse()
-            .map_err(|e| format!("invalid reference {reference:?}: {e}"))?;
+        let r = parse_reference(reference)?;
         let local = self
             .host
             .store()
@@ -555,14 +551,14 @@ impl ImageResolver for Build<'_> {
             .map_err(|e| e.to_string())?;
         let rec = match local {
             Some(rec) if !self.opts.pull || r.digest.is_some() => rec,
-            Some(rec) => match self.fetch(reference, &r, platform) {
+            Some(rec) => match self.fetch(&r, platform) {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     tracing::warn!("{reference}: using the local image: {}", chain(&e));
                     rec
                 }
             },
-            None => self.fetch(reference, &r, platform).map_err(|e| chain(&e))?,
+            None => self.fetch(&r, platform).map_err(|e| chain(&e))?,
         };
         resolved(&r, &rec)
     }
@@ -578,9 +574,7 @@ impl ImageResolver for LenientResolver<'_> {
         reference: &str,
         platform: &Platform,
     ) -> std::result::Result<ResolvedImage, String> {
-        let r: Reference = reference
-            .parse()
-            .map_err(|e| format!("invalid reference format {reference:?}: {e}"))?;
+        let r = parse_reference(reference)?;
         if let Some(host) = self.0
             && let Ok(Some(rec)) = host.store().resolve(&r.to_string())
             && let Ok(found) = resolved(&r, &rec)
@@ -597,6 +591,13 @@ impl ImageResolver for LenientResolver<'_> {
             },
         })
     }
+}
+
+/// A `FROM` reference, with docker's wording for a bad one.
+fn parse_reference(reference: &str) -> std::result::Result<Reference, String> {
+    reference
+        .parse()
+        .map_err(|e| format!("invalid reference format {reference:?}: {e}"))
 }
 
 fn resolved(r: &Reference, rec: &ImageRecord) -> std::result::Result<ResolvedImage, String> {
