@@ -242,8 +242,8 @@ impl<'h> Build<'h> {
         let push = opts.push || opts.output_pushes();
         if push && opts.tags.is_empty() {
             return Err(Error::other(
-                "pushing",
-                "needs a name: -t REGISTRY/REPOSITORY:TAG (or name= in --output)",
+                "--push",
+                "pushing needs a name: -t REGISTRY/REPOSITORY:TAG (or name= in --output)",
             ));
         }
         kiln_executor::cleanup_stale(&host.root().join("executor")).ok();
