@@ -73,6 +73,17 @@ impl Images<'_> {
         Ok(kiln_cache::save_archive(self.store(), images, format, out)?)
     }
 
+    /// `save -o FILE`: as [`save`](Self::save), into `dest` through a temp file beside it
+    /// (never a half-written archive).
+    pub fn save_to(
+        &self,
+        images: &[(String, ImageRecord)],
+        format: ArchiveFormat,
+        dest: &Path,
+    ) -> Result<()> {
+        write_atomically(dest, |w| self.save(images, format, w))
+    }
+
     /// `import`: a root filesystem tarball as a one-layer image named `name`.
     pub fn import(&self, rootfs: impl Read + Send, name: &str) -> Result<ImageRecord> {
         Ok(kiln_cache::import_rootfs(self.store(), rootfs, name)?)

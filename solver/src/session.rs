@@ -554,11 +554,16 @@ impl ImageResolver for Build<'_> {
             Some(rec) => match self.fetch(&r, platform) {
                 Ok(fresh) => fresh,
                 Err(e) => {
-                    tracing::warn!("{reference}: using the local image: {}", chain(&e));
+                    tracing::warn!(
+                        "{reference}: using the local image: {}",
+                        crate::error::chain(&e)
+                    );
                     rec
                 }
             },
-            None => self.fetch(&r, platform).map_err(|e| chain(&e))?,
+            None => self
+                .fetch(&r, platform)
+                .map_err(|e| crate::error::chain(&e))?,
         };
         resolved(&r, &rec)
     }
@@ -608,17 +613,6 @@ fn resolved(r: &Reference, rec: &ImageRecord) -> std::result::Result<ResolvedIma
         digest: Some(rec.manifest_digest.clone()),
         config,
     })
-}
-
-/// An error with its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
 }
 
 /// The cache records to export: the final image's steps (`mode=min`) or every step (`max`),

@@ -216,20 +216,7 @@ pub fn save(
         ArchiveFormat::Oci => images::ArchiveFormat::Oci,
     };
     match output {
-        Some(p) => {
-            // Write next to the destination, then rename: never a half-written archive.
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("creating a file in {}", dir.display()))?;
-            host.images()
-                .save(&list, fmt, std::io::BufWriter::new(tmp.as_file_mut()))?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(p)
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
+        Some(p) => host.images().save_to(&list, fmt, p)?,
         None => {
             if std::io::stdout().is_terminal() {
                 bail!(

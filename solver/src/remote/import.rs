@@ -238,7 +238,7 @@ impl RemoteCache {
                     return Ok(());
                 }
                 Err(e) => {
-                    warn!(digest = %info.digest, error = %chain(&e), "fetching cached layer failed");
+                    warn!(digest = %info.digest, error = %crate::error::chain(&e), "fetching cached layer failed");
                     last = Some(e);
                 }
             }
@@ -286,29 +286,14 @@ async fn load_source(
 /// What went wrong with a source, without repeating its name.
 fn detail(e: &Error) -> String {
     match e {
-        Error::Registry { source, .. } => chain(source.as_ref()),
+        Error::Registry { source, .. } => crate::error::chain(source.as_ref()),
         Error::NotACache { reason, .. } => format!("not a kiln build cache: {reason}"),
         Error::Corrupt { reason, .. } => format!("invalid cache metadata: {reason}"),
         Error::Io { path, source } if source.to_string().contains(&path.display().to_string()) => {
-            chain(source)
+            crate::error::chain(source)
         }
-        other => chain(other),
+        other => crate::error::chain(other),
     }
-}
-
-/// An error and its sources, `: `-joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// A registry cache, or an image whose config carries inline cache metadata.
