@@ -32,9 +32,24 @@ impl Images<'_> {
         self.0.store()
     }
 
-    /// An image by normalized name, full or short ID, or manifest digest.
+    /// An image by name (as given or as docker normalizes it: `app` is
+    /// `docker.io/library/app:latest`), full or short ID, or manifest digest. Every command
+    /// finds images through here, so they all accept the same names.
     pub fn resolve(&self, name_or_id: &str) -> Result<Option<ImageRecord>> {
-        Ok(self.store().resolve(name_or_id)?)
+        Ok(self.find(name_or_id)?.map(|(rec, _)| rec))
+    }
+
+    /// [`Images::resolve`], with the key the store knows the image by (the normalized name
+    /// when it was found by name).
+    fn find(&self, name_or_id: &str) -> Result<Option<(ImageRecord, String)>> {
+        if let Some(rec) = self.store().resolve(name_or_id)? {
+            return Ok(Some((rec, name_or_id.to_owned())));
+        }
+        let Ok(r) = name_or_id.parse::<Reference>() else {
+            return Ok(None);
+        };
+        let full = r.to_string();
+        Ok(self.store().resolve(&full)?.map(|rec| (rec, full)))
     }
 
     /// Every image, with its names and size.
@@ -49,7 +64,11 @@ impl Images<'_> {
 
     /// `rmi`: untags the name, and deletes the image when no name is left (or with `force`).
     pub fn remove(&self, name_or_id: &str, force: bool) -> Result<Vec<RemoveEvent>> {
-        Ok(self.store().remove_image(name_or_id, force)?)
+        let key = match self.find(name_or_id)? {
+            Some((_, key)) => key,
+            None => name_or_id.to_owned(),
+        };
+        Ok(self.store().remove_image(&key, force)?)
     }
 
     /// docker's `inspect` document of an image.

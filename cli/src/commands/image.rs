@@ -10,15 +10,10 @@ use std::path::{Path, PathBuf};
 /// Finds an image by name, ID or digest, with docker's wording when it is missing.
 pub fn find(host: &Host, name: &str) -> Result<images::ImageRecord> {
     let store = host.images();
-    if let Some(rec) = store.resolve(name)? {
-        return Ok(rec);
+    match store.resolve(name)? {
+        Some(rec) => Ok(rec),
+        None => bail!("no such image: {name}"),
     }
-    if let Ok(full) = crate::commands::normalize_reference(name)
-        && let Some(rec) = store.resolve(&full)?
-    {
-        return Ok(rec);
-    }
-    bail!("no such image: {name}")
 }
 
 fn human_size(n: u64) -> String {

@@ -438,9 +438,7 @@ impl<'a> Lowerer<'a> {
                     Some(img) => img.clone(),
                     None => self.resolve(&s.base_name, &platform, s.span)?,
                 };
-                let mut config = img.config.clone();
-                config.created = None;
-                config.config.on_build.clear();
+                let config = img.config.derived();
                 let no_layers = config.rootfs.diff_ids.is_empty()
                     && config.history.iter().all(|h| h.empty_layer);
                 st.config = config;
@@ -527,6 +525,7 @@ impl<'a> Lowerer<'a> {
             created_by,
             comment: HISTORY_COMMENT.to_owned(),
             empty_layer: !layer,
+            ..History::default()
         });
     }
 

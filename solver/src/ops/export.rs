@@ -98,8 +98,8 @@ fn history_from_layers(chain: &Chain, created: &str) -> Vec<crate::graph::Histor
         .map(|l| crate::graph::History {
             created: Some(created.to_string()),
             created_by: format!("layer {}", l.layer.diff_id),
-            comment: String::new(),
             empty_layer: false,
+            ..crate::graph::History::default()
         })
         .collect()
 }

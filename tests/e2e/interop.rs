@@ -1,0 +1,572 @@
+//! Images other tools made: docker's (byte-exact fixtures, since docker cannot run in CI),
+//! and buildah's, podman's, skopeo's and umoci's, made by the real tool in the test run. Each
+//! must load or pull, run, serve as `FROM` and go back out, with files, config and history
+//! intact.
+
+use crate::support::{Context, Kiln, Registry, repo_root, sandbox_available, text};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HELLO: &str = "hello from an image another tool built\n";
+
+/// True when `tool` runs here; fails under `KILN_REQUIRE_ALL=1` (CI), skips loudly otherwise.
+fn have(tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var_os("KILN_REQUIRE_ALL").is_some() {
+        panic!("{tool} missing: apt-get install {tool}");
+    }
+    eprintln!("SKIPPED: {tool} missing (apt-get install {tool})");
+    false
+}
+
+/// Runs a command, asserting success; returns stdout.
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures/docker")
+}
+
+fn inspect(k: &Kiln, image: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", image])).unwrap();
+    v[0].clone()
+}
+
+/// A root filesystem with busybox, `/bin/sh` and a few files, for the tools to package.
+fn rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    fs_err::create_dir_all(root.join("bin")).unwrap();
+    fs_err::create_dir_all(root.join("etc/deep/a/b")).unwrap();
+    fs_err::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "ls", "stat", "test", "readlink"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs_err::write(root.join("etc/app.conf"), "greeting=hi\n").unwrap();
+    fs_err::write(root.join("etc/deep/a/b/c.txt"), "deep\n").unwrap();
+    root
+}
+
+/// Checks a loaded or pulled image made from [`rootfs`]: it runs, sees its files and keeps
+/// the config the tool gave it (`A=1`, label, workdir `/w`, volume `/data`).
+fn check_rootfs_image(k: &Kiln, image: &str, tool: &str) {
+    let out = k.ok(&[
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "cat /etc/app.conf /etc/deep/a/b/c.txt; echo A=$A; pwd",
+    ]);
+    assert_eq!(out, "greeting=hi\ndeep\nA=1\n/w\n", "{tool}: {image}");
+    let v = inspect(k, image);
+    assert_eq!(v["Config"]["Labels"]["tool"], tool, "{v}");
+    assert!(v["Config"]["Volumes"].get("/data").is_some(), "{v}");
+}
+
+/// Builds `FROM image` with a RUN and a COPY and runs the result.
+fn check_from(k: &Kiln, image: &str) {
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            &format!(
+                "FROM {image}\nRUN cat /etc/app.conf > /copied && echo built >> /copied\nCOPY x /x\n"
+            ),
+        )
+        .file("x", "x\n");
+    k.ok(&["build", "-t", "derived:1", ctx.arg()]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "derived:1", "cat", "/copied", "/x"]),
+        "greeting=hi\nbuilt\nx\n"
+    );
+    k.ok(&["rmi", "derived:1"]);
+}
+
+#[test]
+fn docker_saved_images_load_run_and_serve_as_from() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    for (builder, history) in [("classic", 8), ("buildkit", 8)] {
+        let archive = fixtures().join(format!("{builder}.tar"));
+        let loaded = k.ok(&["load", "-i", archive.to_str().unwrap()]);
+        let image = format!("kiln-fixture/{builder}:1");
+        assert!(loaded.contains(&image), "{loaded}");
+        // docker's config bytes are kept as they came: the image ID is docker's.
+        let v = inspect(&k, &image);
+        let want_id = match builder {
+            "classic" => "sha256:70660e9ffbbcf5af209438bd2405ead89726002f577cd0b45a144202276166dd",
+            _ => "sha256:6c3e6b4860d0fdc9d4a5835ebbc4491c348aaeaa25049f01d74044fc8a883ca5",
+        };
+        assert_eq!(v["Id"], want_id, "{v}");
+        assert_eq!(k.ok(&["run", "--rm", &image]), HELLO, "{builder}");
+        let hist = k.ok(&["history", &image]);
+        assert_eq!(hist.lines().count(), history + 1, "{hist}");
+        assert!(hist.contains("EXPOSE") && hist.contains("8080"), "{hist}");
+
+        // FROM it: the config carries over (env, workdir, volumes, ports, labels), docker's
+        // record of how the base was built does not.
+        let ctx = Context::new().file(
+            "Dockerfile",
+            &format!(
+                "FROM busybox AS tools\nFROM {image}\nCOPY --from=tools /bin /bin\n\
+                 RUN echo \"$GREETING $(pwd) $(cat /etc/app.conf)\" > /seen\n"
+            ),
+        );
+        k.ok(&["build", "-t", "on-docker:1", ctx.arg()]);
+        assert_eq!(
+            k.ok(&["run", "--rm", "on-docker:1", "cat", "/seen"]),
+            "hi /w greeting=hi\n"
+        );
+        assert_eq!(k.ok(&["run", "--rm", "on-docker:1"]), HELLO);
+        let d = inspect(&k, "on-docker:1");
+        assert_eq!(d["Config"]["Labels"]["org.example.tool"], "docker", "{d}");
+        assert!(d["Config"]["ExposedPorts"].get("8080/tcp").is_some(), "{d}");
+        assert!(d["Config"]["Volumes"].get("/data").is_some(), "{d}");
+        let raw = raw_config(&k, "on-docker:1");
+        assert!(raw.get("container_config").is_none(), "{raw}");
+        assert!(raw.get("docker_version").is_none(), "{raw}");
+        assert!(raw["config"].get("Image").is_none(), "{raw}");
+
+        // And back out as a docker archive that skopeo reads.
+        let out = k.root.path().join(format!("{builder}-again.tar"));
+        k.ok(&["save", "-o", out.to_str().unwrap(), &image]);
+        if have("skopeo") {
+            let sk = sh(Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("docker-archive:{}", out.display())));
+            let sk: serde_json::Value = serde_json::from_str(&sk).unwrap();
+            assert_eq!(sk["Layers"].as_array().unwrap().len(), 3, "{sk}");
+            assert_eq!(sk["Labels"]["org.example.tool"], "docker", "{sk}");
+        }
+        k.ok(&["rmi", "on-docker:1"]);
+    }
+}
+
+/// The image config exactly as stored: `kiln save` to an OCI archive, read the config blob.
+fn raw_config(k: &Kiln, image: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("x.tar");
+    k.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        tar.to_str().unwrap(),
+        image,
+    ]);
+    sh(Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path()));
+    let blob = |d: &str| fs_err::read(dir.path().join("blobs/sha256").join(&d[7..])).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn docker_pushed_images_pull_run_and_push_back() {
+    if !sandbox_available() || !have("skopeo") {
+        return;
+    }
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let k = Kiln::empty();
+    for (builder, digest) in [
+        (
+            "classic",
+            "sha256:4e40e3df4b212070b0ed35e7f734c0004121167cef7ef90b47c5dbb77672855f",
+        ),
+        (
+            "buildkit",
+            "sha256:3f41e3445d40d3fa2ee9ffb47523bbed6a8e1d7802c071089f41126d953fe91b",
+        ),
+    ] {
+        // The registry gets exactly what `docker push` wrote (docker v2 schema 2, gzip layers).
+        let image = format!("{}/fixture/{builder}:1", reg.host());
+        sh(Command::new("skopeo").args([
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!(
+                "dir:{}",
+                fixtures().join(format!("pushed-{builder}")).display()
+            ),
+            &format!("docker://{image}"),
+        ]));
+        k.ok(&["pull", &image]);
+        let v = inspect(&k, &image);
+        assert!(
+            v["RepoDigests"].to_string().contains(digest),
+            "pulled by docker's manifest digest: {v}"
+        );
+        assert_eq!(k.ok(&["run", "--rm", &image]), HELLO);
+        // Pushed again under another name, the manifest is the same bytes.
+        let again = format!("{}/again/{builder}:1", reg.host());
+        k.ok(&["tag", &image, &again]);
+        let out = k.ok(&["push", &again]);
+        assert!(out.contains(digest), "push keeps docker's manifest: {out}");
+    }
+}
+
+/// buildah with its own storage under `dir`.
+fn buildah(dir: &Path) -> Command {
+    let mut c = Command::new("buildah");
+    c.arg("--root")
+        .arg(dir.join("storage"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--storage-driver")
+        .arg("vfs");
+    c
+}
+
+#[test]
+fn buildah_images_in_oci_and_docker_format() {
+    if !sandbox_available() || !have("buildah") {
+        return;
+    }
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = rootfs(dir.path());
+    let k = Kiln::empty();
+    let c = sh(buildah(dir.path()).args(["from", "scratch"]));
+    let c = c.trim();
+    sh(buildah(dir.path()).arg("copy").arg(c).arg(&root).arg("/"));
+    sh(buildah(dir.path()).args([
+        "config",
+        "--env",
+        "A=1",
+        "--cmd",
+        "[\"sh\"]",
+        "--label",
+        "tool=buildah",
+        "--volume",
+        "/data",
+        "--workingdir",
+        "/w",
+        c,
+    ]));
+    for format in ["oci", "docker"] {
+        sh(buildah(dir.path()).args(["commit", "--format", format, c, &format!("bh-{format}")]));
+    }
+    // A second layer made in buildah's mount of the container: a deleted file, a directory
+    // replaced by another of the same name, a file added.
+    let c2 = sh(buildah(dir.path()).args(["from", "bh-oci"]));
+    let c2 = c2.trim();
+    let mnt = PathBuf::from(sh(buildah(dir.path()).args(["mount", c2])).trim());
+    fs_err::remove_file(mnt.join("etc/deep/a/b/c.txt")).unwrap();
+    fs_err::remove_dir_all(mnt.join("etc/deep/a")).unwrap();
+    fs_err::create_dir_all(mnt.join("etc/deep/a")).unwrap();
+    fs_err::write(mnt.join("etc/deep/a/new.txt"), "new\n").unwrap();
+    fs_err::write(mnt.join("etc/second"), "2\n").unwrap();
+    sh(buildah(dir.path()).args(["umount", c2]));
+    sh(buildah(dir.path()).args(["commit", "--format", "oci", c2, "bh-two"]));
+
+    let mut n = 0;
+    for (image, dest) in [
+        ("bh-oci", "oci-archive"),
+        ("bh-oci", "docker-archive"),
+        ("bh-docker", "oci-archive"),
+        ("bh-docker", "docker-archive"),
+        ("bh-two", "oci-archive"),
+        ("bh-two", "docker-archive"),
+    ] {
+        n += 1;
+        let tar = dir.path().join(format!("{n}.tar"));
+        let name = format!("kiln-test/{image}:{n}");
+        sh(buildah(dir.path()).args(["push", image, &format!("{dest}:{}:{name}", tar.display())]));
+        let loaded = k.ok(&["load", "-i", tar.to_str().unwrap()]);
+        let loaded_name = loaded
+            .lines()
+            .find_map(|l| l.strip_prefix("Loaded image: "))
+            .unwrap_or_else(|| panic!("{image} via {dest}: nothing loaded: {loaded}"))
+            .to_string();
+        if image != "bh-two" {
+            check_rootfs_image(&k, &loaded_name, "buildah");
+        } else {
+            let out = k.ok(&[
+                "run",
+                "--rm",
+                &loaded_name,
+                "sh",
+                "-c",
+                "ls /etc/deep/a; cat /etc/second",
+            ]);
+            assert_eq!(out, "new.txt\n2\n", "{image} via {dest}");
+        }
+    }
+    // From buildah's push to a registry, in both formats.
+    for image in ["bh-oci", "bh-docker"] {
+        let remote = format!("{}/buildah/{image}:1", reg.host());
+        sh(buildah(dir.path()).args([
+            "push",
+            "--tls-verify=false",
+            image,
+            &format!("docker://{remote}"),
+        ]));
+        k.ok(&["pull", &remote]);
+        check_rootfs_image(&k, &remote, "buildah");
+        check_from(&k, &remote);
+    }
+}
+
+#[test]
+fn podman_builds_in_oci_and_docker_format() {
+    if !sandbox_available() || !have("podman") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    rootfs(dir.path());
+    fs_err::write(
+        dir.path().join("Containerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENV A=1\nLABEL tool=podman\nVOLUME /data\n\
+         WORKDIR /w\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .arg("--storage-driver")
+            .arg("vfs");
+        c
+    };
+    let k = Kiln::empty();
+    for format in ["oci", "docker"] {
+        let tag = format!("localhost/pm-{format}:1");
+        sh(podman()
+            .args(["build", "--format", format, "--network", "none", "-t", &tag])
+            .arg(dir.path()));
+        for save in ["oci-archive", "docker-archive"] {
+            let tar = dir.path().join(format!("{format}-{save}.tar"));
+            sh(podman()
+                .args(["save", "--format", save, "-o"])
+                .arg(&tar)
+                .arg(&tag));
+            let loaded = k.ok(&["load", "-i", tar.to_str().unwrap()]);
+            let name = loaded
+                .lines()
+                .find_map(|l| l.strip_prefix("Loaded image: "))
+                .unwrap_or_else(|| panic!("{format} as {save}: nothing loaded: {loaded}"))
+                .to_string();
+            check_rootfs_image(&k, &name, "podman");
+            check_from(&k, &name);
+        }
+    }
+}
+
+#[test]
+fn skopeo_conversions_between_transports_and_compressions() {
+    if !sandbox_available() || !have("skopeo") || !have("buildah") {
+        return;
+    }
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = rootfs(dir.path());
+    let c = sh(buildah(dir.path()).args(["from", "scratch"]));
+    let c = c.trim();
+    sh(buildah(dir.path()).arg("copy").arg(c).arg(&root).arg("/"));
+    sh(buildah(dir.path()).args([
+        "config",
+        "--env",
+        "A=1",
+        "--label",
+        "tool=skopeo",
+        "--volume",
+        "/data",
+        "--workingdir",
+        "/w",
+        c,
+    ]));
+    sh(buildah(dir.path()).args(["commit", "--format", "oci", c, "src"]));
+    let src = dir.path().join("src");
+    sh(buildah(dir.path()).args(["push", "src", &format!("oci:{}:src", src.display())]));
+
+    let k = Kiln::empty();
+    let skopeo = |from: &str, to: &str, extra: &[&str]| {
+        sh(Command::new("skopeo")
+            .arg("copy")
+            .arg("--dest-tls-verify=false")
+            .arg("--src-tls-verify=false")
+            .args(extra)
+            .arg(from)
+            .arg(to));
+    };
+    let oci = format!("oci:{}:src", src.display());
+    let mut n = 0;
+    for (dest, extra) in [
+        ("oci-archive", &[][..]),
+        ("docker-archive", &[][..]),
+        ("oci-archive", &["--dest-compress-format", "zstd"][..]),
+        ("oci-archive", &["--dest-decompress"][..]),
+        ("dir", &[][..]),
+        ("oci", &["--dest-compress-format", "zstd"][..]),
+    ] {
+        n += 1;
+        let what = format!("{dest} {extra:?}");
+        let path = dir.path().join(format!("out{n}"));
+        let name = format!("kiln-test/skopeo:{n}");
+        match dest {
+            "oci-archive" | "docker-archive" => {
+                skopeo(&oci, &format!("{dest}:{}:{name}", path.display()), extra);
+            }
+            // A directory transport reaches kiln through a registry (skopeo's `dir:` keeps the
+            // manifest as it is) or, for an OCI layout, as its tar.
+            "dir" => {
+                skopeo(&oci, &format!("dir:{}", path.display()), extra);
+                let remote = format!("{}/skopeo/dir:{n}", reg.host());
+                skopeo(
+                    &format!("dir:{}", path.display()),
+                    &format!("docker://{remote}"),
+                    &[],
+                );
+                k.ok(&["pull", &remote]);
+                check_rootfs_image(&k, &remote, "skopeo");
+                continue;
+            }
+            _ => {
+                skopeo(&oci, &format!("oci:{}:{name}", path.display()), extra);
+                let tar = dir.path().join(format!("out{n}.tar"));
+                sh(Command::new("tar")
+                    .arg("-cf")
+                    .arg(&tar)
+                    .arg("-C")
+                    .arg(&path)
+                    .arg("."));
+                let loaded = k.ok(&["load", "-i", tar.to_str().unwrap()]);
+                assert!(loaded.contains("skopeo"), "{what}: {loaded}");
+                check_rootfs_image(&k, &format!("docker.io/{name}"), "skopeo");
+                continue;
+            }
+        }
+        let loaded = k.ok(&["load", "-i", path.to_str().unwrap()]);
+        assert!(loaded.contains("Loaded image"), "{what}: {loaded}");
+        check_rootfs_image(&k, &name, "skopeo");
+    }
+    // Registry: gzip, zstd and uncompressed layers, pulled, run, built FROM and pushed again.
+    for (tag, extra) in [
+        ("gzip", &[][..]),
+        ("zstd", &["--dest-compress-format", "zstd"][..]),
+        ("plain", &["--dest-decompress"][..]),
+    ] {
+        let remote = format!("{}/skopeo/reg:{tag}", reg.host());
+        skopeo(&oci, &format!("docker://{remote}"), extra);
+        k.ok(&["pull", &remote]);
+        check_rootfs_image(&k, &remote, "skopeo");
+        check_from(&k, &remote);
+        let again = format!("{}/again/reg:{tag}", reg.host());
+        k.ok(&["tag", &remote, &again]);
+        k.ok(&["push", &again]);
+        let sk = sh(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{again}")));
+        let sk: serde_json::Value = serde_json::from_str(&sk).unwrap();
+        assert_eq!(sk["Labels"]["tool"], "skopeo", "{sk}");
+    }
+}
+
+#[test]
+fn umoci_repacked_layers_with_whiteouts() {
+    if !sandbox_available() || !have("umoci") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let root = rootfs(dir.path());
+    let umoci = |args: &[&str]| sh(Command::new("umoci").args(args));
+    let l = layout.to_str().unwrap();
+    umoci(&["init", "--layout", l]);
+    umoci(&["new", "--image", &format!("{l}:base")]);
+    let bundle = dir.path().join("bundle");
+    let b = bundle.to_str().unwrap();
+    umoci(&["unpack", "--image", &format!("{l}:base"), b]);
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", root.display()))
+        .arg(bundle.join("rootfs")));
+    umoci(&["repack", "--image", &format!("{l}:base"), b]);
+    // Second layer: a deleted file, a removed directory, an added one.
+    let r = bundle.join("rootfs");
+    fs_err::remove_file(r.join("etc/app.conf")).unwrap();
+    fs_err::remove_dir_all(r.join("etc/deep")).unwrap();
+    fs_err::create_dir_all(r.join("etc/fresh")).unwrap();
+    fs_err::write(r.join("etc/fresh/f"), "fresh\n").unwrap();
+    umoci(&["repack", "--image", &format!("{l}:base"), b]);
+    umoci(&[
+        "config",
+        "--image",
+        &format!("{l}:base"),
+        "--tag",
+        "kiln",
+        "--config.env",
+        "A=1",
+        "--config.workingdir",
+        "/w",
+        "--config.volume",
+        "/data",
+        "--config.label",
+        "tool=umoci",
+        "--config.cmd",
+        "sh",
+    ]);
+    let tar = dir.path().join("umoci.tar");
+    sh(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&layout)
+        .arg("."));
+    let k = Kiln::empty();
+    let loaded = k.ok(&["load", "-i", tar.to_str().unwrap()]);
+    // umoci's ref names are bare tags ("base", "kiln"), no repository: the images load
+    // unnamed, as docker loads them, and are used by ID.
+    let ids: Vec<&str> = loaded
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image ID: "))
+        .collect();
+    assert_eq!(ids.len(), 2, "{loaded}");
+    let id = ids
+        .iter()
+        .find(|id| inspect(&k, id)["Config"]["Labels"]["tool"] == "umoci")
+        .unwrap_or_else(|| panic!("no configured image: {loaded}"))
+        .to_string();
+    let out = k.ok(&[
+        "run",
+        "--rm",
+        &id,
+        "sh",
+        "-c",
+        "test -e /etc/app.conf || echo gone; test -e /etc/deep || echo gone too; cat /etc/fresh/f; echo A=$A; pwd",
+    ]);
+    assert_eq!(out, "gone\ngone too\nfresh\nA=1\n/w\n");
+    let hist = k.ok(&["history", &id]);
+    assert!(
+        hist.contains("umoci"),
+        "umoci's history entries kept: {hist}"
+    );
+}
