@@ -42,6 +42,10 @@ pub struct ApplyOptions {
     /// Create device nodes (default: when running as root); otherwise they are skipped
     /// with a warning.
     pub allow_devices: bool,
+    /// In [`ApplyMode::OverlayLower`], the layers below this one, top first: a hardlink to a
+    /// file that one of them holds copies that file up into this layer first, as applying
+    /// through an overlay mount would (other tools write such links).
+    pub lowers: Vec<PathBuf>,
 }
 
 impl Default for ApplyOptions {
@@ -51,6 +55,7 @@ impl Default for ApplyOptions {
             mode: ApplyMode::Flatten,
             same_owner: root,
             allow_devices: root,
+            lowers: Vec::new(),
         }
     }
 }
@@ -295,24 +300,21 @@ impl Applier {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw_path = entry.path()?.into_owned();
-        let kind = entry.header().entry_type();
+        let mut raw_path = entry.path()?.into_owned();
+        let mut kind = entry.header().entry_type();
         if kind.is_gnu_sparse() {
-            return Err(Error::UnsupportedEntry {
-                path: raw_path,
-                reason: "sparse files".into(),
-            });
+            // GNU's old sparse format: the tar reader expands the holes.
+            kind = tar::EntryType::Regular;
         }
         let mut xattrs = Vec::new();
+        let mut sparse = PaxSparse::default();
         if let Some(exts) = entry.pax_extensions()? {
             for ext in exts {
                 let ext = ext?;
                 let key = ext.key_bytes();
-                if key.starts_with(b"GNU.sparse") {
-                    return Err(Error::UnsupportedEntry {
-                        path: raw_path,
-                        reason: "sparse files".into(),
-                    });
+                if let Some(field) = key.strip_prefix(b"GNU.sparse.") {
+                    sparse.field(field, ext.value_bytes());
+                    continue;
                 }
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.")
                     && !crate::layer::is_overlay_xattr(name)
@@ -321,6 +323,14 @@ impl Applier {
                 }
             }
         }
+        let sparse = if sparse.is_sparse() {
+            if let Some(name) = &sparse.name {
+                raw_path = PathBuf::from(OsStr::from_bytes(name));
+            }
+            Some(sparse.layout(&raw_path)?)
+        } else {
+            None
+        };
         let comps = clean(&raw_path)?;
         let Some(name) = comps.last().cloned() else {
             return Ok(()); // the root itself
@@ -407,7 +417,10 @@ impl Applier {
                 let size = entry.header().size()?;
                 let mut file = std::fs::File::from(fd);
                 let mut copied = 0u64;
-                loop {
+                if let Some(layout) = &sparse {
+                    copied = self.write_sparse(entry, &mut file, layout, size, &raw_path)?;
+                }
+                while sparse.is_none() {
                     let n = entry.read(&mut self.buf)?;
                     if n == 0 {
                         break;
@@ -419,7 +432,7 @@ impl Applier {
                     })?;
                     copied += n as u64;
                 }
-                if copied != size {
+                if copied != size && sparse.is_none() && entry.size() != copied {
                     return Err(Error::UnsupportedEntry {
                         path: raw_path,
                         reason: format!(
@@ -472,6 +485,13 @@ impl Applier {
                     path: raw_path.clone(),
                     target: link.to_path_buf(),
                 };
+                if self.opts.mode == ApplyMode::OverlayLower
+                    && !self.opts.lowers.is_empty()
+                    && self.root.open_at(join(&lc), OFlags::PATH).is_err()
+                {
+                    self.cache = None;
+                    self.copy_up(&lc, &raw_path)?;
+                }
                 let lparent = self
                     .open_dir(&lc[..lc.len() - 1], false)
                     .map_err(|_| bad())?;
@@ -534,6 +554,180 @@ impl Applier {
             self.created.insert(comps);
         }
         Ok(())
+    }
+
+    /// Copies the regular file `comps` from the topmost lower layer that shows it into this
+    /// layer, with the directories on the way (their metadata from that lower, so the
+    /// merged view does not change). Nothing is copied when no lower shows a regular file.
+    fn copy_up(&mut self, comps: &[OsString], raw: &Path) -> Result<()> {
+        let nf = OFlags::PATH | OFlags::NOFOLLOW;
+        for lower in self.opts.lowers.clone() {
+            let Ok(root) = Root::open(&lower) else {
+                continue;
+            };
+            // Hidden below a whiteout or an opaque directory of this lower: stop here.
+            for i in 1..=comps.len() {
+                let Ok(fd) = root.open_at(join(&comps[..i]), nf) else {
+                    break;
+                };
+                let st = rustix::fs::fstat(&fd).map_err(|e| Error::sys("stat", raw, e))?;
+                let ft = FileType::from_raw_mode(st.st_mode);
+                if ft == FileType::CharacterDevice && st.st_rdev == 0 {
+                    return Ok(());
+                }
+            }
+            let Ok(src) = root.open_at(join(comps), OFlags::RDONLY | OFlags::NOFOLLOW) else {
+                let opaque = (0..comps.len()).any(|i| {
+                    root.open_dir(join(&comps[..i]))
+                        .ok()
+                        .and_then(|d| {
+                            let mut v = [0u8; 1];
+                            rustix::fs::fgetxattr(&d, "trusted.overlay.opaque", &mut v).ok()
+                        })
+                        .is_some()
+                });
+                if opaque {
+                    return Ok(());
+                }
+                continue;
+            };
+            let st = rustix::fs::fstat(&src).map_err(|e| Error::sys("stat", raw, e))?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Ok(());
+            }
+            // The directories on the way, as the lower has them.
+            let mut dirs_made = Vec::new();
+            for i in 1..comps.len() {
+                let here = join(&comps[..i]);
+                if self.root.open_at(&here, OFlags::PATH).is_ok() {
+                    continue;
+                }
+                let parent = self.open_dir(&comps[..i - 1], false)?;
+                let ldir = root
+                    .open_at(&here, OFlags::PATH | OFlags::DIRECTORY)
+                    .map_err(|e| Error::sys("open", &here, e.errno()))?;
+                let lst = rustix::fs::fstat(&ldir).map_err(|e| Error::sys("stat", &here, e))?;
+                rustix::fs::mkdirat(
+                    &parent,
+                    comps[i - 1].as_os_str(),
+                    Mode::from_raw_mode(0o700),
+                )
+                .map_err(|e| Error::sys("mkdir", &here, e))?;
+                self.owner(
+                    &parent,
+                    &comps[i - 1],
+                    lst.st_uid as u64,
+                    lst.st_gid as u64,
+                    raw,
+                )?;
+                rustix::fs::chmodat(
+                    &parent,
+                    comps[i - 1].as_os_str(),
+                    Mode::from_raw_mode(lst.st_mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| Error::sys("chmod", &here, e))?;
+                dirs_made.push((comps[..i].to_vec(), lst.st_mtime as u64));
+            }
+            let parent = self.open_dir(&comps[..comps.len() - 1], false)?;
+            let name = comps[comps.len() - 1].as_os_str();
+            let dst = rustix::fs::openat(
+                &parent,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| Error::sys("create", raw, e))?;
+            let mut out = std::fs::File::from(dst);
+            io::copy(&mut std::fs::File::from(src), &mut out).map_err(|e| Error::Sys {
+                op: "copy up",
+                path: join(comps),
+                source: e,
+            })?;
+            if self.opts.same_owner {
+                rustix::fs::fchown(
+                    &out,
+                    Some(uid_of(st.st_uid as u64)),
+                    Some(gid_of(st.st_gid as u64)),
+                )
+                .map_err(|e| Error::sys("chown", raw, e))?;
+            }
+            rustix::fs::fchmod(&out, Mode::from_raw_mode(st.st_mode & 0o7777))
+                .map_err(|e| Error::sys("chmod", raw, e))?;
+            rustix::fs::futimens(&out, &timestamps(st.st_mtime as u64))
+                .map_err(|e| Error::sys("futimens", raw, e))?;
+            self.dir_times.extend(dirs_made);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Writes the data of a PAX sparse entry (GNU formats 0.1 and 1.0) at its offsets, leaving
+    /// the holes as holes; returns the bytes of archive data consumed.
+    fn write_sparse(
+        &mut self,
+        entry: &mut dyn Read,
+        file: &mut std::fs::File,
+        layout: &SparseLayout,
+        stored: u64,
+        raw: &Path,
+    ) -> Result<u64> {
+        use std::io::{Seek, SeekFrom, Write};
+        let bad = |reason: String| Error::UnsupportedEntry {
+            path: raw.to_owned(),
+            reason,
+        };
+        let mut consumed = 0u64;
+        let map = match &layout.map {
+            Some(map) => map.clone(),
+            None => {
+                let (map, used) = read_sparse_map(entry, stored).map_err(|r| bad(r.to_owned()))?;
+                consumed = used;
+                map
+            }
+        };
+        for &(offset, len) in &map {
+            if offset
+                .checked_add(len)
+                .is_none_or(|end| end > layout.real_size)
+            {
+                return Err(bad("sparse chunk beyond the file's size".into()));
+            }
+            file.seek(SeekFrom::Start(offset)).map_err(Error::Io)?;
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(self.buf.len() as u64) as usize;
+                let n = entry.read(&mut self.buf[..want])?;
+                if n == 0 {
+                    return Err(bad("archive truncated inside a sparse file".into()));
+                }
+                file.write_all(&self.buf[..n]).map_err(|e| Error::Sys {
+                    op: "write",
+                    path: raw.to_owned(),
+                    source: e,
+                })?;
+                left -= n as u64;
+            }
+            consumed += len;
+        }
+        file.set_len(layout.real_size).map_err(|e| Error::Sys {
+            op: "truncate",
+            path: raw.to_owned(),
+            source: e,
+        })?;
+        // Whatever follows the last chunk is padding of the map format; nothing may remain.
+        let mut rest = 0u64;
+        loop {
+            let n = entry.read(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            rest += n as u64;
+        }
+        if rest != 0 {
+            return Err(bad(format!("{rest} bytes after the last sparse chunk")));
+        }
+        Ok(consumed)
     }
 
     fn owner(&self, parent: &OwnedFd, name: &OsStr, uid: u64, gid: u64, raw: &Path) -> Result<()> {
@@ -616,6 +810,139 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// The `GNU.sparse.*` PAX records of one entry.
+#[derive(Default)]
+struct PaxSparse {
+    major: Option<Vec<u8>>,
+    minor: Option<Vec<u8>>,
+    name: Option<Vec<u8>>,
+    real_size: Option<Vec<u8>>,
+    /// Format 0.1: the map as `offset,size,offset,size,...`.
+    map: Option<Vec<u8>>,
+    /// Format 0.0: repeated offset/numbytes records.
+    old: bool,
+}
+
+/// Data runs of a sparse file: (offset, length).
+type SparseMap = Vec<(u64, u64)>;
+
+/// Where a sparse file's data goes.
+struct SparseLayout {
+    real_size: u64,
+    /// `None`: the map leads the entry's data (format 1.0).
+    map: Option<SparseMap>,
+}
+
+/// Most chunks a sparse map may list (a 1 GiB file of 4 KiB data runs between holes).
+const MAX_SPARSE_CHUNKS: usize = 1 << 18;
+
+impl PaxSparse {
+    fn field(&mut self, field: &[u8], value: &[u8]) {
+        let v = Some(value.to_vec());
+        match field {
+            b"major" => self.major = v,
+            b"minor" => self.minor = v,
+            b"name" => self.name = v,
+            b"realsize" | b"size" => self.real_size = v,
+            b"map" => self.map = v,
+            b"offset" | b"numbytes" => self.old = true,
+            _ => {}
+        }
+    }
+
+    fn is_sparse(&self) -> bool {
+        self.major.is_some() || self.map.is_some() || self.old || self.real_size.is_some()
+    }
+
+    fn layout(&self, raw: &Path) -> Result<SparseLayout> {
+        let bad = |reason: &str| Error::UnsupportedEntry {
+            path: raw.to_owned(),
+            reason: format!("GNU sparse file: {reason}"),
+        };
+        let num = |v: &[u8]| -> Option<u64> { std::str::from_utf8(v).ok()?.trim().parse().ok() };
+        let real_size = self
+            .real_size
+            .as_deref()
+            .and_then(num)
+            .ok_or_else(|| bad("no valid GNU.sparse.realsize"))?;
+        let version = (self.major.as_deref(), self.minor.as_deref());
+        match version {
+            (Some(b"1"), Some(b"0")) => Ok(SparseLayout {
+                real_size,
+                map: None,
+            }),
+            (None, None) | (Some(b"0"), Some(b"1")) if self.map.is_some() && !self.old => {
+                let text = self.map.as_deref().unwrap_or_default();
+                let nums: Option<Vec<u64>> = text
+                    .split(|b| *b == b',')
+                    .filter(|p| !p.is_empty())
+                    .map(num)
+                    .collect();
+                let nums = nums.ok_or_else(|| bad("malformed GNU.sparse.map"))?;
+                if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE_CHUNKS {
+                    return Err(bad("malformed GNU.sparse.map"));
+                }
+                Ok(SparseLayout {
+                    real_size,
+                    map: Some(nums.chunks(2).map(|c| (c[0], c[1])).collect()),
+                })
+            }
+            _ => Err(bad(
+                "format 0.0 (repeated offset/numbytes records) is not supported",
+            )),
+        }
+    }
+}
+
+/// Reads the map that leads a format 1.0 sparse entry's data: decimal numbers, one per line
+/// (the count, then offset and size of each chunk), padded to a 512-byte block. Returns the
+/// chunks and the bytes consumed.
+fn read_sparse_map(
+    r: &mut dyn Read,
+    stored: u64,
+) -> std::result::Result<(SparseMap, u64), &'static str> {
+    let mut used = 0u64;
+    let mut next = |used: &mut u64| -> std::result::Result<u64, &'static str> {
+        let mut digits = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            if r.read(&mut b).map_err(|_| "unreadable sparse map")? == 0 {
+                return Err("archive truncated inside a sparse map");
+            }
+            *used += 1;
+            if *used > stored {
+                return Err("sparse map longer than the entry");
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            if !b[0].is_ascii_digit() || digits.len() >= 20 {
+                return Err("malformed sparse map");
+            }
+            digits.push(b[0]);
+        }
+        std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or("malformed sparse map")
+    };
+    let count = next(&mut used)? as usize;
+    if count > MAX_SPARSE_CHUNKS {
+        return Err("sparse map lists too many chunks");
+    }
+    let mut map = Vec::with_capacity(count);
+    for _ in 0..count {
+        let offset = next(&mut used)?;
+        let len = next(&mut used)?;
+        map.push((offset, len));
+    }
+    let pad = (512 - used % 512) % 512;
+    let mut skip = vec![0u8; pad as usize];
+    r.read_exact(&mut skip)
+        .map_err(|_| "archive truncated inside a sparse map")?;
+    Ok((map, used + pad))
 }
 
 fn uid_of(u: u64) -> rustix::fs::Uid {

@@ -58,6 +58,7 @@ impl Store {
                 let blob = self.open_blob(&l.digest)?;
                 let opts = ApplyOptions {
                     mode: ApplyMode::OverlayLower,
+                    lowers: lowerdirs.iter().rev().cloned().collect(),
                     ..ApplyOptions::default()
                 };
                 let stats = apply_layer_threaded(blob, tmp.path(), &opts)?;
