@@ -244,7 +244,35 @@ fn clean_name(p: &Path) -> Option<String> {
 
 /// Loads a docker-archive or OCI archive (plain, gzip or zstd), tags the names it carries
 /// and returns the images. Blobs are verified against their digests as they are stored.
+///
+/// A refused archive leaves the store as it was: the blobs it brought that no image of the
+/// store took are removed again.
 pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>> {
+    let mut added = Vec::new();
+    let loaded = load_archive_into(store, reader, &mut added);
+    if loaded.is_err() {
+        for d in &added {
+            let _ = fs_err::remove_file(store.blob_path(d));
+        }
+    }
+    loaded
+}
+
+/// Takes the blobs of an image that is now in the store off the list of those to remove
+/// should a later image of the archive be refused.
+fn kept(added: &mut Vec<Digest>, rec: &ImageRecord) {
+    added.retain(|d| {
+        *d != rec.manifest_digest
+            && *d != rec.config_digest
+            && rec.layers.iter().all(|l| l.digest != *d)
+    });
+}
+
+fn load_archive_into(
+    store: &Store,
+    reader: impl Read,
+    added: &mut Vec<Digest>,
+) -> Result<Vec<LoadedImage>> {
     let scratch = tempfile::Builder::new()
         .prefix("load-")
         .tempdir_in(store.tmp_dir())?;
@@ -294,7 +322,9 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
             }
             let mut w = store.blob_writer()?;
             io::copy(&mut entry, &mut w)?;
-            w.commit(Some(&expected))?;
+            if w.commit_fresh(Some(&expected))?.2 {
+                added.push(expected);
+            }
         } else {
             let p = scratch.path().join(i.to_string());
             let mut f = fs_err::File::create(&p)?;
@@ -382,6 +412,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
             {
                 names.push(normalize_name(n));
             }
+            kept(added, &rec);
             loaded.push(LoadedImage { names, record: rec });
         }
     } else if let Some(list) = docker_manifest.as_ref().and_then(Value::as_array) {
@@ -408,7 +439,10 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
                 let l = l
                     .as_str()
                     .ok_or_else(|| Error::invalid("docker archive", "layer is not a string"))?;
-                let info = ingest_legacy_layer(store, &resolve(l), &files)?;
+                let (info, fresh) = ingest_legacy_layer(store, &resolve(l), &files)?;
+                if fresh {
+                    added.push(info.digest.clone());
+                }
                 if want.get(i).and_then(Value::as_str) != Some(info.diff_id.to_string().as_str()) {
                     return Err(Error::invalid(
                         "docker archive",
@@ -426,6 +460,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
                 .filter_map(Value::as_str)
                 .map(normalize_name)
                 .collect();
+            kept(added, &rec);
             loaded.push(LoadedImage { names, record: rec });
         }
     } else {
@@ -472,7 +507,13 @@ fn pick_manifest(store: &Store, desc: &Value, depth: u32) -> Result<Option<(Vec<
                 && m.pointer("/platform/architecture").and_then(Value::as_str)
                     == Some(Platform::host().architecture.as_str())
         });
-        return match ours.or(ms.first()) {
+        // No entry for this platform: the first image, never an attestation manifest
+        // (`unknown/unknown`, BuildKit's provenance and SBOM).
+        let first_image = || {
+            ms.iter()
+                .find(|m| m.pointer("/platform/os").and_then(Value::as_str) != Some("unknown"))
+        };
+        return match ours.or_else(first_image) {
             Some(m) => pick_manifest(store, m, depth + 1),
             None => Ok(None),
         };
@@ -484,7 +525,7 @@ fn ingest_legacy_layer(
     store: &Store,
     name: &str,
     files: &HashMap<String, PathBuf>,
-) -> Result<LayerInfo> {
+) -> Result<(LayerInfo, bool)> {
     let (path, in_store) = if let Some(hex) = name.strip_prefix("blobs/sha256/") {
         let d = parse_digest(&format!("sha256:{hex}"))?;
         (store.blob_path(&d), true)
@@ -501,17 +542,17 @@ fn ingest_legacy_layer(
     let mut hr = HashReader::new(decompress(fs_err::File::open(&path)?)?);
     io::copy(&mut hr, &mut io::sink())?;
     let (diff_id, _) = hr.finish();
-    let (digest, size) = if in_store {
+    let (digest, size, fresh) = if in_store {
         let d = parse_digest(&format!(
             "sha256:{}",
             name.trim_start_matches("blobs/sha256/")
         ))?;
         let size = fs_err::metadata(&path)?.len();
-        (d, size)
+        (d, size, false)
     } else {
         let mut w = store.blob_writer()?;
         io::copy(&mut fs_err::File::open(&path)?, &mut w)?;
-        w.commit(None)?
+        w.commit_fresh(None)?
     };
     let media_type = if !compressed {
         OCI_LAYER.to_owned()
@@ -520,12 +561,15 @@ fn ingest_legacy_layer(
     } else {
         OCI_LAYER_ZSTD.to_owned()
     };
-    Ok(LayerInfo {
-        diff_id,
-        digest,
-        size,
-        media_type,
-    })
+    Ok((
+        LayerInfo {
+            diff_id,
+            digest,
+            size,
+            media_type,
+        },
+        fresh,
+    ))
 }
 
 /// `kiln import`: a rootfs tar (plain or compressed) becomes a one-layer gzip image tagged

@@ -68,6 +68,14 @@ pub enum Error {
         /// The serde error.
         source: serde_json::Error,
     },
+    /// An image config whose fields do not have the types the spec gives them.
+    #[error("image config {digest}: {problem}")]
+    BadConfig {
+        /// The config blob.
+        digest: Digest,
+        /// The field and what is wrong with it.
+        problem: kiln_oci::ConfigError,
+    },
     /// A layer archive entry tries to leave the target root or is otherwise unsafe.
     #[error("unsafe layer entry {path:?}: {reason}")]
     UnsafeEntry {

@@ -157,6 +157,7 @@ impl Store {
     /// a registry. Unreferenced, the two blobs go with the next GC. The config's
     /// rootfs.diff_ids must match `layers`.
     pub fn stage_image(&self, config_json: &[u8], layers: &[LayerInfo]) -> Result<ImageRecord> {
+        check_config(config_json, &kiln_oci::sha256(config_json))?;
         let config: Value =
             serde_json::from_slice(config_json).map_err(|e| Error::json("image config", e))?;
         let ids = diff_ids_of(&config)?;
@@ -260,6 +261,7 @@ impl Store {
             serde_json::from_slice(manifest_bytes).map_err(|e| Error::json("image manifest", e))?;
         let config_digest = manifest.config.digest.clone();
         let config_bytes = self.read_blob(&config_digest)?;
+        check_config(&config_bytes, &config_digest)?;
         let config: Value =
             serde_json::from_slice(&config_bytes).map_err(|e| Error::json("image config", e))?;
         let ids = diff_ids_of(&config)?;
@@ -675,6 +677,18 @@ pub fn minimal_config(
         "history": history,
     });
     canonical_json(&v)
+}
+
+/// Refuses a config that kiln could not run or build on later (a field of the wrong type),
+/// naming the blob and the field, before it becomes an image of the store.
+fn check_config(bytes: &[u8], digest: &Digest) -> Result<()> {
+    match kiln_oci::ImageConfig::parse(bytes) {
+        Ok(_) => Ok(()),
+        Err(problem) => Err(Error::BadConfig {
+            digest: digest.clone(),
+            problem,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -263,7 +263,13 @@ impl BlobWriter {
     }
 
     /// Makes the blob visible. With `expected`, a mismatch is an error and nothing is stored.
-    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        self.commit_fresh(expected).map(|(d, size, _)| (d, size))
+    }
+
+    /// [`BlobWriter::commit`], also telling whether the blob is new to the store (`false`:
+    /// it was there already and this copy was dropped).
+    pub fn commit_fresh(mut self, expected: Option<&Digest>) -> Result<(Digest, u64, bool)> {
         if let Some(h) = self.syncing.take() {
             h.join()
                 .map_err(|_| io::Error::other("writeback thread panicked"))??;
@@ -280,7 +286,7 @@ impl BlobWriter {
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         let dest = self.store.blob_path(&digest);
         if dest.is_file() {
-            return Ok((digest, size));
+            return Ok((digest, size, false));
         }
         tmp.as_file().sync_all()?;
         tmp.persist(&dest).map_err(|e| e.error)?;
@@ -288,7 +294,7 @@ impl BlobWriter {
             fs_err::File::open(dir)?.sync_all()?;
         }
         tracing::trace!(%digest, size, "blob committed");
-        Ok((digest, size))
+        Ok((digest, size, true))
     }
 }
 

@@ -9,7 +9,8 @@ mod image;
 mod op;
 mod resolve;
 
-pub use image::{Healthcheck, History, ImageConfig, ImageSpec, RootFs, RunConfig};
+pub use image::ImageSpec;
+pub use kiln_oci::{Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use op::{
     CacheSharing, ChownOpt, CopyAction, ExecOp, FileAction, FileOp, LocalSource, Mount, MountKind,
     NetworkMode, Op, SecurityMode, SourceOp,

@@ -5,16 +5,19 @@
 //! - [`media_type`]: OCI and docker media types, and [`Compression`] of a blob or archive;
 //! - [`Descriptor`], [`ImageManifest`], [`ImageIndex`]: the wire types of manifests and
 //!   indexes, tolerant of what other tools write (`null` for empty lists and maps);
+//! - [`ImageConfig`]: the image config, tolerant of `null` and keeping unknown fields;
 //! - [`canonical_json`]: the one JSON encoding kiln writes (keys sorted at every level).
 //!
 //! No I/O, no async, no compression codecs: the frontend builds on this crate alone.
 
+mod config;
 mod digest;
 mod json;
 mod manifest;
 pub mod media_type;
 mod platform;
 
+pub use config::{ConfigError, Extra, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestError, chain_id, sha256};
 pub use json::canonical_json;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest};

@@ -570,3 +570,363 @@ fn umoci_repacked_layers_with_whiteouts() {
         "umoci's history entries kept: {hist}"
     );
 }
+
+/// An OCI image layout written by hand, for the shapes no tool here makes on demand
+/// (attestation manifests, nested indexes, non-distributable layers, configs with nulls).
+struct Layout {
+    dir: tempfile::TempDir,
+}
+
+/// A descriptor of `bytes` stored in a [`Layout`].
+fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    use sha2::Digest as _;
+    serde_json::json!({
+        "mediaType": media_type,
+        "digest": format!("sha256:{:x}", sha2::Sha256::digest(bytes)),
+        "size": bytes.len(),
+    })
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        fs_err::write(
+            dir.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        Layout { dir }
+    }
+
+    /// Stores a blob; returns its descriptor.
+    fn blob(&self, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+        let d = descriptor(media_type, bytes);
+        let hex = &d["digest"].as_str().unwrap()[7..];
+        fs_err::write(self.dir.path().join("blobs/sha256").join(hex), bytes).unwrap();
+        d
+    }
+
+    fn json(&self, media_type: &str, v: &serde_json::Value) -> serde_json::Value {
+        self.blob(media_type, &serde_json::to_vec(v).unwrap())
+    }
+
+    /// An image manifest of `config` over `layers` (descriptors).
+    fn manifest(
+        &self,
+        media_type: &str,
+        config: &serde_json::Value,
+        layers: &[serde_json::Value],
+    ) -> serde_json::Value {
+        let config_type = if media_type.contains("docker") {
+            "application/vnd.docker.container.image.v1+json"
+        } else {
+            "application/vnd.oci.image.config.v1+json"
+        };
+        let c = self.json(config_type, config);
+        self.json(
+            media_type,
+            &serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media_type,
+                "config": c,
+                "layers": layers,
+            }),
+        )
+    }
+
+    /// Writes index.json and tars the layout into an archive kiln loads.
+    fn archive(&self, manifests: &[serde_json::Value]) -> PathBuf {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        fs_err::write(
+            self.dir.path().join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        let tar = self.dir.path().with_extension("tar");
+        sh(Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(self.dir.path())
+            .arg("."));
+        tar
+    }
+}
+
+/// The [`rootfs`] as a plain tar layer, and its diffID.
+fn rootfs_layer(dir: &Path) -> (Vec<u8>, String) {
+    use sha2::Digest as _;
+    let root = rootfs(dir);
+    let file = dir.join("rootfs.tar");
+    sh(Command::new("tar")
+        .args(["--sort=name", "--numeric-owner", "-C"])
+        .arg(&root)
+        .arg("-cf")
+        .arg(&file)
+        .arg("."));
+    let tar = fs_err::read(&file).unwrap();
+    let diff_id = format!("sha256:{:x}", sha2::Sha256::digest(&tar));
+    (tar, diff_id)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A config that writes `null` or nothing wherever the spec lets it, and fields kiln does
+/// not know.
+fn config_with_nulls(arch: &str, diff_ids: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": null,
+        "author": null,
+        "os.features": null,
+        "com.example.vendor": {"kept": true},
+        "config": {
+            "User": null, "Env": ["A=1"], "Cmd": null, "Entrypoint": null, "Volumes": {"/data": {}},
+            "ExposedPorts": null, "Labels": {"tool": "hand"}, "OnBuild": null, "Healthcheck": null,
+            "Shell": null, "StopSignal": null, "WorkingDir": "/w", "ArgsEscaped": null,
+            "Hostname": "", "Image": "sha256:0000"
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": null, "created_by": null, "empty_layer": null, "comment": null, "author": null}]
+    })
+}
+
+#[test]
+fn hand_made_layouts_nulls_attestations_nested_indexes_and_foreign_layers() {
+    if !sandbox_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (tar, diff_id) = rootfs_layer(work.path());
+    let gz = gzip(&tar);
+    let k = Kiln::with_busybox();
+    let check = |image: &str| {
+        let out = k.ok(&[
+            "run",
+            "--rm",
+            image,
+            "sh",
+            "-c",
+            "cat /etc/app.conf; echo A=$A; pwd",
+        ]);
+        assert_eq!(out, "greeting=hi\nA=1\n/w\n", "{image}");
+    };
+
+    // 1. A config with nulls everywhere, in an OCI manifest.
+    let l = Layout::new();
+    let layer = l.blob("application/vnd.oci.image.layer.v1.tar", &tar);
+    let mut m = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &config_with_nulls("amd64", &[&diff_id]),
+        &[layer],
+    );
+    m["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "hand/nulls:1"});
+    let loaded = k.ok(&["load", "-i", l.archive(&[m]).to_str().unwrap()]);
+    assert!(loaded.contains("hand/nulls:1"), "{loaded}");
+    check("hand/nulls:1");
+    check_from(&k, "hand/nulls:1");
+    let ctx = Context::new().file("Dockerfile", "FROM hand/nulls:1\nENV B=2\n");
+    k.ok(&["build", "-t", "hand/derived:1", ctx.arg()]);
+    let raw = raw_config(&k, "hand/derived:1");
+    assert_eq!(
+        raw["com.example.vendor"]["kept"], true,
+        "unknown fields kept: {raw}"
+    );
+    assert!(raw["config"].get("Image").is_none(), "{raw}");
+
+    // 2. An index holding a nested index whose first entry is an attestation manifest
+    //    (`unknown/unknown`, as BuildKit writes them), then arm64, then amd64; a docker v2
+    //    schema 2 manifest with a foreign layer, an OCI one with a non-distributable layer.
+    let (l, nested) = multi_platform_layout(&gz, &diff_id, true);
+    let loaded = k.ok(&["load", "-i", l.archive(&[nested]).to_str().unwrap()]);
+    assert!(loaded.contains("hand/multi:1"), "{loaded}");
+    if std::env::consts::ARCH == "x86_64" {
+        check("hand/multi:1");
+        let v = inspect(&k, "hand/multi:1");
+        assert_eq!(v["Architecture"], "amd64", "{v}");
+    }
+
+    // The same shape through a registry, skopeo copying every manifest of it (with plain
+    // gzip layers: the registry refuses foreign ones without URLs).
+    if have("skopeo")
+        && let Some(reg) = Registry::start()
+    {
+        let (l, mut nested) = multi_platform_layout(&gz, &diff_id, false);
+        nested["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "multi"});
+        l.archive(&[nested]);
+        let remote = format!("{}/hand/multi:1", reg.host());
+        sh(Command::new("skopeo").args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:multi", l.dir.path().display()),
+            &format!("docker://{remote}"),
+        ]));
+        let b = Kiln::empty();
+        b.ok(&["pull", &remote]);
+        if std::env::consts::ARCH == "x86_64" {
+            let out = b.ok(&["run", "--rm", &remote, "sh", "-c", "cat /etc/app.conf"]);
+            assert_eq!(out, "greeting=hi\n");
+        }
+    }
+}
+
+/// A layout whose index holds a nested index: an attestation manifest first, then arm64,
+/// then amd64 (a docker v2 schema 2 manifest, its layer foreign when `foreign`). Returns the
+/// layout and the nested index's descriptor, named `hand/multi:1`.
+fn multi_platform_layout(gz: &[u8], diff_id: &str, foreign: bool) -> (Layout, serde_json::Value) {
+    let l = Layout::new();
+    let (amd64_layer, arm64_layer) = if foreign {
+        (
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        )
+    } else {
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    };
+    let layer = l.blob(amd64_layer, gz);
+    let amd64 = l.manifest(
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &config_with_nulls("amd64", &[diff_id]),
+        &[layer],
+    );
+    let layer = l.blob(arm64_layer, gz);
+    let arm64 = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &config_with_nulls("arm64", &[diff_id]),
+        &[layer],
+    );
+    let statement = l.blob(
+        "application/vnd.in-toto+json",
+        br#"{"_type":"https://in-toto.io/Statement/v0.1"}"#,
+    );
+    let mut attestation = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::json!({"architecture": "unknown", "os": "unknown",
+            "rootfs": {"type": "layers", "diff_ids": []}}),
+        &[statement],
+    );
+    attestation["platform"] = serde_json::json!({"architecture": "unknown", "os": "unknown"});
+    attestation["annotations"] = serde_json::json!({
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": amd64["digest"],
+    });
+    let mut amd64_entry = amd64.clone();
+    amd64_entry["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    let mut arm64_entry = arm64.clone();
+    arm64_entry["platform"] = serde_json::json!({"architecture": "arm64", "os": "linux"});
+    let mut nested = l.json(
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [attestation, arm64_entry, amd64_entry],
+        }),
+    );
+    nested["annotations"] =
+        serde_json::json!({"org.opencontainers.image.ref.name": "hand/multi:1"});
+    (l, nested)
+}
+
+#[test]
+fn malformed_archives_name_what_is_wrong_and_change_nothing() {
+    if !sandbox_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (tar, diff_id) = rootfs_layer(work.path());
+    let k = Kiln::empty();
+    let before = k.ok(&["images"]);
+    let blobs = || {
+        sh(Command::new("find")
+            .arg(k.root.path().join("blobs"))
+            .args(["-type", "f"]))
+        .lines()
+        .count()
+    };
+    let blobs_before = blobs();
+    let try_load = |l: &Layout, manifests: &[serde_json::Value]| -> String {
+        let tar = l.archive(manifests);
+        let out = k.run(&["load", "-i", tar.to_str().unwrap()]);
+        assert!(
+            !out.status.success(),
+            "loaded {}: {}",
+            fs_err::read_to_string(l.dir.path().join("index.json")).unwrap(),
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    };
+
+    // A config whose Env is not a list.
+    let l = Layout::new();
+    let layer = l.blob("application/vnd.oci.image.layer.v1.tar", &tar);
+    let mut bad = config_with_nulls("amd64", &[&diff_id]);
+    bad["config"]["Env"] = serde_json::json!("A=1");
+    let m = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &bad,
+        std::slice::from_ref(&layer),
+    );
+    let err = try_load(&l, std::slice::from_ref(&m));
+
+    let config_digest = {
+        let hex = &m["digest"].as_str().unwrap()[7..];
+        let bytes = fs_err::read(l.dir.path().join("blobs/sha256").join(hex)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["config"]["digest"].as_str().unwrap().to_string()
+    };
+    assert!(
+        err.contains(&config_digest[..19]),
+        "names the config blob: {err}"
+    );
+    assert!(err.contains("Env"), "names the field: {err}");
+
+    // A layer blob missing from the archive.
+    let l = Layout::new();
+    let mut missing = descriptor("application/vnd.oci.image.layer.v1.tar", b"not stored");
+    missing["size"] = serde_json::json!(10);
+    let m = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &config_with_nulls("amd64", &[&diff_id]),
+        &[missing.clone()],
+    );
+    let err = try_load(&l, &[m]);
+    assert!(
+        err.contains(&missing["digest"].as_str().unwrap()[7..19]),
+        "names the missing blob: {err}"
+    );
+
+    // A blob whose bytes are not its name.
+    let l = Layout::new();
+    let layer = l.blob("application/vnd.oci.image.layer.v1.tar", &tar);
+    let hex = layer["digest"].as_str().unwrap()[7..].to_string();
+    fs_err::write(l.dir.path().join("blobs/sha256").join(&hex), b"tampered").unwrap();
+    let m = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &config_with_nulls("amd64", &[&diff_id]),
+        &[layer],
+    );
+    let err = try_load(&l, &[m]);
+    assert!(err.contains(&hex[..12]), "names the blob: {err}");
+
+    assert_eq!(k.ok(&["images"]), before, "nothing was added");
+    assert_eq!(blobs(), blobs_before, "no blob of a refused archive stays");
+    let tmp: Vec<_> = fs_err::read_dir(k.root.path().join("tmp"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "no scratch left: {tmp:?}");
+}
