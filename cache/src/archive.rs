@@ -177,7 +177,7 @@ pub fn save_archive(
             }));
             if let Some(top) = rec.layers.last() {
                 for n in names {
-                    let full = normalize_name(n);
+                    let full = normalize_name(n)?;
                     repos
                         .entry(familiar_name(repository_of(&full)))
                         .or_default()
@@ -256,6 +256,14 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
         }
     }
     loaded
+}
+
+/// A layer's error, naming the layer.
+fn in_layer(layer: &str, e: Error) -> Error {
+    Error::BadLayer {
+        layer: layer.to_owned(),
+        problem: Box::new(e),
+    }
 }
 
 /// Takes the blobs of an image that is now in the store off the list of those to remove
@@ -379,7 +387,7 @@ fn load_archive_into(
             .flatten()
             .filter_map(Value::as_str)
             .map(normalize_name)
-            .collect();
+            .collect::<Result<_>>()?;
         repo_tags.insert(hex, tags);
     }
     let mut loaded = Vec::new();
@@ -395,23 +403,42 @@ fn load_archive_into(
             let Some((bytes, media_type)) = pick_manifest(store, desc, 0)? else {
                 continue;
             };
-            let rec = store.put_pulled_image(&bytes, &media_type)?;
+            // Names first: an archive naming an image wrongly stores nothing of it.
             let ann = desc.get("annotations");
-            let mut names: Vec<String> = Vec::new();
-            if let Some(n) = ann
-                .and_then(|a| a.get("io.containerd.image.name"))
-                .and_then(Value::as_str)
-            {
-                names.push(normalize_name(n));
-            } else if let Some(t) = repo_tags.get(&rec.config_digest.hex()) {
-                names.extend(t.iter().cloned());
-            } else if let Some(n) = ann
-                .and_then(|a| a.get("org.opencontainers.image.ref.name"))
-                .and_then(Value::as_str)
-                && (n.contains('/') || n.contains(':'))
-            {
-                names.push(normalize_name(n));
+            let name_in = |key: &str| ann.and_then(|a| a.get(key)).and_then(Value::as_str);
+            let containerd = name_in("io.containerd.image.name")
+                .map(normalize_name)
+                .transpose()?;
+            let ref_name = name_in("org.opencontainers.image.ref.name")
+                .filter(|n| n.contains('/') || n.contains(':'))
+                .map(normalize_name)
+                .transpose()?;
+            // Every layer checked before the image is: diffID and entries.
+            let staged = store.stage_pulled_image(&bytes, &media_type)?;
+            for l in &staged.layers {
+                let vetted = crate::vet::vet_layer(store.open_blob(&l.digest)?, io::sink())
+                    .map_err(|e| in_layer(&l.digest.to_string(), e))?;
+                if vetted.diff_id != l.diff_id {
+                    return Err(in_layer(
+                        &l.digest.to_string(),
+                        Error::invalid(
+                            "diffID",
+                            format!("{}, the config says {}", vetted.diff_id, l.diff_id),
+                        ),
+                    ));
+                }
             }
+            let rec = store.put_pulled_image(&bytes, &media_type)?;
+            let names = match (
+                containerd,
+                repo_tags.get(&rec.config_digest.hex()),
+                ref_name,
+            ) {
+                (Some(n), _, _) => vec![n],
+                (None, Some(t), _) => t.clone(),
+                (None, None, Some(n)) => vec![n],
+                (None, None, None) => Vec::new(),
+            };
             kept(added, &rec);
             loaded.push(LoadedImage { names, record: rec });
         }
@@ -451,7 +478,6 @@ fn load_archive_into(
                 }
                 layers.push(info);
             }
-            let rec = store.put_image(&config, &layers)?;
             let names = e
                 .get("RepoTags")
                 .and_then(Value::as_array)
@@ -459,7 +485,8 @@ fn load_archive_into(
                 .flatten()
                 .filter_map(Value::as_str)
                 .map(normalize_name)
-                .collect();
+                .collect::<Result<Vec<_>>>()?;
+            let rec = store.put_image(&config, &layers)?;
             kept(added, &rec);
             loaded.push(LoadedImage { names, record: rec });
         }
@@ -539,9 +566,9 @@ fn ingest_legacy_layer(
     let n = fs_err::File::open(&path)?.read(&mut head)?;
     let compressed =
         head[..n].starts_with(&[0x1f, 0x8b]) || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
-    let mut hr = HashReader::new(decompress(fs_err::File::open(&path)?)?);
-    io::copy(&mut hr, &mut io::sink())?;
-    let (diff_id, _) = hr.finish();
+    let diff_id = crate::vet::vet_layer(fs_err::File::open(&path)?, io::sink())
+        .map_err(|e| in_layer(name, e))?
+        .diff_id;
     let (digest, size, fresh) = if in_store {
         let d = parse_digest(&format!(
             "sha256:{}",
@@ -575,24 +602,10 @@ fn ingest_legacy_layer(
 /// `kiln import`: a rootfs tar (plain or compressed) becomes a one-layer gzip image tagged
 /// `name` (already normalized; empty for none).
 pub fn import_rootfs(store: &Store, tar: impl Read, name: &str) -> Result<ImageRecord> {
-    let mut src = HashReader::new(decompress(tar)?);
+    // Checked while it is compressed: random bytes or a truncated tar make no image.
     let mut enc = Encoder::new(store.blob_writer()?, Encoding::GZIP)?;
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = src.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        enc.write_all(&buf[..filled])?;
-    }
-    let (diff_id, _) = src.finish();
+    let vetted = crate::vet::vet_layer(tar, &mut enc)?;
+    let diff_id = vetted.diff_id;
     let (digest, size) = enc.finish()?.commit(None)?;
     let layer = LayerInfo {
         diff_id,

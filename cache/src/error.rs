@@ -68,6 +68,9 @@ pub enum Error {
         /// The serde error.
         source: serde_json::Error,
     },
+    /// Text that is not an image reference.
+    #[error(transparent)]
+    Reference(#[from] kiln_oci::ReferenceError),
     /// An image config whose fields do not have the types the spec gives them.
     #[error("image config {digest}: {problem}")]
     BadConfig {
@@ -123,6 +126,14 @@ pub enum Error {
         reference: String,
         /// The names still pointing at it.
         names: String,
+    },
+    /// A layer refused at the door, and why.
+    #[error("layer {layer}: {problem}")]
+    BadLayer {
+        /// The layer's blob digest or archive member.
+        layer: String,
+        /// What is wrong with it.
+        problem: Box<Error>,
     },
     /// A manifest, config or archive is malformed.
     #[error("invalid {what}: {reason}")]

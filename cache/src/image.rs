@@ -104,28 +104,10 @@ pub(crate) fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 
 /// Normalizes a docker-style reference: `app` → `docker.io/library/app:latest`,
 /// `user/app:1` → `docker.io/user/app:1`, `localhost:5000/app` → `localhost:5000/app:latest`.
-pub fn normalize_name(name: &str) -> String {
-    let (first, rest) = match name.split_once('/') {
-        Some((f, r)) => (f, Some(r)),
-        None => (name, None),
-    };
-    let mut full = match rest {
-        Some(_) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            name.to_owned()
-        }
-        Some(_) => format!("docker.io/{name}"),
-        None => format!("docker.io/library/{name}"),
-    };
-    if let Some(r) = full.strip_prefix("docker.io/")
-        && !r.contains('/')
-    {
-        full = format!("docker.io/library/{r}");
-    }
-    let last = full.rsplit('/').next().unwrap_or("");
-    if !last.contains(':') && !full.contains('@') {
-        full.push_str(":latest");
-    }
-    full
+/// Text that is no reference (`../../evil:1`, `UPPER/Case:::x`) is refused with docker's
+/// "invalid reference format".
+pub fn normalize_name(name: &str) -> Result<String> {
+    Ok(name.parse::<kiln_oci::Reference>()?.to_string())
 }
 
 /// The repository part of a normalized name (`docker.io/library/app:1` → `docker.io/library/app`).
@@ -369,6 +351,13 @@ impl Store {
 
     /// Points `name` (already normalized) at a stored manifest.
     pub fn tag(&self, name: &str, manifest: &Digest) -> Result<()> {
+        // Only normalized names enter the store: whatever path leads here.
+        if normalize_name(name)? != name {
+            return Err(Error::invalid(
+                "image name",
+                format!("{name:?} is not a normalized reference"),
+            ));
+        }
         let exists = self.index().read(|txn| {
             Ok(txn
                 .open_table(IMAGES)?
@@ -697,18 +686,18 @@ mod tests {
 
     #[test]
     fn names_normalize_like_docker() {
-        assert_eq!(normalize_name("app"), "docker.io/library/app:latest");
-        assert_eq!(normalize_name("app:1.2"), "docker.io/library/app:1.2");
-        assert_eq!(normalize_name("user/app"), "docker.io/user/app:latest");
-        assert_eq!(
-            normalize_name("localhost:5000/app"),
-            "localhost:5000/app:latest"
-        );
-        assert_eq!(normalize_name("docker.io/app:2"), "docker.io/library/app:2");
-        assert_eq!(
-            normalize_name("quay.io/a/b@sha256:00"),
-            "quay.io/a/b@sha256:00"
-        );
+        let n = |s: &str| normalize_name(s).unwrap();
+        assert_eq!(n("app"), "docker.io/library/app:latest");
+        assert_eq!(n("app:1.2"), "docker.io/library/app:1.2");
+        assert_eq!(n("user/app"), "docker.io/user/app:latest");
+        assert_eq!(n("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(n("docker.io/app:2"), "docker.io/library/app:2");
+        let pinned = format!("quay.io/a/b@sha256:{}", "0".repeat(64));
+        assert_eq!(n(&pinned), pinned);
+        for bad in ["../../evil:1", "UPPER/Case:::x", "", "a//b", "app:-x"] {
+            let e = normalize_name(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid reference format"), "{bad:?}: {e}");
+        }
         assert_eq!(repository_of("localhost:5000/app:1"), "localhost:5000/app");
         assert_eq!(repository_of("localhost:5000/app"), "localhost:5000/app");
     }

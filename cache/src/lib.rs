@@ -20,6 +20,7 @@ pub mod mount;
 pub mod snapshot;
 pub mod store;
 pub mod testutil;
+pub mod vet;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyStats, apply_layer, apply_layer_threaded};
 pub use archive::{ArchiveFormat, LoadedImage, import_rootfs, load_archive, save_archive};

@@ -42,5 +42,5 @@ pub use login::{Stored, login, logout, normalize_registry};
 
 pub use pull::{MAX_MANIFEST_SIZE, Manifest, Progress, PullEvent, Resolved};
 pub use push::{BlobPush, PushEvent, PushProgress, PushReport};
-pub use reference::{DOCKER_HUB, Reference};
+pub use reference::{DOCKER_HUB, Reference, ReferenceError};
 pub use store::{BlobSink, BlobStore};

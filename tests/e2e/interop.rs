@@ -930,3 +930,98 @@ fn malformed_archives_name_what_is_wrong_and_change_nothing() {
         .unwrap_or_default();
     assert!(tmp.is_empty(), "no scratch left: {tmp:?}");
 }
+
+/// A tar of one entry written header by header, as a hostile tool might (no name checks).
+fn raw_tar(name: &str, kind: u8, link: &str) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    for f in [108..115, 116..123] {
+        h[f].copy_from_slice(b"0000000");
+    }
+    h[124..135].copy_from_slice(b"00000000000");
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[test]
+fn hostile_layers_and_names_are_refused_at_the_door() {
+    if !sandbox_available() {
+        return;
+    }
+    use sha2::Digest as _;
+    let k = Kiln::with_busybox();
+    let before = k.ok(&["images"]);
+    for (tar, want) in [
+        (raw_tar("a/../../../evil", b'0', ""), "'..'"),
+        (raw_tar("etc/.wh..", b'0', ""), "whiteout"),
+        (raw_tar("x", b'1', "../../../etc/passwd"), "hardlink"),
+    ] {
+        let l = Layout::new();
+        let diff_id = format!("sha256:{:x}", sha2::Sha256::digest(&tar));
+        let layer = l.blob("application/vnd.oci.image.layer.v1.tar", &tar);
+        let mut m = l.manifest(
+            "application/vnd.oci.image.manifest.v1+json",
+            &config_with_nulls("amd64", &[&diff_id]),
+            std::slice::from_ref(&layer),
+        );
+        m["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "hostile/x:1"});
+        let err = k.fails(&["load", "-i", l.archive(&[m]).to_str().unwrap()]);
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(
+            err.contains(&layer["digest"].as_str().unwrap()[..19]),
+            "names the layer: {err}"
+        );
+    }
+    // import: random bytes, a truncated tar.
+    let dir = tempfile::tempdir().unwrap();
+    let junk: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fs_err::write(dir.path().join("junk"), &junk).unwrap();
+    let err = k.fails(&[
+        "import",
+        dir.path().join("junk").to_str().unwrap(),
+        "junk:1",
+    ]);
+    assert!(err.contains("not a tar archive"), "{err}");
+    let (tar, diff_id) = rootfs_layer(dir.path());
+    fs_err::write(dir.path().join("cut.tar"), &tar[..tar.len() / 2]).unwrap();
+    let err = k.fails(&[
+        "import",
+        dir.path().join("cut.tar").to_str().unwrap(),
+        "cut:1",
+    ]);
+    assert!(err.contains("truncated"), "{err}");
+    // Names that are no references, for tag, import and in an archive.
+    for bad in ["../../evil:1", "UPPER/Case:::x", "a//b"] {
+        let err = k.fails(&["tag", "busybox", bad]);
+        assert!(err.contains("invalid reference format"), "{bad}: {err}");
+    }
+    let err = k.fails(&[
+        "import",
+        dir.path().join("junk").to_str().unwrap(),
+        "Bad:Name:x",
+    ]);
+    assert!(err.contains("invalid reference format"), "{err}");
+    let l = Layout::new();
+    let layer = l.blob("application/vnd.oci.image.layer.v1.tar", &tar);
+    let mut m = l.manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        &config_with_nulls("amd64", &[&diff_id]),
+        &[layer],
+    );
+    m["annotations"] = serde_json::json!({"io.containerd.image.name": "../../evil:1"});
+    let err = k.fails(&["load", "-i", l.archive(&[m]).to_str().unwrap()]);
+    assert!(err.contains("invalid reference format"), "{err}");
+    assert_eq!(k.ok(&["images"]), before, "nothing was added");
+}

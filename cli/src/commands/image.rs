@@ -99,10 +99,7 @@ fn split_tag(name: &str) -> (String, String) {
 /// `kiln tag`.
 pub fn tag(host: &Host, source: &str, target: &str) -> Result<()> {
     let rec = find(host, source)?;
-    let name = images::normalize_name(target);
-    if name.is_empty() {
-        bail!("invalid reference format: {target:?}");
-    }
+    let name = images::normalize_name(target)?;
     host.images().tag(&name, &rec.manifest_digest)?;
     Ok(())
 }
@@ -204,7 +201,9 @@ pub fn save(
     let mut list = Vec::new();
     for i in names {
         let rec = find(host, i)?;
-        list.push((images::normalize_name(i), rec));
+        // Saved by ID, an image goes out unnamed.
+        let name = images::normalize_name(i).unwrap_or_default();
+        list.push((name, rec));
     }
     let fmt = match format {
         ArchiveFormat::Docker => images::ArchiveFormat::Docker,
@@ -226,7 +225,10 @@ pub fn save(
 
 /// `kiln import`.
 pub fn import(host: &Host, file: &Path, reference: &str) -> Result<()> {
-    let name = images::normalize_name(reference);
+    let name = match reference {
+        "" => String::new(),
+        r => images::normalize_name(r)?,
+    };
     let reader: Box<dyn std::io::Read + Send> = if file == Path::new("-") {
         Box::new(std::io::stdin())
     } else {

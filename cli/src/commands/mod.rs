@@ -35,9 +35,7 @@ impl Global {
 /// A user-written image name in its full form (`app:1.2` → `docker.io/library/app:1.2`), with
 /// docker's rules and error for what it rejects.
 pub fn normalize_reference(name: &str) -> Result<String> {
-    let r: kiln_solver::registry::Reference = name
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid reference format {name:?}: {e}"))?;
+    let r: kiln_solver::registry::Reference = name.parse()?;
     Ok(r.to_string())
 }
 

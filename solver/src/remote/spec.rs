@@ -119,7 +119,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
     if dir == Direction::From && !s_trim.contains('=') {
         let reference: Reference = s_trim
             .parse()
-            .map_err(|e: kiln_registry_client::Error| invalid(e.to_string()))?;
+            .map_err(|e: kiln_registry_client::ReferenceError| invalid(e.to_string()))?;
         return Ok(CacheSpec::Registry {
             reference,
             mode: CacheMode::Min,
@@ -191,7 +191,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
             }
             let reference: Reference = r
                 .parse()
-                .map_err(|e: kiln_registry_client::Error| invalid(e.to_string()))?;
+                .map_err(|e: kiln_registry_client::ReferenceError| invalid(e.to_string()))?;
             if dir == Direction::To && reference.digest.is_some() {
                 return Err(invalid(
                     "an export needs a tag, not a digest, in ref=".to_owned(),
