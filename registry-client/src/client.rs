@@ -172,7 +172,7 @@ impl Client {
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or attempts run out.
-    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -191,7 +191,7 @@ impl Client {
                     // Quiet by design: BuildKit retries without a word, and the final error
                     // says what failed; `--debug` shows each retry.
                     info!(
-                        "{e}; retrying {what} in {} (attempt {}/{max})",
+                        "retrying in {} (attempt {}/{max}): {e}",
                         Seconds(delay),
                         attempt + 1
                     );
@@ -223,8 +223,7 @@ impl Client {
         url: &Url,
         build: Build<'_>,
     ) -> Result<Response> {
-        let what = format!("{method} {url}");
-        self.retrying(&what, |_| async {
+        self.retrying(|_| async {
             let deadline = Deadline::small(&self.opts);
             self.send(
                 registry,

@@ -149,8 +149,7 @@ impl Client {
         let scope = [repo_scope(&r.repository, "pull")];
         let accept = accept.join(", ");
         let build = move |req: reqwest::RequestBuilder| Ok(req.header(ACCEPT, accept.as_str()));
-        let retry_what = format!("GET {url}");
-        self.retrying(&retry_what, |_| async {
+        self.retrying(|_| async {
             let deadline = Deadline::small(&self.opts);
             let mut resp = self
                 .send(
@@ -385,8 +384,7 @@ impl Client {
         let url = self.url(&r.registry, &path)?;
         let scope = [repo_scope(&r.repository, "pull")];
         let size = desc.size;
-        let retry_what = format!("GET {url}");
-        self.retrying(&retry_what, |_| async {
+        self.retrying(|_| async {
             let deadline = Deadline::transfer(&self.opts);
             let resp = self
                 .send(

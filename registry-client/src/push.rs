@@ -124,7 +124,7 @@ impl Client {
                 Err(e) => debug!(source = %source, error = %e, "mount failed"),
             }
         }
-        self.retrying("upload", |attempt| {
+        self.retrying(|attempt| {
             // A retried upload restarts with a new session.
             let session = if attempt == 1 { session.take() } else { None };
             self.upload(target, desc, store, session)
