@@ -30,17 +30,31 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
     }
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if cli.debug { "debug" } else { "warn" })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.debug);
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => report(&err),
     }
+}
+
+/// Tracing output is for debugging kiln, not for using it: nothing unless `--debug` (every
+/// crate at debug level) or `KILN_LOG` (an `EnvFilter` directive such as `info` or
+/// `kiln_registry_client=debug`; `--debug` wins). What users need to know, the CLI prints itself.
+/// Colour only when stderr is a terminal (and `NO_COLOR` is unset).
+fn init_logging(debug: bool) {
+    use std::io::IsTerminal as _;
+    let filter = if debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"))
+    };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn report(err: &anyhow::Error) -> ExitCode {

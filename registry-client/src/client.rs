@@ -11,18 +11,24 @@ use base64::Engine as _;
 use rand::Rng as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
-use tracing::{debug, warn};
+use tracing::{debug, info};
 
 use crate::auth::{
     self, Challenge, Credential, SourcedCredential, Token, TokenResponse, parse_challenge,
 };
-use crate::error::{Envelope, Error, Result};
+use crate::deadline::Deadline;
+use crate::error::{Envelope, Error, Result, Seconds};
 use crate::reference::DOCKER_HUB;
 
 /// Environment variable with extra comma-separated insecure (plain HTTP) registries.
 pub const INSECURE_REGISTRIES_ENV: &str = "KILN_INSECURE_REGISTRIES";
+/// Environment variable overriding [`ClientOptions`]' timeouts: comma-separated
+/// `connect=10s`, `idle=30s`, `request=60s` (units `ms`, `s`, `m`; a bare number is seconds).
+pub const TIMEOUTS_ENV: &str = "KILN_REGISTRY_TIMEOUTS";
 /// Largest error body read for its envelope.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest token endpoint answer accepted.
+const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone)]
@@ -48,8 +54,14 @@ pub struct ClientOptions {
     pub monolithic_limit: u64,
     /// Size of each PATCH chunk.
     pub chunk_size: u64,
-    /// TCP connect timeout.
+    /// Longest wait for a TCP connection (and TLS handshake) to a registry.
     pub connect_timeout: Duration,
+    /// Longest wait with nothing received: for a response's headers, or for the next byte of
+    /// any body (a stalled blob fails after this, however large it is).
+    pub idle_timeout: Duration,
+    /// Longest a small request (manifest, token, `HEAD`, upload session, manifest push) may
+    /// take in all, body included. Blob transfers are bounded by `idle_timeout` only.
+    pub request_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -65,7 +77,9 @@ impl Default for ClientOptions {
             concurrency: 4,
             monolithic_limit: 64 * 1024 * 1024,
             chunk_size: 64 * 1024 * 1024,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -93,19 +107,18 @@ pub struct Client {
 pub(crate) type Build<'a> = &'a (dyn Fn(RequestBuilder) -> Result<RequestBuilder> + Send + Sync);
 
 impl Client {
-    /// Creates a client; reads `KILN_INSECURE_REGISTRIES`.
-    pub fn new(opts: ClientOptions) -> Result<Client> {
+    /// Creates a client; reads `KILN_INSECURE_REGISTRIES` and `KILN_REGISTRY_TIMEOUTS`.
+    pub fn new(mut opts: ClientOptions) -> Result<Client> {
+        if let Ok(spec) = std::env::var(TIMEOUTS_ENV) {
+            apply_timeouts(&mut opts, &spec)?;
+        }
         let http = reqwest::Client::builder()
             .user_agent(opts.user_agent.clone())
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true)
             .http2_adaptive_window(true)
             .build()
-            .map_err(|source| Error::Http {
-                method: "BUILD".to_owned(),
-                url: String::new(),
-                source,
-            })?;
+            .map_err(|transport| Error::Setup { transport })?;
         let mut insecure = opts.insecure_registries.clone();
         if let Ok(list) = std::env::var(INSECURE_REGISTRIES_ENV) {
             insecure.extend(
@@ -159,7 +172,7 @@ impl Client {
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or attempts run out.
-    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -175,7 +188,13 @@ impl Client {
                         Some(d) => d,
                         None => self.backoff(attempt),
                     };
-                    warn!(what, attempt, ?delay, error = %e, "retrying");
+                    // Quiet by design: BuildKit retries without a word, and the final error
+                    // says what failed; `--debug` shows each retry.
+                    info!(
+                        "retrying in {} (attempt {}/{max}): {e}",
+                        Seconds(delay),
+                        attempt + 1
+                    );
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -204,16 +223,25 @@ impl Client {
         url: &Url,
         build: Build<'_>,
     ) -> Result<Response> {
-        let what = format!("{method} {url}");
-        self.retrying(&what, |_| {
-            self.send(registry, scope, method.clone(), url.clone(), build)
+        self.retrying(|_| async {
+            let deadline = Deadline::small(&self.opts);
+            self.send(
+                registry,
+                scope,
+                method.clone(),
+                url.clone(),
+                build,
+                &deadline,
+            )
+            .await
         })
         .await
     }
 
     /// One attempt: sends with cached auth; on 401 authenticates per the challenge and resends
     /// once. 429 and 5xx become retryable [`Error::Status`]; 401/403 become
-    /// [`Error::Unauthorized`]; other statuses are returned for the caller to judge.
+    /// [`Error::Unauthorized`]; other statuses are returned for the caller to judge. The
+    /// response headers must arrive within `deadline`; the caller reads the body with it.
     pub(crate) async fn send(
         &self,
         registry: &str,
@@ -221,6 +249,7 @@ impl Client {
         method: Method,
         url: Url,
         build: Build<'_>,
+        deadline: &Deadline,
     ) -> Result<Response> {
         let mut authorization = self.cached_authorization(registry, scope).await?;
         let mut reauthenticated = false;
@@ -230,11 +259,14 @@ impl Client {
                 req = req.header(AUTHORIZATION, value.clone());
             }
             debug!(%method, %url, "request");
-            let resp = req.send().await.map_err(|source| Error::Http {
-                method: method.to_string(),
-                url: url.to_string(),
-                source,
-            })?;
+            let resp = deadline
+                .response(&method, &url, req.send())
+                .await?
+                .map_err(|transport| Error::Http {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    transport,
+                })?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !reauthenticated {
                 let header = resp
@@ -256,7 +288,7 @@ impl Client {
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 let credential = self.credential(registry).await?;
-                let envelope = Envelope::parse(&read_limited(resp).await);
+                let envelope = Envelope::parse(&read_limited(resp, deadline.idle()).await);
                 self.with_auth(registry, |a| a.tokens.clear());
                 return Err(Error::Unauthorized {
                     registry: registry.to_owned(),
@@ -266,7 +298,7 @@ impl Client {
                 });
             }
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                return Err(status_error(&method, resp).await);
+                return Err(self.status_error(&method, resp).await);
             }
             return Ok(resp);
         }
@@ -424,14 +456,26 @@ impl Client {
             }
         };
         debug!(realm, ?scope, "fetching token");
-        let resp = req.send().await.map_err(|source| Error::Http {
-            method: "GET".to_owned(),
-            url: realm.to_owned(),
-            source,
-        })?;
+        let method = if matches!(
+            credential.map(|c| &c.credential),
+            Some(Credential::IdentityToken(_))
+        ) {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let deadline = Deadline::small(&self.opts);
+        let mut resp = deadline
+            .response(&method, &url, req.send())
+            .await?
+            .map_err(|transport| Error::Http {
+                method: method.to_string(),
+                url: realm.to_owned(),
+                transport,
+            })?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            let envelope = Envelope::parse(&read_limited(resp).await);
+            let envelope = Envelope::parse(&read_limited(resp, deadline.idle()).await);
             return Err(Error::Unauthorized {
                 registry: registry.to_owned(),
                 status: status.as_u16(),
@@ -440,17 +484,30 @@ impl Client {
             });
         }
         if !status.is_success() {
-            return Err(status_error(&Method::GET, resp).await);
+            return Err(self.status_error(&method, resp).await);
         }
-        let body = read_limited(resp).await;
+        let what = format!("token from {realm}");
+        let mut body = Vec::new();
+        while let Some(chunk) = deadline
+            .chunk(&mut resp, &method, &what, body.len() as u64)
+            .await?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_TOKEN_RESPONSE {
+                return Err(Error::TooLarge {
+                    what,
+                    limit: MAX_TOKEN_RESPONSE as u64,
+                });
+            }
+        }
         let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|source| Error::TokenResponse {
+            serde_json::from_slice(&body).map_err(|error| Error::TokenResponse {
                 realm: realm.to_owned(),
-                source,
+                error,
             })?;
         parsed.into_token().ok_or_else(|| Error::TokenResponse {
             realm: realm.to_owned(),
-            source: serde::de::Error::custom("no token in response"),
+            error: serde::de::Error::custom("no token in response"),
         })
     }
 
@@ -461,7 +518,7 @@ impl Client {
             .request(registry, &[], Method::GET, &url, &|r| Ok(r))
             .await?;
         if !resp.status().is_success() {
-            return Err(status_error(&Method::GET, resp).await);
+            return Err(self.status_error(&Method::GET, resp).await);
         }
         // A registry that never challenges accepts anyone, as docker login also concludes.
         Ok(())
@@ -477,10 +534,11 @@ pub(crate) fn repo_scope(repository: &str, actions: &str) -> String {
     format!("repository:{repository}:{actions}")
 }
 
-/// Reads at most [`MAX_ERROR_BODY`] bytes of a body; errors give what was read.
-pub(crate) async fn read_limited(mut resp: Response) -> Vec<u8> {
+/// Reads at most [`MAX_ERROR_BODY`] bytes of a body; errors, and `idle` without a byte, give
+/// what was read.
+pub(crate) async fn read_limited(mut resp: Response, idle: Duration) -> Vec<u8> {
     let mut out = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout(idle, resp.chunk()).await {
         let room = MAX_ERROR_BODY.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if out.len() >= MAX_ERROR_BODY {
@@ -490,8 +548,14 @@ pub(crate) async fn read_limited(mut resp: Response) -> Vec<u8> {
     out
 }
 
-/// Turns an unexpected response into [`Error::Status`] with the registry's envelope.
-pub(crate) async fn status_error(method: &Method, resp: Response) -> Error {
+impl Client {
+    /// Turns an unexpected response into [`Error::Status`] with the registry's envelope.
+    pub(crate) async fn status_error(&self, method: &Method, resp: Response) -> Error {
+        status_error(method, resp, self.opts.idle_timeout).await
+    }
+}
+
+async fn status_error(method: &Method, resp: Response, idle: Duration) -> Error {
     let status = resp.status().as_u16();
     let url = resp.url().to_string();
     let retry_after = resp
@@ -499,7 +563,7 @@ pub(crate) async fn status_error(method: &Method, resp: Response) -> Error {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let envelope = Envelope::parse(&read_limited(resp).await);
+    let envelope = Envelope::parse(&read_limited(resp, idle).await);
     Error::Status {
         method: method.to_string(),
         url,
@@ -507,6 +571,45 @@ pub(crate) async fn status_error(method: &Method, resp: Response) -> Error {
         envelope,
         retry_after,
     }
+}
+
+/// Applies a [`TIMEOUTS_ENV`] value (`connect=5s,idle=1m,request=90s`) to `opts`.
+fn apply_timeouts(opts: &mut ClientOptions, spec: &str) -> Result<()> {
+    let invalid = |reason: &'static str| Error::InvalidSetting {
+        name: TIMEOUTS_ENV,
+        value: spec.to_owned(),
+        reason,
+    };
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| invalid("expected connect=, idle= or request= entries"))?;
+        let d = parse_duration(value.trim())
+            .ok_or_else(|| invalid("durations are like 500ms, 30s or 2m and not zero"))?;
+        match key.trim() {
+            "connect" => opts.connect_timeout = d,
+            "idle" => opts.idle_timeout = d,
+            "request" => opts.request_timeout = d,
+            _ => return Err(invalid("expected connect=, idle= or request= entries")),
+        }
+    }
+    Ok(())
+}
+
+/// `500ms`, `30s`, `2m`, or bare seconds; never zero.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
 }
 
 /// `Retry-After`: delta seconds or an HTTP date.
@@ -557,6 +660,24 @@ mod tests {
         assert_eq!(c.base_url("ghcr.io"), "https://ghcr.io");
         assert_eq!(c.base_url("docker.io"), "https://registry-1.docker.io");
         assert_eq!(c.base_url("128.0.0.1"), "https://128.0.0.1");
+    }
+
+    #[test]
+    fn timeouts_from_the_environment_syntax() {
+        let mut o = ClientOptions::default();
+        apply_timeouts(&mut o, "connect=500ms, idle=2m,request=90")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.connect_timeout, Duration::from_millis(500));
+        assert_eq!(o.idle_timeout, Duration::from_secs(120));
+        assert_eq!(o.request_timeout, Duration::from_secs(90));
+        for bad in ["idle", "idle=0s", "idle=3h", "total=1s", "idle=-1"] {
+            let err = apply_timeouts(&mut o, bad).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.starts_with("KILN_REGISTRY_TIMEOUTS=")),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 mod auth;
 mod client;
+mod deadline;
 mod error;
 mod login;
 mod pull;
@@ -35,12 +36,14 @@ mod transfer;
 mod verify;
 
 pub use auth::{Credential, DOCKER_HUB_CONFIG_KEY, docker_config_dir};
-pub use client::{Client, ClientOptions, INSECURE_REGISTRIES_ENV};
+pub use client::{Client, ClientOptions, INSECURE_REGISTRIES_ENV, TIMEOUTS_ENV};
 pub use error::{Envelope, Error, RegistryError, Result};
 pub use kiln_oci::{Descriptor, Digest};
 pub use login::{Stored, login, logout, normalize_registry};
 
-pub use pull::{MAX_MANIFEST_SIZE, Manifest, Progress, PullEvent, Resolved};
+pub use pull::{
+    MAX_BLOB_SIZE, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, Progress, PullEvent, Resolved,
+};
 pub use push::{BlobPush, PushEvent, PushProgress, PushReport};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};
 pub use store::{BlobSink, BlobStore};

@@ -171,9 +171,9 @@ fn run_helper(registry: &str, helper: &str, action: &str, input: &[u8]) -> Resul
 fn read_config(path: &Path) -> Result<Map<String, Value>> {
     match fs_err::read(path) {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Map::new()),
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::Config {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| Error::Config {
             path: path.to_owned(),
-            source,
+            error,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
         Err(e) => Err(e.into()),
@@ -187,9 +187,9 @@ fn write_config(path: &Path, config: &Map<String, Value>) -> Result<()> {
         fs_err::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-    let mut bytes = serde_json::to_vec_pretty(config).map_err(|source| Error::Config {
+    let mut bytes = serde_json::to_vec_pretty(config).map_err(|error| Error::Config {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     bytes.push(b'\n');
     let mut file = fs_err::OpenOptions::new()

@@ -10,15 +10,23 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tracing::{debug, info, instrument};
 
-use crate::client::{Client, repo_scope, status_error};
+use crate::client::{Client, repo_scope};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::store::BlobStore;
 use crate::transfer::download_into;
-use crate::verify::Verifier;
+use crate::verify::verify_bytes;
 
-/// Largest manifest accepted (the distribution spec recommends registries accept 4 MiB).
+/// Largest manifest or index accepted (the distribution spec recommends registries accept
+/// 4 MiB; containerd refuses larger ones too). Manifests are read into memory.
 pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+/// Largest image config accepted: configs are read into memory, and real ones, long history
+/// included, are kilobytes.
+pub const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
+/// Largest blob a descriptor may declare (1 TiB): anything bigger is a corrupt or hostile
+/// manifest, refused before a byte is fetched.
+pub const MAX_BLOB_SIZE: u64 = 1 << 40;
 
 /// A manifest exactly as the registry served it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,18 +118,48 @@ struct WireMediaType {
 }
 
 impl Client {
-    /// Fetches a manifest (any media type in `accept`) and verifies it against the reference's
-    /// digest if it has one. 404 gives [`Error::ManifestNotFound`].
+    /// Fetches a manifest (any media type in `accept`) and verifies it: against the reference's
+    /// digest if it has one, else against the registry's `Docker-Content-Digest` header when it
+    /// sends one (as containerd does). At most [`MAX_MANIFEST_SIZE`] bytes are read. 404 gives
+    /// [`Error::ManifestNotFound`].
     #[instrument(skip_all, fields(reference = %r))]
     pub async fn get_manifest(&self, r: &Reference, accept: &[&str]) -> Result<Manifest> {
+        self.get_manifest_sized(r, accept, None).await
+    }
+
+    /// [`Client::get_manifest`] of a manifest whose descriptor says it has `size` bytes.
+    async fn get_manifest_sized(
+        &self,
+        r: &Reference,
+        accept: &[&str],
+        size: Option<u64>,
+    ) -> Result<Manifest> {
+        let what = format!("manifest {}", r.familiar());
+        if let Some(declared) = size
+            && declared > MAX_MANIFEST_SIZE
+        {
+            return Err(Error::DeclaredTooLarge {
+                what,
+                declared,
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
         let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
         let url = self.url(&r.registry, &path)?;
         let scope = [repo_scope(&r.repository, "pull")];
         let accept = accept.join(", ");
         let build = move |req: reqwest::RequestBuilder| Ok(req.header(ACCEPT, accept.as_str()));
-        self.retrying(&path, |_| async {
+        self.retrying(|_| async {
+            let deadline = Deadline::small(&self.opts);
             let mut resp = self
-                .send(&r.registry, &scope, Method::GET, url.clone(), &build)
+                .send(
+                    &r.registry,
+                    &scope,
+                    Method::GET,
+                    url.clone(),
+                    &build,
+                    &deadline,
+                )
                 .await?;
             match resp.status() {
                 s if s.is_success() => {}
@@ -130,48 +168,70 @@ impl Client {
                         reference: r.familiar(),
                     });
                 }
-                _ => return Err(status_error(&Method::GET, resp).await),
+                _ => return Err(self.status_error(&Method::GET, resp).await),
             }
             let header_type = resp
                 .headers()
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-            if resp.content_length().is_some_and(|l| l > MAX_MANIFEST_SIZE) {
-                return Err(Error::TooLarge {
-                    what: format!("manifest for {}", r.familiar()),
+            let header_digest = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned());
+            if let Some(length) = resp.content_length()
+                && length > MAX_MANIFEST_SIZE
+            {
+                return Err(Error::DeclaredTooLarge {
+                    what: what.clone(),
+                    declared: length,
                     limit: MAX_MANIFEST_SIZE,
                 });
             }
             let mut bytes = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Http {
-                method: "GET".to_owned(),
-                url: url.to_string(),
-                source,
-            })? {
+            while let Some(chunk) = deadline
+                .chunk(&mut resp, &Method::GET, &what, bytes.len() as u64)
+                .await?
+            {
                 bytes.extend_from_slice(&chunk);
                 if bytes.len() as u64 > MAX_MANIFEST_SIZE {
                     return Err(Error::TooLarge {
-                        what: format!("manifest for {}", r.familiar()),
+                        what: what.clone(),
                         limit: MAX_MANIFEST_SIZE,
                     });
                 }
             }
+            if let Some(declared) = size
+                && declared != bytes.len() as u64
+            {
+                return Err(Error::ManifestSize {
+                    reference: r.familiar(),
+                    declared,
+                    actual: bytes.len() as u64,
+                });
+            }
             let digest = match &r.digest {
                 Some(want) => {
-                    let mut v = Verifier::for_digest(want)?;
-                    v.update(&bytes);
-                    let actual = v.finish();
-                    if actual != want.to_string() {
-                        return Err(Error::DigestMismatch {
-                            what: format!("manifest {}", r.familiar()),
-                            expected: want.clone(),
+                    verify_bytes(&what, want, &bytes)?;
+                    want.clone()
+                }
+                None => {
+                    let actual = kiln_oci::sha256(&bytes);
+                    // Only sha256 names content here; a header in another algorithm cannot
+                    // be checked and is ignored, like a missing one.
+                    if let Some(header) = header_digest
+                        && header.starts_with("sha256:")
+                        && header != actual.to_string()
+                    {
+                        return Err(Error::HeaderDigestMismatch {
+                            reference: r.familiar(),
+                            header,
                             actual,
                         });
                     }
-                    want.clone()
+                    actual
                 }
-                None => kiln_oci::sha256(&bytes),
             };
             let media_type = media_type_of(header_type.as_deref(), &bytes);
             debug!(%digest, media_type, size = bytes.len(), "manifest");
@@ -205,7 +265,7 @@ impl Client {
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(status_error(&Method::HEAD, resp).await),
+            _ => return Err(self.status_error(&Method::HEAD, resp).await),
         }
         let header = resp
             .headers()
@@ -237,9 +297,9 @@ impl Client {
         let first = self.get_manifest(r, &all).await?;
         let (manifest, index) = if is_index(&first.media_type) {
             let idx: ImageIndex =
-                serde_json::from_slice(&first.bytes).map_err(|source| Error::InvalidManifest {
+                serde_json::from_slice(&first.bytes).map_err(|error| Error::InvalidManifest {
                     reference: r.familiar(),
-                    source,
+                    error,
                 })?;
             let chosen = idx.manifests.iter().find(|m| {
                 !is_index(&m.media_type)
@@ -262,7 +322,7 @@ impl Client {
             };
             let child = r.with_digest(chosen.digest.clone());
             let m = self
-                .get_manifest(&child, &[OCI_MANIFEST, DOCKER_MANIFEST])
+                .get_manifest_sized(&child, &[OCI_MANIFEST, DOCKER_MANIFEST], Some(chosen.size))
                 .await?;
             (m, Some(first))
         } else {
@@ -275,10 +335,18 @@ impl Client {
             });
         }
         let wire: ImageManifest =
-            serde_json::from_slice(&manifest.bytes).map_err(|source| Error::InvalidManifest {
+            serde_json::from_slice(&manifest.bytes).map_err(|error| Error::InvalidManifest {
                 reference: r.familiar(),
-                source,
+                error,
             })?;
+        check_declared(
+            &format!("config {}", wire.config.digest),
+            wire.config.size,
+            MAX_CONFIG_SIZE,
+        )?;
+        for layer in &wire.layers {
+            check_declared(&format!("blob {}", layer.digest), layer.size, MAX_BLOB_SIZE)?;
+        }
         Ok(Resolved {
             manifest_digest: manifest.digest,
             manifest_bytes: manifest.bytes,
@@ -311,15 +379,22 @@ impl Client {
         if store.has_blob(digest) {
             return Ok(());
         }
+        check_declared(&format!("blob {digest}"), desc.size, MAX_BLOB_SIZE)?;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let url = self.url(&r.registry, &path)?;
         let scope = [repo_scope(&r.repository, "pull")];
         let size = desc.size;
-        self.retrying(&path, |_| async {
+        self.retrying(|_| async {
+            let deadline = Deadline::transfer(&self.opts);
             let resp = self
-                .send(&r.registry, &scope, Method::GET, url.clone(), &|req| {
-                    Ok(req)
-                })
+                .send(
+                    &r.registry,
+                    &scope,
+                    Method::GET,
+                    url.clone(),
+                    &|req| Ok(req),
+                    &deadline,
+                )
                 .await?;
             match resp.status() {
                 s if s.is_success() => {}
@@ -329,7 +404,7 @@ impl Client {
                         repository: format!("{}/{}", r.registry, r.repository),
                     });
                 }
-                _ => return Err(status_error(&Method::GET, resp).await),
+                _ => return Err(self.status_error(&Method::GET, resp).await),
             }
             if let Some(p) = progress {
                 p(PullEvent::Started {
@@ -346,7 +421,16 @@ impl Client {
                     });
                 }
             };
-            download_into(resp, url.as_str(), digest, Some(size), store, &tick).await
+            download_into(
+                resp,
+                &deadline,
+                url.as_str(),
+                digest,
+                Some(size),
+                store,
+                &tick,
+            )
+            .await
         })
         .await?;
         if let Some(p) = progress {
@@ -400,6 +484,18 @@ impl Client {
         info!(digest = %resolved.manifest_digest, "pulled");
         Ok(resolved)
     }
+}
+
+/// Refuses a descriptor declaring more than `limit` bytes, before anything is fetched.
+fn check_declared(what: &str, declared: u64, limit: u64) -> Result<()> {
+    if declared > limit {
+        return Err(Error::DeclaredTooLarge {
+            what: what.to_owned(),
+            declared,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// The media type from the header, or from the manifest's own fields when the header is

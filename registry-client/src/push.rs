@@ -6,7 +6,8 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 use tracing::{debug, info, instrument};
 
-use crate::client::{Client, repo_scope, status_error};
+use crate::client::{Client, repo_scope};
+use crate::deadline::{Activity, Deadline};
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::store::BlobStore;
@@ -49,7 +50,7 @@ impl Client {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(status_error(&Method::HEAD, resp).await),
+            _ => Err(self.status_error(&Method::HEAD, resp).await),
         }
     }
 
@@ -123,7 +124,7 @@ impl Client {
                 Err(e) => debug!(source = %source, error = %e, "mount failed"),
             }
         }
-        self.retrying("upload", |attempt| {
+        self.retrying(|attempt| {
             // A retried upload restarts with a new session.
             let session = if attempt == 1 { session.take() } else { None };
             self.upload(target, desc, store, session)
@@ -160,7 +161,7 @@ impl Client {
                 Ok(Mount::Mounted)
             }
             StatusCode::ACCEPTED => Ok(Mount::Session(location(&resp)?)),
-            _ => Err(status_error(&Method::POST, resp).await),
+            _ => Err(self.status_error(&Method::POST, resp).await),
         }
     }
 
@@ -182,19 +183,24 @@ impl Client {
                 let path = format!("/v2/{}/blobs/uploads/", target.repository);
                 let url = self.url(registry, &path)?;
                 let resp = self
-                    .send(registry, &scope, Method::POST, url, &|r| {
-                        Ok(r.header(CONTENT_LENGTH, 0))
-                    })
+                    .send(
+                        registry,
+                        &scope,
+                        Method::POST,
+                        url,
+                        &|r| Ok(r.header(CONTENT_LENGTH, 0)),
+                        &Deadline::small(&self.opts),
+                    )
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
-                    return Err(status_error(&Method::POST, resp).await);
+                    return Err(self.status_error(&Method::POST, resp).await);
                 }
                 location(&resp)?
             }
         };
-        let size = store.blob_size(digest).map_err(|source| Error::Store {
+        let size = store.blob_size(digest).map_err(|error| Error::Store {
             digest: digest.clone(),
-            source,
+            error,
         })?;
         if size != desc.size {
             return Err(Error::SizeMismatch {
@@ -212,7 +218,8 @@ impl Client {
                 let range = format!("{offset}-{}", offset + len - 1);
                 // A chunk's body streams once: a second build (re-authentication) restarts
                 // the whole upload instead.
-                let chunk = std::sync::Mutex::new(Some(body.next_chunk(len)));
+                let activity = Activity::new();
+                let chunk = std::sync::Mutex::new(Some(body.next_chunk(len, &activity)));
                 let build = |r: reqwest::RequestBuilder| {
                     let taken = chunk.lock().unwrap_or_else(|p| p.into_inner()).take();
                     let Some(chunk) = taken else {
@@ -225,11 +232,19 @@ impl Client {
                         .header(CONTENT_LENGTH, len)
                         .body(chunk))
                 };
+                let deadline = Deadline::upload(&self.opts, activity);
                 let resp = self
-                    .send(registry, &scope, Method::PATCH, location.clone(), &build)
+                    .send(
+                        registry,
+                        &scope,
+                        Method::PATCH,
+                        location.clone(),
+                        &build,
+                        &deadline,
+                    )
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
-                    return Err(status_error(&Method::PATCH, resp).await);
+                    return Err(self.status_error(&Method::PATCH, resp).await);
                 }
                 location = location_from(&resp, &location)?;
                 offset += len;
@@ -238,24 +253,31 @@ impl Client {
                 .query_pairs_mut()
                 .append_pair("digest", &digest.to_string());
             let resp = self
-                .send(registry, &scope, Method::PUT, location, &|r| {
-                    Ok(r.header(CONTENT_LENGTH, 0))
-                })
+                .send(
+                    registry,
+                    &scope,
+                    Method::PUT,
+                    location,
+                    &|r| Ok(r.header(CONTENT_LENGTH, 0)),
+                    &Deadline::small(&self.opts),
+                )
                 .await?;
-            return finish(resp).await;
+            return self.finish(resp).await;
         }
         location
             .query_pairs_mut()
             .append_pair("digest", &digest.to_string());
+        let activity = Activity::new();
         let build = |r: reqwest::RequestBuilder| {
             Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
-                .body(store_body(store, digest)?))
+                .body(store_body(store, digest, &activity)?))
         };
+        let deadline = Deadline::upload(&self.opts, activity.clone());
         let resp = self
-            .send(registry, &scope, Method::PUT, location, &build)
+            .send(registry, &scope, Method::PUT, location, &build, &deadline)
             .await?;
-        finish(resp).await
+        self.finish(resp).await
     }
 
     /// Uploads a manifest under the reference's tag (or digest) with its media type; returns its
@@ -292,7 +314,7 @@ impl Client {
             .request(&target.registry, &scope, Method::PUT, &url, &build)
             .await?;
         if !resp.status().is_success() {
-            return Err(status_error(&Method::PUT, resp).await);
+            return Err(self.status_error(&Method::PUT, resp).await);
         }
         Ok(digest)
     }
@@ -400,12 +422,14 @@ enum Mount {
     Session(Url),
 }
 
-/// The final PUT must answer 201 Created.
-async fn finish(resp: Response) -> Result<()> {
-    if resp.status() == StatusCode::CREATED {
-        return Ok(());
+impl Client {
+    /// The final PUT must answer 201 Created.
+    async fn finish(&self, resp: Response) -> Result<()> {
+        if resp.status() == StatusCode::CREATED {
+            return Ok(());
+        }
+        Err(self.status_error(&Method::PUT, resp).await)
     }
-    Err(status_error(&Method::PUT, resp).await)
 }
 
 /// The absolute upload URL of a response's `Location` (relative ones resolve against the

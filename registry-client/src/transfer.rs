@@ -5,10 +5,12 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
 use kiln_oci::Digest;
-use reqwest::{Body, Response};
+use reqwest::{Body, Method, Response};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::deadline::{Activity, Deadline};
 use crate::error::{Error, Result};
 use crate::store::BlobStore;
 use crate::verify::Verifier;
@@ -18,11 +20,13 @@ const PIECE: usize = 512 * 1024;
 /// Pieces buffered between the network and the store.
 const DEPTH: usize = 16;
 
-/// A request body that streams `reader` to its end.
-pub(crate) fn reader_body(reader: Box<dyn Read + Send>) -> Body {
+/// A request body that streams `reader` to its end, touching `activity` for each piece sent.
+fn reader_body(reader: Box<dyn Read + Send>, activity: &Activity) -> Body {
     let rx = spawn_reader(reader);
+    let activity = activity.clone();
     let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+            .inspect(move |_| activity.touch());
     Body::wrap_stream(stream)
 }
 
@@ -51,13 +55,17 @@ fn spawn_reader(mut reader: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Res
     rx
 }
 
-/// Opens a blob of the store as a streaming request body.
-pub(crate) fn store_body(store: &dyn BlobStore, digest: &Digest) -> Result<Body> {
-    let reader = store.open_blob(digest).map_err(|source| Error::Store {
+/// Opens a blob of the store as a streaming request body (see [`reader_body`]).
+pub(crate) fn store_body(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    activity: &Activity,
+) -> Result<Body> {
+    let reader = store.open_blob(digest).map_err(|error| Error::Store {
         digest: digest.clone(),
-        source,
+        error,
     })?;
-    Ok(reader_body(reader))
+    Ok(reader_body(reader, activity))
 }
 
 /// The pieces of one blob, read on a blocking thread, shared by consecutive chunk bodies.
@@ -75,9 +83,9 @@ pub(crate) struct ChunkedBody {
 impl ChunkedBody {
     /// Starts reading the blob from the store.
     pub(crate) fn open(store: &dyn BlobStore, digest: &Digest) -> Result<ChunkedBody> {
-        let reader = store.open_blob(digest).map_err(|source| Error::Store {
+        let reader = store.open_blob(digest).map_err(|error| Error::Store {
             digest: digest.clone(),
-            source,
+            error,
         })?;
         Ok(ChunkedBody {
             pieces: Arc::new(Mutex::new(Pieces {
@@ -87,9 +95,9 @@ impl ChunkedBody {
         })
     }
 
-    /// A body streaming the next `len` bytes of the blob. Bodies must be consumed in order;
-    /// a short blob makes the body fail.
-    pub(crate) fn next_chunk(&self, len: u64) -> Body {
+    /// A body streaming the next `len` bytes of the blob, touching `activity` for each piece
+    /// sent. Bodies must be consumed in order; a short blob makes the body fail.
+    pub(crate) fn next_chunk(&self, len: u64, activity: &Activity) -> Body {
         let state = (self.pieces.clone(), len);
         let stream = futures::stream::unfold(state, |(pieces, remaining)| async move {
             if remaining == 0 {
@@ -115,7 +123,8 @@ impl ChunkedBody {
             drop(p);
             Some((Ok(head), (pieces, remaining - take as u64)))
         });
-        Body::wrap_stream(stream)
+        let activity = activity.clone();
+        Body::wrap_stream(stream.inspect(move |_| activity.touch()))
     }
 }
 
@@ -125,18 +134,20 @@ enum Piece {
 }
 
 /// Streams a response body into a new store blob, hashing on the way; commits only if the size
-/// and digest match. `progress` gets the running byte count.
+/// and digest match. Nothing is read past `size`: the first piece beyond it fails the download.
+/// `progress` gets the running byte count.
 pub(crate) async fn download_into(
     mut resp: Response,
+    deadline: &Deadline,
     what: &str,
     expected: &Digest,
     size: Option<u64>,
     store: &dyn BlobStore,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<()> {
-    let store_err = |source| Error::Store {
+    let store_err = |error| Error::Store {
         digest: expected.clone(),
-        source,
+        error,
     };
     let mut verifier = Verifier::for_digest(expected)?;
     if let (Some(want), Some(got)) = (size, resp.content_length())
@@ -153,9 +164,9 @@ pub(crate) async fn download_into(
     let want = expected.clone();
     let what_owned = what.to_owned();
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
-        let store_err = |source| Error::Store {
+        let store_err = |error| Error::Store {
             digest: want.clone(),
-            source,
+            error,
         };
         loop {
             match rx.blocking_recv() {
@@ -180,12 +191,12 @@ pub(crate) async fn download_into(
         sink.commit(&want).map_err(store_err)
     });
     let mut total: u64 = 0;
+    let body = format!("blob {expected}");
     let streamed: Result<()> = async {
-        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Http {
-            method: "GET".to_owned(),
-            url: what.to_owned(),
-            source,
-        })? {
+        while let Some(chunk) = deadline
+            .chunk(&mut resp, &Method::GET, &body, total)
+            .await?
+        {
             total += chunk.len() as u64;
             if let Some(want) = size
                 && total > want

@@ -72,3 +72,27 @@ fn push_pull_and_build_from_a_registry_image() {
     let err = c.fails(&["pull", &format!("{}/kiln/nope:1", reg.host())]);
     assert!(err.contains("not found"), "{err}");
 }
+
+/// A registry that refuses connections: `pull` and `FROM` fail with the cause in one line,
+/// with no tracing output (no `WARN` retry lines) and no colour on a stderr that is a pipe.
+#[test]
+fn refused_registry_errors_name_the_cause_without_log_noise() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let image = format!("127.0.0.1:{port}/x:1");
+    let k = Kiln::empty();
+    let ctx = Context::new().file("Dockerfile", &format!("FROM {image}\nRUN true\n"));
+    for args in [vec!["pull", image.as_str()], vec!["build", ctx.arg()]] {
+        let err = k.fails(&args);
+        let want = format!(
+            "GET http://127.0.0.1:{port}/v2/x/manifests/1: connect 127.0.0.1:{port}: connection refused"
+        );
+        assert_eq!(err.matches(&want).count(), 1, "kiln {args:?}:\n{err}");
+        assert_eq!(err.matches("connection refused").count(), 1, "{err}");
+        assert!(!err.contains("WARN"), "kiln {args:?}:\n{err}");
+        assert!(!err.contains(" INFO "), "kiln {args:?}:\n{err}");
+        assert!(!err.contains("\x1b["), "kiln {args:?}:\n{err:?}");
+    }
+}

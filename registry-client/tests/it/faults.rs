@@ -26,6 +26,14 @@ struct Reply {
     body: Vec<u8>,
     /// Send only this many body bytes, then close the connection.
     cut_at: Option<usize>,
+    /// Send only this many body bytes, then keep the connection open without a word.
+    stall_at: Option<usize>,
+    /// Read the request and never answer it.
+    silent: bool,
+    /// No `Content-Length`: the body ends when the connection closes.
+    close_delimited: bool,
+    /// Send the body in pieces of this many bytes with this pause between them.
+    trickle: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -35,6 +43,10 @@ impl Reply {
             headers: Vec::new(),
             body: Vec::new(),
             cut_at: None,
+            stall_at: None,
+            silent: false,
+            close_delimited: false,
+            trickle: None,
         }
     }
     fn header(mut self, k: &str, v: &str) -> Reply {
@@ -79,22 +91,39 @@ impl FaultServer {
                         log.push(req);
                         reply
                     };
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                        reply.status,
-                        reply.body.len()
-                    );
+                    if reply.silent {
+                        // Hold the connection open; the test's runtime ends it.
+                        std::future::pending::<()>().await;
+                    }
+                    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+                    if !reply.close_delimited {
+                        head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
+                    }
                     for (k, v) in &reply.headers {
                         head.push_str(&format!("{k}: {v}\r\n"));
                     }
                     head.push_str("\r\n");
                     let _ = sock.write_all(head.as_bytes()).await;
-                    let body = match reply.cut_at {
+                    let body = match reply.cut_at.or(reply.stall_at) {
                         Some(n) => &reply.body[..n],
                         None => &reply.body[..],
                     };
-                    let _ = sock.write_all(body).await;
+                    match reply.trickle {
+                        Some((piece, pause)) => {
+                            for p in body.chunks(piece.max(1)) {
+                                let _ = sock.write_all(p).await;
+                                let _ = sock.flush().await;
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
+                        None => {
+                            let _ = sock.write_all(body).await;
+                        }
+                    }
                     let _ = sock.flush().await;
+                    if reply.stall_at.is_some() {
+                        std::future::pending::<()>().await;
+                    }
                     let _ = sock.shutdown().await;
                 });
             }
@@ -489,4 +518,407 @@ async fn identity_tokens_use_the_oauth2_refresh_grant() {
     let form = String::from_utf8_lossy(&token_req.body).to_string();
     assert!(form.contains("scope=repository%3Aapp%3Apull"), "{form}");
     assert!(form.contains("service=fault"), "{form}");
+}
+
+// Deadlines, cause chains, header digests and declared sizes.
+
+/// A client with tiny deadlines: `idle` without a byte, `request` for a whole small request.
+fn deadline_client(max_attempts: u32, idle_ms: u64, request_ms: u64) -> Client {
+    Client::new(ClientOptions {
+        max_attempts,
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_secs(5),
+        idle_timeout: Duration::from_millis(idle_ms),
+        request_timeout: Duration::from_millis(request_ms),
+        ..Default::default()
+    })
+    .or_die("client")
+}
+
+/// Runs `fut`, failing the test if it has not returned within `secs` (a hang, not a timing).
+async fn returns<T>(secs: u64, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("still waiting after {secs}s: the client hangs"),
+    }
+}
+
+fn text<T: std::fmt::Debug>(r: &Result<T, Error>) -> String {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn unanswered_manifest_request_times_out_then_is_retried() {
+    let server = FaultServer::start(|_, _| {
+        let mut r = Reply::new(200);
+        r.silent = true;
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let got = returns(
+        20,
+        deadline_client(2, 200, 10_000).get_manifest(&r, &["*/*"]),
+    )
+    .await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "GET http://{}/v2/app/manifests/v1: no response within 200ms",
+            server.host()
+        )
+    );
+    assert!(matches!(got, Err(Error::NoResponse { .. })), "{got:?}");
+    assert_eq!(server.seen().len(), 2, "a timeout is retried");
+}
+
+#[tokio::test]
+async fn small_requests_have_an_overall_deadline() {
+    // Headers and 1,000 bytes arrive at once, then nothing: within the idle timeout (10 s),
+    // past the overall deadline (300 ms).
+    let server = FaultServer::start(|_, _| {
+        let mut r = Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(&[b' '; 2000]);
+        r.stall_at = Some(1000);
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let got = returns(
+        20,
+        deadline_client(1, 10_000, 300).get_manifest(&r, &["*/*"]),
+    )
+    .await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "manifest {}/app:v1 not received within 300ms (1000 bytes so far)",
+            server.host()
+        )
+    );
+}
+
+#[tokio::test]
+async fn stalled_blob_body_fails_after_the_idle_timeout() {
+    let data = vec![7u8; 5000];
+    let desc = blob(&data);
+    let server = FaultServer::start(move |_, _| {
+        let mut r = Reply::new(200).body(&data);
+        r.stall_at = Some(1000);
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    let got = returns(
+        20,
+        deadline_client(2, 200, 10_000).fetch_blob(&r, &desc, &store),
+    )
+    .await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "blob {} stalled after 1000 bytes: no data for 200ms",
+            desc.digest
+        )
+    );
+    assert_eq!(server.seen().len(), 2, "a stall is retried");
+    assert!(!store.has_blob(&desc.digest));
+    assert_eq!(
+        store.staged(),
+        0,
+        "the stalled attempts left nothing behind"
+    );
+}
+
+#[tokio::test]
+async fn blobs_are_bounded_by_idleness_not_by_the_overall_deadline() {
+    // 12 pieces 100 ms apart: well past the 150 ms overall deadline of small requests, never
+    // idle for the 5 s idle timeout.
+    let data: Vec<u8> = (0..12_000u32).map(|i| (i % 251) as u8).collect();
+    let desc = blob(&data);
+    let d2 = data.clone();
+    let server = FaultServer::start(move |_, _| {
+        let mut r = Reply::new(200).body(&d2);
+        r.trickle = Some((1000, Duration::from_millis(100)));
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    returns(
+        30,
+        deadline_client(1, 5000, 150).fetch_blob(&r, &desc, &store),
+    )
+    .await
+    .or_die("a slow but moving blob");
+    assert_eq!(store.read(&desc.digest), data);
+}
+
+#[tokio::test]
+async fn body_closed_early_names_the_unexpected_eof() {
+    let data = vec![1u8; 5000];
+    let desc = blob(&data);
+    let server = FaultServer::start(move |_, _| {
+        let mut r = Reply::new(200).body(&data);
+        r.cut_at = Some(1000);
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    let got = returns(
+        20,
+        deadline_client(1, 5000, 10_000).fetch_blob(&r, &desc, &store),
+    )
+    .await;
+    let url = format!("http://{}/v2/app/blobs/{}", server.host(), desc.digest);
+    assert_eq!(
+        text(&got),
+        format!("GET {url}: error reading a body from connection: unexpected EOF")
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_is_named_once_in_one_line() {
+    let port = crate::support::free_port();
+    let r: Reference = format!("127.0.0.1:{port}/app:v1").parse().or_die("ref");
+    let got = returns(20, fast_client(2).head_manifest(&r)).await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "HEAD http://127.0.0.1:{port}/v2/app/manifests/v1: connect 127.0.0.1:{port}: connection refused"
+        )
+    );
+    // The cause is in the message, so printers walking `source()` cannot repeat it.
+    if let Err(e) = &got {
+        assert!(std::error::Error::source(e).is_none());
+        assert!(e.is_retryable());
+    }
+}
+
+#[tokio::test]
+async fn unknown_host_names_the_resolution() {
+    let r: Reference = "registry.invalid/app:v1".parse().or_die("ref");
+    let got = returns(60, fast_client(1).get_manifest(&r, &["*/*"])).await;
+    let msg = text(&got);
+    assert!(
+        msg.starts_with(
+            "GET https://registry.invalid/v2/app/manifests/v1: resolve registry.invalid: "
+        ),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn tag_whose_content_digest_header_disagrees_is_refused() {
+    let (_store, img) = image();
+    let manifest = img.manifest.clone();
+    let liar = kiln_oci::sha256(b"some other manifest");
+    let header = liar.to_string();
+    let server = FaultServer::start(move |_, _| {
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .header("Docker-Content-Digest", &header)
+            .body(&manifest)
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let got = returns(20, fast_client(3).resolve(&r, &Platform::host())).await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "manifest {}/app:v1: registry says Docker-Content-Digest {liar}, but the manifest's sha256 is {}",
+            server.host(),
+            img.digest
+        )
+    );
+    assert_eq!(
+        server.seen().len(),
+        1,
+        "a lying registry is not asked again"
+    );
+
+    // The same manifest with a truthful header is accepted.
+    let manifest = img.manifest.clone();
+    let truth = img.digest.to_string();
+    let honest = FaultServer::start(move |_, _| {
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .header("Docker-Content-Digest", &truth)
+            .body(&manifest)
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", honest.host()).parse().or_die("ref");
+    let resolved = fast_client(1)
+        .resolve(&r, &Platform::host())
+        .await
+        .or_die("honest registry");
+    assert_eq!(resolved.manifest_digest, img.digest);
+}
+
+/// A manifest with one config and one layer of the given declared sizes.
+fn manifest_declaring(config_size: &str, layer_size: &str) -> Vec<u8> {
+    let d = kiln_oci::sha256(b"x");
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{d}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{layer_size}}}]}}"#
+    )
+    .into_bytes()
+}
+
+async fn resolve_served(
+    manifest: Vec<u8>,
+) -> (Result<kiln_registry_client::Resolved, Error>, FaultServer) {
+    let server = FaultServer::start(move |_, _| {
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(&manifest)
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let got = returns(20, fast_client(1).resolve(&r, &Platform::host())).await;
+    (got, server)
+}
+
+#[tokio::test]
+async fn absurd_declared_sizes_are_refused_before_fetching() {
+    let d = kiln_oci::sha256(b"x");
+    let (got, _) = resolve_served(manifest_declaring("10", "4611686018427387904")).await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "blob {d} declares 4611686018427387904 bytes, more than the 1099511627776 accepted"
+        )
+    );
+    let (got, _) = resolve_served(manifest_declaring("999999999", "10")).await;
+    assert_eq!(
+        text(&got),
+        format!("config {d} declares 999999999 bytes, more than the 16777216 accepted")
+    );
+    let (got, server) = resolve_served(manifest_declaring("10", "-1")).await;
+    let msg = text(&got);
+    assert!(
+        msg.starts_with(&format!(
+            "invalid manifest for {}/app:v1: invalid value: integer `-1`",
+            server.host()
+        )),
+        "{msg}"
+    );
+
+    // fetch_blob with such a descriptor sends nothing.
+    let server = FaultServer::start(|_, _| Reply::new(200)).await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let desc = Descriptor::new("application/octet-stream", 1 << 62, d);
+    let got = fast_client(1).fetch_blob(&r, &desc, &DirStore::new()).await;
+    assert!(
+        matches!(got, Err(Error::DeclaredTooLarge { .. })),
+        "{got:?}"
+    );
+    assert!(server.seen().is_empty());
+}
+
+#[tokio::test]
+async fn blob_longer_than_declared_is_cut_at_the_first_piece_beyond() {
+    // No Content-Length to check up front: the reading itself must stop.
+    let desc = blob(b"short");
+    let server = FaultServer::start(|_, _| {
+        let mut r = Reply::new(200).body(&vec![b'x'; 8 << 20]);
+        r.close_delimited = true;
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    let got = returns(20, fast_client(1).fetch_blob(&r, &desc, &store)).await;
+    match got {
+        Err(Error::SizeMismatch {
+            expected: 5,
+            actual,
+            ..
+        }) => assert!(actual < 1 << 20, "read {actual} bytes past a 5-byte blob"),
+        other => panic!("expected a size mismatch, got {other:?}"),
+    }
+    assert_eq!(store.staged(), 0);
+}
+
+#[tokio::test]
+async fn blob_shorter_than_declared_is_refused() {
+    let data = b"the whole blob".to_vec();
+    let desc = blob(&data);
+    let server = FaultServer::start(move |_, _| {
+        let mut r = Reply::new(200).body(&data[..4]);
+        r.close_delimited = true;
+        r
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let store = DirStore::new();
+    let got = returns(20, fast_client(1).fetch_blob(&r, &desc, &store)).await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "size mismatch for {}: expected 14 bytes, got 4",
+            desc.digest
+        )
+    );
+    assert!(!store.has_blob(&desc.digest));
+}
+
+#[tokio::test]
+async fn manifests_are_limited_and_checked_against_their_index_entry() {
+    // A Content-Length beyond the manifest limit is refused before the body is read.
+    let server = FaultServer::start(|_, _| {
+        Reply::new(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(&vec![b' '; (4 << 20) + 1])
+    })
+    .await;
+    let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let got = returns(20, fast_client(1).get_manifest(&r, &["*/*"])).await;
+    assert_eq!(
+        text(&got),
+        format!(
+            "manifest {}/app:v1 declares 4194305 bytes, more than the 4194304 accepted",
+            server.host()
+        )
+    );
+
+    // An index entry whose size disagrees with the manifest it names.
+    let (_store, img) = image();
+    let child = img.manifest.clone();
+    let index = |size: u64| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{size},"platform":{{"os":"linux","architecture":"{}"}}}}]}}"#,
+            img.digest,
+            Platform::host().architecture
+        )
+        .into_bytes()
+    };
+    for (declared, want) in [
+        (child.len() as u64 + 1, "index says"),
+        (1 << 40, "declares 1099511627776 bytes"),
+    ] {
+        let idx = index(declared);
+        let c2 = child.clone();
+        let server = FaultServer::start(move |req, _| {
+            if req.path.ends_with("/v1") {
+                Reply::new(200)
+                    .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+                    .body(&idx)
+            } else {
+                Reply::new(200)
+                    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(&c2)
+            }
+        })
+        .await;
+        let r: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+        let got = returns(20, fast_client(1).resolve(&r, &Platform::host())).await;
+        let msg = text(&got);
+        assert!(msg.contains(want), "{msg}");
+    }
 }
