@@ -1,6 +1,8 @@
 //! `RUN`: one exec vertex over the stage's filesystem, with its mounts, network and security
 //! modes and heredocs; the shell form's command line and its history text.
 
+use std::collections::HashMap;
+
 use kiln_graph::{
     ExecOp, FileAction, FileOp, ImageConfig, Mount, MountKind, NetworkMode, Op, SecurityMode,
     Vertex, VertexMeta,
@@ -313,15 +315,19 @@ fn run_command_string(
     build_args: &[(String, Option<String>)],
     env: &Env,
 ) -> String {
-    let mut shown: Vec<(String, String)> = Vec::new();
+    // First position of each name, the last declaration's value.
+    let mut shown: Vec<(&str, &str)> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::new();
     for (k, v) in build_args {
         let value = env
             .get(k)
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.clone().unwrap_or_default());
-        match shown.iter_mut().find(|(key, _)| key == k) {
-            Some(entry) => entry.1 = value,
-            None => shown.push((k.clone(), value)),
+            .unwrap_or_else(|| v.as_deref().unwrap_or_default());
+        match position.get(k.as_str()) {
+            Some(&i) => shown[i].1 = value,
+            None => {
+                position.insert(k, shown.len());
+                shown.push((k, value));
+            }
         }
     }
     let mut parts = Vec::with_capacity(shown.len() + args.len() + 1);

@@ -525,6 +525,55 @@ fn from_stage_continues_filesystem_and_config() {
 }
 
 #[test]
+fn stage_chains_hand_state_over_and_reapply_the_image_env() {
+    // `a` has two children: both see its state. `b` has one child, `c`, which takes b's state;
+    // `COPY --from=b` later still finds b's filesystem. In `b` an ARG shadows ENV A; BuildKit
+    // sets the image env again when `c` starts, so `c`'s step sees A=env, not A=arg.
+    let src = "FROM busybox AS a\nENV A=env\nRUN echo a\n\
+               FROM a AS b\nARG A=arg\nRUN echo b\n\
+               FROM a AS side\nRUN echo side\n\
+               FROM b AS c\nRUN echo c\nCOPY --from=b /x /y\nCOPY --from=side /s /s\n";
+    let l = low(src);
+    let def = &l.definition;
+    let copy_side = root(def);
+    let copy_b = input(def, copy_side, 0);
+    let run_c = input(def, copy_b, 0);
+    assert_eq!(exec(run_c).args, ["/bin/sh", "-c", "echo c"]);
+    assert_eq!(exec(run_c).env, [PATH, "A=env"]);
+    let run_b = input(def, run_c, 0);
+    assert_eq!(exec(run_b).args, ["/bin/sh", "-c", "echo b"]);
+    assert_eq!(exec(run_b).env, [PATH, "A=arg"]);
+    let from_b = copy_b
+        .inputs
+        .iter()
+        .map(|d| &def.vertices[d])
+        .find(|v| matches!(&v.op, Op::Exec(e) if e.args[2] == "echo b"));
+    assert!(from_b.is_some(), "COPY --from=b reads b's filesystem");
+    let from_side = copy_side
+        .inputs
+        .iter()
+        .map(|d| &def.vertices[d])
+        .find(|v| matches!(&v.op, Op::Exec(e) if e.args[2] == "echo side"));
+    let side = from_side.map(exec);
+    assert_eq!(
+        side.map(|e| e.env.clone()),
+        Some(vec![PATH.to_owned(), "A=env".to_owned()])
+    );
+    assert_eq!(
+        created_by(&l)[2..],
+        [
+            "ENV A=env",
+            "RUN /bin/sh -c echo a # buildkit",
+            "ARG A=arg",
+            "RUN |1 A=arg /bin/sh -c echo b # buildkit",
+            "RUN |1 A=env /bin/sh -c echo c # buildkit",
+            "COPY /x /y # buildkit",
+            "COPY /s /s # buildkit",
+        ]
+    );
+}
+
+#[test]
 fn onbuild_triggers_of_the_base_image_run_after_from() {
     let src = "FROM busybox AS helper\nRUN make-helper\nFROM onbuild-base\nRUN main\n";
     let l = low(src);
