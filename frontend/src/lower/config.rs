@@ -81,7 +81,7 @@ impl Lowerer<'_> {
         st.cwd = wd.clone();
         let layer = wd != "/";
         if layer {
-            let desc = self.display(&cmd.original, &st.env);
+            let desc = self.display(&cmd.original, &st.env, cmd.span)?;
             let desc = st.steps.name(&desc, cmd.onbuild);
             let (base, inputs) = match &st.fs {
                 Some(fs) => (Some(0), vec![fs.clone()]),
@@ -118,6 +118,7 @@ impl Lowerer<'_> {
                 .lexer
                 .expand_words(&w.value, &st.env)
                 .map_err(|e| expand_error(w, e))?;
+            self.spend(split.iter().map(String::len).sum(), w.span)?;
             for p in &split {
                 for spec in parse_port_spec(p).map_err(|k| LowerError::new(w.span, k))? {
                     st.config

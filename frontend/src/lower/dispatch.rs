@@ -1,6 +1,7 @@
 //! The lowering driver: stages in file order, each instruction applied to the stage's state
 //! (filesystem vertex, image config, step environment), as BuildKit's `dispatch*` functions do.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
 use kiln_graph::{
@@ -15,7 +16,10 @@ use super::history::{HISTORY_COMMENT, StepCounter, uppercase_cmd};
 use super::paths::workdir;
 use super::source::pinned;
 use super::stage::{Command, Stage, check_cycles, reachable};
-use super::{ImageResolver, LowerOptions, LowerWarning, Lowered, ResolvedImage, StageInfo};
+use super::{
+    ImageResolver, LowerOptions, LowerWarning, Lowered, MAX_EXPANSION_TOTAL, ResolvedImage,
+    StageInfo,
+};
 use crate::ast::{Ast, Word};
 use crate::diagnostic::{Span, suggest};
 use crate::instructions::{self as ins, Instruction};
@@ -92,6 +96,8 @@ pub(crate) struct Lowerer<'a> {
     pub(super) consumed: BTreeSet<String>,
     /// Global args: automatic platform args and ARGs before the first FROM.
     pub(super) global: Env,
+    /// Bytes counted against [`MAX_EXPANSION_TOTAL`] so far.
+    spent: Cell<usize>,
 }
 
 /// The error for a word that does not expand, pointing at the offending character.
@@ -141,6 +147,7 @@ impl<'a> Lowerer<'a> {
             warnings: Vec::new(),
             consumed: BTreeSet::new(),
             global: automatic_args(ast, opts),
+            spent: Cell::new(0),
         }
     }
 
@@ -167,15 +174,22 @@ impl<'a> Lowerer<'a> {
         let mut states: Vec<Option<StageState>> = vec![None; stages.len()];
         for i in 0..stages.len() {
             if reach[i] {
-                let base = stages[i].base_stage.and_then(|b| {
-                    children[b] = children[b].saturating_sub(1);
-                    let state = states.get_mut(b)?.as_mut()?;
-                    Some(if children[b] == 0 && b != target {
-                        state.hand_over()
-                    } else {
-                        state.clone()
-                    })
-                });
+                let base = match stages[i].base_stage {
+                    Some(b) => {
+                        children[b] = children[b].saturating_sub(1);
+                        match states.get_mut(b).and_then(Option::as_mut) {
+                            Some(state) if children[b] == 0 && b != target => {
+                                Some(state.hand_over())
+                            }
+                            Some(state) => {
+                                self.spend(state.env.byte_len(), stages[i].span)?;
+                                Some(state.clone())
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                };
                 let st = self.dispatch_stage(&stages, i, base, &states, single)?;
                 states[i] = Some(st);
             }
@@ -546,19 +560,44 @@ impl<'a> Lowerer<'a> {
     // ---- helpers ---------------------------------------------------------------------------
 
     pub(super) fn expand(&self, word: &Word, env: &Env) -> Result<String, LowerError> {
-        self.lexer
+        let value = self
+            .lexer
             .expand_word(&word.value, env)
             .map(|r| r.value)
-            .map_err(|e| expand_error(word, e))
+            .map_err(|e| expand_error(word, e))?;
+        self.spend(value.len(), word.span)?;
+        Ok(value)
     }
 
-    /// A step name for COPY/ADD/WORKDIR: the instruction with variables expanded.
-    pub(super) fn display(&self, original: &str, env: &Env) -> String {
+    /// Counts `bytes` of expanded or copied text against [`MAX_EXPANSION_TOTAL`]; fails at
+    /// `span` once the total would pass it.
+    pub(super) fn spend(&self, bytes: usize, span: Span) -> Result<(), LowerError> {
+        let total = self.spent.get().saturating_add(bytes);
+        if total > MAX_EXPANSION_TOTAL {
+            return Err(LowerError::new(
+                span,
+                LowerErrorKind::TooMuchExpansion {
+                    limit: MAX_EXPANSION_TOTAL,
+                },
+            ));
+        }
+        self.spent.set(total);
+        Ok(())
+    }
+
+    /// A step name for COPY/ADD/WORKDIR at `span`: the instruction with variables expanded.
+    pub(super) fn display(
+        &self,
+        original: &str,
+        env: &Env,
+        span: Span,
+    ) -> Result<String, LowerError> {
         let text = self
             .lexer
             .expand_word(original, env)
             .map_or_else(|_| original.to_owned(), |r| r.value);
-        uppercase_cmd(&text)
+        self.spend(text.len(), span)?;
+        Ok(uppercase_cmd(&text))
     }
 
     /// Adds a vertex for a step of the stage at `line`.

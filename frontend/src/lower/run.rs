@@ -115,13 +115,16 @@ impl Lowerer<'_> {
         let mut ssh_count = 0;
         for (idx, m) in r.mounts.iter().enumerate() {
             let spec = parse_mount(&m.value, |v| {
-                self.lexer
+                let value = self
+                    .lexer
                     .expand_word(v, &st.env)
                     .map(|r| r.value)
                     .map_err(|e| LowerErrorKind::Expand {
                         word: v.to_owned(),
                         source: e,
-                    })
+                    })?;
+                self.spend(value.len(), m.span).map_err(|e| *e.kind)?;
+                Ok(value)
             })
             .map_err(|k| LowerError::new(m.span, k))?;
             let from = cmd.mount_from.get(idx).cloned().flatten();
@@ -272,6 +275,8 @@ impl Lowerer<'_> {
             },
         };
 
+        // Every step carries the whole environment: count each copy.
+        self.spend(st.env.byte_len() + st.env.len(), cmd.span)?;
         let mut env = st.env.to_kv_strings();
         for (k, v) in &self.opts.build_args {
             if PROXY_ARGS.contains(&k.as_str()) && st.env.get(k).is_none() {
@@ -284,6 +289,7 @@ impl Lowerer<'_> {
             .skip_unset(true)
             .expand_word(&cmd.original, &st.env)
             .map_or_else(|_| cmd.original.clone(), |r| r.value);
+        self.spend(shown.len(), cmd.span)?;
         let mut shown = uppercase_cmd(&shown);
         if let Some(s) = summary {
             shown.push_str(&format!(" ({s})"));
@@ -293,6 +299,7 @@ impl Lowerer<'_> {
             "RUN {} # buildkit",
             run_command_string(&args, &st.build_args, &st.env)
         );
+        self.spend(created_by.len(), cmd.span)?;
         let op = Op::Exec(ExecOp {
             rootfs,
             args,

@@ -1467,3 +1467,102 @@ fn mutated_conformance_dockerfiles_never_panic() {
     }
     assert!(runs > 500, "only {runs} mutated files parsed");
 }
+
+/// `ARG aN=${aN-1}${aN-1}`, `lines` times after `ARG a0=xx`, in a stage or before it.
+fn arg_bomb(lines: usize, global: bool) -> String {
+    let mut src = String::from(if global { "" } else { "FROM busybox\n" });
+    src.push_str("ARG a0=xx\n");
+    for i in 1..=lines {
+        src.push_str(&format!("ARG a{i}=${{a{}}}${{a{}}}\n", i - 1, i - 1));
+    }
+    if global {
+        src.push_str("FROM busybox\n");
+    }
+    src
+}
+
+#[test]
+fn doubling_args_fail_at_the_word_that_passes_a_mebibyte() {
+    for global in [false, true] {
+        let start = std::time::Instant::now();
+        let e = err(&arg_bomb(40, global));
+        let line = if global { 21 } else { 22 };
+        assert_eq!(
+            e.lines().next(),
+            Some(
+                format!(
+                    "Dockerfile:{line}:15: failed to process \"${{a19}}${{a19}}\": expansion longer than 1048576 bytes"
+                )
+                .as_str()
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("|               ^\n"),
+            "caret under the second ${{a19}}:\n{e}"
+        );
+        // Not a timed assertion: a generous bound that only a runaway expansion could miss.
+        assert!(start.elapsed().as_secs() < 60);
+    }
+    // Nineteen doublings (a19 = 1 MiB) are fine.
+    let l = low(&format!("{}RUN test ${{#a19}}\n", arg_bomb(19, false)));
+    let run = exec(root(&l.definition));
+    let a19 = run.env.iter().find_map(|e| e.strip_prefix("a19="));
+    assert_eq!(a19.map(str::len), Some(1 << 20));
+}
+
+#[test]
+fn total_expansion_is_bounded_across_words_and_steps() {
+    // Sixty-five words of 1 MiB each, every one within the word limit.
+    let mut src = arg_bomb(19, false);
+    for i in 0..70 {
+        src.push_str(&format!("ENV e{i}=$a19\n"));
+    }
+    let e = err(&src);
+    assert!(
+        e.starts_with("Dockerfile:"),
+        "located: {}",
+        e.lines().next().unwrap_or_default()
+    );
+    let first = e.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(": expansion of the Dockerfile exceeds 67108864 bytes in total"),
+        "{first}"
+    );
+    let line: usize = first
+        .split(':')
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (80..=90).contains(&line),
+        "fails at the ENV that passes 64 MiB: {first}"
+    );
+
+    // a0..a19 (2 MiB) copied into the environment and the history line of a hundred steps:
+    // 4 MiB a step, so the sixteenth RUN (line 37) passes 64 MiB.
+    let mut src = arg_bomb(19, false);
+    for i in 0..100 {
+        src.push_str(&format!("RUN echo {i}\n"));
+    }
+    let first = err(&src).lines().next().unwrap_or_default().to_owned();
+    assert!(
+        first.ends_with("exceeds 67108864 bytes in total"),
+        "{first}"
+    );
+    let line: usize = first
+        .split(':')
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(line, 37, "{first}");
+
+    // Sane but large: ten ENV values of 1 MiB and a RUN.
+    let mut src = arg_bomb(19, false);
+    for i in 0..10 {
+        src.push_str(&format!("ENV e{i}=$a19\n"));
+    }
+    src.push_str("RUN true\n");
+    let l = low(&src);
+    assert_eq!(exec(root(&l.definition)).args, ["/bin/sh", "-c", "true"]);
+}
