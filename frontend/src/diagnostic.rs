@@ -49,14 +49,30 @@ pub trait Diagnostic: fmt::Display {
     }
 }
 
+/// Characters of a source line [`render`] shows; a longer line is cut to this many around the
+/// caret, with `…` where text was left out.
+pub const SOURCE_WINDOW: usize = 120;
+
+/// Characters of a message (or help) line [`render`] shows; a longer one (a message quoting a
+/// 10 MB word) keeps its start and its end around ` … `.
+pub const MESSAGE_WINDOW: usize = 400;
+
 /// Render a diagnostic the way rustc does: `FILE:LINE:COL: message`, the source line, a caret
 /// line under the column and, where one helps, a `help:` line.
 ///
 /// Tabs before the column are repeated in the caret line so the caret lines up in a terminal.
 /// A span past the end of the source (e.g. an empty file) renders without the source lines.
+/// Output stays small whatever the input: the source line is cut to [`SOURCE_WINDOW`]
+/// characters around the caret and messages to [`MESSAGE_WINDOW`].
 pub fn render<D: Diagnostic + ?Sized>(err: &D, file_name: &str, src: &str) -> String {
     let span = err.span();
-    let mut out = format!("{file_name}:{}:{}: {err}\n", span.line, span.column);
+    let message = err.to_string();
+    let mut out = format!(
+        "{file_name}:{}:{}: {}\n",
+        span.line,
+        span.column,
+        clip(&message, MESSAGE_WINDOW)
+    );
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let line_text = (span.line as usize)
         .checked_sub(1)
@@ -65,20 +81,66 @@ pub fn render<D: Diagnostic + ?Sized>(err: &D, file_name: &str, src: &str) -> St
     if let Some(text) = line_text {
         let number = span.line.to_string();
         let pad = " ".repeat(number.len());
-        out.push_str(&format!("{number} | {text}\n"));
-        let mut caret = String::new();
         let before = span.column.saturating_sub(1) as usize;
-        for ch in text.chars().take(before) {
-            caret.push(if ch == '\t' { '\t' } else { ' ' });
-        }
-        let width = span.len.max(1) as usize;
-        caret.push_str(&"^".repeat(width));
+        let (shown, caret) = source_window(text, before, span.len.max(1) as usize);
+        out.push_str(&format!("{number} | {shown}\n"));
         out.push_str(&format!("{pad} | {caret}\n"));
     }
     if let Some(help) = err.help() {
-        out.push_str(&format!("help: {help}\n"));
+        out.push_str(&format!("help: {}\n", clip(&help, MESSAGE_WINDOW)));
     }
     out
+}
+
+/// The part of `text` shown around a caret `before` characters in, `width` wide, and the caret
+/// line under it.
+fn source_window(text: &str, before: usize, width: usize) -> (String, String) {
+    let total = text.chars().count();
+    let (start, end) = if total <= SOURCE_WINDOW {
+        (0, total)
+    } else {
+        // A third of the window before the caret, the rest after it.
+        let start = before
+            .saturating_sub(SOURCE_WINDOW / 3)
+            .min(total - SOURCE_WINDOW);
+        (start, start + SOURCE_WINDOW)
+    };
+    let mut shown = String::new();
+    let mut caret = String::new();
+    if start > 0 {
+        shown.push('…');
+        caret.push(' ');
+    }
+    for (i, ch) in text.chars().skip(start).take(end - start).enumerate() {
+        shown.push(ch);
+        if start + i < before {
+            caret.push(if ch == '\t' { '\t' } else { ' ' });
+        }
+    }
+    if end < total {
+        shown.push('…');
+    }
+    // The caret stops where the shown text does (plus one past a line's end).
+    let room = (end + 1).saturating_sub(before.max(start)).max(1);
+    caret.push_str(&"^".repeat(width.min(room)));
+    (shown, caret)
+}
+
+/// `text` if it has at most `max` characters, else its start and end around ` … `.
+pub(crate) fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let keep = max / 2;
+    let head_end = text.char_indices().nth(keep).map(|(i, _)| i);
+    let tail_start = text
+        .char_indices()
+        .rev()
+        .nth(keep.saturating_sub(1))
+        .map(|(i, _)| i);
+    match (head_end, tail_start) {
+        (Some(h), Some(t)) if h < t && text[h..t].chars().nth(3).is_some() => {
+            format!("{} … {}", &text[..h], &text[t..]).into()
+        }
+        _ => text.into(),
+    }
 }
 
 /// Levenshtein edit distance between two strings, compared case-insensitively.
@@ -143,6 +205,72 @@ mod tests {
             out,
             "Dockerfile:2:6: boom\n2 | \tRUN  x\n  | \t    ^\nhelp: try y\n"
         );
+    }
+
+    #[test]
+    fn long_lines_and_messages_are_windowed() {
+        let line = format!("ENV A={}B{}", "x".repeat(10_000_000), "y".repeat(1_000_000));
+        let src = format!("FROM a\n{line}\n");
+        let caret_col = 7 + 10_000_000;
+        let message = format!("bad {line:?}");
+        struct Long(Span, String);
+        impl fmt::Display for Long {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.1)
+            }
+        }
+        impl Diagnostic for Long {
+            fn span(&self) -> Span {
+                self.0
+            }
+        }
+        let out = render(
+            &Long(Span::new(2, caret_col, 3), message),
+            "Dockerfile",
+            &src,
+        );
+        assert!(out.len() < 2_000, "{} bytes", out.len());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("Dockerfile:2:10000007: bad \"ENV A=xxx"));
+        assert!(lines[0].ends_with("yyy\""), "{}", lines[0]);
+        assert!(lines[0].contains(" … "));
+        let shown = lines[1].strip_prefix("2 | ").unwrap_or_default();
+        assert_eq!(shown.chars().count(), SOURCE_WINDOW + 2);
+        assert!(shown.starts_with('…') && shown.ends_with('…'));
+        let caret = lines[2].strip_prefix("  | ").unwrap_or_default();
+        // The caret sits under the B (three wide), whatever was cut before it.
+        let at = caret.find('^').unwrap_or(0);
+        assert_eq!(shown.chars().nth(at), Some('B'));
+        assert_eq!(caret.trim_start(), "^^^");
+
+        // Near the start and the end of a long line: one `…` only.
+        let out = render(&E(Span::new(2, 1, 0), None), "Dockerfile", &src);
+        let shown = out.lines().nth(1).unwrap_or_default();
+        assert!(shown.starts_with("2 | ENV A=xx") && shown.ends_with('…'));
+        assert!(out.lines().nth(2).is_some_and(|c| c == "  | ^"));
+        let end = (line.chars().count() + 1) as u32;
+        let out = render(&E(Span::new(2, end, 5), None), "Dockerfile", &src);
+        let shown = out.lines().nth(1).unwrap_or_default();
+        assert!(
+            shown.starts_with("2 | …yy") && shown.ends_with("yyy"),
+            "{shown}"
+        );
+        let caret = out.lines().nth(2).unwrap_or_default();
+        assert_eq!(caret.len(), "  | ".len() + 1 + SOURCE_WINDOW + 1);
+        assert!(caret.ends_with(" ^"), "one caret past the end: {caret}");
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_both_ends_of_long_text() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("0123456789", 10), "0123456789");
+        assert_eq!(
+            clip("0123456789ab", 10),
+            "0123456789ab",
+            "cuts only to save space"
+        );
+        assert_eq!(clip(&"é".repeat(30), 10), "ééééé … ééééé");
     }
 
     #[test]

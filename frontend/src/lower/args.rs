@@ -84,7 +84,7 @@ impl Lowerer<'_> {
             self.consumed.insert(key.clone());
             let value = match (self.opts.build_args.get(&key), &d.default) {
                 (Some(v), _) => Some(v.clone()),
-                (None, Some(def)) => Some(self.expand(def, &self.global.clone())?),
+                (None, Some(def)) => Some(self.expand(def, &self.global)?),
                 (None, None) => None,
             };
             if let Some(v) = value {
@@ -115,6 +115,7 @@ impl Lowerer<'_> {
                 value = Some(self.expand(def, &st.env)?);
             }
             if let Some(v) = &value {
+                st.env_shadowed |= st.config_env.contains_key(&key);
                 st.env.set(key.clone(), v.clone());
                 commit.push(format!("{key}={v}"));
             } else {

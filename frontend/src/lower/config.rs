@@ -3,6 +3,8 @@
 //! step environment (WORKDIR also creates its directory), and the values they and the COPY flags
 //! take: ports, signals, modes, owners.
 
+use std::collections::HashMap;
+
 use kiln_graph::{ChownOpt, FileAction, FileOp, Healthcheck, Op};
 
 use super::dispatch::{Lowerer, StageState, expand_error};
@@ -22,7 +24,7 @@ impl Lowerer<'_> {
         let mut msg = String::from("ENV");
         for (k, v) in pairs {
             msg.push_str(&format!(" {k}={v}"));
-            add_env(&mut st.config.config.env, &k, &v);
+            add_env(&mut st.config.config.env, &mut st.config_env, &k, &v);
             st.env.set(k, v);
         }
         Self::history(st, msg, false);
@@ -79,7 +81,7 @@ impl Lowerer<'_> {
         st.cwd = wd.clone();
         let layer = wd != "/";
         if layer {
-            let desc = self.display(&cmd.original, &st.env);
+            let desc = self.display(&cmd.original, &st.env, cmd.span)?;
             let desc = st.steps.name(&desc, cmd.onbuild);
             let (base, inputs) = match &st.fs {
                 Some(fs) => (Some(0), vec![fs.clone()]),
@@ -116,6 +118,7 @@ impl Lowerer<'_> {
                 .lexer
                 .expand_words(&w.value, &st.env)
                 .map_err(|e| expand_error(w, e))?;
+            self.spend(split.iter().map(String::len).sum(), w.span)?;
             for p in &split {
                 for spec in parse_port_spec(p).map_err(|k| LowerError::new(w.span, k))? {
                     st.config
@@ -259,14 +262,14 @@ impl Lowerer<'_> {
 }
 
 /// Sets `k` in a `K=V` list, in place when present (BuildKit's `addEnv`).
-fn add_env(env: &mut Vec<String>, k: &str, v: &str) {
+fn add_env(env: &mut Vec<String>, index: &mut HashMap<String, usize>, k: &str, v: &str) {
     let entry = format!("{k}={v}");
-    match env
-        .iter_mut()
-        .find(|e| e.split_once('=').map_or(e.as_str(), |(key, _)| key) == k)
-    {
+    match index.get(k).and_then(|&i| env.get_mut(i)) {
         Some(e) => *e = entry,
-        None => env.push(entry),
+        None => {
+            index.insert(k.to_owned(), env.len());
+            env.push(entry);
+        }
     }
 }
 
@@ -435,8 +438,10 @@ mod tests {
     #[test]
     fn env_list_updates_in_place() {
         let mut env = vec!["PATH=/bin".to_owned(), "A=1".to_owned()];
-        add_env(&mut env, "PATH", "/usr/bin");
-        add_env(&mut env, "B", "2");
-        assert_eq!(env, ["PATH=/usr/bin", "A=1", "B=2"]);
+        let mut index = HashMap::from([("PATH".to_owned(), 0), ("A".to_owned(), 1)]);
+        add_env(&mut env, &mut index, "PATH", "/usr/bin");
+        add_env(&mut env, &mut index, "B", "2");
+        add_env(&mut env, &mut index, "B", "3");
+        assert_eq!(env, ["PATH=/usr/bin", "A=1", "B=3"]);
     }
 }

@@ -140,7 +140,7 @@ impl Lowerer<'_> {
         if !chmod_text.is_empty() {
             msg.push_str(&format!(" --chmod={chmod_text}"));
         }
-        let shown = self.display(&cmd.original, &st.env);
+        let shown = self.display(&cmd.original, &st.env, cmd.span)?;
         let desc = st.steps.name(&shown, cmd.onbuild);
 
         let mut inputs: Vec<Digest> = Vec::new();
@@ -253,6 +253,9 @@ impl Lowerer<'_> {
             } else {
                 doc.content.clone()
             };
+            if doc.expand {
+                self.spend(data.len(), doc.span)?;
+            }
             let path = if dest.ends_with('/') {
                 format!("{dest}{}", doc.name)
             } else {

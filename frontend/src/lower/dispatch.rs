@@ -1,6 +1,7 @@
 //! The lowering driver: stages in file order, each instruction applied to the stage's state
 //! (filesystem vertex, image config, step environment), as BuildKit's `dispatch*` functions do.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
 use kiln_graph::{
@@ -15,7 +16,10 @@ use super::history::{HISTORY_COMMENT, StepCounter, uppercase_cmd};
 use super::paths::workdir;
 use super::source::pinned;
 use super::stage::{Command, Stage, check_cycles, reachable};
-use super::{ImageResolver, LowerOptions, LowerWarning, Lowered, ResolvedImage, StageInfo};
+use super::{
+    ImageResolver, LowerOptions, LowerWarning, Lowered, MAX_EXPANSION_TOTAL, ResolvedImage,
+    StageInfo,
+};
 use crate::ast::{Ast, Word};
 use crate::diagnostic::{Span, suggest};
 use crate::instructions::{self as ins, Instruction};
@@ -30,6 +34,14 @@ pub(super) struct StageState {
     /// The filesystem so far (`None`: empty).
     pub(super) fs: Option<Digest>,
     pub(super) config: ImageConfig,
+    /// Position in `config.config.env` of each key, so ENV replaces in constant time.
+    ///
+    /// invariant: built when a stage starts from an image or scratch (a stage built on another
+    /// keeps its parent's); only `ENV` changes that list afterwards.
+    pub(super) config_env: HashMap<String, usize>,
+    /// Whether an ARG gave a key of `config.config.env` another value in `env` since the stage
+    /// started.
+    pub(super) env_shadowed: bool,
     /// The step environment: image ENV plus ARGs in scope, as BuildKit's LLB state env.
     pub(super) env: Env,
     /// ARGs declared in the stage (and its base stages), with their values.
@@ -47,6 +59,30 @@ pub(super) struct StageState {
     pub(super) ignore_cache: bool,
 }
 
+impl StageState {
+    /// Moves the state out for the last stage built on this one, leaving behind what a later
+    /// `--from` of this stage reads: its filesystem.
+    fn hand_over(&mut self) -> StageState {
+        let rest = StageState {
+            fs: self.fs.clone(),
+            config: ImageConfig::default(),
+            config_env: HashMap::new(),
+            env_shadowed: false,
+            env: Env::new(),
+            build_args: Vec::new(),
+            platform: self.platform.clone(),
+            cwd: String::new(),
+            user: String::new(),
+            cmd_set: false,
+            steps: self.steps.clone(),
+            label: self.label.clone(),
+            index: self.index,
+            ignore_cache: self.ignore_cache,
+        };
+        std::mem::replace(self, rest)
+    }
+}
+
 /// The state of one `lower` call.
 pub(crate) struct Lowerer<'a> {
     ast: &'a Ast,
@@ -60,6 +96,8 @@ pub(crate) struct Lowerer<'a> {
     pub(super) consumed: BTreeSet<String>,
     /// Global args: automatic platform args and ARGs before the first FROM.
     pub(super) global: Env,
+    /// Bytes counted against [`MAX_EXPANSION_TOTAL`] so far.
+    spent: Cell<usize>,
 }
 
 /// The error for a word that does not expand, pointing at the offending character.
@@ -109,6 +147,7 @@ impl<'a> Lowerer<'a> {
             warnings: Vec::new(),
             consumed: BTreeSet::new(),
             global: automatic_args(ast, opts),
+            spent: Cell::new(0),
         }
     }
 
@@ -124,10 +163,34 @@ impl<'a> Lowerer<'a> {
             .count();
         let single = stages.len() + external == 1;
 
+        // How many reachable stages are still to be built on each stage: the last one takes the
+        // state instead of copying it, so a chain of stages costs no more than one long stage.
+        let mut children = vec![0usize; stages.len()];
+        for s in stages.iter().filter(|s| reach[s.index]) {
+            if let Some(b) = s.base_stage {
+                children[b] += 1;
+            }
+        }
         let mut states: Vec<Option<StageState>> = vec![None; stages.len()];
         for i in 0..stages.len() {
             if reach[i] {
-                let st = self.dispatch_stage(&stages, i, &states, single)?;
+                let base = match stages[i].base_stage {
+                    Some(b) => {
+                        children[b] = children[b].saturating_sub(1);
+                        match states.get_mut(b).and_then(Option::as_mut) {
+                            Some(state) if children[b] == 0 && b != target => {
+                                Some(state.hand_over())
+                            }
+                            Some(state) => {
+                                self.spend(state.env.byte_len(), stages[i].span)?;
+                                Some(state.clone())
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                };
+                let st = self.dispatch_stage(&stages, i, base, &states, single)?;
                 states[i] = Some(st);
             }
         }
@@ -221,8 +284,8 @@ impl<'a> Lowerer<'a> {
         index: usize,
         names: &HashMap<String, usize>,
     ) -> Result<Stage, LowerError> {
-        let global = self.global.clone();
-        let base_name = self.expand(&f.image, &global)?;
+        let global = &self.global;
+        let base_name = self.expand(&f.image, global)?;
         if base_name.is_empty() {
             return Err(LowerError::new(
                 f.image.span,
@@ -234,7 +297,7 @@ impl<'a> Lowerer<'a> {
         let platform = match &f.platform {
             None => None,
             Some(p) => {
-                let v = self.expand(p, &global)?;
+                let v = self.expand(p, global)?;
                 if v.is_empty() {
                     return Err(LowerError::new(
                         p.span,
@@ -377,10 +440,12 @@ impl<'a> Lowerer<'a> {
         Ok(r)
     }
 
+    /// Builds stage `i`; `base` is the state of the stage it starts from, if it starts from one.
     fn dispatch_stage(
         &mut self,
         stages: &[Stage],
         i: usize,
+        base: Option<StageState>,
         states: &[Option<StageState>],
         single: bool,
     ) -> Result<StageState, LowerError> {
@@ -402,8 +467,9 @@ impl<'a> Lowerer<'a> {
             .platform
             .clone()
             .unwrap_or_else(|| self.opts.target_platform.clone());
-        let mut st = if let Some(b) = s.base_stage {
-            let Some(mut st) = states.get(b).cloned().flatten() else {
+        let fresh = s.base_stage.is_none();
+        let mut st = if !fresh {
+            let Some(mut st) = base else {
                 return Err(LowerError::new(
                     s.span,
                     LowerErrorKind::Cycle {
@@ -422,6 +488,8 @@ impl<'a> Lowerer<'a> {
             let mut st = StageState {
                 fs: None,
                 config: empty_image(&self.opts.target_platform),
+                config_env: HashMap::new(),
+                env_shadowed: false,
                 env: Env::new(),
                 build_args: Vec::new(),
                 platform: platform.clone(),
@@ -454,18 +522,27 @@ impl<'a> Lowerer<'a> {
             }
             st
         };
-        if !st
-            .config
-            .config
-            .env
-            .iter()
-            .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
-        {
-            st.config.config.env.push(format!("PATH={DEFAULT_PATH}"));
+        if fresh {
+            st.config_env.clear();
+            for (i, e) in st.config.config.env.iter().enumerate() {
+                let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+                st.config_env.entry(key.to_owned()).or_insert(i);
+            }
         }
-        for e in &st.config.config.env {
-            let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
-            st.env.set(k, v);
+        if !st.config_env.contains_key("PATH") {
+            st.config_env
+                .insert("PATH".to_owned(), st.config.config.env.len());
+            st.config.config.env.push(format!("PATH={DEFAULT_PATH}"));
+            st.env.set("PATH", DEFAULT_PATH);
+        }
+        // BuildKit sets the image's env over the step env at every stage. A stage built on
+        // another one already has each of those values, unless an ARG replaced one since.
+        if fresh || st.env_shadowed {
+            for e in &st.config.config.env {
+                let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+                st.env.set(k, v);
+            }
+            st.env_shadowed = false;
         }
         if !st.config.config.working_dir.is_empty() {
             st.cwd = workdir("/", &st.config.config.working_dir);
@@ -481,19 +558,44 @@ impl<'a> Lowerer<'a> {
     // ---- helpers ---------------------------------------------------------------------------
 
     pub(super) fn expand(&self, word: &Word, env: &Env) -> Result<String, LowerError> {
-        self.lexer
+        let value = self
+            .lexer
             .expand_word(&word.value, env)
             .map(|r| r.value)
-            .map_err(|e| expand_error(word, e))
+            .map_err(|e| expand_error(word, e))?;
+        self.spend(value.len(), word.span)?;
+        Ok(value)
     }
 
-    /// A step name for COPY/ADD/WORKDIR: the instruction with variables expanded.
-    pub(super) fn display(&self, original: &str, env: &Env) -> String {
+    /// Counts `bytes` of expanded or copied text against [`MAX_EXPANSION_TOTAL`]; fails at
+    /// `span` once the total would pass it.
+    pub(super) fn spend(&self, bytes: usize, span: Span) -> Result<(), LowerError> {
+        let total = self.spent.get().saturating_add(bytes);
+        if total > MAX_EXPANSION_TOTAL {
+            return Err(LowerError::new(
+                span,
+                LowerErrorKind::TooMuchExpansion {
+                    limit: MAX_EXPANSION_TOTAL,
+                },
+            ));
+        }
+        self.spent.set(total);
+        Ok(())
+    }
+
+    /// A step name for COPY/ADD/WORKDIR at `span`: the instruction with variables expanded.
+    pub(super) fn display(
+        &self,
+        original: &str,
+        env: &Env,
+        span: Span,
+    ) -> Result<String, LowerError> {
         let text = self
             .lexer
             .expand_word(original, env)
             .map_or_else(|_| original.to_owned(), |r| r.value);
-        uppercase_cmd(&text)
+        self.spend(text.len(), span)?;
+        Ok(uppercase_cmd(&text))
     }
 
     /// Adds a vertex for a step of the stage at `line`.

@@ -86,6 +86,12 @@ pub enum LowerErrorKind {
         /// Why it failed.
         source: ShellError,
     },
+    /// The Dockerfile expands to more than [`MAX_EXPANSION_TOTAL`](super::MAX_EXPANSION_TOTAL).
+    #[error("expansion of the Dockerfile exceeds {limit} bytes in total")]
+    TooMuchExpansion {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// `FROM $EMPTY`.
     #[error("base name ({written}) should not be blank")]
     BlankBaseName {

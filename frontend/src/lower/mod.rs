@@ -37,6 +37,14 @@ use crate::diagnostic::Span;
 
 pub use error::{LowerError, LowerErrorKind, MountError};
 
+/// The most bytes one `lower` call may produce by expanding words and copying environments
+/// (64 MiB): every expanded word, every step name, and the environment each `RUN` and each stage
+/// built on another carries count. One word is also limited, to
+/// [`MAX_WORD_LEN`](crate::shell::MAX_WORD_LEN); this bounds many words of just under that.
+/// Past it lowering fails with [`LowerErrorKind::TooMuchExpansion`] at the instruction or word
+/// that went over, before allocating more.
+pub const MAX_EXPANSION_TOTAL: usize = 64 << 20;
+
 pub use kiln_graph::{ImageResolver, ResolvedImage};
 
 /// Inputs of a build besides the Dockerfile.

@@ -1,6 +1,8 @@
 //! `RUN`: one exec vertex over the stage's filesystem, with its mounts, network and security
 //! modes and heredocs; the shell form's command line and its history text.
 
+use std::collections::HashMap;
+
 use kiln_graph::{
     ExecOp, FileAction, FileOp, ImageConfig, Mount, MountKind, NetworkMode, Op, SecurityMode,
     Vertex, VertexMeta,
@@ -113,13 +115,16 @@ impl Lowerer<'_> {
         let mut ssh_count = 0;
         for (idx, m) in r.mounts.iter().enumerate() {
             let spec = parse_mount(&m.value, |v| {
-                self.lexer
+                let value = self
+                    .lexer
                     .expand_word(v, &st.env)
                     .map(|r| r.value)
                     .map_err(|e| LowerErrorKind::Expand {
                         word: v.to_owned(),
                         source: e,
-                    })
+                    })?;
+                self.spend(value.len(), m.span).map_err(|e| *e.kind)?;
+                Ok(value)
             })
             .map_err(|k| LowerError::new(m.span, k))?;
             let from = cmd.mount_from.get(idx).cloned().flatten();
@@ -270,6 +275,8 @@ impl Lowerer<'_> {
             },
         };
 
+        // Every step carries the whole environment: count each copy.
+        self.spend(st.env.byte_len() + st.env.len(), cmd.span)?;
         let mut env = st.env.to_kv_strings();
         for (k, v) in &self.opts.build_args {
             if PROXY_ARGS.contains(&k.as_str()) && st.env.get(k).is_none() {
@@ -282,6 +289,7 @@ impl Lowerer<'_> {
             .skip_unset(true)
             .expand_word(&cmd.original, &st.env)
             .map_or_else(|_| cmd.original.clone(), |r| r.value);
+        self.spend(shown.len(), cmd.span)?;
         let mut shown = uppercase_cmd(&shown);
         if let Some(s) = summary {
             shown.push_str(&format!(" ({s})"));
@@ -291,6 +299,7 @@ impl Lowerer<'_> {
             "RUN {} # buildkit",
             run_command_string(&args, &st.build_args, &st.env)
         );
+        self.spend(created_by.len(), cmd.span)?;
         let op = Op::Exec(ExecOp {
             rootfs,
             args,
@@ -313,15 +322,19 @@ fn run_command_string(
     build_args: &[(String, Option<String>)],
     env: &Env,
 ) -> String {
-    let mut shown: Vec<(String, String)> = Vec::new();
+    // First position of each name, the last declaration's value.
+    let mut shown: Vec<(&str, &str)> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::new();
     for (k, v) in build_args {
         let value = env
             .get(k)
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.clone().unwrap_or_default());
-        match shown.iter_mut().find(|(key, _)| key == k) {
-            Some(entry) => entry.1 = value,
-            None => shown.push((k.clone(), value)),
+            .unwrap_or_else(|| v.as_deref().unwrap_or_default());
+        match position.get(k.as_str()) {
+            Some(&i) => shown[i].1 = value,
+            None => {
+                position.insert(k, shown.len());
+                shown.push((k, value));
+            }
         }
     }
     let mut parts = Vec::with_capacity(shown.len() + args.len() + 1);

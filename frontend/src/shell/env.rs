@@ -14,10 +14,25 @@ pub trait EnvLookup {
 ///
 /// Setting a key that exists replaces its value in place (BuildKit's `BuildEnvs` lets the last
 /// definition win), so [`Env::iter`] yields keys in the order they were first defined.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Lookups and [`Env::set`] take constant time (a key → position index sits beside the pairs),
+/// so a stage of 100,000 `ENV` lines lowers in linear time.
+#[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: Vec<(String, String)>,
+    /// invariant: `index[k] == i` exactly when `vars[i].0 == k`.
+    index: HashMap<String, usize>,
+    /// Sum of the lengths of every key and value, in bytes.
+    bytes: usize,
 }
+
+impl PartialEq for Env {
+    fn eq(&self, other: &Self) -> bool {
+        self.vars == other.vars
+    }
+}
+
+impl Eq for Env {}
 
 impl Env {
     /// An empty environment.
@@ -54,24 +69,40 @@ impl Env {
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
         let value = value.into();
-        match self.vars.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = value,
-            None => self.vars.push((key, value)),
+        match self.index.get(&key) {
+            Some(&i) => {
+                let old = std::mem::replace(&mut self.vars[i].1, value);
+                self.bytes = self.bytes - old.len() + self.vars[i].1.len();
+            }
+            None => {
+                self.bytes += key.len() + value.len();
+                self.index.insert(key.clone(), self.vars.len());
+                self.vars.push((key, value));
+            }
         }
     }
 
-    /// Removes `key`, returning its value if it was set.
+    /// Removes `key`, returning its value if it was set (linear in the number of variables).
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let index = self.vars.iter().position(|(k, _)| k == key)?;
-        Some(self.vars.remove(index).1)
+        let position = self.index.remove(key)?;
+        let (k, v) = self.vars.remove(position);
+        self.bytes -= k.len() + v.len();
+        for i in self.index.values_mut() {
+            if *i > position {
+                *i -= 1;
+            }
+        }
+        Some(v)
     }
 
     /// The value of `key`, `None` when unset.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.index.get(key).map(|&i| self.vars[i].1.as_str())
+    }
+
+    /// Total length in bytes of every key and value (what a copy of the environment costs).
+    pub fn byte_len(&self) -> usize {
+        self.bytes
     }
 
     /// The pairs in order of first definition.
@@ -186,6 +217,22 @@ mod tests {
         assert_eq!(env.remove("X"), Some("2".to_owned()));
         assert_eq!(env.remove("X"), None);
         assert!(env.is_empty());
+        assert_eq!(env.byte_len(), 0);
+    }
+
+    #[test]
+    fn index_follows_removal_and_replacement() {
+        let mut env = Env::from_kv_strings(["A=1", "B=22", "C=333"]);
+        assert_eq!(env.byte_len(), 2 + 3 + 4);
+        assert_eq!(env.remove("A"), Some("1".to_owned()));
+        assert_eq!(env.get("B"), Some("22"));
+        assert_eq!(env.get("C"), Some("333"));
+        env.set("B", "");
+        env.set("D", "4");
+        assert_eq!(env.byte_len(), 1 + 4 + 2);
+        assert_eq!(env.to_kv_strings(), ["B=", "C=333", "D=4"]);
+        assert_eq!(env, Env::from_kv_strings(["B=", "C=333", "D=4"]));
+        assert_ne!(env, Env::from_kv_strings(["C=333", "B=", "D=4"]));
     }
 
     #[test]

@@ -90,6 +90,15 @@ pub enum ShellError {
         /// Byte offset of the `$` that went one level too deep.
         offset: usize,
     },
+    /// The expansion would grow past the limit on one word (kiln's, see
+    /// [`MAX_WORD_LEN`](super::MAX_WORD_LEN)); stopped before it did.
+    #[error("expansion longer than {limit} bytes")]
+    TooLong {
+        /// The limit in bytes.
+        limit: usize,
+        /// Byte offset of the construct whose value did not fit (a `$`, a quote, a character).
+        offset: usize,
+    },
 }
 
 impl ShellError {
@@ -105,7 +114,8 @@ impl ShellError {
             | Self::UnsetVariable { offset, .. }
             | Self::EmptyVariable { offset, .. }
             | Self::InvalidPattern { offset, .. }
-            | Self::TooDeep { offset, .. } => *offset,
+            | Self::TooDeep { offset, .. }
+            | Self::TooLong { offset, .. } => *offset,
         }
     }
 }

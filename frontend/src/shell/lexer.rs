@@ -9,6 +9,12 @@ use super::pattern::{self, Pattern};
 /// How deep `${a:-${b:-...}}` may nest before expansion gives up with [`ShellError::TooDeep`].
 pub const MAX_NESTING: usize = 256;
 
+/// The most bytes expanding one word may produce (1 MiB), unless the word as written is already
+/// longer: then its own length is the limit. Substitutions can double a word per line
+/// (`ARG a2=${a1}${a1}`), so without a limit 40 lines ask for a terabyte; past it expansion stops
+/// with [`ShellError::TooLong`] before the text grows further. BuildKit has no such limit.
+pub const MAX_WORD_LEN: usize = 1 << 20;
+
 /// The escape character, set by the `# escape=` parser directive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Escape {
@@ -54,13 +60,27 @@ pub struct ExpandResult {
 /// The default settings are those of instruction words; the switches reproduce BuildKit's
 /// `SkipProcessQuotes`, `RawQuotes`, `RawEscapes` and `SkipUnsetEnv` for callers that need them
 /// (heredoc content, heredoc detection, display names of `RUN` steps).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lexer {
     escape: Escape,
     skip_quotes: bool,
     raw_quotes: bool,
     raw_escapes: bool,
     skip_unset: bool,
+    max_len: usize,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Self {
+            escape: Escape::default(),
+            skip_quotes: false,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_unset: false,
+            max_len: MAX_WORD_LEN,
+        }
+    }
 }
 
 impl Lexer {
@@ -97,6 +117,13 @@ impl Lexer {
     /// expanded) instead of expanding them (BuildKit's `SkipUnsetEnv`).
     pub fn skip_unset(mut self, on: bool) -> Self {
         self.skip_unset = on;
+        self
+    }
+
+    /// Sets the most bytes one expansion may produce ([`MAX_WORD_LEN`] by default); a word
+    /// written longer than that may still keep its own length.
+    pub fn max_len(mut self, bytes: usize) -> Self {
+        self.max_len = bytes;
         self
     }
 
@@ -221,6 +248,8 @@ struct State<'a, E: ?Sized> {
     skip_quotes: bool,
     raw_quotes: bool,
     skip_unset: bool,
+    /// The most bytes any string built while expanding may hold.
+    limit: usize,
     depth: usize,
     used: BTreeSet<String>,
     unset: BTreeSet<String>,
@@ -242,6 +271,7 @@ impl<'a, E: EnvLookup + ?Sized> State<'a, E> {
             skip_quotes: lexer.skip_quotes,
             raw_quotes: lexer.raw_quotes,
             skip_unset: lexer.skip_unset,
+            limit: lexer.max_len.max(src.len()),
             depth: 0,
             used: BTreeSet::new(),
             unset: BTreeSet::new(),
@@ -260,6 +290,31 @@ impl<'a, E: EnvLookup + ?Sized> State<'a, E> {
 
     fn at_end(&self) -> bool {
         self.pos >= self.src.len()
+    }
+
+    /// Fails when `out` cannot take `extra` more bytes; `offset` is where the growth comes from.
+    fn room(&self, out: &str, extra: usize, offset: usize) -> Result<(), ShellError> {
+        if out.len().saturating_add(extra) > self.limit {
+            return Err(ShellError::TooLong {
+                limit: self.limit,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends `s` to `out` within the limit.
+    fn push_str(&self, out: &mut String, s: &str, offset: usize) -> Result<(), ShellError> {
+        self.room(out, s.len(), offset)?;
+        out.push_str(s);
+        Ok(())
+    }
+
+    /// Appends `ch` to `out` within the limit.
+    fn push(&self, out: &mut String, ch: char, offset: usize) -> Result<(), ShellError> {
+        self.room(out, ch.len_utf8(), offset)?;
+        out.push(ch);
+        Ok(())
     }
 
     fn lookup(&mut self, name: &str) -> Option<String> {
@@ -289,43 +344,48 @@ impl<'a, E: EnvLookup + ?Sized> State<'a, E> {
             }
             match ch {
                 '$' => {
+                    let offset = self.pos;
                     let value = self.dollar()?;
+                    self.room(&out, value.len(), offset)?;
                     if let Some(words) = words.as_deref_mut() {
                         words.add_str(&value);
                     }
                     out.push_str(&value);
                 }
                 '\'' | '"' if !self.skip_quotes => {
+                    let offset = self.pos;
                     let value = if ch == '\'' {
                         self.single_quote()?
                     } else {
                         self.double_quote(raw)?
                     };
+                    self.room(&out, value.len(), offset)?;
                     if let Some(words) = words.as_deref_mut() {
                         words.add_raw_str(&value);
                     }
                     out.push_str(&value);
                 }
                 _ => {
+                    let offset = self.pos;
                     self.pos += ch.len_utf8();
                     if ch == self.escape {
                         if raw {
+                            self.push(&mut out, ch, offset)?;
                             if let Some(words) = words.as_deref_mut() {
                                 words.add_raw_char(ch);
                             }
-                            out.push(ch);
                         }
                         // The escape takes the next character literally; at the end it vanishes.
                         let Some(escaped) = self.bump() else { break };
+                        self.push(&mut out, escaped, offset)?;
                         if let Some(words) = words.as_deref_mut() {
                             words.add_raw_char(escaped);
                         }
-                        out.push(escaped);
                     } else {
+                        self.push(&mut out, ch, offset)?;
                         if let Some(words) = words.as_deref_mut() {
                             words.add_char(ch);
                         }
-                        out.push(ch);
                     }
                 }
             }
@@ -370,21 +430,24 @@ impl<'a, E: EnvLookup + ?Sized> State<'a, E> {
             match self.peek() {
                 None => return Err(ShellError::UnterminatedDoubleQuote { offset }),
                 Some('"') => {
+                    let at = self.pos;
                     self.pos += 1;
                     if self.raw_quotes {
-                        out.push('"');
+                        self.push(&mut out, '"', at)?;
                     }
                     return Ok(out);
                 }
                 Some('$') => {
+                    let at = self.pos;
                     let value = self.dollar()?;
-                    out.push_str(&value);
+                    self.push_str(&mut out, &value, at)?;
                 }
                 Some(mut ch) => {
+                    let at = self.pos;
                     self.pos += ch.len_utf8();
                     if ch == self.escape {
                         if raw {
-                            out.push(ch);
+                            self.push(&mut out, ch, at)?;
                         }
                         match self.peek() {
                             // An escape at the very end vanishes (and the quote is unterminated).
@@ -397,7 +460,7 @@ impl<'a, E: EnvLookup + ?Sized> State<'a, E> {
                             Some(_) => {}
                         }
                     }
-                    out.push(ch);
+                    self.push(&mut out, ch, at)?;
                 }
             }
         }
@@ -529,7 +592,12 @@ impl<'a, E: EnvLookup + ?Sized> State<'a, E> {
                 // An unset variable is replaced in as empty: an empty pattern still matches.
                 let pattern = compile(&source, offset)?;
                 let value = value.unwrap_or_default();
-                Ok(pattern::replace(&pattern, &value, &replacement, all))
+                pattern::replace(&pattern, &value, &replacement, all, self.limit).ok_or(
+                    ShellError::TooLong {
+                        limit: self.limit,
+                        offset,
+                    },
+                )
             }
             other => Err(ShellError::UnsupportedModifier {
                 modifier: other.to_string(),

@@ -17,6 +17,8 @@
 //! `raw_escapes`, `skip_unset`) for callers that need more than the three functions.
 //!
 //! The lexer is hand-written, never panics, and returns `Ok` or [`ShellError`] for any input.
+//! No expansion produces more than [`MAX_WORD_LEN`] bytes (1 MiB) or the word's own length:
+//! past that it stops with [`ShellError::TooLong`] before growing the text.
 //! Names are read with Rust's Unicode classes (`char::is_alphanumeric`, `char::is_numeric`),
 //! which accept a few more exotic characters than Go's `unicode.IsLetter`/`IsDigit`.
 
@@ -28,7 +30,8 @@ mod pattern;
 pub use env::{Env, EnvLookup};
 pub use error::ShellError;
 pub use lexer::{
-    Escape, ExpandResult, Lexer, MAX_NESTING, expand_heredoc, expand_word, expand_words,
+    Escape, ExpandResult, Lexer, MAX_NESTING, MAX_WORD_LEN, expand_heredoc, expand_word,
+    expand_words,
 };
 
 #[cfg(test)]

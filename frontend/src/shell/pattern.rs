@@ -171,7 +171,13 @@ pub(crate) fn trim_suffix(pattern: &Pattern, value: &str, greedy: bool) -> Strin
 /// Like BuildKit (Go's `Regexp.ReplaceAllString`), replacing every match expands `$0`/`${0}` in
 /// `replacement` to the match, other `$name` references to nothing, and `$$` to `$`; a single
 /// replacement inserts `replacement` verbatim. An empty match right after a match is skipped.
-pub(crate) fn replace(pattern: &Pattern, value: &str, replacement: &str, all: bool) -> String {
+pub(crate) fn replace(
+    pattern: &Pattern,
+    value: &str,
+    replacement: &str,
+    all: bool,
+    limit: usize,
+) -> Option<String> {
     let text: Vec<char> = value.chars().collect();
     let mut matcher = Matcher::new(pattern, &text, true);
     let find_from = |matcher: &mut Matcher<'_>, from: usize| matcher.find(from, false);
@@ -180,35 +186,43 @@ pub(crate) fn replace(pattern: &Pattern, value: &str, replacement: &str, all: bo
     if !all {
         return match find_from(&mut matcher, 0) {
             Some((start, end)) => {
+                // Both parts are within the limit already: at most twice that is built.
                 let mut out = slice(0, start);
                 out.push_str(replacement);
                 out.push_str(&slice(end, text.len()));
-                out
+                (out.len() <= limit).then_some(out)
             }
-            None => value.to_owned(),
+            None => Some(value.to_owned()),
         };
     }
 
-    let mut out = String::with_capacity(value.len());
+    let mut out = String::with_capacity(value.len().min(limit));
     let (mut last_end, mut search) = (0, 0);
     while search <= text.len() {
         let Some((start, end)) = find_from(&mut matcher, search) else {
             break;
         };
         out.push_str(&slice(last_end, start));
-        if end > last_end || start == 0 {
-            expand_template(&mut out, replacement, &slice(start, end));
+        if (end > last_end || start == 0)
+            && !expand_template(&mut out, replacement, &slice(start, end), limit)
+        {
+            return None;
+        }
+        if out.len() > limit {
+            return None;
         }
         last_end = end;
         search = if search + 1 > end { search + 1 } else { end };
     }
     out.push_str(&slice(last_end, text.len()));
-    out
+    (out.len() <= limit).then_some(out)
 }
 
 /// Appends `template` to `out` as Go's `Regexp.Expand` does for a pattern with no groups but
 /// the whole match (`$0`).
-fn expand_template(out: &mut String, template: &str, whole: &str) {
+///
+/// Returns `false`, leaving `out` unfinished, as soon as `out` would pass `limit` bytes.
+fn expand_template(out: &mut String, template: &str, whole: &str, limit: usize) -> bool {
     let mut rest = template;
     while let Some(dollar) = rest.find('$') {
         out.push_str(&rest[..dollar]);
@@ -236,6 +250,9 @@ fn expand_template(out: &mut String, template: &str, whole: &str) {
             Some(after) if !name.is_empty() => {
                 // Only group 0 exists; `0` with no leading zeros names it.
                 if name == "0" {
+                    if out.len() + whole.len() > limit {
+                        return false;
+                    }
                     out.push_str(whole);
                 }
                 rest = after;
@@ -245,6 +262,7 @@ fn expand_template(out: &mut String, template: &str, whole: &str) {
         }
     }
     out.push_str(rest);
+    true
 }
 
 #[cfg(test)]
@@ -299,29 +317,48 @@ mod tests {
         assert_eq!(trim_prefix(&p("\\?"), "ax", false), "ax");
     }
 
+    fn replace_all(pattern: &Pattern, value: &str, replacement: &str, all: bool) -> String {
+        replace(pattern, value, replacement, all, usize::MAX).unwrap_or_default()
+    }
+
+    #[test]
+    fn replacement_stops_at_the_limit() {
+        let value = "a".repeat(1000);
+        let x = "x".repeat(1000);
+        assert_eq!(replace(&p("a"), &value, &x, true, 10_000), None);
+        assert_eq!(replace(&p("a"), &value, &x, false, 1_998), None);
+        let first = replace(&p("a"), &value, &x, false, 1_999).map(|s| s.len());
+        assert_eq!(first, Some(1_999));
+        let fits = replace(&p("a"), &value, "b", true, 1_000);
+        assert_eq!(fits, Some("b".repeat(1000)));
+        // One match, copied a thousand times by the template: stops before the copies.
+        let template = "$0".repeat(1000);
+        assert_eq!(replace(&p("*"), &value, &template, true, 100_000), None);
+    }
+
     #[test]
     fn replace_first_and_all() {
-        assert_eq!(replace(&p("o"), "foo boo", "0", false), "f0o boo");
-        assert_eq!(replace(&p("o"), "foo boo", "0", true), "f00 b00");
-        assert_eq!(replace(&p("o*"), "foo boo", "X", false), "fX");
-        assert_eq!(replace(&p("z"), "foo", "X", true), "foo");
-        assert_eq!(replace(&p(""), "ab", "-", true), "-a-b-");
-        assert_eq!(replace(&p("b*"), "abc", "-", true), "a-");
-        assert_eq!(replace(&p("b?"), "abcbd", "-", true), "a--");
-        assert_eq!(replace(&p("한"), "한국어한", "K", true), "K국어K");
+        assert_eq!(replace_all(&p("o"), "foo boo", "0", false), "f0o boo");
+        assert_eq!(replace_all(&p("o"), "foo boo", "0", true), "f00 b00");
+        assert_eq!(replace_all(&p("o*"), "foo boo", "X", false), "fX");
+        assert_eq!(replace_all(&p("z"), "foo", "X", true), "foo");
+        assert_eq!(replace_all(&p(""), "ab", "-", true), "-a-b-");
+        assert_eq!(replace_all(&p("b*"), "abc", "-", true), "a-");
+        assert_eq!(replace_all(&p("b?"), "abcbd", "-", true), "a--");
+        assert_eq!(replace_all(&p("한"), "한국어한", "K", true), "K국어K");
     }
 
     #[test]
     fn replace_all_expands_go_templates() {
-        assert_eq!(replace(&p("o"), "fo", "[$0]", true), "f[o]");
-        assert_eq!(replace(&p("o"), "fo", "[${0}]", true), "f[o]");
-        assert_eq!(replace(&p("o"), "fo", "$$", true), "f$");
-        assert_eq!(replace(&p("o"), "fo", "$1x", true), "f");
-        assert_eq!(replace(&p("o"), "fo", "${1}x", true), "fx");
-        assert_eq!(replace(&p("o"), "fo", "${0", true), "f${0");
-        assert_eq!(replace(&p("o"), "fo", "$-", true), "f$-");
-        assert_eq!(replace(&p("o"), "fo", "$", true), "f$");
-        assert_eq!(replace(&p("o"), "fo", "$0", false), "f$0");
+        assert_eq!(replace_all(&p("o"), "fo", "[$0]", true), "f[o]");
+        assert_eq!(replace_all(&p("o"), "fo", "[${0}]", true), "f[o]");
+        assert_eq!(replace_all(&p("o"), "fo", "$$", true), "f$");
+        assert_eq!(replace_all(&p("o"), "fo", "$1x", true), "f");
+        assert_eq!(replace_all(&p("o"), "fo", "${1}x", true), "fx");
+        assert_eq!(replace_all(&p("o"), "fo", "${0", true), "f${0");
+        assert_eq!(replace_all(&p("o"), "fo", "$-", true), "f$-");
+        assert_eq!(replace_all(&p("o"), "fo", "$", true), "f$");
+        assert_eq!(replace_all(&p("o"), "fo", "$0", false), "f$0");
     }
 
     #[test]
@@ -332,7 +369,7 @@ mod tests {
         assert_eq!(trim_prefix(&pattern, &value, false), "a".repeat(1800));
         let unmatched = p(&format!("{}b", "*a".repeat(200)));
         assert_eq!(trim_prefix(&unmatched, &value, true), value);
-        assert_eq!(replace(&unmatched, &value, "x", true), value);
+        assert_eq!(replace_all(&unmatched, &value, "x", true), value);
         assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
     }
 }

@@ -305,6 +305,87 @@ fn nested_error_inside_braces_keeps_its_message() {
 }
 
 #[test]
+fn expansion_stops_at_the_word_limit() {
+    let lexer = Lexer::new(Escape::Backslash).max_len(100);
+    let env = Env::from_kv_strings([format!("A={}", "a".repeat(60))]);
+    // Fits: 60 bytes, or 60 + 40 literal bytes exactly at the limit.
+    assert_eq!(lexer.expand_word("$A", &env).map(|r| r.value.len()), Ok(60));
+    let at_limit = format!("${{A}}{}", "x".repeat(40));
+    assert_eq!(
+        lexer.expand_word(&at_limit, &env).map(|r| r.value.len()),
+        Ok(100)
+    );
+    // The second copy does not fit: the error points at its `$`.
+    for (input, offset) in [
+        ("$A$A", 2),
+        ("${A}${A}", 4),
+        ("\"$A$A\"", 3),
+        ("${X:-$A$A}", 7),
+        ("${A/a/$A}", 0),
+        ("${A//a/$A}", 0),
+        ("$A-$A", 3),
+    ] {
+        assert_eq!(
+            lexer.expand_word(input, &env),
+            Err(ShellError::TooLong { limit: 100, offset }),
+            "{input}"
+        );
+    }
+    let one_too_many = format!("${{A}}{}", "x".repeat(41));
+    assert!(matches!(
+        lexer.expand_word(&one_too_many, &env),
+        Err(ShellError::TooLong { offset: 44, .. })
+    ));
+    // Word splitting is bounded the same way.
+    assert!(matches!(
+        lexer.expand_words("$A $A", &env),
+        Err(ShellError::TooLong { offset: 3, .. })
+    ));
+    // A word written longer than the limit keeps its length.
+    let long = "y".repeat(500);
+    assert_eq!(lexer.expand_word(&long, &env).map(|r| r.value), Ok(long));
+    assert_eq!(
+        ShellError::TooLong {
+            limit: 5,
+            offset: 0
+        }
+        .to_string(),
+        "expansion longer than 5 bytes"
+    );
+}
+
+#[test]
+fn doubling_stops_near_a_mebibyte_by_default() {
+    let mut env = Env::from_kv_strings(["A0=xx"]);
+    let mut failed_at = None;
+    for i in 1..40 {
+        match expand_word(
+            &format!("${{A{}}}${{A{}}}", i - 1, i - 1),
+            &env,
+            Escape::Backslash,
+        ) {
+            Ok(r) => env.set(format!("A{i}"), r.value),
+            Err(e) => {
+                failed_at = Some((i, e));
+                break;
+            }
+        }
+    }
+    // A19 holds 2^20 bytes: A20 would be twice that.
+    assert_eq!(
+        failed_at,
+        Some((
+            20,
+            ShellError::TooLong {
+                limit: MAX_WORD_LEN,
+                offset: 6
+            }
+        ))
+    );
+    assert_eq!(env.get("A19").map(str::len), Some(MAX_WORD_LEN));
+}
+
+#[test]
 fn deep_nesting_is_an_error_not_a_crash() {
     let ok = format!(
         "{}x{}",

@@ -525,6 +525,55 @@ fn from_stage_continues_filesystem_and_config() {
 }
 
 #[test]
+fn stage_chains_hand_state_over_and_reapply_the_image_env() {
+    // `a` has two children: both see its state. `b` has one child, `c`, which takes b's state;
+    // `COPY --from=b` later still finds b's filesystem. In `b` an ARG shadows ENV A; BuildKit
+    // sets the image env again when `c` starts, so `c`'s step sees A=env, not A=arg.
+    let src = "FROM busybox AS a\nENV A=env\nRUN echo a\n\
+               FROM a AS b\nARG A=arg\nRUN echo b\n\
+               FROM a AS side\nRUN echo side\n\
+               FROM b AS c\nRUN echo c\nCOPY --from=b /x /y\nCOPY --from=side /s /s\n";
+    let l = low(src);
+    let def = &l.definition;
+    let copy_side = root(def);
+    let copy_b = input(def, copy_side, 0);
+    let run_c = input(def, copy_b, 0);
+    assert_eq!(exec(run_c).args, ["/bin/sh", "-c", "echo c"]);
+    assert_eq!(exec(run_c).env, [PATH, "A=env"]);
+    let run_b = input(def, run_c, 0);
+    assert_eq!(exec(run_b).args, ["/bin/sh", "-c", "echo b"]);
+    assert_eq!(exec(run_b).env, [PATH, "A=arg"]);
+    let from_b = copy_b
+        .inputs
+        .iter()
+        .map(|d| &def.vertices[d])
+        .find(|v| matches!(&v.op, Op::Exec(e) if e.args[2] == "echo b"));
+    assert!(from_b.is_some(), "COPY --from=b reads b's filesystem");
+    let from_side = copy_side
+        .inputs
+        .iter()
+        .map(|d| &def.vertices[d])
+        .find(|v| matches!(&v.op, Op::Exec(e) if e.args[2] == "echo side"));
+    let side = from_side.map(exec);
+    assert_eq!(
+        side.map(|e| e.env.clone()),
+        Some(vec![PATH.to_owned(), "A=env".to_owned()])
+    );
+    assert_eq!(
+        created_by(&l)[2..],
+        [
+            "ENV A=env",
+            "RUN /bin/sh -c echo a # buildkit",
+            "ARG A=arg",
+            "RUN |1 A=arg /bin/sh -c echo b # buildkit",
+            "RUN |1 A=env /bin/sh -c echo c # buildkit",
+            "COPY /x /y # buildkit",
+            "COPY /s /s # buildkit",
+        ]
+    );
+}
+
+#[test]
 fn onbuild_triggers_of_the_base_image_run_after_from() {
     let src = "FROM busybox AS helper\nRUN make-helper\nFROM onbuild-base\nRUN main\n";
     let l = low(src);
@@ -1417,4 +1466,103 @@ fn mutated_conformance_dockerfiles_never_panic() {
         }
     }
     assert!(runs > 500, "only {runs} mutated files parsed");
+}
+
+/// `ARG aN=${aN-1}${aN-1}`, `lines` times after `ARG a0=xx`, in a stage or before it.
+fn arg_bomb(lines: usize, global: bool) -> String {
+    let mut src = String::from(if global { "" } else { "FROM busybox\n" });
+    src.push_str("ARG a0=xx\n");
+    for i in 1..=lines {
+        src.push_str(&format!("ARG a{i}=${{a{}}}${{a{}}}\n", i - 1, i - 1));
+    }
+    if global {
+        src.push_str("FROM busybox\n");
+    }
+    src
+}
+
+#[test]
+fn doubling_args_fail_at_the_word_that_passes_a_mebibyte() {
+    for global in [false, true] {
+        let start = std::time::Instant::now();
+        let e = err(&arg_bomb(40, global));
+        let line = if global { 21 } else { 22 };
+        assert_eq!(
+            e.lines().next(),
+            Some(
+                format!(
+                    "Dockerfile:{line}:15: failed to process \"${{a19}}${{a19}}\": expansion longer than 1048576 bytes"
+                )
+                .as_str()
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("|               ^\n"),
+            "caret under the second ${{a19}}:\n{e}"
+        );
+        // Not a timed assertion: a generous bound that only a runaway expansion could miss.
+        assert!(start.elapsed().as_secs() < 60);
+    }
+    // Nineteen doublings (a19 = 1 MiB) are fine.
+    let l = low(&format!("{}RUN test ${{#a19}}\n", arg_bomb(19, false)));
+    let run = exec(root(&l.definition));
+    let a19 = run.env.iter().find_map(|e| e.strip_prefix("a19="));
+    assert_eq!(a19.map(str::len), Some(1 << 20));
+}
+
+#[test]
+fn total_expansion_is_bounded_across_words_and_steps() {
+    // Sixty-five words of 1 MiB each, every one within the word limit.
+    let mut src = arg_bomb(19, false);
+    for i in 0..70 {
+        src.push_str(&format!("ENV e{i}=$a19\n"));
+    }
+    let e = err(&src);
+    assert!(
+        e.starts_with("Dockerfile:"),
+        "located: {}",
+        e.lines().next().unwrap_or_default()
+    );
+    let first = e.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(": expansion of the Dockerfile exceeds 67108864 bytes in total"),
+        "{first}"
+    );
+    let line: usize = first
+        .split(':')
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (80..=90).contains(&line),
+        "fails at the ENV that passes 64 MiB: {first}"
+    );
+
+    // a0..a19 (2 MiB) copied into the environment and the history line of a hundred steps:
+    // 4 MiB a step, so the sixteenth RUN (line 37) passes 64 MiB.
+    let mut src = arg_bomb(19, false);
+    for i in 0..100 {
+        src.push_str(&format!("RUN echo {i}\n"));
+    }
+    let first = err(&src).lines().next().unwrap_or_default().to_owned();
+    assert!(
+        first.ends_with("exceeds 67108864 bytes in total"),
+        "{first}"
+    );
+    let line: usize = first
+        .split(':')
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(line, 37, "{first}");
+
+    // Sane but large: ten ENV values of 1 MiB and a RUN.
+    let mut src = arg_bomb(19, false);
+    for i in 0..10 {
+        src.push_str(&format!("ENV e{i}=$a19\n"));
+    }
+    src.push_str("RUN true\n");
+    let l = low(&src);
+    assert_eq!(exec(root(&l.definition)).args, ["/bin/sh", "-c", "true"]);
 }
