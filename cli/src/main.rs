@@ -37,24 +37,63 @@ fn main() -> ExitCode {
     }
 }
 
-/// Tracing output is for debugging kiln, not for using it: nothing unless `--debug` (every
-/// crate at debug level) or `KILN_LOG` (an `EnvFilter` directive such as `info` or
-/// `kiln_registry_client=debug`; `--debug` wins). What users need to know, the CLI prints itself.
-/// Colour only when stderr is a terminal (and `NO_COLOR` is unset).
+/// Tracing output is for debugging kiln: full lines only with `--debug` (every crate at
+/// debug level) or `KILN_LOG` (an `EnvFilter` directive such as `info` or
+/// `kiln_registry_client=debug`; `--debug` wins). Otherwise only warnings, one plain
+/// `warning: …` line each, as docker prints them (a local image used because the registry
+/// could not be reached, no swap accounting, a device node skipped); retries and progress are
+/// not warnings. Colour only when stderr is a terminal (and `NO_COLOR` is unset).
 fn init_logging(debug: bool) {
     use std::io::IsTerminal as _;
-    let filter = if debug {
-        tracing_subscriber::EnvFilter::new("debug")
-    } else {
-        tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"))
-    };
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+    let verbose = if debug {
+        Some(tracing_subscriber::EnvFilter::new("debug"))
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").ok()
+    };
+    match verbose {
+        Some(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_ansi(colour)
+            .event_format(Warning { colour })
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
+/// `warning: message key=value …` (yellow on a terminal).
+struct Warning {
+    colour: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Warning
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let label = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            _ => "warning",
+        };
+        if self.colour {
+            write!(w, "\x1b[33m{label}:\x1b[0m ")?;
+        } else {
+            write!(w, "{label}: ")?;
+        }
+        tracing_subscriber::fmt::FormatFields::format_fields(ctx, w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 fn report(err: &anyhow::Error) -> ExitCode {
