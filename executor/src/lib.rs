@@ -23,6 +23,7 @@ mod error;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;
+pub mod seccomp;
 mod shim;
 pub mod spec;
 pub mod user;
