@@ -674,6 +674,8 @@ impl Container {
                 "PidsLimit": plan.pids_limit,
                 "CapAdd": plan.cap_add,
                 "CapDrop": plan.cap_drop,
+                "Privileged": plan.privileged,
+                "SecurityOpt": security_opts(plan),
             },
         }))
     }
@@ -700,6 +702,21 @@ impl Container {
         };
         store.load(&id)
     }
+}
+
+/// The `--security-opt` values that give `plan` its security settings, as `inspect` shows
+/// them in `HostConfig.SecurityOpt`.
+fn security_opts(plan: &ProcessPlan) -> Vec<String> {
+    let mut opts = Vec::new();
+    match &plan.seccomp {
+        crate::Seccomp::Default => {}
+        crate::Seccomp::Unconfined => opts.push("seccomp=unconfined".to_owned()),
+        crate::Seccomp::Profile { source, .. } => opts.push(format!("seccomp={source}")),
+    }
+    if plan.no_new_privileges {
+        opts.push("no-new-privileges".to_owned());
+    }
+    opts
 }
 
 /// Parses `TERM`, `SIGTERM`, `term` or `15` into a signal number.
