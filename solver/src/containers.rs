@@ -6,9 +6,10 @@ use crate::host::{Host, tokio_runtime};
 use kiln_cache::ImageRecord;
 use std::path::PathBuf;
 
+pub use kiln_executor::seccomp::Profile as SeccompProfile;
 pub use kiln_executor::{
     Container, ContainerConfig, Containers, ExecOptions, ExitStatus, MountPlan, Network, Output,
-    ProcessPlan, SHIM_ARG, shim_main,
+    ProcessPlan, SHIM_ARG, Seccomp, shim_main,
 };
 
 impl Host {
