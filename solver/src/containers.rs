@@ -13,17 +13,12 @@ pub use kiln_executor::{
 };
 
 impl Host {
-    /// The containers of this store, with the runtime when one is found; what a killed `kiln
-    /// run` or shim left running is stopped and recorded as exited, and what a killed kiln left
-    /// of its runc state is cleaned.
+    /// The containers of this store, with the runtime when one is found (what killed kiln
+    /// processes left running was reaped when the store was opened: [`Host::reap`]).
     pub fn containers(&self) -> Result<Containers> {
-        kiln_executor::cleanup_stale(&self.root().join("executor")).ok();
         let mut c = Containers::open(self.root().join("containers"))?;
         if let Ok(rt) = self.runtime() {
             c = c.with_runtime(rt);
-        }
-        if let Err(e) = c.reap_orphans() {
-            tracing::warn!(error = %e, "reaping orphaned containers");
         }
         Ok(c)
     }
