@@ -87,8 +87,8 @@ fn process_identity(pid: i32) -> Option<String> {
 fn write_owner(bundle: &Path) -> Result<()> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let identity = process_identity(me).unwrap_or_else(|| format!("{me} 0"));
-    fs_err::write(bundle.join(OWNER_FILE), identity)?;
-    Ok(())
+    // Atomically: a reaper that read a half-written (empty) owner would take it for dead.
+    write_atomic(&bundle.join(OWNER_FILE), identity.as_bytes())
 }
 
 /// How long a bundle without an owner file is taken for one being created right now.

@@ -338,16 +338,12 @@ impl Containers {
         }
         crate::cgroup::remove(id);
         let Some(container) = container else {
-            if bundle.exists() {
-                fs_err::remove_dir_all(&bundle)?;
-            }
+            crate::cleanup::remove_bundle(&bundle)?;
             return Ok(false);
         };
         // The rootfs first: the stubs the supervisor made in it are gone with the mount.
         container.unmount_rootfs()?;
-        if bundle.exists() {
-            fs_err::remove_dir_all(&bundle)?;
-        }
+        crate::cleanup::remove_bundle(&bundle)?;
         // Re-read: a supervisor that ended normally wrote its own record just before.
         let mut state: ContainerState = read_json(&container.state_path())?;
         if state.status == Status::Exited {
