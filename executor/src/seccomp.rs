@@ -620,6 +620,8 @@ const ALLOWED: &[&str] = &[
     "wait4",
     "waitid",
     "waitpid",
+    // Randomness (libc, language runtimes and TLS libraries seed from it).
+    "getrandom",
     // Landlock: a process may sandbox itself further.
     "landlock_add_rule",
     "landlock_create_ruleset",
@@ -1033,7 +1035,15 @@ mod tests {
         assert_eq!(s.default_action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(s.default_errno_ret(), Some(1));
         for name in [
-            "read", "write", "openat", "execve", "mmap", "futex", "wait4", "chroot",
+            "read",
+            "write",
+            "openat",
+            "execve",
+            "mmap",
+            "futex",
+            "wait4",
+            "chroot",
+            "getrandom",
         ] {
             assert!(allowed_unconditionally(&s, name), "{name}");
         }

@@ -709,6 +709,7 @@ fn seccomp_default_profile_denies_what_docker_denies() {
         "inet",
         "clone",
         "fork_exec",
+        "getrandom",
     ] {
         assert_eq!(p[allowed], "ok", "{allowed}");
     }

@@ -118,5 +118,7 @@ int main(void) {
     if (c > 0) waitpid(c, NULL, 0);
     report("clone", c);
     report("fork_exec", system("/bin/true") == 0 ? 0 : -1);
+    char seed[16];
+    report("getrandom", syscall(SYS_getrandom, seed, sizeof seed, 0));
     return 0;
 }
