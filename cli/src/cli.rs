@@ -316,6 +316,12 @@ pub struct RunArgs {
     pub cap_add: Vec<String>,
     #[arg(long = "cap-drop")]
     pub cap_drop: Vec<String>,
+    /// seccomp=PROFILE.json|unconfined, no-new-privileges[=true|false]
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Every capability, no seccomp filter, no masked paths, the host's devices
+    #[arg(long)]
+    pub privileged: bool,
     /// Memory limit (e.g. 64m)
     #[arg(short, long)]
     pub memory: Option<String>,

@@ -33,9 +33,12 @@ fn host_resolv_conf() -> String {
     stub
 }
 
-/// Writes `config.json`, `hosts`, `hostname`, `resolv.conf` and the owner file into `bundle`.
+/// Writes the owner file, then `config.json`, `hosts`, `hostname` and `resolv.conf` into
+/// `bundle`.
 pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()> {
     fs_err::create_dir_all(bundle)?;
+    // First: a bundle without an owner is a candidate for a concurrent kiln's reaper.
+    write_owner(bundle)?;
     let hostname = spec.hostname().clone().unwrap_or_default();
     let hosts = match plan.network {
         Network::Host => match fs_err::read_to_string("/etc/hosts") {
@@ -59,7 +62,6 @@ pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()
     fs_err::write(bundle.join("hosts"), hosts)?;
     fs_err::write(bundle.join("hostname"), format!("{hostname}\n"))?;
     fs_err::write(bundle.join("resolv.conf"), host_resolv_conf())?;
-    write_owner(bundle)?;
     write_atomic(&bundle.join("config.json"), &spec_json(spec)?)
 }
 
@@ -85,14 +87,23 @@ fn process_identity(pid: i32) -> Option<String> {
 fn write_owner(bundle: &Path) -> Result<()> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let identity = process_identity(me).unwrap_or_else(|| format!("{me} 0"));
-    fs_err::write(bundle.join(OWNER_FILE), identity)?;
-    Ok(())
+    // Atomically: a reaper that read a half-written (empty) owner would take it for dead.
+    write_atomic(&bundle.join(OWNER_FILE), identity.as_bytes())
 }
 
-/// Whether the kiln process that wrote `bundle` is gone (or never recorded itself).
+/// How long a bundle without an owner file is taken for one being created right now.
+const UNOWNED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the kiln process that wrote `bundle` is gone, or never recorded itself (a bundle
+/// without an owner file counts as another process's in the making for a minute).
 pub fn owner_is_dead(bundle: &Path) -> bool {
     let Ok(owner) = fs_err::read_to_string(bundle.join(OWNER_FILE)) else {
-        return true;
+        let young = fs_err::metadata(bundle)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < UNOWNED_GRACE);
+        return !young;
     };
     let Some(pid) = owner.split_whitespace().next().and_then(|p| p.parse().ok()) else {
         return true;
@@ -135,6 +146,15 @@ mod tests {
         fs_err::write(dir.path().join(OWNER_FILE), "1 1").unwrap();
         assert!(owner_is_dead(dir.path()), "pid 1 with another start time");
         fs_err::remove_file(dir.path().join(OWNER_FILE)).unwrap();
-        assert!(owner_is_dead(dir.path()));
+        assert!(
+            !owner_is_dead(dir.path()),
+            "a fresh bundle without an owner may be in the making"
+        );
+        let old = std::time::SystemTime::now() - 2 * UNOWNED_GRACE;
+        fs_err::File::open(dir.path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(owner_is_dead(dir.path()), "an old one without an owner");
     }
 }

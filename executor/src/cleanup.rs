@@ -32,7 +32,15 @@ pub fn cleanup_stale_with(runtime: Option<&Runtime>, state_dir: &Path) -> Result
             rt.force_delete(&root, &id);
         }
         cgroup::remove(&id);
-        fs_err::remove_dir_all(&bundle)?;
+        remove_bundle(&bundle)?;
     }
     Ok(())
+}
+
+/// Removes a bundle directory; one another kiln's reaper removed meanwhile is fine.
+pub(crate) fn remove_bundle(bundle: &Path) -> Result<()> {
+    match fs_err::remove_dir_all(bundle) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => Ok(other?),
+    }
 }

@@ -279,52 +279,83 @@ impl Containers {
     /// Finishes the containers whose supervisor died (a killed `kiln run`, a killed shim): kills
     /// what the runtime still runs for them, removes their cgroups, bundle and rootfs mount,
     /// and records them as exited with code 255 (what [`Container::state`] already reports).
-    /// Returns how many it reaped. Call it before listing or starting containers.
+    /// Returns how many it reaped.
+    ///
+    /// Cheap enough for every command that opens the store: a supervisor writes a bundle
+    /// (owned by it, see `bundle::owner_is_dead`) before it starts a container and removes it
+    /// last, so only the entries of `.bundles` and of the runtime's state root are looked at,
+    /// not every container. Containers of live supervisors (`kiln run -d` shims, foreground
+    /// `kiln run`s) are left alone.
     pub fn reap_orphans(&self) -> Result<usize> {
+        let mut candidates = std::collections::BTreeSet::new();
+        for dir in [self.dir.join(".bundles"), self.runtime_root()] {
+            let Ok(entries) = fs_err::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if check_id(&name).is_ok() && entry.path().is_dir() {
+                    candidates.insert(name);
+                }
+            }
+        }
         let mut reaped = 0;
-        for entry in fs_err::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.path().join("config.json").exists() {
-                continue;
-            }
-            let Ok(container) = self.load(&name) else {
-                continue;
-            };
-            let orphaned = |s: &ContainerState| {
-                s.status != Status::Exited && s.shim.as_deref().is_some_and(|id| !alive(id))
-            };
-            let Ok(raw) = read_json::<ContainerState>(&container.state_path()) else {
-                continue;
-            };
-            if !orphaned(&raw) {
-                continue;
-            }
-            tracing::info!(id = %container.id, "reaping a container whose supervisor died");
-            if self.runtime_root().join(&container.id).exists()
-                && let Ok(runtime) = self.runtime()
-            {
-                runtime.force_delete(&self.runtime_root(), &container.id);
-            }
-            crate::cgroup::remove(&container.id);
-            let bundle = self.bundle(&container.id);
-            if bundle.exists() {
-                fs_err::remove_dir_all(&bundle)?;
-            }
-            container.unmount_rootfs()?;
-            // Re-read: a supervisor that ended normally wrote its own record just before.
-            let mut state: ContainerState = read_json(&container.state_path())?;
-            if orphaned(&state) {
-                state.status = Status::Exited;
-                state.exit_code = Some(255);
-                state.pid = None;
-                state.finished_at = Some(now());
-                state.error = Some("supervisor process vanished".to_owned());
-                container.write_state(&state)?;
+        for id in candidates {
+            if self.reap_if_orphaned(&id)? {
                 reaped += 1;
             }
         }
         Ok(reaped)
+    }
+
+    /// Reaps container `id` (see [`Containers::reap_orphans`]) when its supervisor is gone;
+    /// true when it recorded the container as exited.
+    fn reap_if_orphaned(&self, id: &str) -> Result<bool> {
+        let bundle = self.bundle(id);
+        let container = self.load(id).ok();
+        let raw = container
+            .as_ref()
+            .and_then(|c| read_json::<ContainerState>(&c.state_path()).ok());
+        let supervisor_alive = |s: &Option<ContainerState>| {
+            s.as_ref()
+                .and_then(|s| s.shim.as_deref())
+                .is_some_and(alive)
+        };
+        let orphaned = if bundle.exists() {
+            crate::bundle::owner_is_dead(&bundle)
+        } else {
+            // Runtime state without a bundle: judged by the recorded supervisor.
+            !supervisor_alive(&raw)
+        };
+        if !orphaned || supervisor_alive(&raw) {
+            return Ok(false);
+        }
+        tracing::info!(id, "reaping a container whose supervisor died");
+        if self.runtime_root().join(id).exists()
+            && let Ok(runtime) = self.runtime()
+        {
+            runtime.force_delete(&self.runtime_root(), id);
+        }
+        crate::cgroup::remove(id);
+        let Some(container) = container else {
+            crate::cleanup::remove_bundle(&bundle)?;
+            return Ok(false);
+        };
+        // The rootfs first: the stubs the supervisor made in it are gone with the mount.
+        container.unmount_rootfs()?;
+        crate::cleanup::remove_bundle(&bundle)?;
+        // Re-read: a supervisor that ended normally wrote its own record just before.
+        let mut state: ContainerState = read_json(&container.state_path())?;
+        if state.status == Status::Exited {
+            return Ok(false);
+        }
+        state.status = Status::Exited;
+        state.exit_code = Some(255);
+        state.pid = None;
+        state.finished_at = Some(now());
+        state.error = Some("supervisor process vanished".to_owned());
+        container.write_state(&state)?;
+        Ok(true)
     }
 
     /// The container with this name, full id or unique id prefix.
@@ -674,6 +705,8 @@ impl Container {
                 "PidsLimit": plan.pids_limit,
                 "CapAdd": plan.cap_add,
                 "CapDrop": plan.cap_drop,
+                "Privileged": plan.privileged,
+                "SecurityOpt": security_opts(plan),
             },
         }))
     }
@@ -700,6 +733,21 @@ impl Container {
         };
         store.load(&id)
     }
+}
+
+/// The `--security-opt` values that give `plan` its security settings, as `inspect` shows
+/// them in `HostConfig.SecurityOpt`.
+fn security_opts(plan: &ProcessPlan) -> Vec<String> {
+    let mut opts = Vec::new();
+    match &plan.seccomp {
+        crate::Seccomp::Default => {}
+        crate::Seccomp::Unconfined => opts.push("seccomp=unconfined".to_owned()),
+        crate::Seccomp::Profile { source, .. } => opts.push(format!("seccomp={source}")),
+    }
+    if plan.no_new_privileges {
+        opts.push("no-new-privileges".to_owned());
+    }
+    opts
 }
 
 /// Parses `TERM`, `SIGTERM`, `term` or `15` into a signal number.

@@ -145,6 +145,9 @@ pub enum Error {
         /// What the supervisor or runtime said.
         message: String,
     },
+    /// A seccomp profile cannot be used.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::ProfileError),
     /// A signal name or number is not known.
     #[error("invalid signal {signal:?}")]
     InvalidSignal {

@@ -2,7 +2,9 @@
 //!
 //! - [`ProcessPlan`] is plain data (what to run, as whom, with which mounts and limits);
 //!   [`build_spec`] turns it into an OCI runtime spec with Docker's default hardening
-//!   (namespaces, 14 capabilities, no_new_privs, masked and read-only paths, device rules).
+//!   (namespaces, Docker's capabilities, its seccomp profile ([`seccomp`]), masked and
+//!   read-only paths, device rules), or with `--privileged` what Docker's privileged
+//!   containers get.
 //! - [`Runtime::run`] writes a bundle and drives the runtime binary in the foreground, streaming
 //!   output ([`Output::Channel`]) or on our own stdio ([`Output::Inherit`]); dropping the future
 //!   kills and deletes the container. [`cleanup_stale`] removes what a killed kiln left.
@@ -23,6 +25,7 @@ mod error;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;
+pub mod seccomp;
 mod shim;
 pub mod spec;
 pub mod user;
@@ -31,7 +34,7 @@ pub use attach::{ExecOptions, exec_process};
 pub use cleanup::{cleanup_stale, cleanup_stale_with};
 pub use containers::{Container, ContainerConfig, ContainerState, Containers, Status};
 pub use error::{Error, Result};
-pub use plan::{MountPlan, Network, ProcessPlan};
+pub use plan::{MountPlan, Network, ProcessPlan, Seccomp};
 pub use runtime::{ExitStatus, Output, OutputChunk, RunRequest, Runtime, Sandbox, Stream};
 pub use shim::{SHIM_ARG, shim_main};
 pub use spec::build_spec;

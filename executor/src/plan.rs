@@ -1,5 +1,6 @@
 //! What to run and how: plain data, built by the solver (RUN) or the cli (`kiln run`).
 
+use crate::seccomp::Profile;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -11,6 +12,23 @@ pub enum Network {
     Host,
     /// A fresh network namespace with only the loopback interface.
     None,
+}
+
+/// The seccomp filter of the sandbox (`--security-opt seccomp=...`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Seccomp {
+    /// Docker's default profile ([`Profile::docker_default`]).
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`).
+    Unconfined,
+    /// A profile in Docker's format, read from `source` (a path, for `inspect`).
+    Profile {
+        /// Where it came from.
+        source: String,
+        /// The profile.
+        profile: Box<Profile>,
+    },
 }
 
 /// One extra mount in the sandbox.
@@ -78,6 +96,17 @@ pub struct ProcessPlan {
     pub pids_limit: Option<i64>,
     /// Create `cwd` (owned by root, mode 0755) when missing, as RUN does for WORKDIR.
     pub create_cwd: bool,
+    /// The seccomp filter.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// Set `no_new_privs` (`--security-opt no-new-privileges`): setuid and file capabilities
+    /// no longer raise privileges. Off by default, as in Docker and BuildKit.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// `--privileged`: every capability (`cap_add`/`cap_drop` ignored, as Docker does), no
+    /// seccomp, no masked or read-only paths, `/sys` writable, the host's devices.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 impl Default for ProcessPlan {
@@ -99,6 +128,9 @@ impl Default for ProcessPlan {
             cpus: None,
             pids_limit: None,
             create_cwd: false,
+            seccomp: Seccomp::Default,
+            no_new_privileges: false,
+            privileged: false,
         }
     }
 }

@@ -114,10 +114,11 @@ fn supervise(container: &Container) -> Result<i32> {
         Some(&watch),
     );
     crate::cgroup::remove(&id);
-    let _ = fs_err::remove_dir_all(&bundle);
+    // The bundle goes last: while it is there, a reaper knows the mount is ours to undo.
     if let Err(e) = container.unmount_rootfs() {
         tracing::warn!(error = %e, "unmounting the rootfs");
     }
+    let _ = fs_err::remove_dir_all(&bundle);
     let mut state = container.state()?;
     state.status = Status::Exited;
     state.pid = None;

@@ -1,22 +1,24 @@
 //! The OCI runtime spec kiln writes: Docker's default hardening, derived from a [`ProcessPlan`].
 
-use crate::plan::{MountPlan, Network, ProcessPlan};
+use crate::plan::{MountPlan, Network, ProcessPlan, Seccomp};
+use crate::seccomp::{Profile, Target};
 use crate::user::ResolvedUser;
 use crate::{Error, Result};
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Docker's `PATH` when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Docker's 14 default capabilities.
+/// Docker's 14 default capabilities. A sandbox on the host's network gets them without
+/// `CAP_NET_RAW` (see [`plan_capabilities`]).
 pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -34,7 +36,8 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability `--cap-add ALL` grants (Linux 5.9 set).
+/// Every capability `--cap-add ALL` grants (Linux 5.9 set), in the order of their bit numbers
+/// (`linux/capability.h`).
 const ALL_CAPABILITIES: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -110,14 +113,8 @@ pub const NOFILE_LIMIT: u64 = 1_048_576;
 /// `CAP_SYS_RESOURCE` to raise it (some CI sandboxes); runc would fail to start otherwise.
 pub fn nofile_limit() -> u64 {
     const CAP_SYS_RESOURCE: u32 = 24;
-    let has_sys_resource = fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0);
+    let has_sys_resource =
+        own_capabilities("CapEff").is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0);
     let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .maximum
         .unwrap_or(u64::MAX);
@@ -126,6 +123,15 @@ pub fn nofile_limit() -> u64 {
     } else {
         NOFILE_LIMIT.min(hard)
     }
+}
+
+/// One of this process's capability sets (`CapEff`, `CapBnd`...) from `/proc/self/status`.
+fn own_capabilities(set: &str) -> Option<u64> {
+    let status = fs_err::read_to_string("/proc/self/status").ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(set)?.strip_prefix(':'))?;
+    u64::from_str_radix(value.trim(), 16).ok()
 }
 
 /// The files in a bundle that are bind-mounted over `/etc/{hosts,hostname,resolv.conf}`.
@@ -141,8 +147,49 @@ fn cap_name(name: &str) -> String {
     }
 }
 
-/// The capability set after Docker's `--cap-add`/`--cap-drop` rules, sorted, `CAP_` prefixed.
+/// The capabilities a plan's process gets, sorted, `CAP_` prefixed: every one with
+/// `privileged` (which ignores `cap_add` and `cap_drop`, as Docker does); otherwise Docker's
+/// default set after the `cap_add`/`cap_drop` rules, where a sandbox that shares the host's
+/// network namespace starts without `CAP_NET_RAW`.
+///
+/// Docker's containers keep `CAP_NET_RAW` in a network namespace of their own, where raw and
+/// packet sockets see only the container's traffic. On the host's namespace the same capability
+/// lets any step or container open an `AF_PACKET` socket and capture (or forge) the host's
+/// traffic, so kiln grants it there only when asked (`--cap-add NET_RAW`, `--privileged`).
+pub fn plan_capabilities(plan: &ProcessPlan) -> Result<Vec<String>> {
+    if plan.privileged {
+        // Every capability there is, as far as we can give it: runc cannot grant one outside
+        // our own bounding set (some CI sandboxes withhold CAP_SYS_RESOURCE), nor one the
+        // kernel does not know.
+        let bounding = own_capabilities("CapBnd").unwrap_or(u64::MAX);
+        let mut all: Vec<String> = ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| bounding & (1 << bit) != 0)
+            .map(|(_, c)| (*c).to_owned())
+            .collect();
+        all.sort();
+        return Ok(all);
+    }
+    let base: Vec<&str> = DEFAULT_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| plan.network != Network::Host || *c != "CAP_NET_RAW")
+        .collect();
+    capabilities_from(&base, &plan.cap_add, &plan.cap_drop)
+}
+
+/// The capability set after Docker's `--cap-add`/`--cap-drop` rules over its default set,
+/// sorted, `CAP_` prefixed.
 pub fn effective_capabilities(cap_add: &[String], cap_drop: &[String]) -> Result<Vec<String>> {
+    capabilities_from(&DEFAULT_CAPABILITIES, cap_add, cap_drop)
+}
+
+fn capabilities_from(
+    base: &[&str],
+    cap_add: &[String],
+    cap_drop: &[String],
+) -> Result<Vec<String>> {
     let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
     for name in cap_add.iter().chain(cap_drop).filter(|c| !is_all(c)) {
         let full = cap_name(name);
@@ -153,10 +200,7 @@ pub fn effective_capabilities(cap_add: &[String], cap_drop: &[String]) -> Result
     let mut caps: Vec<String> = if cap_add.iter().any(is_all) {
         ALL_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()
     } else {
-        DEFAULT_CAPABILITIES
-            .iter()
-            .map(|c| (*c).to_owned())
-            .collect()
+        base.iter().map(|c| (*c).to_owned()).collect()
     };
     if cap_drop.iter().any(is_all) {
         caps.clear();
@@ -223,6 +267,72 @@ pub fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>> {
         dev_rule(C, Some(136), None, "rwm")?,     // pts/*
         dev_rule(C, Some(10), Some(200), "rwm")?, // net/tun
     ])
+}
+
+/// Directories of the host's `/dev` that `--privileged` does not copy: mounts of their own in
+/// a container (`pts`, `shm`, `mqueue`), or not devices of the host's (`fd`, the
+/// bookkeeping of udev and LXD).
+const HOST_DEV_SKIPPED: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// The character and block devices under the host's `dir` (`/dev`), as `--privileged` gives
+/// them to a container (Docker's rule): every one but `console` and those below
+/// [`HOST_DEV_SKIPPED`], with the host's mode and owner. Symlinks are not followed.
+pub fn host_devices(dir: &Path) -> Result<Vec<LinuxDevice>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = fs_err::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path: PathBuf = entry.path();
+        let name = entry.file_name();
+        let Ok(meta) = fs_err::symlink_metadata(&path) else {
+            continue; // gone meanwhile
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if !HOST_DEV_SKIPPED.iter().any(|s| name == *s) {
+                out.extend(host_devices(&path)?);
+            }
+            continue;
+        }
+        let typ = if ft.is_char_device() {
+            LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        if name == "console" {
+            continue;
+        }
+        let rdev = meta.rdev();
+        out.push(
+            LinuxDeviceBuilder::default()
+                .path(&path)
+                .typ(typ)
+                .major(i64::from(rustix::fs::major(rdev)))
+                .minor(i64::from(rustix::fs::minor(rdev)))
+                .file_mode(meta.mode() & 0o7777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build()?,
+        );
+    }
+    Ok(out)
+}
+
+/// The `linux.seccomp` of a plan whose process holds `caps`: none when privileged or
+/// unconfined, else its profile resolved for those capabilities and this host.
+pub fn plan_seccomp(plan: &ProcessPlan, caps: &[String]) -> Result<Option<LinuxSeccomp>> {
+    if plan.privileged {
+        return Ok(None);
+    }
+    let target = || Target::host(caps.to_vec());
+    Ok(match &plan.seccomp {
+        Seccomp::Unconfined => None,
+        Seccomp::Default => Some(Profile::docker_default().to_oci(&target())?),
+        Seccomp::Profile { profile, .. } => Some(profile.to_oci(&target())?),
+    })
 }
 
 fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> Result<Mount> {
@@ -311,7 +421,8 @@ pub fn build_spec(
     check_abs("working directory", &plan.cwd)?;
     let id = bundle_id(bundle);
 
-    let caps = to_oci_caps(&effective_capabilities(&plan.cap_add, &plan.cap_drop)?)?;
+    let cap_names = plan_capabilities(plan)?;
+    let caps = to_oci_caps(&cap_names)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -337,8 +448,10 @@ pub fn build_spec(
                 .soft(nofile_limit())
                 .build()?,
         ])
-        .no_new_privileges(true)
+        .no_new_privileges(plan.no_new_privileges)
         .build()?;
+    // A privileged sandbox may write /sys (and its cgroup tree), as Docker's may.
+    let sys_ro: &[&str] = if plan.privileged { &[] } else { &["ro"] };
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
@@ -365,13 +478,13 @@ pub fn build_spec(
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            &[&["nosuid", "noexec", "nodev"][..], sys_ro].concat(),
         )?,
         mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            &[&["nosuid", "noexec", "nodev", "relatime"][..], sys_ro].concat(),
         )?,
         mount(
             "/dev/mqueue",
@@ -444,7 +557,18 @@ pub fn build_spec(
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut resources = LinuxResourcesBuilder::default().devices(default_device_rules()?);
+    let device_rules = if plan.privileged {
+        // Every device, as Docker's privileged containers.
+        vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .access("rwm")
+                .build()?,
+        ]
+    } else {
+        default_device_rules()?
+    };
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
     if let Some(bytes) = plan.memory {
         let bytes = i64::try_from(bytes).map_err(|_| Error::InvalidPlan {
             reason: format!("memory limit {bytes} is too large"),
@@ -475,23 +599,35 @@ pub fn build_spec(
         resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build()?)
-        .cgroups_path(cgroups_path(&id))
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect::<Vec<_>>(),
-        )
-        .build()?;
+        .cgroups_path(cgroups_path(&id));
+    if plan.privileged {
+        // Explicitly empty: the builder's defaults are oci-spec's own lists.
+        linux = linux
+            .devices(host_devices(Path::new("/dev"))?)
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
+    } else {
+        linux = linux
+            .masked_paths(
+                MASKED_PATHS
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .readonly_paths(
+                READONLY_PATHS
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect::<Vec<_>>(),
+            );
+    }
+    if let Some(seccomp) = plan_seccomp(plan, &cap_names)? {
+        linux = linux.seccomp(seccomp);
+    }
+    let linux = linux.build()?;
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
@@ -563,16 +699,36 @@ mod tests {
     #[test]
     fn docker_default_hardening() {
         let v = spec_value(&ProcessPlan::new(["/bin/sh", "-c", "true"]));
-        let mut want: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        let mut want: Vec<String> = DEFAULT_CAPABILITIES
+            .iter()
+            .filter(|c| **c != "CAP_NET_RAW")
+            .map(|c| c.to_string())
+            .collect();
         want.sort();
         for set in ["bounding", "effective", "permitted"] {
-            assert_eq!(strings(&v["process"]["capabilities"][set]), want, "{set}");
+            assert_eq!(
+                strings(&v["process"]["capabilities"][set]),
+                want,
+                "{set}: Docker's set without NET_RAW on the host network"
+            );
         }
         assert_eq!(
             strings(&v["process"]["capabilities"]["inheritable"]),
             Vec::<String>::new()
         );
-        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["process"]["noNewPrivileges"], false, "Docker's default");
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(seccomp["defaultErrnoRet"], 1);
+        let names: Vec<&str> = seccomp["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["names"].as_array().unwrap())
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"read") && names.contains(&"clone"));
+        assert!(!names.contains(&"keyctl") && !names.contains(&"mount"));
         assert_eq!(v["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
         assert_eq!(v["process"]["rlimits"][0]["soft"], nofile_limit());
         assert_eq!(v["process"]["rlimits"][0]["hard"], nofile_limit());
@@ -690,6 +846,110 @@ mod tests {
     }
 
     #[test]
+    fn net_raw_only_in_a_namespace_of_its_own_or_when_asked() {
+        let caps = |network, add: &[&str]| {
+            let mut plan = ProcessPlan::new(["x"]);
+            plan.network = network;
+            plan.cap_add = add.iter().map(|c| c.to_string()).collect();
+            plan_capabilities(&plan).unwrap()
+        };
+        let raw = "CAP_NET_RAW".to_owned();
+        assert!(!caps(Network::Host, &[]).contains(&raw));
+        assert_eq!(caps(Network::Host, &[]).len(), 13);
+        assert!(caps(Network::None, &[]).contains(&raw));
+        assert_eq!(caps(Network::None, &[]).len(), 14);
+        assert!(caps(Network::Host, &["NET_RAW"]).contains(&raw));
+        assert!(caps(Network::Host, &["ALL"]).contains(&raw));
+    }
+
+    #[test]
+    fn security_options() {
+        let mut plan = ProcessPlan::new(["x"]);
+        plan.no_new_privileges = true;
+        plan.seccomp = Seccomp::Unconfined;
+        let v = spec_value(&plan);
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert!(v["linux"].get("seccomp").is_none(), "unconfined");
+        // Capabilities the plan adds open the syscalls they guard.
+        let mut plan = ProcessPlan::new(["x"]);
+        plan.cap_add = vec!["SYS_ADMIN".into()];
+        let v = spec_value(&plan);
+        let rules = v["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["names"].as_array().unwrap().iter().any(|n| n == "mount"))
+        );
+        // A profile of one's own replaces the default.
+        let mut plan = ProcessPlan::new(["x"]);
+        plan.seccomp = Seccomp::Profile {
+            source: "p.json".into(),
+            profile: Box::new(
+                Profile::from_json(
+                    br#"{"defaultAction": "SCMP_ACT_ALLOW",
+                         "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}"#,
+                )
+                .unwrap(),
+            ),
+        };
+        let v = spec_value(&plan);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(v["linux"]["seccomp"]["syscalls"][0]["names"][0], "mkdir");
+    }
+
+    #[test]
+    fn privileged_lifts_the_hardening() {
+        let mut plan = ProcessPlan::new(["x"]);
+        plan.privileged = true;
+        plan.cap_drop = vec!["ALL".into()]; // ignored, as by Docker
+        plan.seccomp = Seccomp::Default;
+        let v = spec_value(&plan);
+        let ours = own_capabilities("CapBnd").unwrap();
+        assert_eq!(
+            strings(&v["process"]["capabilities"]["bounding"]).len(),
+            (ours & ((1 << 41) - 1)).count_ones() as usize,
+            "every capability we hold"
+        );
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(v["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(v["linux"]["readonlyPaths"], serde_json::json!([]));
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(!strings(&sys["options"]).contains(&"ro".to_owned()));
+        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["allow"], true);
+        assert_eq!(rules[0]["access"], "rwm");
+        let devices = v["linux"]["devices"].as_array().unwrap();
+        assert!(
+            devices.iter().any(|d| d["path"] == "/dev/null"
+                && d["type"] == "c"
+                && d["major"] == 1
+                && d["minor"] == 3),
+            "{devices:?}"
+        );
+        assert!(
+            devices
+                .iter()
+                .all(|d| !d["path"].as_str().unwrap().starts_with("/dev/pts/")
+                    && d["path"] != "/dev/console")
+        );
+    }
+
+    #[test]
+    fn host_devices_are_read_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir(dir.path().join("pts")).unwrap();
+        fs_err::write(dir.path().join("regular"), "").unwrap();
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
+        assert!(host_devices(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
     fn capability_rules_follow_docker() {
         let caps =
             effective_capabilities(&["net_admin".into()], &["CAP_CHOWN".into(), "mknod".into()])
@@ -710,6 +970,11 @@ mod tests {
             effective_capabilities(&["NOPE".into()], &[]),
             Err(Error::UnknownCapability { .. })
         ));
+        // Bit numbers, as `privileged` reads them against our bounding set.
+        assert_eq!(ALL_CAPABILITIES[13], "CAP_NET_RAW");
+        assert_eq!(ALL_CAPABILITIES[21], "CAP_SYS_ADMIN");
+        assert_eq!(ALL_CAPABILITIES[24], "CAP_SYS_RESOURCE");
+        assert_eq!(ALL_CAPABILITIES[40], "CAP_CHECKPOINT_RESTORE");
         // Every name we know must map to an oci-spec capability.
         let all: Vec<String> = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
         assert_eq!(to_oci_caps(&all).unwrap().len(), 41);

@@ -6,23 +6,19 @@ use crate::host::{Host, tokio_runtime};
 use kiln_cache::ImageRecord;
 use std::path::PathBuf;
 
+pub use kiln_executor::seccomp::Profile as SeccompProfile;
 pub use kiln_executor::{
     Container, ContainerConfig, Containers, ExecOptions, ExitStatus, MountPlan, Network, Output,
-    ProcessPlan, SHIM_ARG, shim_main,
+    ProcessPlan, SHIM_ARG, Seccomp, shim_main,
 };
 
 impl Host {
-    /// The containers of this store, with the runtime when one is found; what a killed `kiln
-    /// run` or shim left running is stopped and recorded as exited, and what a killed kiln left
-    /// of its runc state is cleaned.
+    /// The containers of this store, with the runtime when one is found (what killed kiln
+    /// processes left running was reaped when the store was opened: [`Host::reap`]).
     pub fn containers(&self) -> Result<Containers> {
-        kiln_executor::cleanup_stale(&self.root().join("executor")).ok();
         let mut c = Containers::open(self.root().join("containers"))?;
         if let Ok(rt) = self.runtime() {
             c = c.with_runtime(rt);
-        }
-        if let Err(e) = c.reap_orphans() {
-            tracing::warn!(error = %e, "reaping orphaned containers");
         }
         Ok(c)
     }

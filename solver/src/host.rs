@@ -31,15 +31,47 @@ pub struct Host {
 }
 
 impl Host {
-    /// Opens (creating if needed) the store.
+    /// Opens (creating if needed) the store, and reaps what killed kiln processes left in it
+    /// (see [`Host::reap`]).
     pub fn open(opts: HostOptions) -> Result<Host> {
         let root = opts.root.unwrap_or_else(Store::default_root);
-        Ok(Host {
+        let host = Host {
             store: Store::open(root)?,
             runtime: opts.runtime,
             insecure_registries: opts.insecure_registries,
             client: OnceLock::new(),
-        })
+        };
+        host.reap();
+        Ok(host)
+    }
+
+    /// Stops and removes what dead kiln processes left running or mounted: the runc
+    /// containers, cgroups and bundles of RUN steps, their step mounts, and the containers of
+    /// `kiln run`s and shims that were killed (recorded as exited, code 255). Whatever belongs
+    /// to a live kiln process (a build, a foreground `kiln run`, a `kiln run -d` shim) is
+    /// left alone: every bundle and step area records its owner as `pid starttime`.
+    ///
+    /// Cheap: it reads the entries of the directories of running work only (bundles, runtime
+    /// state, the scratch directory), never the images or the stopped containers, and runs the
+    /// runtime only for what it reaps. Failures are logged: they never stop a command.
+    pub fn reap(&self) {
+        let runtime = self.runtime().ok();
+        if let Err(e) =
+            kiln_executor::cleanup_stale_with(runtime.as_ref(), &self.root().join("executor"))
+        {
+            tracing::warn!(error = %e, "cleaning up the runs of killed kiln processes");
+        }
+        crate::ops::step::cleanup_stale(&self.store);
+        let containers = self.root().join("containers");
+        if containers.is_dir() {
+            let reaped = kiln_executor::Containers::open(containers).map(|c| match runtime {
+                Some(rt) => c.with_runtime(rt),
+                None => c,
+            });
+            if let Err(e) = reaped.and_then(|c| c.reap_orphans()) {
+                tracing::warn!(error = %e, "reaping orphaned containers");
+            }
+        }
     }
 
     /// The store's root directory.

@@ -246,8 +246,6 @@ impl<'h> Build<'h> {
                 "pushing needs a name: -t REGISTRY/REPOSITORY:TAG (or name= in --output)",
             ));
         }
-        kiln_executor::cleanup_stale(&host.root().join("executor")).ok();
-        crate::ops::step::cleanup_stale(host.store());
         let rt = tokio_runtime()?;
         let mut warnings = Vec::new();
         let remote = if cache_from.is_empty() {

@@ -631,3 +631,419 @@ fn exec_i_passes_stdin_without_a_terminal() {
     k.ok(&["rm", "-f", "stdin-exec"]);
     assert_eq!(crate::support::text(&out.stdout), "PIPED\n");
 }
+
+/// The sandbox probe's source: a static C program that tries the syscalls the seccomp profile
+/// and the capabilities decide on, and prints `name=ok` or `name=ERRNO` for each.
+const PROBE_C: &str = include_str!("sandbox_probe.c");
+
+/// A runner whose store also has `probe:latest`: busybox plus the probe at `/probe`, compiled
+/// here with `gcc -static` (fails under `KILN_REQUIRE_ALL=1` when gcc or static glibc is
+/// missing, skips otherwise).
+fn probe_runner() -> Option<Runner> {
+    let r = Runner::new()?;
+    let ctx = Context::new()
+        .file("probe.c", PROBE_C)
+        .file("Dockerfile", "FROM busybox\nCOPY probe /probe\n");
+    let gcc = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(ctx.path().join("probe"))
+        .arg(ctx.path().join("probe.c"))
+        .output();
+    match gcc {
+        Ok(out) if out.status.success() => {}
+        other => {
+            let why = format!("gcc -static cannot build the sandbox probe: {other:?}");
+            if std::env::var_os("KILN_REQUIRE_ALL").is_some() {
+                panic!("{why}: apt-get install gcc libc6-dev");
+            }
+            eprintln!("skipping: {why}");
+            return None;
+        }
+    }
+    r.k.ok(&["build", "-q", "-t", "probe", ctx.arg()]);
+    Some(r)
+}
+
+/// Runs the probe with `flags` before the image and parses its report.
+fn probe(r: &Runner, flags: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let mut args = flags.to_vec();
+    args.extend([
+        "probe",
+        "sh",
+        "-c",
+        "/probe; sed -n 's/^\\(Seccomp\\|NoNewPrivs\\|CapEff\\):[[:space:]]*/\\1=/p' /proc/self/status",
+    ]);
+    let out = r.out(&args);
+    eprintln!("probe {flags:?}:\n{out}");
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn seccomp_default_profile_denies_what_docker_denies() {
+    let Some(r) = probe_runner() else { return };
+    let p = probe(&r, &[]);
+    assert_eq!(p["Seccomp"], "2", "a seccomp filter is loaded");
+    assert_eq!(p["NoNewPrivs"], "0", "Docker's default");
+    for denied in [
+        "unshare_user",
+        "userns_mount",
+        "mount",
+        "add_key",
+        "keyctl",
+        "perf_event_open",
+        "personality_no_randomize",
+        "io_uring_setup",
+        "vsock",
+        "clone_newuser",
+    ] {
+        assert_eq!(p[denied], "EPERM", "{denied}");
+    }
+    // clone3 says "not implemented", so that libc falls back to clone (fork_exec: system(3)).
+    assert_eq!(p["clone3"], "ENOSYS");
+    for allowed in [
+        "personality_query",
+        "personality_linux32",
+        "inet",
+        "clone",
+        "fork_exec",
+        "getrandom",
+    ] {
+        assert_eq!(p[allowed], "ok", "{allowed}");
+    }
+    // Ordinary work goes on: a shell, files, a server on a socket.
+    assert_eq!(
+        r.out(&[
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "ls / >/dev/null && cat /etc/passwd >/dev/null && mkdir -p /www && echo hi > /www/i \
+             && httpd -p 127.0.0.1:8080 -h /www && wget -qO- http://127.0.0.1:8080/i"
+        ]),
+        "hi\n"
+    );
+}
+
+#[test]
+fn seccomp_unconfined_privileged_cap_add_and_profiles() {
+    let Some(r) = probe_runner() else { return };
+    // unconfined: the same capabilities, no filter; user namespaces make mount possible.
+    let p = probe(&r, &["--security-opt", "seccomp=unconfined"]);
+    assert_eq!(p["Seccomp"], "0");
+    for name in [
+        "unshare_user",
+        "userns_mount",
+        "keyctl",
+        "personality_no_randomize",
+        "clone_newuser",
+    ] {
+        assert_eq!(p[name], "ok", "{name} without a filter");
+    }
+    assert_eq!(p["mount"], "EPERM", "still no CAP_SYS_ADMIN");
+    assert_ne!(p["clone3"], "ENOSYS");
+    assert_ne!(p["io_uring_setup"], "EPERM");
+
+    // --privileged: every capability, no filter, mount works directly, the host's devices.
+    let p = probe(&r, &["--privileged"]);
+    assert_eq!(p["Seccomp"], "0");
+    assert_eq!(p["mount"], "ok");
+    assert_eq!(p["packet"], "ok");
+    // Every capability kiln itself holds (this CI sandbox may withhold CAP_SYS_RESOURCE).
+    let caps = u64::from_str_radix(&p["CapEff"], 16).expect("CapEff");
+    let ours = fs_err::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).expect("CapBnd"))
+        .expect("CapBnd");
+    assert_eq!(caps, ours & ((1 << 41) - 1), "{caps:x}");
+    assert!(caps.count_ones() >= 40, "{caps:x}");
+    let devs = |flags: &[&str]| {
+        let mut args = flags.to_vec();
+        args.extend(["busybox", "ls", "/dev"]);
+        r.out(&args).lines().count()
+    };
+    assert!(
+        devs(&["--privileged"]) > devs(&[]),
+        "host devices with --privileged"
+    );
+    let sys = r.run(&[
+        "--rm",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /sys ' /proc/mounts",
+    ]);
+    assert!(text(&sys.stdout).contains(" rw,"), "{}", text(&sys.stdout));
+
+    // --cap-add SYS_ADMIN opens the syscalls it guards, and only those.
+    let p = probe(&r, &["--cap-add", "SYS_ADMIN"]);
+    assert_eq!(p["Seccomp"], "2");
+    assert_eq!(p["mount"], "ok");
+    assert_eq!(p["clone_newuser"], "ok");
+    assert_eq!(p["clone3"], "EINVAL", "clone3 reaches the kernel");
+    assert_eq!(p["keyctl"], "EPERM");
+
+    // A profile of one's own, in Docker's format; and no-new-privileges.
+    let ctx = Context::new().file(
+        "profile.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 13, "args": null}]}"#,
+    );
+    let opt = format!("seccomp={}", ctx.path().join("profile.json").display());
+    let out = r.run(&[
+        "--rm",
+        "--security-opt",
+        &opt,
+        "--security-opt",
+        "no-new-privileges",
+        "busybox",
+        "sh",
+        "-c",
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/d",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(text(&out.stdout), "NoNewPrivs:\t1\nSeccomp:\t2\n");
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let p = probe(&r, &["--security-opt", &opt]);
+    assert_eq!(p["keyctl"], "ok", "the profile allows by default");
+    let out = r.run(&[
+        "--name",
+        "secopts",
+        "--security-opt",
+        &opt,
+        "--security-opt",
+        "no-new-privileges=true",
+        "busybox",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hc = &r.inspect("secopts")["HostConfig"];
+    assert_eq!(
+        hc["SecurityOpt"],
+        serde_json::json!([opt, "no-new-privileges"])
+    );
+    assert_eq!(hc["Privileged"], false);
+    r.k.ok(&["rm", "secopts"]);
+
+    let err = r.k.fails(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=x",
+        "busybox",
+        "true",
+    ]);
+    assert!(err.contains("unsupported"), "{err}");
+    let err = r.k.fails(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=/nope.json",
+        "busybox",
+        "true",
+    ]);
+    assert!(err.contains("/nope.json"), "{err}");
+}
+
+#[test]
+fn run_steps_get_the_default_profile() {
+    let Some(r) = probe_runner() else { return };
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM probe\n\
+         RUN grep -q 'Seccomp:.2' /proc/self/status\n\
+         RUN /probe > /report && grep -qx keyctl=EPERM /report && grep -qx packet=EPERM /report \
+             && grep -qx fork_exec=ok /report\n",
+    );
+    r.k.ok(&["build", "-q", ctx.arg()]);
+    // The checks above can fail: an allowed keyctl fails the step.
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM probe\nRUN /probe | grep -qx keyctl=ok\n",
+    );
+    r.k.fails(&["build", "-q", ctx.arg()]);
+}
+
+#[test]
+fn net_raw_only_off_the_host_network() {
+    let Some(r) = probe_runner() else { return };
+    assert_eq!(
+        probe(&r, &[])["packet"],
+        "EPERM",
+        "host network: no AF_PACKET"
+    );
+    assert_eq!(probe(&r, &["--network", "none"])["packet"], "ok");
+    assert_eq!(probe(&r, &["--cap-add", "NET_RAW"])["packet"], "ok");
+    // busybox arping opens an AF_PACKET socket too.
+    let out = r.run(&[
+        "--rm",
+        "busybox",
+        "arping",
+        "-c",
+        "1",
+        "-w",
+        "1",
+        "-I",
+        "lo",
+        "127.0.0.1",
+    ]);
+    assert!(
+        text(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The runtime's containers under `root` (`runc --root ROOT list`): (id, status).
+fn runc_list(root: &Path) -> Vec<(String, String)> {
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    let ids = text(&out.stdout);
+    ids.split_whitespace()
+        .map(|id| {
+            let state = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(root)
+                .args(["state", id])
+                .output()
+                .expect("runc state");
+            let v: Value = serde_json::from_slice(&state.stdout).unwrap_or(Value::Null);
+            (
+                id.to_owned(),
+                v["status"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_gone(pid: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "process {pid} survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn any_command_reaps_a_killed_kiln_run_and_spares_live_ones() {
+    let Some(r) = Runner::new() else { return };
+    let runc_root = r.containers_dir().join(".runc");
+    let spawn = |name: &str| {
+        r.k.command()
+            .args(["run", "--name", name, "busybox", "sleep", "1000"])
+            .spawn()
+            .expect("spawn")
+    };
+    let mut doomed = spawn("doomed");
+    let mut live = spawn("live");
+    r.k.ok(&[
+        "run", "-d", "--name", "detached", "busybox", "sleep", "1000",
+    ]);
+    let doc = r.wait_status("doomed", "running");
+    let pid = doc["State"]["Pid"].as_i64().expect("pid");
+    let doomed_id = doc["Id"].as_str().expect("id").to_owned();
+    r.wait_status("live", "running");
+    doomed.kill().expect("SIGKILL kiln");
+    doomed.wait().expect("wait");
+    // Killed, its kiln leaves the runc container running (until a kiln opens the store).
+    assert!(
+        runc_list(&runc_root).contains(&(doomed_id.clone(), "running".to_owned())),
+        "{:?}",
+        runc_list(&runc_root)
+    );
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+
+    // A command that only opens the store reaps it.
+    r.k.ok(&["images"]);
+    let left = runc_list(&runc_root);
+    assert!(!left.iter().any(|(id, _)| *id == doomed_id), "{left:?}");
+    wait_gone(pid);
+    let st = &r.inspect("doomed")["State"];
+    assert_eq!(st["ExitCode"], 255);
+    assert_eq!(st["Error"], "supervisor process vanished");
+    assert!(
+        !r.containers_dir()
+            .join(".bundles")
+            .join(&doomed_id)
+            .exists(),
+        "bundle left"
+    );
+    // The live foreground run and the detached one (its shim alive) are untouched.
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|(_, s)| s == "running"), "{left:?}");
+    assert_eq!(r.inspect("live")["State"]["Status"], "running");
+    assert_eq!(r.inspect("detached")["State"]["Status"], "running");
+    r.k.ok(&["rm", "-f", "live", "detached", "doomed"]);
+    live.wait().expect("wait");
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+}
+
+#[test]
+fn any_command_reaps_the_run_step_of_a_killed_build() {
+    let Some(r) = Runner::new() else { return };
+    let runc_root = r.k.root.path().join("executor").join("runc");
+    let ctx = Context::new().file("Dockerfile", "FROM busybox\nRUN sleep 1000\n");
+    let mut build =
+        r.k.command()
+            .args(["build", "--progress=plain", ctx.arg()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        if let Some((id, status)) = runc_list(&runc_root).into_iter().next()
+            && status == "running"
+        {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the RUN step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let state = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["state", &id])
+        .output()
+        .expect("runc state");
+    let pid = serde_json::from_slice::<Value>(&state.stdout).expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    build.kill().expect("SIGKILL kiln build");
+    build.wait().expect("wait");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the step outlives its kiln"
+    );
+    assert!(
+        !r.mounts().is_empty(),
+        "the step's overlay is still mounted"
+    );
+
+    r.k.ok(&["images"]);
+    assert_eq!(runc_list(&runc_root), Vec::new());
+    wait_gone(pid);
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    let bundles = r.k.root.path().join("executor").join("bundles");
+    assert_eq!(
+        fs_err::read_dir(&bundles).map(|d| d.count()).unwrap_or(0),
+        0,
+        "bundles left"
+    );
+}

@@ -5,7 +5,9 @@ use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
 use kiln_solver::Host;
-use kiln_solver::containers::{ContainerConfig, MountPlan, Network, ProcessPlan};
+use kiln_solver::containers::{
+    ContainerConfig, MountPlan, Network, ProcessPlan, Seccomp, SeccompProfile,
+};
 use kiln_solver::graph::ImageConfig;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -149,6 +151,45 @@ fn volumes(host: &Host, specs: &[String]) -> Result<Vec<MountPlan>> {
     Ok(out)
 }
 
+/// Applies docker's `--security-opt` values: `seccomp=PROFILE.json` (docker's profile format),
+/// `seccomp=unconfined`, `no-new-privileges[=true|false]`; `:` works for `=` as in docker.
+pub fn security_opts(plan: &mut ProcessPlan, opts: &[String]) -> Result<()> {
+    for opt in opts {
+        let (key, value) = match opt.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => plan.seccomp = Seccomp::Unconfined,
+            ("seccomp", Some("builtin")) => plan.seccomp = Seccomp::Default,
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                let data = fs_err::read(path)
+                    .with_context(|| format!("--security-opt {opt}: opening seccomp profile"))?;
+                let profile = SeccompProfile::from_json(&data)
+                    .with_context(|| format!("--security-opt {opt}: decoding seccomp profile"))?;
+                profile
+                    .validate()
+                    .with_context(|| format!("--security-opt {opt}"))?;
+                plan.seccomp = Seccomp::Profile {
+                    source: path.to_string(),
+                    profile: Box::new(profile),
+                };
+            }
+            ("no-new-privileges", None) => plan.no_new_privileges = true,
+            ("no-new-privileges", Some(v)) => {
+                plan.no_new_privileges = v.parse().map_err(|_| {
+                    anyhow::anyhow!("--security-opt {opt}: invalid no-new-privileges value {v:?}")
+                })?;
+            }
+            _ => bail!(
+                "--security-opt {opt:?}: unsupported (seccomp=PROFILE.json|unconfined, \
+                 no-new-privileges[=true|false])"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Builds the sandbox plan for `kiln run`.
 pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<ProcessPlan> {
     let argv = command_line(config, args.entrypoint.as_deref(), &args.command)?;
@@ -187,6 +228,8 @@ pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<Process
     plan.stdin = args.interactive;
     plan.cap_add = args.cap_add.clone();
     plan.cap_drop = args.cap_drop.clone();
+    security_opts(&mut plan, &args.security_opt)?;
+    plan.privileged = args.privileged;
     plan.memory = args.memory.as_deref().map(parse_memory).transpose()?;
     plan.cpus = args.cpus;
     plan.pids_limit = args.pids_limit;

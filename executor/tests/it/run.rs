@@ -17,6 +17,7 @@ echo "hostname=$(hostname)"
 echo "capeff=$(grep CapEff /proc/self/status | cut -f2)"
 echo "capbnd=$(grep CapBnd /proc/self/status | cut -f2)"
 echo "nonewprivs=$(grep NoNewPrivs /proc/self/status | cut -f2)"
+echo "seccomp=$(grep '^Seccomp:' /proc/self/status | cut -f2)"
 for p in /proc/asound /proc/acpi /proc/kcore /proc/keys /proc/latency_stats /proc/timer_list \
   /proc/timer_stats /proc/sched_debug /proc/scsi /sys/firmware /sys/devices/virtual/powercap; do
   if [ -d $p ]; then echo "mask:$p=$(ls -A $p | wc -l)";
@@ -96,7 +97,8 @@ async fn probe_as_root_sees_docker_defaults() {
         u64::from_str_radix(&p["capbnd"], 16).unwrap(),
         default_cap_mask()
     );
-    assert_eq!(p["nonewprivs"], "1");
+    assert_eq!(p["nonewprivs"], "0", "as in Docker and BuildKit");
+    assert_eq!(p["seccomp"], "2", "Docker's seccomp profile is loaded");
     let mut checked = 0;
     for path in kiln_executor::spec::MASKED_PATHS {
         let seen = &p[&format!("mask:{path}")];

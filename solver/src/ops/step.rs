@@ -151,10 +151,15 @@ fn identity(pid: u32) -> Option<String> {
 fn write_owner(dir: &Path) -> Result<()> {
     let me = std::process::id();
     let id = identity(me).unwrap_or_else(|| format!("{me} 0"));
-    fs_err::write(dir.join(OWNER_FILE), id).map_err(|e| Error::Io {
-        path: dir.join(OWNER_FILE),
-        source: e,
-    })
+    // Through a rename: a concurrent `cleanup_stale` (any kiln command opening the store) that
+    // read a half-written, empty owner would take the area for a dead process's.
+    let tmp = dir.join(format!("{OWNER_FILE}.tmp"));
+    fs_err::write(&tmp, id)
+        .and_then(|()| fs_err::rename(&tmp, dir.join(OWNER_FILE)))
+        .map_err(|e| Error::Io {
+            path: dir.join(OWNER_FILE),
+            source: e,
+        })
 }
 
 /// Unmounts and removes the step areas a killed kiln left in the store's scratch space (their
