@@ -32,6 +32,18 @@ fn parse_kv(items: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<Str
     Ok(out)
 }
 
+/// `CONTEXT/Dockerfile`, else `CONTEXT/dockerfile` (BuildKit accepts the lowercase name when
+/// the usual one is absent).
+fn default_dockerfile(context: &Path) -> PathBuf {
+    let usual = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !usual.is_file() && lower.is_file() {
+        lower
+    } else {
+        usual
+    }
+}
+
 /// `kiln build`.
 pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let started = Instant::now();
@@ -57,16 +69,37 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         .chain(output.names())
         .map(|t| crate::commands::normalize_reference(t).with_context(|| format!("-t {t:?}")))
         .collect::<Result<_>>()?;
-    let context = args.context.clone();
+    // `kiln build -`: the context (a tar) or the Dockerfile (no context) comes on stdin.
+    let host = g.host()?;
+    let stdin = if args.context == Path::new("-") {
+        if args.file.as_deref() == Some(Path::new("-")) {
+            bail!("-f -: stdin is already the build context (kiln build -)");
+        }
+        Some(
+            kiln_solver::session::StdinContext::read(&host, std::io::stdin().lock())
+                .context("reading the build context from stdin")?,
+        )
+    } else {
+        None
+    };
+    let context = match &stdin {
+        Some(s) => s.path(),
+        None => args.context.clone(),
+    };
     if !context.is_dir() {
         bail!(
             "unable to prepare context: path {:?} not found or not a directory",
             context.display().to_string()
         );
     }
-    let dockerfile_path = match &args.file {
-        Some(p) => p.clone(),
-        None => context.join("Dockerfile"),
+    // A Dockerfile on stdin; else `-f` (relative to a stdin context: inside it), else the
+    // context's own.
+    let from_stdin = stdin.as_ref().and_then(|s| s.dockerfile());
+    let dockerfile_path = match (&args.file, from_stdin, stdin.is_some()) {
+        (_, Some(from_stdin), _) => from_stdin,
+        (Some(p), None, true) if p.is_relative() => context.join(p),
+        (Some(p), _, _) => p.clone(),
+        (None, _, _) => default_dockerfile(&context),
     };
     if dockerfile_path != Path::new("-") && !dockerfile_path.is_file() {
         bail!(
@@ -99,7 +132,6 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let (file_name, text) = read_dockerfile(&dockerfile_path)?;
     let ast = parse_or_report(&file_name, &text)?;
 
-    let host = g.host()?;
     let build = Build::new(
         &host,
         BuildOptions {
