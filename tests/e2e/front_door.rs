@@ -94,7 +94,11 @@ fn a_tar_context_on_stdin_plain_or_compressed() {
         .output()
         .unwrap()
         .stdout;
-    let (ok, err) = build_with_stdin(&k, &["-t", "tarctx:f", "-f", "other.Dockerfile", "-"], &bytes);
+    let (ok, err) = build_with_stdin(
+        &k,
+        &["-t", "tarctx:f", "-f", "other.Dockerfile", "-"],
+        &bytes,
+    );
     assert!(ok, "{err}");
     assert_eq!(k.ok(&["run", "--rm", "tarctx:f", "cat", "/only-a"]), "a\n");
     // Nothing of the unpacked context stays in the store's scratch.
@@ -103,7 +107,9 @@ fn a_tar_context_on_stdin_plain_or_compressed() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(
-        !left.iter().any(|n| n.to_string_lossy().starts_with("context-")),
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("context-")),
         "{left:?}"
     );
 }
@@ -116,9 +122,15 @@ fn a_lowercase_dockerfile_is_found_when_dockerfile_is_absent() {
     let k = Kiln::with_busybox();
     let ctx = Context::new().file("dockerfile", "FROM busybox\nRUN echo lower > /which\n");
     k.ok(&["build", "-t", "lower:1", ctx.arg()]);
-    assert_eq!(k.ok(&["run", "--rm", "lower:1", "cat", "/which"]), "lower\n");
+    assert_eq!(
+        k.ok(&["run", "--rm", "lower:1", "cat", "/which"]),
+        "lower\n"
+    );
     // Both present: `Dockerfile` wins.
     ctx.write("Dockerfile", "FROM busybox\nRUN echo upper > /which\n");
     k.ok(&["build", "-t", "lower:2", ctx.arg()]);
-    assert_eq!(k.ok(&["run", "--rm", "lower:2", "cat", "/which"]), "upper\n");
+    assert_eq!(
+        k.ok(&["run", "--rm", "lower:2", "cat", "/which"]),
+        "upper\n"
+    );
 }
