@@ -274,7 +274,8 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
-    /// Build context directory
+    /// Build context: a directory, `-` (a tar or a Dockerfile on stdin), an http(s) URL of a
+    /// tarball or a Dockerfile, or a git repository (`URL#REF:SUBDIR`)
     pub context: PathBuf,
 }
 

@@ -8,6 +8,7 @@
 //! the store, the output, pushes and cache export. Everything runs on the session's one tokio
 //! runtime.
 
+pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
 use crate::ops::export;
@@ -163,65 +164,6 @@ pub struct BuildOptions {
 pub fn dockerignore(context: &Path, dockerfile: &Path) -> Result<Vec<String>> {
     crate::context::read_ignore_patterns(context, dockerfile)
         .map_err(|e| Error::other(".dockerignore", e))
-}
-
-/// What `kiln build -` read from stdin: a tar of the context (plain, gzip or zstd) unpacked
-/// into the store's scratch, or a Dockerfile, with an empty context (docker's two forms of
-/// `docker build -`). The files go when this does.
-pub struct StdinContext {
-    dir: tempfile::TempDir,
-    dockerfile: bool,
-}
-
-impl StdinContext {
-    /// Reads `input` to its end and prepares the context.
-    pub fn read(host: &Host, input: impl std::io::Read) -> Result<StdinContext> {
-        use std::io::{BufRead, BufReader};
-        let dir = tempfile::Builder::new()
-            .prefix("context-")
-            .tempdir_in(host.store().tmp_dir())
-            .map_err(|e| Error::other("stdin context", e))?;
-        let context = dir.path().join("context");
-        fs_err::create_dir(&context).map_err(|e| Error::other("stdin context", e))?;
-        let mut input = BufReader::with_capacity(
-            1 << 16,
-            kiln_cache::apply::decompress(input).map_err(Error::Cache)?,
-        );
-        // A tar names its format at byte 257 ("ustar" for POSIX and GNU archives).
-        let head = input.fill_buf().map_err(|e| Error::other("stdin", e))?;
-        let is_tar = head.len() >= 262 && &head[257..262] == b"ustar";
-        if !is_tar {
-            let mut out = fs_err::File::create(dir.path().join("Dockerfile"))
-                .map_err(|e| Error::other("stdin", e))?;
-            std::io::copy(&mut input, &mut out).map_err(|e| Error::other("stdin", e))?;
-            return Ok(StdinContext {
-                dir,
-                dockerfile: true,
-            });
-        }
-        // The safe applier: nothing in the tar can leave the directory.
-        let opts = kiln_cache::ApplyOptions {
-            same_owner: false,
-            allow_devices: false,
-            ..kiln_cache::ApplyOptions::default()
-        };
-        kiln_cache::apply_layer(input, &context, &opts)
-            .map_err(|e| Error::other("build context from stdin", e))?;
-        Ok(StdinContext {
-            dir,
-            dockerfile: false,
-        })
-    }
-
-    /// The context directory (empty when stdin was a Dockerfile).
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join("context")
-    }
-
-    /// The Dockerfile, when stdin was one.
-    pub fn dockerfile(&self) -> Option<PathBuf> {
-        self.dockerfile.then(|| self.dir.path().join("Dockerfile"))
-    }
 }
 
 /// One image pushed to a registry.

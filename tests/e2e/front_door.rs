@@ -134,3 +134,146 @@ fn a_lowercase_dockerfile_is_found_when_dockerfile_is_absent() {
         "upper\n"
     );
 }
+
+/// Serves `body` for every request on 127.0.0.1, for as long as the returned port is used.
+fn serve_once_per_request(body: Vec<u8>) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_tarball_or_a_dockerfile_at_a_url() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY a.txt /a.txt\n")
+        .file("a.txt", "over http\n");
+    let tar = Command::new("sh")
+        .arg("-c")
+        .arg(format!("tar -C {} -cf - . | gzip -c", ctx.path().display()))
+        .output()
+        .unwrap()
+        .stdout;
+    let port = serve_once_per_request(tar);
+    k.ok(&[
+        "build",
+        "-t",
+        "url:1",
+        &format!("http://127.0.0.1:{port}/ctx.tar.gz"),
+    ]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "url:1", "cat", "/a.txt"]),
+        "over http\n"
+    );
+    let port = serve_once_per_request(b"FROM busybox\nRUN echo df > /df\n".to_vec());
+    k.ok(&[
+        "build",
+        "-t",
+        "url:2",
+        &format!("http://127.0.0.1:{port}/Dockerfile"),
+    ]);
+    assert_eq!(k.ok(&["run", "--rm", "url:2", "cat", "/df"]), "df\n");
+    // A closed port fails with its cause.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = k.fails(&["build", &format!("http://127.0.0.1:{closed}/x.tar")]);
+    assert!(err.contains("onnection refused"), "{err}");
+}
+
+#[test]
+fn a_git_repository_with_a_ref_and_a_subdirectory() {
+    if !sandbox_available() {
+        return;
+    }
+    if Command::new("git").arg("--version").output().is_err() {
+        if std::env::var_os("KILN_REQUIRE_ALL").is_some() {
+            panic!("git missing: apt-get install git");
+        }
+        eprintln!("SKIPPED: git missing");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let repo = base.path().join("repo.git");
+    let sh = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(base.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    sh("git init -q -b main work && cd work && mkdir app && \
+        printf 'FROM busybox\\nCOPY . /src/\\n' > app/Dockerfile && echo one > app/v && \
+        git add -A && git -c user.name=t -c user.email=t@t commit -qm one && git tag v1 && \
+        echo two > app/v && git -c user.name=t -c user.email=t@t commit -qam two && \
+        cd .. && git clone -q --bare work repo.git");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // git-daemon itself (not `git daemon`, which would leave it running when killed), with
+    // nothing inherited, stopped by the guard even when an assertion fails.
+    let exec_path = sh("git --exec-path");
+    let daemon = Command::new(format!("{}/git-daemon", exec_path.trim()))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.path().display()))
+        .arg(base.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = KillOnDrop(daemon);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let k = Kiln::with_busybox();
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    k.ok(&["build", "-t", "git:head", &format!("{url}#:app")]);
+    assert_eq!(k.ok(&["run", "--rm", "git:head", "cat", "/src/v"]), "two\n");
+    k.ok(&["build", "-t", "git:v1", &format!("{url}#v1:app")]);
+    assert_eq!(k.ok(&["run", "--rm", "git:v1", "cat", "/src/v"]), "one\n");
+    let listing = k.ok(&["run", "--rm", "git:v1", "ls", "-A", "/src"]);
+    assert!(!listing.contains(".git"), "{listing}");
+    let err = k.fails(&["build", &format!("{url}#nosuchref")]);
+    assert!(err.contains("nosuchref"), "{err}");
+    let _ = repo;
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

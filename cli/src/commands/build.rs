@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{LowerOptions, lower};
 use kiln_oci::Platform;
-use kiln_solver::session::{Build, BuildError, BuildOptions, Output, Secret};
+use kiln_solver::session::{
+    Build, BuildError, BuildOptions, ContextSource, FetchedContext, Output, Secret,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -69,21 +71,21 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         .chain(output.names())
         .map(|t| crate::commands::normalize_reference(t).with_context(|| format!("-t {t:?}")))
         .collect::<Result<_>>()?;
-    // `kiln build -`: the context (a tar) or the Dockerfile (no context) comes on stdin.
+    // The context: a directory, or stdin (`-`), a URL or a git repository, fetched into the
+    // store's scratch for the length of the build.
     let host = g.host()?;
-    let stdin = if args.context == Path::new("-") {
-        if args.file.as_deref() == Some(Path::new("-")) {
-            bail!("-f -: stdin is already the build context (kiln build -)");
+    let source = ContextSource::parse(&args.context.to_string_lossy());
+    let fetched = match &source {
+        ContextSource::Dir(_) => None,
+        other => {
+            if *other == ContextSource::Stdin && args.file.as_deref() == Some(Path::new("-")) {
+                bail!("-f -: stdin is already the build context (kiln build -)");
+            }
+            Some(FetchedContext::fetch(&host, other).context("preparing the build context")?)
         }
-        Some(
-            kiln_solver::session::StdinContext::read(&host, std::io::stdin().lock())
-                .context("reading the build context from stdin")?,
-        )
-    } else {
-        None
     };
-    let context = match &stdin {
-        Some(s) => s.path(),
+    let context = match &fetched {
+        Some(s) => s.path().to_path_buf(),
         None => args.context.clone(),
     };
     if !context.is_dir() {
@@ -92,10 +94,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             context.display().to_string()
         );
     }
-    // A Dockerfile on stdin; else `-f` (relative to a stdin context: inside it), else the
-    // context's own.
-    let from_stdin = stdin.as_ref().and_then(|s| s.dockerfile());
-    let dockerfile_path = match (&args.file, from_stdin, stdin.is_some()) {
+    // A Dockerfile as the whole source; else `-f` (relative to a fetched context: inside it),
+    // else the context's own.
+    let from_stdin = fetched.as_ref().and_then(|s| s.dockerfile());
+    let dockerfile_path = match (&args.file, from_stdin, fetched.is_some()) {
         (_, Some(from_stdin), _) => from_stdin,
         (Some(p), None, true) if p.is_relative() => context.join(p),
         (Some(p), _, _) => p.clone(),

@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod glob;
 pub mod ignore;
+pub mod remote;
 pub mod walk;
 
 pub use checksum::ContextHasher;
