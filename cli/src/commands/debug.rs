@@ -10,18 +10,29 @@ use std::path::Path;
 /// Reads a Dockerfile from a path, or stdin for `-`.
 pub fn read_dockerfile(path: &Path) -> Result<(String, String)> {
     if path == Path::new("-") {
-        let mut s = String::new();
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut s)
+            .read_to_end(&mut bytes)
             .context("reading the Dockerfile from stdin")?;
-        return Ok(("Dockerfile".to_string(), s));
+        let text = text_or_report("Dockerfile", bytes)?;
+        return Ok(("Dockerfile".to_string(), text));
     }
-    let text = fs_err::read_to_string(path)?;
+    let bytes = fs_err::read(path)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "Dockerfile".to_string());
+    let text = text_or_report(&name, bytes)?;
     Ok((name, text))
+}
+
+/// The Dockerfile as text; bytes that are not UTF-8 are reported at their line and column.
+fn text_or_report(name: &str, bytes: Vec<u8>) -> Result<String> {
+    if let Err(err) = parser::decode(&bytes) {
+        eprint!("{}", render(&err, name, &String::from_utf8_lossy(&bytes)));
+        return Err(Reported(1).into());
+    }
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Parses (and validates flags), printing a located error on failure.

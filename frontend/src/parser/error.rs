@@ -39,6 +39,12 @@ fn did_you_mean(s: &Option<String>) -> String {
 /// Everything that can be wrong with a Dockerfile before word expansion.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
+    /// The file's bytes are not UTF-8 (from [`decode`](super::decode)).
+    #[error("invalid UTF-8: byte 0x{byte:02x} in the Dockerfile")]
+    InvalidUtf8 {
+        /// The first byte that is not part of a valid sequence.
+        byte: u8,
+    },
     /// The file has no instruction at all (empty, or only comments).
     #[error("file with no instructions")]
     NoInstructions,
@@ -181,6 +187,9 @@ impl ErrorKind {
     /// Advice for the user, where it helps.
     pub fn help(&self) -> Option<String> {
         match self {
+            ErrorKind::InvalidUtf8 { .. } => Some(
+                "kiln reads Dockerfiles as UTF-8: convert the file (iconv -t UTF-8)".to_owned(),
+            ),
             ErrorKind::UnknownFlag { instruction, .. } => Some(match *instruction {
                 "RUN" => "RUN takes --mount, --network and --security".to_owned(),
                 "FROM" => "FROM takes only --platform".to_owned(),

@@ -28,6 +28,42 @@ use words::{extract_flags, heredoc_markers, parse_words, split_space};
 /// How deeply ONBUILD may nest before the parser gives up (the typed layer rejects any nesting).
 const MAX_ONBUILD_DEPTH: usize = 4;
 
+/// The Dockerfile's bytes as text, or an [`ErrorKind::InvalidUtf8`] error located at the first
+/// byte that is not UTF-8 (its line and, counted in characters, its column).
+///
+/// BuildKit passes such bytes through to `RUN`'s shell; kiln's parser works on `str`, so it
+/// stops here instead, with a position. To render the error, pass
+/// `String::from_utf8_lossy(bytes)` as the source: the caret then falls on the `�` that stands
+/// for the bad byte.
+pub fn decode(bytes: &[u8]) -> Result<&str, ParseError> {
+    let e = match std::str::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(e) => e,
+    };
+    let valid = e.valid_up_to();
+    // Everything before `valid` is UTF-8, so this cannot fail.
+    let before = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut head = &before[line_start..];
+    if line == 1 {
+        // render drops a leading byte order mark, and columns count after it.
+        head = head.strip_prefix('\u{feff}').unwrap_or(head);
+    }
+    let column = head.chars().count() + 1;
+    let span = Span::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+        1,
+    );
+    Err(ParseError::new(
+        span,
+        ErrorKind::InvalidUtf8 {
+            byte: bytes.get(valid).copied().unwrap_or_default(),
+        },
+    ))
+}
+
 /// Parse a Dockerfile. Warnings (such as empty continuation lines) are in [`Ast::warnings`].
 pub fn parse(src: &str) -> Result<Ast, ParseError> {
     Parser::new(src).run()
@@ -691,6 +727,31 @@ mod tests {
         assert_eq!(
             err,
             Err(ErrorKind::UnterminatedHeredoc { name: "EOT".into() })
+        );
+    }
+
+    #[test]
+    fn decode_locates_the_first_invalid_byte() {
+        assert_eq!(decode(b"FROM a\n").map(str::len), Ok(7));
+        let bytes = b"FROM a\nRUN echo \xc3\xa9 \xff ok\n";
+        let e = match decode(bytes) {
+            Err(e) => e,
+            Ok(_) => panic!("not UTF-8"),
+        };
+        assert_eq!(e.span, Span::new(2, 12, 1));
+        assert_eq!(e.kind, ErrorKind::InvalidUtf8 { byte: 0xff });
+        let out = crate::diagnostic::render(&e, "Dockerfile", &String::from_utf8_lossy(bytes));
+        assert_eq!(
+            out,
+            "Dockerfile:2:12: invalid UTF-8: byte 0xff in the Dockerfile\n\
+             2 | RUN echo \u{e9} \u{fffd} ok\n  |            ^\n\
+             help: kiln reads Dockerfiles as UTF-8: convert the file (iconv -t UTF-8)\n"
+        );
+        // A truncated sequence at the end, after a byte order mark on line 1.
+        let e = decode(b"\xef\xbb\xbfFROM \xe2\x82").err();
+        assert_eq!(
+            e.map(|e| (e.span, e.kind)),
+            Some((Span::new(1, 6, 1), ErrorKind::InvalidUtf8 { byte: 0xe2 }))
         );
     }
 }
