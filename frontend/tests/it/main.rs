@@ -1,6 +1,8 @@
-//! Integration tests of the frontend: BuildKit's conformance tables and our own golden cases.
+//! Integration tests of the frontend: BuildKit's conformance tables, our own golden cases and
+//! the fuzz targets' checks on a corpus and generated inputs.
 
 mod conformance;
+mod fuzz;
 mod lower;
 mod parser_conformance;
 mod shell_conformance;
