@@ -209,14 +209,15 @@ fn invalid_utf8_reports_line_and_column() {
 }
 
 #[test]
-fn errors_on_a_ten_megabyte_line_render_a_window() {
-    let long = "x".repeat(10_000_000);
+fn errors_on_long_lines_render_a_window() {
+    // 2 MB lines (the frontend is slow in debug builds); `render`'s own test uses 10 MB.
+    let long = "x".repeat(2_000_000);
     for (src, line_col) in [
-        // Expansion error at the end of the line, quoting the 10 MB word.
-        (format!("FROM busybox\nENV A={long}${{\n"), "2:10000007"),
-        // Parse error: a 10 MB word without `=`.
+        // Expansion error at the end of the line, quoting the whole word.
+        (format!("FROM busybox\nENV A={long}${{\n"), "2:2000007"),
+        // Parse error: a long word without `=`.
         (format!("FROM busybox\nENV A=1 {long}\n"), "2:9"),
-        // Typed layer: a 10 MB unknown flag.
+        // Typed layer: a long unknown flag.
         (format!("FROM busybox\nCOPY --{long} a b\n"), "2:6"),
     ] {
         let out = match parse(&src) {
