@@ -680,3 +680,36 @@ fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_local_export_replaces_what_is_in_the_way() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /var/log && echo log > /var/log/x && echo file > /data\n",
+    );
+    let dest = ctx.path().join("out");
+    // A file where the image has a directory, a directory where it has a file.
+    fs_err::create_dir_all(dest.join("data/inner")).unwrap();
+    fs_err::write(dest.join("data/inner/old"), "old").unwrap();
+    fs_err::write(dest.join("var"), "stale").unwrap();
+    fs_err::write(dest.join("mine"), "kept").unwrap();
+    let spec = format!("type=local,dest={}", dest.display());
+    k.ok(&["build", "-o", &spec, ctx.arg()]);
+    assert_eq!(
+        fs_err::read_to_string(dest.join("var/log/x")).unwrap(),
+        "log\n"
+    );
+    assert_eq!(fs_err::read_to_string(dest.join("data")).unwrap(), "file\n");
+    assert!(dest.join("bin/busybox").is_file());
+    assert_eq!(fs_err::read_to_string(dest.join("mine")).unwrap(), "kept");
+    // Again over the result: nothing in the way, same tree.
+    k.ok(&["build", "-o", &spec, ctx.arg()]);
+    assert_eq!(
+        fs_err::read_to_string(dest.join("var/log/x")).unwrap(),
+        "log\n"
+    );
+}
