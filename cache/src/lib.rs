@@ -17,6 +17,7 @@ pub mod image;
 mod index;
 pub mod layer;
 pub mod mount;
+pub mod scratch;
 pub mod snapshot;
 pub mod store;
 pub mod testutil;
@@ -32,5 +33,6 @@ pub use image::{
 };
 pub use layer::{Encoding, LayerInfo, LayerOptions, LayerSource};
 pub use mount::{MountGuard, mount_overlay, unmount};
+pub use scratch::SweepStats;
 pub use snapshot::Snapshot;
 pub use store::{BlobWriter, Store};
