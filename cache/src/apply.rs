@@ -368,9 +368,11 @@ impl Applier {
         // Replace what is there, unless dir over dir.
         let existing = rustix::fs::statat(&parent, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW);
         let is_dir = kind == tar::EntryType::Directory;
+        let mut kept_dir = false;
         if let Ok(st) = &existing {
             let was_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-            if !(was_dir && is_dir) {
+            kept_dir = was_dir && is_dir;
+            if !kept_dir {
                 self.cache = None;
                 remove_all_at(&parent, &name, &raw_path)?;
             }
@@ -378,7 +380,7 @@ impl Applier {
         let nf = AtFlags::SYMLINK_NOFOLLOW;
         match kind {
             tar::EntryType::Directory => {
-                if existing.is_err() {
+                if !kept_dir {
                     rustix::fs::mkdirat(&parent, name.as_os_str(), Mode::from_raw_mode(0o700))
                         .map_err(|e| Error::sys("mkdir", &raw_path, e))?;
                 }

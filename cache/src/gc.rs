@@ -110,8 +110,15 @@ impl Store {
             stats.snapshots_removed += 1;
             removed_snaps.push(format!("sha256:{name}"));
         }
-        for e in fs_err::read_dir(self.tmp_dir())? {
+        for e in fs_err::read_dir(self.tmp_root())? {
             let e = e?;
+            // Per-process scratch goes by its owner's liveness (`scratch::sweep`), not age.
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(crate::scratch::PROC_PREFIX)
+            {
+                continue;
+            }
             let md = fs_err::symlink_metadata(e.path())?;
             if !old(&md) {
                 continue;

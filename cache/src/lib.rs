@@ -17,6 +17,7 @@ pub mod image;
 mod index;
 pub mod layer;
 pub mod mount;
+pub mod scratch;
 pub mod snapshot;
 pub mod store;
 pub mod testutil;
@@ -31,6 +32,7 @@ pub use image::{
     HistoryEntry, ImageRecord, ImageSummary, RemoveEvent, history, inspect_json, normalize_name,
 };
 pub use layer::{Encoding, LayerInfo, LayerOptions, LayerSource};
-pub use mount::{MountGuard, mount_overlay, unmount};
+pub use mount::{MountGuard, mount_overlay, mount_tmpfs, unmount};
+pub use scratch::SweepStats;
 pub use snapshot::Snapshot;
 pub use store::{BlobWriter, Store};

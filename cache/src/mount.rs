@@ -154,3 +154,37 @@ pub fn mount_overlay(
     tracing::debug!(target = %target.display(), lowers = lowerdirs.len(), rw = upper.is_some(), "overlay mounted");
     Ok(guard)
 }
+
+/// Mounts a private tmpfs (mode 0700, at most `size` bytes) at `target`: memory that no file
+/// of the store ever holds (secrets). It goes when the guard drops; one a killed kiln left
+/// behind under its scratch directory is unmounted by the next sweep.
+pub fn mount_tmpfs(target: &Path, size: u64) -> Result<MountGuard> {
+    let merr = |op: &str, e: rustix::io::Errno| Error::Mount {
+        op: op.to_owned(),
+        target: target.to_owned(),
+        source: e.into(),
+    };
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| merr("fsopen", e))?;
+    fsconfig_set_string(&fs, "mode", "0700").map_err(|e| merr("fsconfig mode", e))?;
+    fsconfig_set_string(&fs, "size", size.to_string()).map_err(|e| merr("fsconfig size", e))?;
+    fsconfig_set_string(&fs, "nr_inodes", "16").map_err(|e| merr("fsconfig nr_inodes", e))?;
+    fsconfig_create(&fs).map_err(|e| merr("fsconfig create", e))?;
+    let attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| merr("fsmount", e))?;
+    move_mount(
+        &mnt,
+        c"",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| merr("move_mount", e))?;
+    Ok(MountGuard {
+        target: target.to_owned(),
+        active: true,
+        nested: Vec::new(),
+        scratch: Vec::new(),
+    })
+}

@@ -5,13 +5,14 @@
 //! ROOT/format               {"version":1}
 //! ROOT/blobs/sha256/HEX     content-addressed blobs (only ever complete and verified)
 //! ROOT/snapshots/HEX/       unpacked layer stacks by chain ID (overlay lowerdirs)
-//! ROOT/tmp/                 scratch space on the same filesystem (renamed into place)
+//! ROOT/tmp/proc-PID-X/      each process's scratch on the same filesystem (renamed into
+//!                           place), swept once its owner is dead (see `scratch.rs`)
 //! ROOT/index.redb           the index (see `index.rs`)
 //! ```
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kiln_oci::Digest;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{CACHE, Index, KV};
+use crate::scratch::Scratch;
 use kiln_oci::sha256;
 
 /// The on-disk format version this build writes and reads.
@@ -34,6 +36,8 @@ pub struct Store {
 struct Inner {
     root: PathBuf,
     pub(crate) index: Index,
+    /// Created on first use: a command that writes nothing leaves no trace in tmp.
+    scratch: OnceLock<Option<Scratch>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,9 +84,14 @@ impl Store {
             fs_err::create_dir_all(root.join(dir))?;
         }
         let index = Index::open(root.join("index.redb"), root.join("index.lock"))?;
+        crate::scratch::sweep(&root.join("tmp"));
         tracing::debug!(root = %root.display(), "opened store");
         Ok(Store {
-            inner: Arc::new(Inner { root, index }),
+            inner: Arc::new(Inner {
+                root,
+                index,
+                scratch: OnceLock::new(),
+            }),
         })
     }
 
@@ -107,8 +116,22 @@ impl Store {
         &self.inner.root
     }
 
-    /// Scratch space on the store's filesystem, for things later renamed into the store.
+    /// This process's scratch space on the store's filesystem, for things later renamed into
+    /// the store (created on first use; swept by a later command if the process is killed).
     pub fn tmp_dir(&self) -> PathBuf {
+        let scratch = self.inner.scratch.get_or_init(|| {
+            Scratch::create(&self.tmp_root())
+                .inspect_err(|e| tracing::warn!("scratch directory: {e}"))
+                .ok()
+        });
+        match scratch {
+            Some(s) => s.dir().to_owned(),
+            None => self.tmp_root(),
+        }
+    }
+
+    /// The directory holding every process's scratch (`ROOT/tmp`).
+    pub fn tmp_root(&self) -> PathBuf {
         self.inner.root.join("tmp")
     }
 
@@ -340,7 +363,10 @@ mod tests {
         w.write_all(b"dropped").unwrap();
         drop(w);
         assert!(!s.has_blob(&sha256(b"dropped")));
-        assert_eq!(fs_err::read_dir(s.tmp_dir()).unwrap().count(), 0);
+        let scratch = fs_err::read_dir(s.tmp_dir()).unwrap().count();
+        assert_eq!(scratch, 1, "only the scratch's lock is left");
+        drop(s);
+        assert_eq!(fs_err::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -676,7 +676,161 @@ fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("step-") || n.starts_with("src-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Regular files (at most 16 MiB: the index too) under `dir` whose content holds `needle`; with `one_fs`, only
+/// those on `dir`'s own filesystem (what is on disk, not in a memory mount over it).
+fn files_holding(dir: &std::path::Path, needle: &[u8], one_fs: bool) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs_err::symlink_metadata(dir).unwrap().dev();
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs_err::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(md) = fs_err::symlink_metadata(&p) else {
+                continue;
+            };
+            if one_fs && md.dev() != dev {
+                continue;
+            }
+            if md.is_dir() {
+                todo.push(p);
+            } else if md.is_file()
+                && md.len() <= 16 << 20
+                && fs_err::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_secret_is_never_on_disk_even_when_kiln_is_killed() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let value = format!(
+        "kiln-secret-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s");
+    fs_err::write(&file, &value).unwrap();
+    let sarg = format!("id=s,src={}", file.display());
+
+    // In a step, the secret is a file in memory, with the mode and owner asked for.
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=s,mode=0440,uid=1000,gid=2 sh -c '\\
+         stat -c \"%a %u %g\" /run/secrets/s; \\
+         grep /run/secrets/s /proc/mounts | cut -d\" \" -f3; \\
+         wc -c < /run/secrets/s' > /seen\n",
+    );
+    build(&k, &ctx, &["--secret", &sarg, "-t", "sec"]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "sec", "cat", "/seen"]),
+        format!("440 1000 2\ntmpfs\n{}\n", value.len())
+    );
+    let found = files_holding(k.root.path(), value.as_bytes(), false);
+    assert!(found.is_empty(), "the secret is in the store: {found:?}");
+
+    // SIGKILL mid-step: the secret was never written to the store's disk, and the next
+    // command unmounts the memory that held it.
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=s cat /run/secrets/s > /dev/null && sleep 30\n",
+    );
+    let mut child = k
+        .command()
+        .args(["build", "--secret", &sarg, "--progress=plain", ctx.arg()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let step = loop {
+        let procs = sandboxed_processes(child.id());
+        if procs.iter().any(|p| p.command_line() == "sleep 30") {
+            break procs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let on_disk = files_holding(k.root.path(), value.as_bytes(), true);
+    assert!(on_disk.is_empty(), "the secret is on disk: {on_disk:?}");
+    let in_memory = files_holding(k.root.path(), value.as_bytes(), false);
+    assert_eq!(
+        in_memory.len(),
+        1,
+        "a killed kiln cannot unmount: {in_memory:?}"
+    );
+
+    k.ok(&["images"]);
+    let anywhere = files_holding(k.root.path(), value.as_bytes(), false);
+    assert!(
+        anywhere.is_empty(),
+        "the secret outlives the sweep: {anywhere:?}"
+    );
+    assert_eq!(mounts_under(k.root.path()), 0, "leftover mounts");
+    let tmp: Vec<_> = fs_err::read_dir(k.root.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "leftover scratch: {tmp:?}");
+    // The next build stops the orphaned step.
+    let ok = Context::new().file("Dockerfile", "FROM busybox\nRUN true\n");
+    k.ok(&["build", ok.arg()]);
+    assert!(
+        !step.iter().any(Proc::runs),
+        "the killed build's step still runs"
+    );
+}
+
+#[test]
+fn a_local_export_replaces_what_is_in_the_way() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /var/log && echo log > /var/log/x && echo file > /data\n",
+    );
+    let dest = ctx.path().join("out");
+    // A file where the image has a directory, a directory where it has a file.
+    fs_err::create_dir_all(dest.join("data/inner")).unwrap();
+    fs_err::write(dest.join("data/inner/old"), "old").unwrap();
+    fs_err::write(dest.join("var"), "stale").unwrap();
+    fs_err::write(dest.join("mine"), "kept").unwrap();
+    let spec = format!("type=local,dest={}", dest.display());
+    k.ok(&["build", "-o", &spec, ctx.arg()]);
+    assert_eq!(
+        fs_err::read_to_string(dest.join("var/log/x")).unwrap(),
+        "log\n"
+    );
+    assert_eq!(fs_err::read_to_string(dest.join("data")).unwrap(), "file\n");
+    assert!(dest.join("bin/busybox").is_file());
+    assert_eq!(fs_err::read_to_string(dest.join("mine")).unwrap(), "kept");
+    // Again over the result: nothing in the way, same tree.
+    k.ok(&["build", "-o", &spec, ctx.arg()]);
+    assert_eq!(
+        fs_err::read_to_string(dest.join("var/log/x")).unwrap(),
+        "log\n"
+    );
 }

@@ -273,6 +273,29 @@ fn whiteouts_delete_in_flatten_mode() {
 }
 
 #[test]
+fn entries_replace_what_is_there_whatever_its_type() {
+    use tar::EntryType::{Directory, Regular};
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    file(&dst, "var", b"a file where the layer has a directory");
+    file(
+        &dst,
+        "etc/passwd/inner",
+        b"a directory where the layer has a file",
+    );
+    let tar = crate::support::RawTar::new()
+        .entry("var/", Directory, "", b"")
+        .entry("var/log/", Directory, "", b"")
+        .entry("var/log/x", Regular, "", b"x")
+        .entry("etc/passwd", Regular, "", b"root")
+        .finish();
+    apply_layer(std::io::Cursor::new(tar), &dst, &ApplyOptions::default()).unwrap();
+    assert!(fs_err::metadata(dst.join("var")).unwrap().is_dir());
+    assert_eq!(fs_err::read(dst.join("var/log/x")).unwrap(), b"x");
+    assert_eq!(fs_err::read(dst.join("etc/passwd")).unwrap(), b"root");
+}
+
+#[test]
 fn overlay_upper_whiteouts_become_tar_whiteouts() {
     if !is_root() {
         return;

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::ops::step::{ReadOnlyMount, StepMount};
 use crate::refs::Ref;
-use kiln_cache::Store;
+use kiln_cache::{MountGuard, Store};
 use kiln_executor::MountPlan;
 use kiln_graph::{CacheSharing, CopyAction, ExecOp, MountKind};
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -28,6 +28,8 @@ pub enum SecretSource {
 pub struct Held {
     views: Vec<ReadOnlyMount>,
     scratch: Vec<StepMount>,
+    /// secret tmpfs mounts; dropped (unmounted) before their mount points in `dirs`
+    secrets: Vec<MountGuard>,
     dirs: Vec<tempfile::TempDir>,
     locks: Vec<OwnedFd>,
 }
@@ -113,11 +115,15 @@ pub fn prepare(
                     env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
                     continue;
                 }
+                // The value lives in a private tmpfs, never in a file of the store's disk.
                 let dir = tempfile::Builder::new()
                     .prefix("secret-")
                     .tempdir_in(store.tmp_dir())
                     .map_err(|e| io(store.tmp_dir(), e))?;
-                let file = dir.path().join("secret");
+                let tmpfs = kiln_cache::mount_tmpfs(dir.path(), value.len() as u64 + 4096)?;
+                held.dirs.push(dir);
+                let file = tmpfs.target().join("secret");
+                held.secrets.push(tmpfs);
                 fs_err::write(&file, &value).map_err(|e| io(file.clone(), e))?;
                 rustix::fs::chmod(&file, Mode::from_raw_mode(*mode))
                     .map_err(|e| io(file.clone(), e.into()))?;
@@ -132,7 +138,6 @@ pub fn prepare(
                     dst: m.target.clone(),
                     readonly: true,
                 });
-                held.dirs.push(dir);
             }
             MountKind::Ssh { id, required } => {
                 if *required {

@@ -162,10 +162,11 @@ fn write_owner(dir: &Path) -> Result<()> {
         })
 }
 
-/// Unmounts and removes the step areas a killed kiln left in the store's scratch space (their
-/// owner process is gone); areas of live kiln processes are left alone.
+/// Unmounts and removes the step areas a killed older kiln left at the top of the store's
+/// tmp (their owner process is gone); areas of live kiln processes are left alone. Areas in
+/// a process's own scratch directory go with it (`kiln_cache::scratch::sweep`).
 pub fn cleanup_stale(store: &Store) {
-    let Ok(entries) = fs_err::read_dir(store.tmp_dir()) else {
+    let Ok(entries) = fs_err::read_dir(store.tmp_root()) else {
         return;
     };
     for e in entries.flatten() {
