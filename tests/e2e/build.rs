@@ -680,3 +680,70 @@ fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+// BuildKit's semantics at the edges (issue #12, part 2): each test follows one of BuildKit's
+// frontend integration tests (named in its doc comment) and asserts what BuildKit does.
+
+/// `kiln inspect` of `image` as JSON.
+fn inspect(k: &Kiln, image: &str) -> Value {
+    let out = k.ok(&["inspect", image]);
+    let v: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    match v {
+        Value::Array(mut a) if !a.is_empty() => a.remove(0),
+        v => v,
+    }
+}
+
+/// dockerfile_args_test.go testBuiltinArgs: a proxy build arg reaches RUN without an ARG, in
+/// both cases, is in neither the image config nor its history, and a new proxy value still hits
+/// the cache.
+#[test]
+fn proxy_build_args_reach_run_and_stay_out_of_the_image() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nARG FOO\nRUN echo -n \"$HTTP_PROXY::$http_proxy::$NO_PROXY::$FOO\" > /out\n",
+    );
+    build(
+        &k,
+        &ctx,
+        &[
+            "--build-arg",
+            "http_proxy=hpvalue",
+            "--build-arg",
+            "NO_PROXY=npvalue",
+            "--build-arg",
+            "FOO=foo",
+            "-t",
+            "proxy",
+        ],
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "proxy", "cat", "/out"]),
+        "hpvalue::hpvalue::npvalue::foo"
+    );
+    let image = inspect(&k, "proxy").to_string();
+    assert!(!image.contains("hpvalue"), "{image}");
+    assert!(!image.contains("npvalue"), "{image}");
+    let history = k.ok(&["history", "--no-trunc", "proxy"]);
+    assert!(!history.contains("hpvalue"), "{history}");
+    let again = build(
+        &k,
+        &ctx,
+        &[
+            "--build-arg",
+            "http_proxy=hpvalue2",
+            "--build-arg",
+            "FOO=foo",
+            "-t",
+            "proxy",
+        ],
+    );
+    assert!(
+        ran(&again).is_empty(),
+        "a new proxy is a cache hit: {again}"
+    );
+}

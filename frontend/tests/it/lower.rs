@@ -789,12 +789,11 @@ fn arg_scoping() {
     };
     assert_eq!(*r.calls.borrow(), ["busybox:1.37"]);
     let c = root(&l.definition);
+    assert_eq!(exec(c).env, [PATH, "TAG=1.37", "LOCAL=env"]);
     assert_eq!(
-        exec(c).env,
+        exec(c).proxy_env,
         [
-            PATH,
-            "TAG=1.37",
-            "LOCAL=env",
+            "HTTP_PROXY=http://proxy:3128",
             "http_proxy=http://proxy:3128"
         ]
     );
@@ -1565,4 +1564,76 @@ fn total_expansion_is_bounded_across_words_and_steps() {
     src.push_str("RUN true\n");
     let l = low(&src);
     assert_eq!(exec(root(&l.definition)).args, ["/bin/sh", "-c", "true"]);
+}
+
+/// BuildKit's `proxyEnvFromBuildArgs`: a proxy `--build-arg` in any case reaches every RUN in
+/// both cases without an ARG, and is neither in the image (config, history) nor in the step's
+/// digest (dockerfile_args_test.go testBuiltinArgs: a new proxy value still hits the cache).
+#[test]
+fn proxy_build_args_reach_run_but_not_the_image_or_the_digest() {
+    let src = "FROM busybox\nENV no_proxy=from-env\nRUN echo $HTTP_PROXY\n";
+    let with = |args: &[(&str, &str)]| {
+        let mut o = opts();
+        o.build_args = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        low_with(src, &o)
+    };
+    let all = [
+        ("http_proxy", "h"),
+        ("HTTPS_PROXY", "s"),
+        ("FTP_PROXY", "f"),
+        ("NO_PROXY", "n"),
+        ("all_proxy", "a"),
+    ];
+    let l = with(&all);
+    let run = exec(root(&l.definition));
+    assert_eq!(
+        run.proxy_env,
+        [
+            "HTTP_PROXY=h",
+            "http_proxy=h",
+            "HTTPS_PROXY=s",
+            "https_proxy=s",
+            "FTP_PROXY=f",
+            "ftp_proxy=f",
+            "NO_PROXY=n",
+            "ALL_PROXY=a",
+            "all_proxy=a",
+        ],
+        "both cases; the stage's own no_proxy is kept"
+    );
+    assert_eq!(run.env, [PATH, "no_proxy=from-env"]);
+    let config = &l.definition.image.config;
+    assert_eq!(config.config.env, [PATH, "no_proxy=from-env"]);
+    assert!(
+        config
+            .history
+            .iter()
+            .all(|h| !h.created_by.contains("=h") && !h.created_by.contains("=s")),
+        "{:?}",
+        created_by(&l)
+    );
+    assert!(l.warnings.is_empty(), "proxies are never 'not consumed'");
+    let plain = with(&[]);
+    let other = with(&[("HTTP_PROXY", "elsewhere")]);
+    assert_eq!(
+        l.definition.root, plain.definition.root,
+        "digest ignores proxies"
+    );
+    assert_eq!(l.definition.root, other.definition.root);
+    assert!(exec(root(&plain.definition)).proxy_env.is_empty());
+    // Any case of the name is the proxy (BuildKit matches with EqualFold).
+    let mixed = with(&[("Http_Proxy", "mixed")]);
+    assert_eq!(
+        exec(root(&mixed.definition)).proxy_env,
+        ["HTTP_PROXY=mixed", "http_proxy=mixed"]
+    );
+    // Of two spellings given, the later in sorted order wins, as in BuildKit.
+    let both = with(&[("HTTP_PROXY", "upper"), ("http_proxy", "lower")]);
+    assert_eq!(
+        exec(root(&both.definition)).proxy_env,
+        ["HTTP_PROXY=lower", "http_proxy=lower"]
+    );
 }
