@@ -747,3 +747,29 @@ fn proxy_build_args_reach_run_and_stay_out_of_the_image() {
         "a new proxy is a cache hit: {again}"
     );
 }
+
+/// dockerfile_core_test.go testDockerfileLowercase: `dockerfile` is read when `Dockerfile` is
+/// absent.
+#[test]
+fn lowercase_dockerfile_is_read_when_dockerfile_is_absent() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file("dockerfile", "FROM busybox\nLABEL from=lowercase\n");
+    build(&k, &ctx, &["-t", "lower"]);
+    assert_eq!(
+        inspect(&k, "lower")["Config"]["Labels"]["from"],
+        "lowercase",
+        "{}",
+        inspect(&k, "lower")
+    );
+    let both = Context::new()
+        .file("dockerfile", "FROM busybox\nLABEL from=lowercase\n")
+        .file("Dockerfile", "FROM busybox\nLABEL from=capital\n");
+    build(&k, &both, &["-t", "both"]);
+    assert_eq!(inspect(&k, "both")["Config"]["Labels"]["from"], "capital");
+    let none = Context::new().file("Containerfile", "FROM busybox\n");
+    let err = k.fails(&["build", none.arg()]);
+    assert!(err.contains("Dockerfile: no such file"), "{err}");
+}

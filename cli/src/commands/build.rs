@@ -64,10 +64,11 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             context.display().to_string()
         );
     }
-    let dockerfile_path = match &args.file {
+    let requested = match &args.file {
         Some(p) => p.clone(),
         None => context.join("Dockerfile"),
     };
+    let dockerfile_path = lowercase_fallback(&requested);
     if dockerfile_path != Path::new("-") && !dockerfile_path.is_file() {
         bail!(
             "failed to read dockerfile: open {}: no such file or directory",
@@ -115,7 +116,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         build_args,
         target_platform: host_platform.clone(),
         build_platform: host_platform,
-        dockerignore: kiln_solver::session::dockerignore(&context, &dockerfile_path)?,
+        dockerignore: kiln_solver::session::dockerignore(&context, &requested)?,
         labels,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -300,4 +301,17 @@ fn report_failure(
     } else {
         eprintln!("error: {at}{}: {}", err.description, err.message);
     }
+}
+
+/// `dockerfile` next to a missing `Dockerfile` (BuildKit's dockerui does this for any path whose
+/// last component is `Dockerfile`, moby/moby#10858); its `.dockerignore` stays
+/// `Dockerfile.dockerignore`.
+fn lowercase_fallback(requested: &Path) -> PathBuf {
+    if requested.file_name() == Some(std::ffi::OsStr::new("Dockerfile")) && !requested.is_file() {
+        let lower = requested.with_file_name("dockerfile");
+        if lower.is_file() {
+            return lower;
+        }
+    }
+    requested.to_path_buf()
 }
