@@ -1637,3 +1637,21 @@ fn proxy_build_args_reach_run_but_not_the_image_or_the_digest() {
         ["HTTP_PROXY=lower", "http_proxy=lower"]
     );
 }
+
+/// dockerfile_args_test.go testTargetStageNameArg: TARGETSTAGE needs an ARG, then holds the
+/// target, else the last stage's name, else `default`.
+#[test]
+fn targetstage_is_the_target_or_the_last_stage_or_default() {
+    let src = "FROM busybox AS base\nENV FIRST=value:$TARGETSTAGE\nARG TARGETSTAGE\n\
+               ENV SECOND=value:$TARGETSTAGE\nFROM base AS foo\nFROM base\n";
+    let env = |l: &Lowered| l.definition.image.config.config.env[1..].to_vec();
+    let mut o = opts();
+    o.target = Some("foo".into());
+    assert_eq!(
+        env(&low_with(src, &o)),
+        ["FIRST=value:", "SECOND=value:foo"]
+    );
+    assert_eq!(env(&low(src)), ["FIRST=value:", "SECOND=value:default"]);
+    let named = format!("{src}FROM base AS final\n");
+    assert_eq!(env(&low(&named)), ["FIRST=value:", "SECOND=value:final"]);
+}
