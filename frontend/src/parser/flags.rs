@@ -65,7 +65,8 @@ pub fn validate_flags(node: &Node) -> Result<(), ParseError> {
             return err(ErrorKind::UnknownFlag {
                 instruction: node.keyword.as_str(),
                 name: flag.name.clone(),
-                suggestion: suggest(&flag.name, &names).map(|s| format!("--{s}")),
+                // BuildKit suggests the bare name: "unknown flag: --mout (did you mean mount?)".
+                suggestion: suggest(&flag.name, &names).map(str::to_owned),
             });
         };
         if kind != FlagKind::List && node.flags[..i].iter().any(|f| f.name == flag.name) {

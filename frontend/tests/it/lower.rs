@@ -629,7 +629,7 @@ fn target_pruning_and_unknown_target() {
     o.target = Some("bb".into());
     assert_eq!(
         err_with(src, &o),
-        "Dockerfile:0:0: target stage \"bb\" could not be found\nhelp: did you mean b?\n"
+        "Dockerfile:0:0: target stage \"bb\" could not be found (did you mean b?)\n"
     );
     o.target = Some("b".into());
     assert_eq!(
@@ -1654,4 +1654,44 @@ fn targetstage_is_the_target_or_the_last_stage_or_default() {
     assert_eq!(env(&low(src)), ["FIRST=value:", "SECOND=value:default"]);
     let named = format!("{src}FROM base AS final\n");
     assert_eq!(env(&low(&named)), ["FIRST=value:", "SECOND=value:final"]);
+}
+
+/// BuildKit's `suggest.WrapError` wording (dockerfile_core_test.go testTargetMistype and
+/// dockerfile_mount_test.go testMountInvalid): the hint ends the message.
+#[test]
+fn did_you_mean_hints_are_worded_as_buildkit() {
+    let src = "FROM busybox AS build\nRUN true\nFROM build\n";
+    let mut o = opts();
+    o.target = Some("bulid".into());
+    assert_eq!(
+        err_with(src, &o).lines().next(),
+        Some("Dockerfile:0:0: target stage \"bulid\" could not be found (did you mean build?)")
+    );
+    let first = |src: &str| err(src).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        first("FROM busybox\nRUN --mont=target=/t,type=tmpfs true\n"),
+        "Dockerfile:2:5: unknown flag: --mont (did you mean mount?)"
+    );
+    assert!(
+        first("FROM busybox\nRUN --mount=typ=tmpfs true\n")
+            .ends_with("unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"),
+        "{}",
+        err("FROM busybox\nRUN --mount=typ=tmpfs true\n")
+    );
+    assert!(
+        first("FROM busybox\nRUN --mount=type=tmp true\n")
+            .ends_with("unsupported mount type \"tmp\" (did you mean tmpfs?)"),
+        "{}",
+        err("FROM busybox\nRUN --mount=type=tmp true\n")
+    );
+    assert!(
+        first("FROM busybox\nRUN --mount=type=cache,target=/c,sharing=lock true\n")
+            .ends_with("unsupported sharing value \"lock\" (did you mean locked?)")
+    );
+    // Nothing close: no hint.
+    assert!(
+        !err("FROM busybox\nRUN --mount=type=nfs true\n").contains("did you mean"),
+        "{}",
+        err("FROM busybox\nRUN --mount=type=nfs true\n")
+    );
 }
