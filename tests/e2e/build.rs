@@ -684,6 +684,28 @@ fn a_killed_build_leaves_nothing_the_next_start_does_not_clean() {
 // BuildKit's semantics at the edges (issue #12, part 2): each test follows one of BuildKit's
 // frontend integration tests (named in its doc comment) and asserts what BuildKit does.
 
+/// Makes `name` (a tar, gzipped when it ends in `.gz`) in the context from `files`.
+fn tar_in(ctx: &Context, name: &str, files: &[(&str, &str)]) {
+    let staging = ctx.path().join(format!(".{name}.d"));
+    for (path, content) in files {
+        let p = staging.join(path);
+        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+        fs_err::write(p, content).unwrap();
+    }
+    let flags = if name.ends_with(".gz") { "-czf" } else { "-cf" };
+    let names: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
+    let out = std::process::Command::new("tar")
+        .arg(flags)
+        .arg(ctx.path().join(name))
+        .arg("-C")
+        .arg(&staging)
+        .args(&names)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", text(&out.stderr));
+    fs_err::remove_dir_all(&staging).unwrap();
+}
+
 /// `kiln inspect` of `image` as JSON.
 fn inspect(k: &Kiln, image: &str) -> Value {
     let out = k.ok(&["inspect", image]);
@@ -772,4 +794,34 @@ fn lowercase_dockerfile_is_read_when_dockerfile_is_absent() {
     let none = Context::new().file("Containerfile", "FROM busybox\n");
     let err = k.fails(&["build", none.arg()]);
     assert!(err.contains("Dockerfile: no such file"), "{err}");
+}
+
+/// dockerfile_add_test.go testDockerfileAddArchive: ADD unpacks a local archive, not with
+/// `--unpack=false`, and a URL's archive only with `--unpack=true`.
+#[test]
+fn add_unpack_true_and_false() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nADD t.tar.gz /a/\nADD --unpack=false t.tar.gz /b/\nADD --unpack=true t.tar.gz /c/\n\
+         RUN set -e; [ \"$(cat /a/foo)\" = content ]; [ -f /b/t.tar.gz ]; [ ! -e /b/foo ]; \
+         [ \"$(cat /c/foo)\" = content ]\n",
+    );
+    tar_in(&ctx, "t.tar.gz", &[("foo", "content")]);
+    build(&k, &ctx, &[]);
+
+    let gz = ctx.path().join("t.tar.gz");
+    let body: &'static [u8] = Box::leak(fs_err::read(&gz).unwrap().into_boxed_slice());
+    let (url, _) = serve_once_per_request(body);
+    let remote = Context::new().file(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD {url} /plain/\nADD --unpack=true {url} /dest/\n\
+             RUN set -e; [ -f /plain/tool.sh ]; [ \"$(cat /dest/foo)\" = content ]\n"
+        ),
+    );
+    build(&k, &remote, &[]);
 }

@@ -42,6 +42,7 @@ pub fn allowed_flags(keyword: Keyword) -> &'static [(&'static str, FlagKind)] {
             ("exclude", List),
             ("keep-git-dir", Bool),
             ("checksum", String),
+            ("unpack", Bool),
         ],
         Keyword::Healthcheck => &[
             ("interval", Duration),

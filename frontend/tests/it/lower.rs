@@ -1695,3 +1695,28 @@ fn did_you_mean_hints_are_worded_as_buildkit() {
         err("FROM busybox\nRUN --mount=type=nfs true\n")
     );
 }
+
+/// dockerfile_add_test.go testDockerfileAddArchive: ADD unpacks a local archive unless
+/// `--unpack=false`, and a download only with `--unpack=true`; COPY never does.
+#[test]
+fn add_unpack_flag() {
+    let src = "FROM busybox\nADD t.tar.gz /a/\nADD --unpack=false t.tar.gz /b/\n\
+               ADD --unpack=true t.tar.gz /c/\nADD https://example.com/t.tar.gz /d/\n\
+               ADD --unpack=true https://example.com/t.tar.gz /e/\nADD --unpack https://example.com/t.tar.gz /f/\n\
+               ADD --unpack=false https://example.com/t.tar.gz /g/\nCOPY t.tar.gz /h/\n";
+    let l = low(src);
+    let extract: Vec<bool> = chain(&l.definition)
+        .into_iter()
+        .rev()
+        .skip(1)
+        .map(|v| copy_action(v).extract_archive)
+        .collect();
+    assert_eq!(
+        extract,
+        [true, false, true, false, true, true, false, false]
+    );
+    assert!(
+        err("FROM busybox\nCOPY --unpack=true t.tar /x/\n").contains("unknown flag: --unpack"),
+        "COPY takes no --unpack"
+    );
+}

@@ -195,7 +195,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "FROM a\nADD --from=b . /",
-        "Dockerfile:2:5: unknown flag: --from\n2 | ADD --from=b . /\n  |     ^^^^^^^^\nhelp: ADD takes --chown, --chmod, --link, --exclude, --keep-git-dir and --checksum\n",
+        "Dockerfile:2:5: unknown flag: --from\n2 | ADD --from=b . /\n  |     ^^^^^^^^\nhelp: ADD takes --chown, --chmod, --link, --exclude, --keep-git-dir, --checksum and --unpack\n",
     ),
     (
         "FROM a\nRUN --mout=type=cache,target=/x true",
