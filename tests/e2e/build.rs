@@ -825,3 +825,21 @@ fn add_unpack_true_and_false() {
     );
     build(&k, &remote, &[]);
 }
+
+/// dockerfile_mount_test.go testCacheMountUser: a new cache directory gets the mount's uid, gid
+/// and mode.
+#[test]
+fn cache_mount_uid_gid_and_mode_apply_to_the_cache_directory() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/mycache,uid=1001,gid=1002,mode=0751 \
+         [ \"$(stat -c '%u %g %f' /mycache)\" = '1001 1002 41e9' ]\n\
+         RUN --mount=type=cache,id=locked,target=/l,sharing=private,uid=7,gid=8,mode=0700 \
+         [ \"$(stat -c '%u %g %a' /l)\" = '7 8 700' ]\n",
+    );
+    build(&k, &ctx, &[]);
+}
