@@ -843,3 +843,120 @@ fn cache_mount_uid_gid_and_mode_apply_to_the_cache_directory() {
     );
     build(&k, &ctx, &[]);
 }
+
+/// dockerfile_copy_test.go testCopyChmod and testCopyChownExistingDir: `--chmod` applies to
+/// the parent directories COPY creates; without `--chown` a created destination directory is
+/// 0:0 while the copied entries keep their owners, and an existing directory keeps its owner.
+#[test]
+fn copy_chmod_on_created_parents_and_owner_of_created_destination() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS source\n\
+             RUN touch /file && chown 100:200 /file && mkdir -p /dir/subdir && \
+             touch /dir/subdir/nested && chown 100:200 /dir && chown 101:201 /dir/subdir && \
+             chown 102:202 /dir/subdir/nested\n\
+             FROM busybox\n\
+             RUN mkdir -p /existing && chown 500:600 /existing\n\
+             COPY --chmod=0644 foo /\n\
+             COPY --chmod=777 foo /parent/foo\n\
+             COPY --chmod=770 foo /parent/sub/foo\n\
+             COPY --from=source /file /\n\
+             COPY --from=source /dir /dir\n\
+             COPY --from=source /dir/. /existing\n\
+             COPY --from=source --chown=300:400 /dir /chowned\n\
+             RUN stat -c '%n %04a' /foo /parent /parent/sub /parent/sub/foo > /modes && \
+             stat -c '%n %u:%g' /file /dir /dir/subdir /dir/subdir/nested /existing \
+             /existing/subdir /chowned /chowned/subdir > /owners\n",
+        )
+        .file("foo", "foo-contents");
+    build(&k, &ctx, &["-t", "chmod"]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "chmod", "cat", "/modes"]),
+        "/foo 0644\n/parent 0777\n/parent/sub 0770\n/parent/sub/foo 0770\n"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "chmod", "cat", "/owners"]),
+        "/file 100:200\n/dir 0:0\n/dir/subdir 101:201\n/dir/subdir/nested 102:202\n\
+         /existing 500:600\n/existing/subdir 101:201\n/chowned 300:400\n/chowned/subdir 300:400\n"
+    );
+}
+
+/// dockerfile_parents_test.go testCopyParents and testCopyRelativeParents: `--parents` keeps
+/// the source's path below the `./` pivot (the first one), and works with wildcards, `**` and
+/// several sources.
+#[test]
+fn copy_parents_with_pivot_wildcards_and_several_sources() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS base\nWORKDIR /test\n\
+             RUN mkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2 && touch a/b/c/d/foo \
+             a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\n\
+             FROM busybox\n\
+             COPY --parents ./a/./b/c /ctx/\n\
+             COPY --parents foo1/foo2/ba* /glob/\n\
+             COPY --from=base --parents /test/a/b/./c/d /middle/\n\
+             COPY --from=base --parents /test/a/b/c/d/. /end/\n\
+             COPY --from=base --parents ./test/a/b/c/d /start/\n\
+             COPY --from=base --parents /test/a/./b/./c /double/\n\
+             COPY --from=base --parents /test/a/./*/c /wildcard/\n\
+             COPY --from=base --parents /test/a/b*/./c/**/e /doublewildcard/\n\
+             COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /inputs/\n\
+             RUN <<EOF\nset -ex\n\
+             [ \"$(cat /ctx/b/c)\" = bc ]; [ ! -e /ctx/a ]\n\
+             [ -f /glob/foo1/foo2/bar ]; [ -f /glob/foo1/foo2/baz ]\n\
+             [ -d /middle/c/d/e ]; [ -f /middle/c/d/foo ]; [ ! -d /middle/a ]; [ ! -d /middle/e ]\n\
+             [ -d /end/test/a/b/c/d/e ]; [ -f /end/test/a/b/c/d/foo ]\n\
+             [ -d /start/test/a/b/c/d/e ]; [ -f /start/test/a/b/c/d/foo ]\n\
+             [ -d /double/b/c/d/e ]; [ -f /double/b/c/d/foo ]\n\
+             [ -d /wildcard/b/c/d/e ]; [ -f /wildcard/b2/c/d/e/bar ]\n\
+             [ -d /doublewildcard/c/d/e ]; [ -f /doublewildcard/c/d/e/bay ]; [ -f /doublewildcard/c/d/e/bar ]\n\
+             [ -f /inputs/d/e/baz ]; [ ! -f /inputs/d/e/bay ]; [ -f /inputs/d/e2/baz ]; [ -f /inputs/c/d/e/bar ]\n\
+             EOF\n",
+        )
+        .file("a/b/c", "bc")
+        .file("foo1/foo2/bar", "testing")
+        .file("foo1/foo2/baz", "testing2");
+    build(&k, &ctx, &[]);
+}
+
+/// dockerfile_add_test.go testDockerfileAddArchiveWildcard and exclude_patterns_test.go
+/// testExcludedFilesOnCopy: one ADD source that matches several archives or directories
+/// unpacks or copies each into a destination without a trailing slash.
+#[test]
+fn add_several_archives_and_directories_by_wildcard() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox\nADD *.tar /dest\n\
+             ADD --exclude=*.mp* --exclude=*.png dir* /5\n\
+             ADD --exclude=* dir* /6\n\
+             RUN <<EOF\nset -ex\n\
+             [ \"$(cat /dest/foo)\" = content0 ]; [ \"$(cat /dest/bar)\" = content1 ]\n\
+             [ \"$(cat /5/file-102.txt)\" = 3 ]; [ ! -e /5/file-101.png ]; [ ! -e /5/file-301.mp3 ]\n\
+             [ ! -e /5/file-302.mpeg ]; [ \"$(cat /5/file-401.txt)\" = 11 ]; [ ! -e /5/dir1 ]\n\
+             [ -d /6 ]; [ -z \"$(ls -A /6)\" ]\n\
+             EOF\n",
+        )
+        .file("dir1/file-101.png", "2")
+        .file("dir1/file-102.txt", "3")
+        .file("dir3/file-301.mp3", "9")
+        .file("dir3/file-302.mpeg", "10")
+        .file("dir4/file-401.txt", "11");
+    tar_in(&ctx, "t.tar", &[("foo", "content0")]);
+    tar_in(&ctx, "b.tar", &[("bar", "content1")]);
+    build(&k, &ctx, &[]);
+}
