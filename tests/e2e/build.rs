@@ -960,3 +960,27 @@ fn add_several_archives_and_directories_by_wildcard() {
     tar_in(&ctx, "b.tar", &[("bar", "content1")]);
     build(&k, &ctx, &[]);
 }
+
+/// dockerfile_core_test.go testUserAdditionalGids (containerd's CVE-2023-25173 fix): the
+/// process gets the supplementary groups of /etc/group, its primary group included.
+#[test]
+fn run_gets_supplementary_groups_including_the_primary_group() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN echo 'daemon:x:1:1:daemon:/:/bin/false' >> /etc/passwd && \
+         printf 'root:x:0:\\ndaemon:x:1:\\nwheel:x:10:root\\n' > /etc/group\n\
+         RUN [ \"$(id)\" = 'uid=0(root) gid=0(root) groups=0(root),10(wheel)' ]\n\
+         USER 1234\n\
+         RUN [ \"$(id)\" = 'uid=1234 gid=0(root) groups=0(root)' ]\n\
+         USER 1234:1234\n\
+         RUN [ \"$(id)\" = 'uid=1234 gid=1234 groups=1234' ]\n\
+         USER daemon\n\
+         RUN [ \"$(id)\" = 'uid=1(daemon) gid=1(daemon) groups=1(daemon)' ]\n",
+    );
+    build(&k, &ctx, &[]);
+}
