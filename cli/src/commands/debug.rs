@@ -14,7 +14,10 @@ pub fn read_dockerfile(path: &Path) -> Result<(String, String)> {
         std::io::stdin()
             .read_to_end(&mut bytes)
             .context("reading the Dockerfile from stdin")?;
-        return Ok(("Dockerfile".to_string(), text_or_report("Dockerfile", bytes)?));
+        return Ok((
+            "Dockerfile".to_string(),
+            text_or_report("Dockerfile", bytes)?,
+        ));
     }
     let bytes = fs_err::read(path)?;
     let name = path
