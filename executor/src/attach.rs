@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(p.cwd(), Path::new("/tmp"));
         assert_eq!(p.user().uid(), 1000);
         assert_eq!(p.user().gid(), 1000);
-        assert_eq!(p.user().additional_gids().as_deref(), Some(&[50][..]));
+        assert_eq!(p.user().additional_gids().as_deref(), Some(&[1000, 50][..]));
         assert_eq!(p.terminal(), Some(false));
     }
 

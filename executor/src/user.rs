@@ -171,6 +171,11 @@ pub fn resolve_user_from(
             }
         }
     }
+    // The primary group is a supplementary group too, first (containerd's CVE-2023-25173 fix,
+    // BuildKit's `ensureAdditionalGids`; dockerfile_core_test.go testUserAdditionalGids).
+    if !resolved.additional_gids.contains(&resolved.gid) {
+        resolved.additional_gids.insert(0, resolved.gid);
+    }
     Ok(resolved)
 }
 
@@ -192,7 +197,12 @@ mod tests {
         let u = r("").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/root"));
         let bare = resolve_user_from("", None, None).unwrap();
-        assert_eq!(bare, ResolvedUser::root());
+        assert_eq!((bare.uid, bare.gid, bare.additional_gids), (0, 0, vec![0]));
+        assert_eq!(
+            u.additional_gids,
+            vec![0],
+            "root is in group 0 (CVE-2023-25173)"
+        );
     }
 
     #[test]
@@ -200,25 +210,25 @@ mod tests {
         let u = r("app").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1000));
         assert_eq!(u.home, "/home/app");
-        assert_eq!(u.additional_gids, vec![10, 50]);
+        assert_eq!(u.additional_gids, vec![1000, 10, 50], "primary group first");
     }
 
     #[test]
     fn uid_known_and_unknown() {
         let u = r("1000").unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.len()), (1000, 1000, 2));
+        assert_eq!((u.uid, u.gid, u.additional_gids.len()), (1000, 1000, 3));
         let u = r("4242").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![0]);
     }
 
     #[test]
     fn explicit_group_replaces_supplementary_groups() {
         let u = r("app:staff").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 50));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![50]);
         let u = r("1000:777").unwrap();
-        assert_eq!((u.uid, u.gid), (1000, 777));
+        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 777, vec![777]));
         let u = r("nobody:wheel").unwrap();
         assert_eq!((u.uid, u.gid), (65534, 10));
     }

@@ -160,16 +160,16 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The candidate closest to `word` if it is close enough to be a plausible typo.
+/// The candidate closest to `word` if it is close enough to be a plausible typo: BuildKit's
+/// `suggest.Search` (edit distance below 3, the first of the closest; none for an exact match).
 pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    if word.chars().count() > 64 {
+    if word.chars().count() > 64 || candidates.contains(&word) {
         return None;
     }
-    let limit = (word.chars().count() / 3).max(1);
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, _)| *d <= limit)
+        .filter(|(d, _)| *d < 3)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -283,6 +283,9 @@ mod tests {
     fn suggests_close_names_only() {
         assert_eq!(suggest("COPPY", &["COPY", "ADD"]), Some("COPY"));
         assert_eq!(suggest("XYZZY", &["COPY", "ADD"]), None);
+        assert_eq!(suggest("tmp", &["bind", "tmpfs"]), Some("tmpfs"));
+        assert_eq!(suggest("bulid", &["build", "b"]), Some("build"));
+        assert_eq!(suggest("build", &["build"]), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

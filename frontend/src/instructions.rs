@@ -87,6 +87,8 @@ pub struct Add {
     pub checksum: Option<Word>,
     /// `--keep-git-dir`.
     pub keep_git_dir: bool,
+    /// `--unpack`: `None` when not given (local archives are unpacked, URLs are not).
+    pub unpack: Option<bool>,
     /// Heredoc bodies announced on the line.
     pub heredocs: Vec<Heredoc>,
 }
@@ -225,6 +227,7 @@ impl Instruction {
                     exclude: n.flag_list("exclude"),
                     checksum: n.flag("checksum"),
                     keep_git_dir: n.bool_flag("keep-git-dir"),
+                    unpack: n.has_flag("unpack").then(|| n.bool_flag("unpack")),
                     heredocs: node.heredocs.clone(),
                 })
             }
@@ -362,6 +365,10 @@ impl Checked<'_> {
     }
 
     /// A validated boolean flag: present without value, or with a true value.
+    fn has_flag(&self, name: &str) -> bool {
+        self.node.flags.iter().any(|f| f.name == name)
+    }
+
     fn bool_flag(&self, name: &str) -> bool {
         self.node
             .flags

@@ -58,8 +58,20 @@ impl Vertex {
     /// the same on every machine. (Going through `serde_json::Value` to sort keys costs twice
     /// as much and changes nothing for these types.)
     pub fn digest(&self) -> Digest {
+        // The proxy env is not part of what a step is (BuildKit clears `ProxyEnv` in its
+        // exec op's cache map the same way).
+        let without_proxy;
+        let op = match &self.op {
+            Op::Exec(e) if !e.proxy_env.is_empty() => {
+                let mut e = e.clone();
+                e.proxy_env.clear();
+                without_proxy = Op::Exec(e);
+                &without_proxy
+            }
+            op => op,
+        };
         let input = DigestInput {
-            op: &self.op,
+            op,
             inputs: &self.inputs,
         };
         // These types hold no map with non-string keys, so encoding cannot fail.

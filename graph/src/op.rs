@@ -87,6 +87,11 @@ pub struct ExecOp {
     pub security: SecurityMode,
     /// `RUN --mount=...` mounts, in the order given.
     pub mounts: Vec<Mount>,
+    /// The proxy build args (`HTTP_PROXY=...`, each in both cases, BuildKit's `ProxyEnv`):
+    /// given to the process after `env` but left out of the vertex digest, so a new proxy
+    /// neither invalidates the cache nor reaches the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_env: Vec<String>,
 }
 
 /// A mount of a `RUN` step other than its rootfs.

@@ -834,3 +834,307 @@ fn a_local_export_replaces_what_is_in_the_way() {
         "log\n"
     );
 }
+
+// BuildKit's semantics at the edges (issue #12, part 2): each test follows one of BuildKit's
+// frontend integration tests (named in its doc comment) and asserts what BuildKit does.
+
+/// Makes `name` (a tar, gzipped when it ends in `.gz`) in the context from `files`.
+fn tar_in(ctx: &Context, name: &str, files: &[(&str, &str)]) {
+    let staging = ctx.path().join(format!(".{name}.d"));
+    for (path, content) in files {
+        let p = staging.join(path);
+        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+        fs_err::write(p, content).unwrap();
+    }
+    let flags = if name.ends_with(".gz") { "-czf" } else { "-cf" };
+    let names: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
+    let out = std::process::Command::new("tar")
+        .arg(flags)
+        .arg(ctx.path().join(name))
+        .arg("-C")
+        .arg(&staging)
+        .args(&names)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", text(&out.stderr));
+    fs_err::remove_dir_all(&staging).unwrap();
+}
+
+/// `kiln inspect` of `image` as JSON.
+fn inspect(k: &Kiln, image: &str) -> Value {
+    let out = k.ok(&["inspect", image]);
+    let v: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    match v {
+        Value::Array(mut a) if !a.is_empty() => a.remove(0),
+        v => v,
+    }
+}
+
+/// dockerfile_args_test.go testBuiltinArgs: a proxy build arg reaches RUN without an ARG, in
+/// both cases, is in neither the image config nor its history, and a new proxy value still hits
+/// the cache.
+#[test]
+fn proxy_build_args_reach_run_and_stay_out_of_the_image() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nARG FOO\nRUN echo -n \"$HTTP_PROXY::$http_proxy::$NO_PROXY::$FOO\" > /out\n",
+    );
+    build(
+        &k,
+        &ctx,
+        &[
+            "--build-arg",
+            "http_proxy=hpvalue",
+            "--build-arg",
+            "NO_PROXY=npvalue",
+            "--build-arg",
+            "FOO=foo",
+            "-t",
+            "proxy",
+        ],
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "proxy", "cat", "/out"]),
+        "hpvalue::hpvalue::npvalue::foo"
+    );
+    let image = inspect(&k, "proxy").to_string();
+    assert!(!image.contains("hpvalue"), "{image}");
+    assert!(!image.contains("npvalue"), "{image}");
+    let history = k.ok(&["history", "--no-trunc", "proxy"]);
+    assert!(!history.contains("hpvalue"), "{history}");
+    let again = build(
+        &k,
+        &ctx,
+        &[
+            "--build-arg",
+            "http_proxy=hpvalue2",
+            "--build-arg",
+            "FOO=foo",
+            "-t",
+            "proxy",
+        ],
+    );
+    assert!(
+        ran(&again).is_empty(),
+        "a new proxy is a cache hit: {again}"
+    );
+}
+
+/// dockerfile_core_test.go testDockerfileLowercase: `dockerfile` is read when `Dockerfile` is
+/// absent.
+#[test]
+fn lowercase_dockerfile_is_read_when_dockerfile_is_absent() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file("dockerfile", "FROM busybox\nLABEL from=lowercase\n");
+    build(&k, &ctx, &["-t", "lower"]);
+    assert_eq!(
+        inspect(&k, "lower")["Config"]["Labels"]["from"],
+        "lowercase",
+        "{}",
+        inspect(&k, "lower")
+    );
+    let both = Context::new()
+        .file("dockerfile", "FROM busybox\nLABEL from=lowercase\n")
+        .file("Dockerfile", "FROM busybox\nLABEL from=capital\n");
+    build(&k, &both, &["-t", "both"]);
+    assert_eq!(inspect(&k, "both")["Config"]["Labels"]["from"], "capital");
+    let none = Context::new().file("Containerfile", "FROM busybox\n");
+    let err = k.fails(&["build", none.arg()]);
+    assert!(err.contains("Dockerfile: no such file"), "{err}");
+}
+
+/// dockerfile_add_test.go testDockerfileAddArchive: ADD unpacks a local archive, not with
+/// `--unpack=false`, and a URL's archive only with `--unpack=true`.
+#[test]
+fn add_unpack_true_and_false() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nADD t.tar.gz /a/\nADD --unpack=false t.tar.gz /b/\nADD --unpack=true t.tar.gz /c/\n\
+         RUN set -e; [ \"$(cat /a/foo)\" = content ]; [ -f /b/t.tar.gz ]; [ ! -e /b/foo ]; \
+         [ \"$(cat /c/foo)\" = content ]\n",
+    );
+    tar_in(&ctx, "t.tar.gz", &[("foo", "content")]);
+    build(&k, &ctx, &[]);
+
+    let gz = ctx.path().join("t.tar.gz");
+    let body: &'static [u8] = Box::leak(fs_err::read(&gz).unwrap().into_boxed_slice());
+    let (url, _) = serve_once_per_request(body);
+    let remote = Context::new().file(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD {url} /plain/\nADD --unpack=true {url} /dest/\n\
+             RUN set -e; [ -f /plain/tool.sh ]; [ \"$(cat /dest/foo)\" = content ]\n"
+        ),
+    );
+    build(&k, &remote, &[]);
+}
+
+/// dockerfile_mount_test.go testCacheMountUser: a new cache directory gets the mount's uid, gid
+/// and mode.
+#[test]
+fn cache_mount_uid_gid_and_mode_apply_to_the_cache_directory() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/mycache,uid=1001,gid=1002,mode=0751 \
+         [ \"$(stat -c '%u %g %f' /mycache)\" = '1001 1002 41e9' ]\n\
+         RUN --mount=type=cache,id=locked,target=/l,sharing=private,uid=7,gid=8,mode=0700 \
+         [ \"$(stat -c '%u %g %a' /l)\" = '7 8 700' ]\n",
+    );
+    build(&k, &ctx, &[]);
+}
+
+/// dockerfile_copy_test.go testCopyChmod and testCopyChownExistingDir: `--chmod` applies to
+/// the parent directories COPY creates; without `--chown` a created destination directory is
+/// 0:0 while the copied entries keep their owners, and an existing directory keeps its owner.
+#[test]
+fn copy_chmod_on_created_parents_and_owner_of_created_destination() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS source\n\
+             RUN touch /file && chown 100:200 /file && mkdir -p /dir/subdir && \
+             touch /dir/subdir/nested && chown 100:200 /dir && chown 101:201 /dir/subdir && \
+             chown 102:202 /dir/subdir/nested\n\
+             FROM busybox\n\
+             RUN mkdir -p /existing && chown 500:600 /existing\n\
+             COPY --chmod=0644 foo /\n\
+             COPY --chmod=777 foo /parent/foo\n\
+             COPY --chmod=770 foo /parent/sub/foo\n\
+             COPY --from=source /file /\n\
+             COPY --from=source /dir /dir\n\
+             COPY --from=source /dir/. /existing\n\
+             COPY --from=source --chown=300:400 /dir /chowned\n\
+             RUN stat -c '%n %04a' /foo /parent /parent/sub /parent/sub/foo > /modes && \
+             stat -c '%n %u:%g' /file /dir /dir/subdir /dir/subdir/nested /existing \
+             /existing/subdir /chowned /chowned/subdir > /owners\n",
+        )
+        .file("foo", "foo-contents");
+    build(&k, &ctx, &["-t", "chmod"]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "chmod", "cat", "/modes"]),
+        "/foo 0644\n/parent 0777\n/parent/sub 0770\n/parent/sub/foo 0770\n"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "chmod", "cat", "/owners"]),
+        "/file 100:200\n/dir 0:0\n/dir/subdir 101:201\n/dir/subdir/nested 102:202\n\
+         /existing 500:600\n/existing/subdir 101:201\n/chowned 300:400\n/chowned/subdir 300:400\n"
+    );
+}
+
+/// dockerfile_parents_test.go testCopyParents and testCopyRelativeParents: `--parents` keeps
+/// the source's path below the `./` pivot (the first one), and works with wildcards, `**` and
+/// several sources.
+#[test]
+fn copy_parents_with_pivot_wildcards_and_several_sources() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS base\nWORKDIR /test\n\
+             RUN mkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2 && touch a/b/c/d/foo \
+             a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\n\
+             FROM busybox\n\
+             COPY --parents ./a/./b/c /ctx/\n\
+             COPY --parents foo1/foo2/ba* /glob/\n\
+             COPY --from=base --parents /test/a/b/./c/d /middle/\n\
+             COPY --from=base --parents /test/a/b/c/d/. /end/\n\
+             COPY --from=base --parents ./test/a/b/c/d /start/\n\
+             COPY --from=base --parents /test/a/./b/./c /double/\n\
+             COPY --from=base --parents /test/a/./*/c /wildcard/\n\
+             COPY --from=base --parents /test/a/b*/./c/**/e /doublewildcard/\n\
+             COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /inputs/\n\
+             RUN <<EOF\nset -ex\n\
+             [ \"$(cat /ctx/b/c)\" = bc ]; [ ! -e /ctx/a ]\n\
+             [ -f /glob/foo1/foo2/bar ]; [ -f /glob/foo1/foo2/baz ]\n\
+             [ -d /middle/c/d/e ]; [ -f /middle/c/d/foo ]; [ ! -d /middle/a ]; [ ! -d /middle/e ]\n\
+             [ -d /end/test/a/b/c/d/e ]; [ -f /end/test/a/b/c/d/foo ]\n\
+             [ -d /start/test/a/b/c/d/e ]; [ -f /start/test/a/b/c/d/foo ]\n\
+             [ -d /double/b/c/d/e ]; [ -f /double/b/c/d/foo ]\n\
+             [ -d /wildcard/b/c/d/e ]; [ -f /wildcard/b2/c/d/e/bar ]\n\
+             [ -d /doublewildcard/c/d/e ]; [ -f /doublewildcard/c/d/e/bay ]; [ -f /doublewildcard/c/d/e/bar ]\n\
+             [ -f /inputs/d/e/baz ]; [ ! -f /inputs/d/e/bay ]; [ -f /inputs/d/e2/baz ]; [ -f /inputs/c/d/e/bar ]\n\
+             EOF\n",
+        )
+        .file("a/b/c", "bc")
+        .file("foo1/foo2/bar", "testing")
+        .file("foo1/foo2/baz", "testing2");
+    build(&k, &ctx, &[]);
+}
+
+/// dockerfile_add_test.go testDockerfileAddArchiveWildcard and exclude_patterns_test.go
+/// testExcludedFilesOnCopy: one ADD source that matches several archives or directories
+/// unpacks or copies each into a destination without a trailing slash.
+#[test]
+fn add_several_archives_and_directories_by_wildcard() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox\nADD *.tar /dest\n\
+             ADD --exclude=*.mp* --exclude=*.png dir* /5\n\
+             ADD --exclude=* dir* /6\n\
+             RUN <<EOF\nset -ex\n\
+             [ \"$(cat /dest/foo)\" = content0 ]; [ \"$(cat /dest/bar)\" = content1 ]\n\
+             [ \"$(cat /5/file-102.txt)\" = 3 ]; [ ! -e /5/file-101.png ]; [ ! -e /5/file-301.mp3 ]\n\
+             [ ! -e /5/file-302.mpeg ]; [ \"$(cat /5/file-401.txt)\" = 11 ]; [ ! -e /5/dir1 ]\n\
+             [ -d /6 ]; [ -z \"$(ls -A /6)\" ]\n\
+             EOF\n",
+        )
+        .file("dir1/file-101.png", "2")
+        .file("dir1/file-102.txt", "3")
+        .file("dir3/file-301.mp3", "9")
+        .file("dir3/file-302.mpeg", "10")
+        .file("dir4/file-401.txt", "11");
+    tar_in(&ctx, "t.tar", &[("foo", "content0")]);
+    tar_in(&ctx, "b.tar", &[("bar", "content1")]);
+    build(&k, &ctx, &[]);
+}
+
+/// dockerfile_core_test.go testUserAdditionalGids (containerd's CVE-2023-25173 fix): the
+/// process gets the supplementary groups of /etc/group, its primary group included.
+#[test]
+fn run_gets_supplementary_groups_including_the_primary_group() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN echo 'daemon:x:1:1:daemon:/:/bin/false' >> /etc/passwd && \
+         printf 'root:x:0:\\ndaemon:x:1:\\nwheel:x:10:root\\n' > /etc/group\n\
+         RUN [ \"$(id)\" = 'uid=0(root) gid=0(root) groups=0(root),10(wheel)' ]\n\
+         USER 1234\n\
+         RUN [ \"$(id)\" = 'uid=1234 gid=0(root) groups=0(root)' ]\n\
+         USER 1234:1234\n\
+         RUN [ \"$(id)\" = 'uid=1234 gid=1234 groups=1234' ]\n\
+         USER daemon\n\
+         RUN [ \"$(id)\" = 'uid=1(daemon) gid=1(daemon) groups=1(daemon)' ]\n",
+    );
+    build(&k, &ctx, &[]);
+}

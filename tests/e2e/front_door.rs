@@ -1,5 +1,5 @@
 //! The front door, as `docker build` and buildx have it: the context or the Dockerfile on
-//! stdin, and the Dockerfile's name.
+//! stdin, at a URL, or in a git repository.
 
 use crate::support::{Context, Kiln, sandbox_available, text};
 use std::io::Write;
@@ -102,37 +102,12 @@ fn a_tar_context_on_stdin_plain_or_compressed() {
     assert!(ok, "{err}");
     assert_eq!(k.ok(&["run", "--rm", "tarctx:f", "cat", "/only-a"]), "a\n");
     // Nothing of the unpacked context stays in the store's scratch.
-    let tmp = k.root.path().join("tmp");
-    let left: Vec<_> = fs_err::read_dir(&tmp)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        !left
-            .iter()
-            .any(|n| n.to_string_lossy().starts_with("context-")),
-        "{left:?}"
-    );
-}
-
-#[test]
-fn a_lowercase_dockerfile_is_found_when_dockerfile_is_absent() {
-    if !sandbox_available() {
-        return;
-    }
-    let k = Kiln::with_busybox();
-    let ctx = Context::new().file("dockerfile", "FROM busybox\nRUN echo lower > /which\n");
-    k.ok(&["build", "-t", "lower:1", ctx.arg()]);
-    assert_eq!(
-        k.ok(&["run", "--rm", "lower:1", "cat", "/which"]),
-        "lower\n"
-    );
-    // Both present: `Dockerfile` wins.
-    ctx.write("Dockerfile", "FROM busybox\nRUN echo upper > /which\n");
-    k.ok(&["build", "-t", "lower:2", ctx.arg()]);
-    assert_eq!(
-        k.ok(&["run", "--rm", "lower:2", "cat", "/which"]),
-        "upper\n"
-    );
+    let left = Command::new("find")
+        .arg(k.root.path().join("tmp"))
+        .args(["-name", "context-*"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&left.stdout), "", "unpacked contexts left behind");
 }
 
 /// Serves `body` for every request on 127.0.0.1, for as long as the returned port is used.

@@ -34,18 +34,6 @@ fn parse_kv(items: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<Str
     Ok(out)
 }
 
-/// `CONTEXT/Dockerfile`, else `CONTEXT/dockerfile` (BuildKit accepts the lowercase name when
-/// the usual one is absent).
-fn default_dockerfile(context: &Path) -> PathBuf {
-    let usual = context.join("Dockerfile");
-    let lower = context.join("dockerfile");
-    if !usual.is_file() && lower.is_file() {
-        lower
-    } else {
-        usual
-    }
-}
-
 /// `kiln build`.
 pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let started = Instant::now();
@@ -97,12 +85,13 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     // A Dockerfile as the whole source; else `-f` (relative to a fetched context: inside it),
     // else the context's own.
     let from_stdin = fetched.as_ref().and_then(|s| s.dockerfile());
-    let dockerfile_path = match (&args.file, from_stdin, fetched.is_some()) {
+    let requested = match (&args.file, from_stdin, fetched.is_some()) {
         (_, Some(from_stdin), _) => from_stdin,
         (Some(p), None, true) if p.is_relative() => context.join(p),
         (Some(p), _, _) => p.clone(),
-        (None, _, _) => default_dockerfile(&context),
+        (None, _, _) => context.join("Dockerfile"),
     };
+    let dockerfile_path = lowercase_fallback(&requested);
     if dockerfile_path != Path::new("-") && !dockerfile_path.is_file() {
         bail!(
             "failed to read dockerfile: open {}: no such file or directory",
@@ -149,7 +138,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         build_args,
         target_platform: host_platform.clone(),
         build_platform: host_platform,
-        dockerignore: kiln_solver::session::dockerignore(&context, &dockerfile_path)?,
+        dockerignore: kiln_solver::session::dockerignore(&context, &requested)?,
         labels,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -334,4 +323,17 @@ fn report_failure(
     } else {
         eprintln!("error: {at}{}: {}", err.description, err.message);
     }
+}
+
+/// `dockerfile` next to a missing `Dockerfile` (BuildKit's dockerui does this for any path whose
+/// last component is `Dockerfile`, moby/moby#10858); its `.dockerignore` stays
+/// `Dockerfile.dockerignore`.
+fn lowercase_fallback(requested: &Path) -> PathBuf {
+    if requested.file_name() == Some(std::ffi::OsStr::new("Dockerfile")) && !requested.is_file() {
+        let lower = requested.with_file_name("dockerfile");
+        if lower.is_file() {
+            return lower;
+        }
+    }
+    requested.to_path_buf()
 }

@@ -54,7 +54,8 @@ pub(super) fn automatic_args(ast: &Ast, opts: &LowerOptions) -> Env {
         let v = opts.build_args.get(k).cloned().unwrap_or(v);
         global.set(k, v);
     }
-    // TARGETSTAGE: the requested target, else the last stage's name (as BuildKit).
+    // TARGETSTAGE: the requested target, else the last stage's name, `default` for an unnamed
+    // last stage (BuildKit's `defaultArgs`; dockerfile_args_test.go testTargetStageNameArg).
     let last_name = ast
         .nodes
         .iter()
@@ -66,7 +67,7 @@ pub(super) fn automatic_args(ast: &Ast, opts: &LowerOptions) -> Env {
             }
             _ => None,
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| "default".to_owned());
     let target_stage = opts
         .build_args
         .get("TARGETSTAGE")

@@ -27,6 +27,8 @@ pub(super) struct CopyParams<'c> {
     parents: bool,
     exclude: &'c [Word],
     checksum: Option<&'c Word>,
+    /// `ADD --unpack`; `None` when not given.
+    unpack: Option<bool>,
     heredocs: &'c [Heredoc],
 }
 
@@ -44,6 +46,7 @@ impl<'c> CopyParams<'c> {
             parents: c.parents,
             exclude: &c.exclude,
             checksum: None,
+            unpack: Some(false),
             heredocs: &c.heredocs,
         }
     }
@@ -61,6 +64,7 @@ impl<'c> CopyParams<'c> {
             parents: false,
             exclude: &a.exclude,
             checksum: a.checksum.as_ref(),
+            unpack: a.unpack,
             heredocs: &a.heredocs,
         }
     }
@@ -188,7 +192,9 @@ impl Lowerer<'_> {
                     dest: dest.clone(),
                     chown: owner.clone(),
                     chmod: chmod.clone(),
-                    extract_archive: false,
+                    // A download is unpacked only on request (BuildKit's convert_copy.go;
+                    // dockerfile_add_test.go: "ADD from URL with --unpack=true").
+                    extract_archive: p.unpack == Some(true),
                     exclude: exclude.clone(),
                     parents: false,
                     link: p.link,
@@ -230,7 +236,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: owner.clone(),
                 chmod: chmod.clone(),
-                extract_archive: p.add,
+                extract_archive: p.add && p.unpack != Some(false),
                 exclude: exclude.clone(),
                 parents: p.parents,
                 link: p.link,

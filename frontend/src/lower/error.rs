@@ -41,20 +41,12 @@ impl Diagnostic for LowerError {
     fn help(&self) -> Option<String> {
         match &*self.kind {
             LowerErrorKind::Parse(e) => e.help(),
-            LowerErrorKind::UnknownTarget {
-                suggestion: Some(s),
-                ..
-            } => Some(format!("did you mean {s}?")),
             LowerErrorKind::FromVariable => Some(
                 "define a new stage with FROM using ARG from global scope as a workaround".into(),
             ),
             LowerErrorKind::CopyFromLater { .. } => {
                 Some("move the stage you copy from above this one".into())
             }
-            LowerErrorKind::Mount(MountError::UnknownKey {
-                suggestion: Some(s),
-                ..
-            }) => Some(format!("did you mean {s}?")),
             LowerErrorKind::UnsupportedNetwork { .. } => {
                 Some("--network takes default, none or host".into())
             }
@@ -111,7 +103,7 @@ pub enum LowerErrorKind {
         value: String,
     },
     /// `--target` names no stage.
-    #[error("target stage {name:?} could not be found")]
+    #[error("target stage {name:?} could not be found{}", did_you_mean(suggestion))]
     UnknownTarget {
         /// The requested target.
         name: String,
@@ -257,16 +249,20 @@ pub enum MountError {
         reason: &'static str,
     },
     /// `type=xyz`.
-    #[error("unsupported mount type {value:?}")]
+    #[error("unsupported mount type {value:?}{}", did_you_mean(suggestion))]
     UnsupportedType {
         /// The type given.
         value: String,
+        /// A close mount type.
+        suggestion: Option<String>,
     },
     /// `sharing=xyz`.
-    #[error("unsupported sharing value {value:?}")]
+    #[error("unsupported sharing value {value:?}{}", did_you_mean(suggestion))]
     UnsupportedSharing {
         /// The value given.
         value: String,
+        /// A close sharing mode.
+        suggestion: Option<String>,
     },
     /// A field without `=` that is not a boolean option.
     #[error("invalid field '{field}' must be a key=value pair")]
@@ -283,7 +279,7 @@ pub enum MountError {
         kind: String,
     },
     /// A key no mount takes.
-    #[error("unexpected key '{key}' in '{field}'")]
+    #[error("unexpected key '{key}' in '{field}'{}", did_you_mean(suggestion))]
     UnknownKey {
         /// The key.
         key: String,
@@ -335,4 +331,12 @@ pub enum MountError {
     /// `type=ssh,source=...`.
     #[error("ssh does not support source")]
     SshSource,
+}
+
+/// BuildKit's `suggest.WrapError` wording: the hint ends the message, ` (did you mean X?)`.
+fn did_you_mean(s: &Option<String>) -> String {
+    match s {
+        Some(s) => format!(" (did you mean {s}?)"),
+        None => String::new(),
+    }
 }

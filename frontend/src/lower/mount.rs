@@ -272,6 +272,8 @@ where
                 m.kind = MountType::parse(&value).ok_or_else(|| {
                     err(MountError::UnsupportedType {
                         value: value.clone(),
+                        suggestion: suggest(&value, &["bind", "cache", "tmpfs", "secret", "ssh"])
+                            .map(str::to_owned),
                     })
                 })?;
             }
@@ -314,7 +316,11 @@ where
                     "shared" => CacheSharing::Shared,
                     "private" => CacheSharing::Private,
                     "locked" => CacheSharing::Locked,
-                    _ => return Err(err(MountError::UnsupportedSharing { value })),
+                    _ => {
+                        let suggestion =
+                            suggest(&value, &["shared", "private", "locked"]).map(str::to_owned);
+                        return Err(err(MountError::UnsupportedSharing { value, suggestion }));
+                    }
                 });
             }
             "mode" => m.mode = Some(parse_u32(&key, &value, 8).map_err(err)?),

@@ -1,7 +1,7 @@
 //! `RUN`: one exec vertex over the stage's filesystem, with its mounts, network and security
 //! modes and heredocs; the shell form's command line and its history text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kiln_graph::{
     ExecOp, FileAction, FileOp, ImageConfig, Mount, MountKind, NetworkMode, Op, SecurityMode,
@@ -277,12 +277,8 @@ impl Lowerer<'_> {
 
         // Every step carries the whole environment: count each copy.
         self.spend(st.env.byte_len() + st.env.len(), cmd.span)?;
-        let mut env = st.env.to_kv_strings();
-        for (k, v) in &self.opts.build_args {
-            if PROXY_ARGS.contains(&k.as_str()) && st.env.get(k).is_none() {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        let env = st.env.to_kv_strings();
+        let proxy_env = proxy_env(&self.opts.build_args, &st.env);
 
         let shown = Lexer::new(self.lexer.escape())
             .raw_quotes(true)
@@ -309,11 +305,42 @@ impl Lowerer<'_> {
             network,
             security,
             mounts,
+            proxy_env,
         });
         st.fs = Some(self.add(op, inputs, st, desc, cmd.span.line, st.ignore_cache));
         Self::history(st, created_by, true);
         Ok(())
     }
+}
+
+/// The proxy build args as BuildKit hands them to a RUN (`proxyEnvFromBuildArgs`, then the
+/// exec op's `proxyEnvList`): a `--build-arg` matches its proxy name in any case (of two
+/// spellings, the later in sorted order wins) and the process gets the value under both the
+/// upper and the lower case name, whether or not an ARG declared it. A name the stage's ENV or
+/// ARGs already set keeps its value. (dockerfile_args_test.go testBuiltinArgs: `$HTTP_PROXY`
+/// after `--build-arg http_proxy=`, and a new proxy value still hits the cache.)
+fn proxy_env(build_args: &BTreeMap<String, String>, env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    for upper in PROXY_ARGS
+        .iter()
+        .filter(|n| n.bytes().all(|b| !b.is_ascii_lowercase()))
+    {
+        let Some(value) = build_args
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(upper))
+            .map(|(_, v)| v)
+            .next_back()
+            .filter(|v| !v.is_empty())
+        else {
+            continue;
+        };
+        for name in [upper.to_string(), upper.to_ascii_lowercase()] {
+            if env.get(&name).is_none() {
+                out.push(format!("{name}={value}"));
+            }
+        }
+    }
+    out
 }
 
 /// BuildKit's `runCommandString`: `|N K=V ... args`, values as the step sees them.

@@ -196,7 +196,8 @@ impl ErrorKind {
                 "COPY" => "COPY takes --from, --chown, --chmod, --link, --parents and --exclude"
                     .to_owned(),
                 "ADD" => {
-                    "ADD takes --chown, --chmod, --link, --exclude, --keep-git-dir and --checksum"
+                    "ADD takes --chown, --chmod, --link, --exclude, --keep-git-dir, --checksum \
+                     and --unpack"
                         .to_owned()
                 }
                 "HEALTHCHECK" => "HEALTHCHECK takes --interval, --timeout, --start-period, \

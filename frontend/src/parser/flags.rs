@@ -42,6 +42,7 @@ pub fn allowed_flags(keyword: Keyword) -> &'static [(&'static str, FlagKind)] {
             ("exclude", List),
             ("keep-git-dir", Bool),
             ("checksum", String),
+            ("unpack", Bool),
         ],
         Keyword::Healthcheck => &[
             ("interval", Duration),
@@ -65,7 +66,8 @@ pub fn validate_flags(node: &Node) -> Result<(), ParseError> {
             return err(ErrorKind::UnknownFlag {
                 instruction: node.keyword.as_str(),
                 name: flag.name.clone(),
-                suggestion: suggest(&flag.name, &names).map(|s| format!("--{s}")),
+                // BuildKit suggests the bare name: "unknown flag: --mout (did you mean mount?)".
+                suggestion: suggest(&flag.name, &names).map(str::to_owned),
             });
         };
         if kind != FlagKind::List && node.flags[..i].iter().any(|f| f.name == flag.name) {

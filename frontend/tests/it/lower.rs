@@ -629,7 +629,7 @@ fn target_pruning_and_unknown_target() {
     o.target = Some("bb".into());
     assert_eq!(
         err_with(src, &o),
-        "Dockerfile:0:0: target stage \"bb\" could not be found\nhelp: did you mean b?\n"
+        "Dockerfile:0:0: target stage \"bb\" could not be found (did you mean b?)\n"
     );
     o.target = Some("b".into());
     assert_eq!(
@@ -789,12 +789,11 @@ fn arg_scoping() {
     };
     assert_eq!(*r.calls.borrow(), ["busybox:1.37"]);
     let c = root(&l.definition);
+    assert_eq!(exec(c).env, [PATH, "TAG=1.37", "LOCAL=env"]);
     assert_eq!(
-        exec(c).env,
+        exec(c).proxy_env,
         [
-            PATH,
-            "TAG=1.37",
-            "LOCAL=env",
+            "HTTP_PROXY=http://proxy:3128",
             "http_proxy=http://proxy:3128"
         ]
     );
@@ -1565,4 +1564,159 @@ fn total_expansion_is_bounded_across_words_and_steps() {
     src.push_str("RUN true\n");
     let l = low(&src);
     assert_eq!(exec(root(&l.definition)).args, ["/bin/sh", "-c", "true"]);
+}
+
+/// BuildKit's `proxyEnvFromBuildArgs`: a proxy `--build-arg` in any case reaches every RUN in
+/// both cases without an ARG, and is neither in the image (config, history) nor in the step's
+/// digest (dockerfile_args_test.go testBuiltinArgs: a new proxy value still hits the cache).
+#[test]
+fn proxy_build_args_reach_run_but_not_the_image_or_the_digest() {
+    let src = "FROM busybox\nENV no_proxy=from-env\nRUN echo $HTTP_PROXY\n";
+    let with = |args: &[(&str, &str)]| {
+        let mut o = opts();
+        o.build_args = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        low_with(src, &o)
+    };
+    let all = [
+        ("http_proxy", "h"),
+        ("HTTPS_PROXY", "s"),
+        ("FTP_PROXY", "f"),
+        ("NO_PROXY", "n"),
+        ("all_proxy", "a"),
+    ];
+    let l = with(&all);
+    let run = exec(root(&l.definition));
+    assert_eq!(
+        run.proxy_env,
+        [
+            "HTTP_PROXY=h",
+            "http_proxy=h",
+            "HTTPS_PROXY=s",
+            "https_proxy=s",
+            "FTP_PROXY=f",
+            "ftp_proxy=f",
+            "NO_PROXY=n",
+            "ALL_PROXY=a",
+            "all_proxy=a",
+        ],
+        "both cases; the stage's own no_proxy is kept"
+    );
+    assert_eq!(run.env, [PATH, "no_proxy=from-env"]);
+    let config = &l.definition.image.config;
+    assert_eq!(config.config.env, [PATH, "no_proxy=from-env"]);
+    assert!(
+        config
+            .history
+            .iter()
+            .all(|h| !h.created_by.contains("=h") && !h.created_by.contains("=s")),
+        "{:?}",
+        created_by(&l)
+    );
+    assert!(l.warnings.is_empty(), "proxies are never 'not consumed'");
+    let plain = with(&[]);
+    let other = with(&[("HTTP_PROXY", "elsewhere")]);
+    assert_eq!(
+        l.definition.root, plain.definition.root,
+        "digest ignores proxies"
+    );
+    assert_eq!(l.definition.root, other.definition.root);
+    assert!(exec(root(&plain.definition)).proxy_env.is_empty());
+    // Any case of the name is the proxy (BuildKit matches with EqualFold).
+    let mixed = with(&[("Http_Proxy", "mixed")]);
+    assert_eq!(
+        exec(root(&mixed.definition)).proxy_env,
+        ["HTTP_PROXY=mixed", "http_proxy=mixed"]
+    );
+    // Of two spellings given, the later in sorted order wins, as in BuildKit.
+    let both = with(&[("HTTP_PROXY", "upper"), ("http_proxy", "lower")]);
+    assert_eq!(
+        exec(root(&both.definition)).proxy_env,
+        ["HTTP_PROXY=lower", "http_proxy=lower"]
+    );
+}
+
+/// dockerfile_args_test.go testTargetStageNameArg: TARGETSTAGE needs an ARG, then holds the
+/// target, else the last stage's name, else `default`.
+#[test]
+fn targetstage_is_the_target_or_the_last_stage_or_default() {
+    let src = "FROM busybox AS base\nENV FIRST=value:$TARGETSTAGE\nARG TARGETSTAGE\n\
+               ENV SECOND=value:$TARGETSTAGE\nFROM base AS foo\nFROM base\n";
+    let env = |l: &Lowered| l.definition.image.config.config.env[1..].to_vec();
+    let mut o = opts();
+    o.target = Some("foo".into());
+    assert_eq!(
+        env(&low_with(src, &o)),
+        ["FIRST=value:", "SECOND=value:foo"]
+    );
+    assert_eq!(env(&low(src)), ["FIRST=value:", "SECOND=value:default"]);
+    let named = format!("{src}FROM base AS final\n");
+    assert_eq!(env(&low(&named)), ["FIRST=value:", "SECOND=value:final"]);
+}
+
+/// BuildKit's `suggest.WrapError` wording (dockerfile_core_test.go testTargetMistype and
+/// dockerfile_mount_test.go testMountInvalid): the hint ends the message.
+#[test]
+fn did_you_mean_hints_are_worded_as_buildkit() {
+    let src = "FROM busybox AS build\nRUN true\nFROM build\n";
+    let mut o = opts();
+    o.target = Some("bulid".into());
+    assert_eq!(
+        err_with(src, &o).lines().next(),
+        Some("Dockerfile:0:0: target stage \"bulid\" could not be found (did you mean build?)")
+    );
+    let first = |src: &str| err(src).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        first("FROM busybox\nRUN --mont=target=/t,type=tmpfs true\n"),
+        "Dockerfile:2:5: unknown flag: --mont (did you mean mount?)"
+    );
+    assert!(
+        first("FROM busybox\nRUN --mount=typ=tmpfs true\n")
+            .ends_with("unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"),
+        "{}",
+        err("FROM busybox\nRUN --mount=typ=tmpfs true\n")
+    );
+    assert!(
+        first("FROM busybox\nRUN --mount=type=tmp true\n")
+            .ends_with("unsupported mount type \"tmp\" (did you mean tmpfs?)"),
+        "{}",
+        err("FROM busybox\nRUN --mount=type=tmp true\n")
+    );
+    assert!(
+        first("FROM busybox\nRUN --mount=type=cache,target=/c,sharing=lock true\n")
+            .ends_with("unsupported sharing value \"lock\" (did you mean locked?)")
+    );
+    // Nothing close: no hint.
+    assert!(
+        !err("FROM busybox\nRUN --mount=type=nfs true\n").contains("did you mean"),
+        "{}",
+        err("FROM busybox\nRUN --mount=type=nfs true\n")
+    );
+}
+
+/// dockerfile_add_test.go testDockerfileAddArchive: ADD unpacks a local archive unless
+/// `--unpack=false`, and a download only with `--unpack=true`; COPY never does.
+#[test]
+fn add_unpack_flag() {
+    let src = "FROM busybox\nADD t.tar.gz /a/\nADD --unpack=false t.tar.gz /b/\n\
+               ADD --unpack=true t.tar.gz /c/\nADD https://example.com/t.tar.gz /d/\n\
+               ADD --unpack=true https://example.com/t.tar.gz /e/\nADD --unpack https://example.com/t.tar.gz /f/\n\
+               ADD --unpack=false https://example.com/t.tar.gz /g/\nCOPY t.tar.gz /h/\n";
+    let l = low(src);
+    let extract: Vec<bool> = chain(&l.definition)
+        .into_iter()
+        .rev()
+        .skip(1)
+        .map(|v| copy_action(v).extract_archive)
+        .collect();
+    assert_eq!(
+        extract,
+        [true, false, true, false, true, true, false, false]
+    );
+    assert!(
+        err("FROM busybox\nCOPY --unpack=true t.tar /x/\n").contains("unknown flag: --unpack"),
+        "COPY takes no --unpack"
+    );
 }

@@ -195,11 +195,11 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "FROM a\nADD --from=b . /",
-        "Dockerfile:2:5: unknown flag: --from\n2 | ADD --from=b . /\n  |     ^^^^^^^^\nhelp: ADD takes --chown, --chmod, --link, --exclude, --keep-git-dir and --checksum\n",
+        "Dockerfile:2:5: unknown flag: --from\n2 | ADD --from=b . /\n  |     ^^^^^^^^\nhelp: ADD takes --chown, --chmod, --link, --exclude, --keep-git-dir, --checksum and --unpack\n",
     ),
     (
         "FROM a\nRUN --mout=type=cache,target=/x true",
-        "Dockerfile:2:5: unknown flag: --mout (did you mean --mount?)\n2 | RUN --mout=type=cache,target=/x true\n  |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^\nhelp: RUN takes --mount, --network and --security\n",
+        "Dockerfile:2:5: unknown flag: --mout (did you mean mount?)\n2 | RUN --mout=type=cache,target=/x true\n  |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^\nhelp: RUN takes --mount, --network and --security\n",
     ),
     (
         "FROM a\nCOPY --from a b",
@@ -231,7 +231,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "FROM a\nONBUILD COPY --frm=x a b",
-        "Dockerfile:2:14: unknown flag: --frm (did you mean --from?)\n2 | ONBUILD COPY --frm=x a b\n  |              ^^^^^^^\nhelp: COPY takes --from, --chown, --chmod, --link, --parents and --exclude\n",
+        "Dockerfile:2:14: unknown flag: --frm (did you mean from?)\n2 | ONBUILD COPY --frm=x a b\n  |              ^^^^^^^\nhelp: COPY takes --from, --chown, --chmod, --link, --parents and --exclude\n",
     ),
     (
         "FROM a\nONBUILD COPY <<EOF /x\nhi\nEOF\nONBUILD RUN [\"cat\", \"<<EOF\"]\n",

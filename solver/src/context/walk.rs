@@ -226,6 +226,18 @@ impl<'a> Walker<'a> {
         let mut candidates = vec![String::new()];
         for segment in source.split('/') {
             let mut next = Vec::new();
+            if segment == "**" {
+                // Zero or more directories (BuildKit's `**`, dockerfile_parents_test.go
+                // testCopyRelativeParents: `/test/a/b*/./c/**/e`).
+                for dir in &candidates {
+                    next.push(dir.clone());
+                    self.descendants(dir, &mut next)?;
+                }
+                let mut seen = std::collections::HashSet::new();
+                next.retain(|c| seen.insert(c.clone()));
+                candidates = next;
+                continue;
+            }
             for dir in &candidates {
                 if !has_meta(segment) {
                     next.push(join(dir, segment));
@@ -254,6 +266,24 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Every path below `dir` as the build sees it, each directory before its children.
+    fn descendants(&self, dir: &str, out: &mut Vec<String>) -> Result<(), Error> {
+        let Some(real_dir) = self.resolve(dir)? else {
+            return Ok(());
+        };
+        let Ok(fd) = self.open_dir_beneath(&real_dir) else {
+            return Ok(());
+        };
+        for (name, kind) in read_dir_sorted(&fd, &self.host_path(&real_dir))? {
+            let path = join(dir, &String::from_utf8_lossy(&name));
+            out.push(path.clone());
+            if kind == FileType::Directory {
+                self.descendants(&path, out)?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens a selected file (by its real path) for reading; any symlink swapped in since the

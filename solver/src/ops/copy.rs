@@ -133,20 +133,42 @@ pub fn copy(
     let walker = Walker::open(src_root, exclude_from_context.unwrap_or(&empty))?;
 
     // Expand sources first: every error about sources comes before anything is written.
-    let mut matches: Vec<(String, Vec<Entry>)> = Vec::new();
+    // Each match: its path in the source, the part of it `--parents` keeps, its entries.
+    let mut matches: Vec<(String, String, Vec<Entry>)> = Vec::new();
     for raw in &action.src {
         let source = normalize_source(raw);
+        // `--parents` keeps the path below the first `./` pivot (`a/./b/c` keeps `b/c`), else
+        // all of it (dockerfile_parents_test.go testCopyRelativeParents). Wildcards match one
+        // segment each, so the pivot is a count of leading segments.
+        let pivot = match raw.split_once("/./") {
+            Some((before, _)) if action.parents => match normalize_source(before).as_str() {
+                "." => 0,
+                p => p.split('/').count(),
+            },
+            _ => 0,
+        };
         let names = if source == "." {
             vec![String::new()]
         } else {
             walker.expand(&source)?
         };
         for name in names {
-            if !name.is_empty() && !excludes.is_empty() && excludes.matches(&name) {
-                continue;
-            }
             match walker.select_one(&name)? {
-                Some(entries) => matches.push((name, entries)),
+                // `--exclude` names what a source brings, not a directory matched as a whole:
+                // that one is still made, maybe empty (exclude_patterns_test.go: `ADD
+                // --exclude=* dir* /6` makes an empty /6).
+                Some(entries)
+                    if !name.is_empty()
+                        && !excludes.is_empty()
+                        && excludes.matches(&name)
+                        && entries
+                            .first()
+                            .is_some_and(|e| e.meta.kind() != EntryKind::Dir) => {}
+                Some(entries) => {
+                    let kept = name.splitn(pivot + 1, '/').nth(pivot).unwrap_or("");
+                    let kept = kept.to_owned();
+                    matches.push((name, kept, entries));
+                }
                 None if has_meta(&source) => {}
                 None => return Err(crate::context::Error::NotFound { path: source }.into()),
             }
@@ -158,31 +180,63 @@ pub fn copy(
         || action.dest == "."
         || action.dest.is_empty();
     if (action.src.len() > 1 || matches.len() > 1) && !dest_is_dir {
-        return Err(Error::DestNotDirectory {
-            dest: action.dest.clone(),
-        });
+        // One wildcard source that matches several directories or archives (ADD) goes into the
+        // destination one match after another, as BuildKit's file backend does (`docopy`
+        // copies each match to the same path): a directory merges its content into it, an
+        // archive is unpacked into it (dockerfile_add_test.go testDockerfileAddArchiveWildcard:
+        // `ADD *.tar /dest`; exclude_patterns_test.go: `ADD --exclude=... dir* /5`). Several
+        // files would overwrite one another there: that stays an error.
+        let mut merges = action.src.len() == 1;
+        for (_, _, entries) in &matches {
+            let Some(top) = entries.first() else { continue };
+            if !merges {
+                break;
+            }
+            merges = match top.meta.kind() {
+                EntryKind::Dir => true,
+                EntryKind::File if action.extract_archive => {
+                    archive::sniff_archive(&walker, top)?.is_some()
+                }
+                _ => false,
+            };
+        }
+        if !merges {
+            return Err(Error::DestNotDirectory {
+                dest: action.dest.clone(),
+            });
+        }
     }
     let dest_rel = rel(&action.dest);
     let mut out = DestTree::open(dest_root, owner, chmod)?;
     let dest_exists_dir = out.open_dir(&dest_rel).is_ok();
 
-    for (name, entries) in &matches {
+    for (name, kept, entries) in &matches {
         let Some(top) = entries.first() else { continue };
         let base = if action.parents {
-            join(&dest_rel, &parent_of(name))
+            join(&dest_rel, &parent_of(kept))
         } else {
             dest_rel.clone()
         };
         if top.meta.kind() == EntryKind::Dir {
             let target = if action.parents {
-                join(&dest_rel, name)
+                join(&dest_rel, kept)
             } else {
                 dest_rel.clone()
             };
             let mut dirs = Vec::new();
             let mut plain: Vec<(&Entry, String)> = Vec::new();
             let mut linked: Vec<(&Entry, String)> = Vec::new();
-            if out.dir(&target, Some(&top.meta))? {
+            // A destination this copy creates is made like its parents: `--chown` or 0:0, an
+            // octal `--chmod` or 0755, not the source directory's owner and mode (fsutil's
+            // copier makes it with MkdirAll; dockerfile_copy_test.go testCopyChownExistingDir:
+            // "creates the target directory (as root)"). With `--parents` the directory is a
+            // copy of the source's.
+            let made_as = if action.parents {
+                Some(&top.meta)
+            } else {
+                None
+            };
+            if out.dir(&target, made_as)? {
                 dirs.push((target.clone(), top.meta));
             }
             let prefix_len = if name.is_empty() { 0 } else { name.len() + 1 };
@@ -480,8 +534,15 @@ impl DestTree {
             Err(e) => return Err(self.err("open directory", path)(e)),
         }
         let (uid, gid) = self.owner(None);
+        // Created parents take an octal `--chmod` too (fsutil's `copy.Copy` makes them with
+        // `ci.Mode`; dockerfile_copy_test.go testCopyChmod: `COPY --chmod=777 foo
+        // /parent/foo` makes /parent 0777).
+        let mode = match &self.chmod {
+            Some(Chmod::Octal(m)) => *m,
+            _ => 0o755,
+        };
         let how = MkdirAll {
-            mode: Mode::from_raw_mode(0o755),
+            mode: Mode::from_raw_mode(mode),
             owner: uid.zip(gid),
             access: OFlags::RDONLY,
         };

@@ -112,6 +112,7 @@ fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessPlan> {
     }
     let mut plan = ProcessPlan::new(exec.args.clone());
     plan.env = exec.env.clone();
+    plan.env.extend(exec.proxy_env.iter().cloned());
     plan.cwd = if exec.cwd.is_empty() {
         "/".to_string()
     } else {

@@ -249,14 +249,7 @@ fn cache_dir(
     let dir = base.join("data");
     if !dir.exists() {
         fs_err::create_dir_all(&dir).map_err(|e| io(dir.clone(), e))?;
-        rustix::fs::chmod(&dir, Mode::from_raw_mode(mode))
-            .map_err(|e| io(dir.clone(), e.into()))?;
-        rustix::fs::chown(
-            &dir,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .map_err(|e| io(dir.clone(), e.into()))?;
+        set_owner_and_mode(&dir, mode, uid, gid)?;
     }
     if sharing == CacheSharing::Shared {
         return Ok(dir);
@@ -284,12 +277,28 @@ fn cache_dir(
                     .prefix("cache-private-")
                     .tempdir_in(store.tmp_dir())
                     .map_err(|e| io(store.tmp_dir(), e))?;
+                // The stand-in for a busy private cache is a new cache: it starts with the
+                // requested owner and mode too.
                 let p = d.path().to_path_buf();
                 held.dirs.push(d);
+                set_owner_and_mode(&p, mode, uid, gid)?;
                 Ok(p)
             }
         }
     }
+}
+
+/// `RUN --mount=type=cache,uid=,gid=,mode=` on a new cache directory (BuildKit makes it with
+/// that owner and mode: dockerfile_mount_test.go testCacheMountUser).
+fn set_owner_and_mode(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
+    rustix::fs::chown(
+        dir,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(|e| io(dir.to_path_buf(), e.into()))?;
+    // After chown, which may clear set-id bits.
+    rustix::fs::chmod(dir, Mode::from_raw_mode(mode)).map_err(|e| io(dir.to_path_buf(), e.into()))
 }
 
 fn is_empty(dir: &Path) -> bool {

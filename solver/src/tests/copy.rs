@@ -573,3 +573,129 @@ fn many_files_are_written_in_parallel_correctly() {
             .ino()
     );
 }
+
+/// dockerfile_parents_test.go testCopyRelativeParents: `--parents` keeps the path below the
+/// first `./` pivot, else all of it, with wildcards, `**` and several sources.
+#[test]
+fn parents_pivot_wildcards_and_double_star() {
+    let src = Tree::new()
+        .file("a/b/c/d/foo", "F")
+        .file("a/b/c/d/e/bay", "Y")
+        .file("a/b2/c/d/e/bar", "R")
+        .file("a/b/c2/d/e/baz", "Z")
+        .file("a/b/c2/d/e2/baz", "Z2");
+    let root = Rootfs::new();
+    let parents = |srcs: &[&str], dest: &str| {
+        let mut a = action(srcs, dest);
+        a.parents = true;
+        run(&src, &root, &a).expect("copy");
+    };
+    parents(&["a/./b/c"], "/ctx/");
+    assert_eq!(root.read("ctx/b/c/d/foo"), "F");
+    assert!(!root.join("ctx/a").exists());
+    parents(&["a/b/./c/d"], "/middle/");
+    assert_eq!(
+        listing(&root.join("middle")),
+        ["c/", "c/d/", "c/d/e/", "c/d/e/bay", "c/d/foo"]
+    );
+    parents(&["a/b/c/d"], "/full/");
+    assert_eq!(root.read("full/a/b/c/d/foo"), "F");
+    parents(&["a/./b/./c"], "/double/");
+    assert_eq!(root.read("double/b/c/d/foo"), "F");
+    parents(&["a/./*/c"], "/wild/");
+    assert_eq!(root.read("wild/b/c/d/foo"), "F");
+    assert_eq!(root.read("wild/b2/c/d/e/bar"), "R");
+    parents(&["a/b*/./c/**/e"], "/dw/");
+    assert_eq!(
+        listing(&root.join("dw")),
+        ["c/", "c/d/", "c/d/e/", "c/d/e/bar", "c/d/e/bay"]
+    );
+    parents(&["a/b/c*/./d/**/baz", "a/b*/./c/**/bar"], "/in/");
+    assert_eq!(
+        listing(&root.join("in")),
+        [
+            "c/",
+            "c/d/",
+            "c/d/e/",
+            "c/d/e/bar",
+            "d/",
+            "d/e/",
+            "d/e/baz",
+            "d/e2/",
+            "d/e2/baz"
+        ]
+    );
+    // `**` matches no directory too.
+    let mut a = action(&["a/**/foo"], "/z/");
+    a.parents = true;
+    run(&src, &root, &a).expect("copy");
+    assert_eq!(root.read("z/a/b/c/d/foo"), "F");
+    run(&src, &root, &action(&["**/bar"], "/flat/")).expect("copy");
+    assert_eq!(listing(&root.join("flat")), ["bar"]);
+}
+
+/// dockerfile_add_test.go testDockerfileAddArchiveWildcard and exclude_patterns_test.go
+/// testExcludedFilesOnCopy: one wildcard matching several directories merges them into a
+/// destination without a trailing slash; several files there are still an error.
+#[test]
+fn one_wildcard_merges_several_directories_into_the_destination() {
+    let src = Tree::new()
+        .file("dir1/x", "1")
+        .file("dir2/y", "2")
+        .file("dir2/skip.mp3", "s")
+        .file("f1", "a")
+        .file("f2", "b");
+    let root = Rootfs::new();
+    let mut a = action(&["dir*"], "/m");
+    a.exclude = vec!["*.mp3".into()];
+    run(&src, &root, &a).expect("copy");
+    assert_eq!(listing(&root.join("m")), ["x", "y"]);
+    let err = run(&src, &root, &action(&["f*"], "/w")).unwrap_err();
+    assert!(matches!(err, Error::DestNotDirectory { .. }), "{err}");
+    let err = run(&src, &root, &action(&["dir1", "dir2"], "/two")).unwrap_err();
+    assert!(matches!(err, Error::DestNotDirectory { .. }), "{err}");
+}
+
+/// dockerfile_copy_test.go testCopyChownExistingDir and testCopyChmod: a destination directory
+/// the copy creates is 0:0 and 0755 (its content keeps its owners and modes), an existing one
+/// is kept, and the parents a copy creates take an octal `--chmod`.
+#[test]
+fn created_destination_and_parents_owner_and_mode() {
+    let src = Tree::new()
+        .file("d/sub/f", "F")
+        .mode("d/sub", 0o750)
+        .mode("d", 0o700)
+        .file("foo", "x");
+    std::os::unix::fs::chown(src.join("d"), Some(100), Some(200)).expect("chown");
+    std::os::unix::fs::chown(src.join("d/sub"), Some(101), Some(201)).expect("chown");
+    let root = Rootfs::new();
+    // From another stage (no context ignore file): owners are kept.
+    let from_stage = |a: &CopyAction| copy(src.path(), &root.path(), a, None, None);
+    from_stage(&action(&["d"], "/out")).expect("copy");
+    let owner = |p: &str| {
+        let m = fs_err::symlink_metadata(root.join(p)).expect("stat");
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    };
+    assert_eq!(owner("out"), (0, 0, 0o755));
+    assert_eq!(owner("out/sub"), (101, 201, 0o750));
+    fs_err::create_dir(root.join("existing")).expect("mkdir");
+    std::os::unix::fs::chown(root.join("existing"), Some(500), Some(600)).expect("chown");
+    from_stage(&action(&["d"], "/existing")).expect("copy");
+    assert_eq!(owner("existing").0, 500);
+    assert_eq!(owner("existing/sub"), (101, 201, 0o750));
+
+    let mut a = action(&["foo"], "/parent/sub/foo");
+    a.chmod = Some("770".into());
+    run(&src, &root, &a).expect("copy");
+    assert_eq!(mode(&root.join("parent")), 0o770);
+    assert_eq!(mode(&root.join("parent/sub")), 0o770);
+    assert_eq!(mode(&root.join("parent/sub/foo")), 0o770);
+    let mut a = action(&["foo"], "/sym/sub/foo");
+    a.chmod = Some("u+x".into());
+    run(&src, &root, &a).expect("copy");
+    assert_eq!(
+        mode(&root.join("sym/sub")),
+        0o755,
+        "symbolic modes leave parents 0755"
+    );
+}
