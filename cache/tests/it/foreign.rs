@@ -7,9 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use kiln_cache::{ApplyOptions, Encoding, Store, apply_layer, mount_overlay};
+use kiln_cache::{ApplyOptions, Store, apply_layer, mount_overlay};
 
-use crate::support::{have, is_root};
+use crate::support::{have, is_root, layer_from_tar};
 
 /// `tar -c` of `dir`'s contents with GNU tar and `flags`.
 fn gnu_tar(dir: &Path, flags: &[&str]) -> Vec<u8> {
@@ -148,20 +148,6 @@ fn long_names_xattrs_and_devices() {
     }
 }
 
-fn layer(s: &Store, tar: Vec<u8>) -> kiln_cache::LayerInfo {
-    let mut w = s.blob_writer().unwrap();
-    std::io::Write::write_all(&mut w, &tar).unwrap();
-    let (d, size) = w.commit(None).unwrap();
-    let info = kiln_cache::LayerInfo {
-        diff_id: d.clone(),
-        digest: d,
-        size,
-        media_type: Encoding::None.media_type().into(),
-    };
-    s.record_layer(&info).unwrap();
-    info
-}
-
 /// GNU tar writes a hardlink as a link entry naming the first path it archived; a layer
 /// tool that archives only what changed can name a file that lives in a lower layer.
 /// Applied as an overlay lowerdir, kiln copies that file up, as an overlay mount would.
@@ -182,7 +168,7 @@ fn hardlinks_to_a_lower_layer_and_opaque_dirs_that_gain_files() {
     )
     .unwrap();
     fs_err::write(one.join("opq/old"), b"old\n").unwrap();
-    let l1 = layer(&s, gnu_tar(&one, &["--format=gnu"]));
+    let l1 = layer_from_tar(&s, gnu_tar(&one, &["--format=gnu"]));
 
     // Layer two: GNU tar of `usr/bin/tool` and its hardlink `usr/local/tool2`, with the
     // first member dropped (the file is unchanged, so it lives in layer one), plus an opaque
@@ -235,7 +221,7 @@ fn hardlinks_to_a_lower_layer_and_opaque_dirs_that_gain_files() {
         }
         b.append_data(&mut h, &path, Cursor::new(data)).unwrap();
     }
-    let l2 = layer(&s, b.into_inner().unwrap());
+    let l2 = layer_from_tar(&s, b.into_inner().unwrap());
     let snap = s.prepare_snapshot(&[l1, l2]).unwrap();
     let mnt = t.path().join("mnt");
     fs_err::create_dir_all(&mnt).unwrap();

@@ -4,21 +4,7 @@ use kiln_cache::mount::MAX_LOWERS;
 use kiln_cache::{Encoding, LayerOptions, LayerSource, Store, mount_overlay, unmount};
 use kiln_oci::chain_id;
 
-use crate::support::{RawTar, file, is_root};
-
-fn layer_from_tar(s: &Store, tar: Vec<u8>) -> kiln_cache::LayerInfo {
-    let mut w = s.blob_writer().unwrap();
-    std::io::Write::write_all(&mut w, &tar).unwrap();
-    let (d, size) = w.commit(None).unwrap();
-    let info = kiln_cache::LayerInfo {
-        diff_id: d.clone(),
-        digest: d,
-        size,
-        media_type: Encoding::None.media_type().into(),
-    };
-    s.record_layer(&info).unwrap();
-    info
-}
+use crate::support::{RawTar, file, is_root, layer_from_tar};
 
 #[test]
 fn whiteouts_hide_lower_files_when_mounted_and_upper_is_captured() {

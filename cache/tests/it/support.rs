@@ -95,3 +95,18 @@ pub fn is_root() -> bool {
     }
     root
 }
+
+/// Stores `tar` as an uncompressed layer blob and records it.
+pub fn layer_from_tar(s: &kiln_cache::Store, tar: Vec<u8>) -> kiln_cache::LayerInfo {
+    let mut w = s.blob_writer().unwrap();
+    std::io::Write::write_all(&mut w, &tar).unwrap();
+    let (d, size) = w.commit(None).unwrap();
+    let info = kiln_cache::LayerInfo {
+        diff_id: d.clone(),
+        digest: d,
+        size,
+        media_type: kiln_cache::Encoding::None.media_type().into(),
+    };
+    s.record_layer(&info).unwrap();
+    info
+}
