@@ -141,15 +141,7 @@ pub fn mount_overlay(
     } else {
         MountAttrFlags::MOUNT_ATTR_RDONLY
     };
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| merr("fsmount", e))?;
-    move_mount(
-        &mnt,
-        c"",
-        rustix::fs::CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| merr("move_mount", e))?;
+    attach(&fs, attrs, target).map_err(|(op, e)| merr(op, e))?;
     guard.active = true;
     tracing::debug!(target = %target.display(), lowers = lowerdirs.len(), rw = upper.is_some(), "overlay mounted");
     Ok(guard)
@@ -172,7 +164,23 @@ pub fn mount_tmpfs(target: &Path, size: u64) -> Result<MountGuard> {
     let attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
         | MountAttrFlags::MOUNT_ATTR_NODEV
         | MountAttrFlags::MOUNT_ATTR_NOEXEC;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| merr("fsmount", e))?;
+    attach(&fs, attrs, target).map_err(|(op, e)| merr(op, e))?;
+    Ok(MountGuard {
+        target: target.to_owned(),
+        active: true,
+        nested: Vec::new(),
+        scratch: Vec::new(),
+    })
+}
+
+/// Makes a configured filesystem context a mount and moves it to `target`; an error names
+/// the call that failed.
+fn attach(
+    fs: &std::os::fd::OwnedFd,
+    attrs: MountAttrFlags,
+    target: &Path,
+) -> std::result::Result<(), (&'static str, rustix::io::Errno)> {
+    let mnt = fsmount(fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| ("fsmount", e))?;
     move_mount(
         &mnt,
         c"",
@@ -180,11 +188,5 @@ pub fn mount_tmpfs(target: &Path, size: u64) -> Result<MountGuard> {
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(|e| merr("move_mount", e))?;
-    Ok(MountGuard {
-        target: target.to_owned(),
-        active: true,
-        nested: Vec::new(),
-        scratch: Vec::new(),
-    })
+    .map_err(|e| ("move_mount", e))
 }

@@ -45,10 +45,9 @@ impl Images<'_> {
         if let Some(rec) = self.store().resolve(name_or_id)? {
             return Ok(Some((rec, name_or_id.to_owned())));
         }
-        let Ok(r) = name_or_id.parse::<Reference>() else {
+        let Ok(full) = normalize_name(name_or_id) else {
             return Ok(None);
         };
-        let full = r.to_string();
         Ok(self.store().resolve(&full)?.map(|rec| (rec, full)))
     }
 
