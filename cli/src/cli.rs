@@ -232,6 +232,9 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+    /// Additional named context (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST]|URL)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Always look up base image tags again
     #[arg(long)]
     pub pull: bool,

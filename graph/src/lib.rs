@@ -15,7 +15,7 @@ pub use op::{
     CacheSharing, ChownOpt, CopyAction, ExecOp, FileAction, FileOp, LocalSource, Mount, MountKind,
     NetworkMode, Op, SecurityMode, SourceOp,
 };
-pub use resolve::{ImageResolver, ResolvedImage};
+pub use resolve::{ImageResolver, NamedContext, ResolvedImage, context_key};
 
 use kiln_oci::{Digest, sha256};
 use serde::{Deserialize, Serialize};

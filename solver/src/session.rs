@@ -8,6 +8,7 @@
 //! the store, the output, pushes and cache export. Everything runs on the session's one tokio
 //! runtime.
 
+use crate::context::named::NamedSpec;
 pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
@@ -17,7 +18,9 @@ use crate::remote::{self, CacheMode, CacheSpec, ExportReport};
 use crate::worker::{KilnWorker, RemoteSetup, WorkerOptions};
 use crate::{distribution, explain};
 use kiln_cache::{ArchiveFormat, Encoding, ImageRecord};
-use kiln_graph::{Definition, ImageConfig, ImageResolver, Op, ResolvedImage};
+use kiln_graph::{
+    Definition, ImageConfig, ImageResolver, LocalSource, NamedContext, Op, ResolvedImage,
+};
 use kiln_oci::{Digest, Platform};
 use kiln_registry_client::{Client, Reference};
 use std::collections::BTreeMap;
@@ -157,6 +160,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--no-cache-filter STAGE`.
     pub no_cache_filter: Vec<String>,
+    /// `--build-context NAME=VALUE`, as written.
+    pub build_contexts: Vec<String>,
 }
 
 /// The `.dockerignore` patterns of a build: `<Dockerfile>.dockerignore` beside the
@@ -221,6 +226,22 @@ pub struct Build<'h> {
     warnings: Vec<String>,
     /// Base images resolved lazily (manifest and config only), not yet images of the store.
     staged: Mutex<Vec<(Reference, ImageRecord)>>,
+    /// `--build-context`s by the name they answer to.
+    named: BTreeMap<String, NamedSpec>,
+    /// Named contexts loaded so far, each once.
+    loaded: Mutex<BTreeMap<String, LoadedContext>>,
+}
+
+/// A named context once loaded.
+enum LoadedContext {
+    /// A directory (and, for a git or http context, the scratch that holds it).
+    Dir {
+        dir: PathBuf,
+        /// Kept until the build ends: dropping it removes the directory.
+        _scratch: Option<FetchedContext>,
+    },
+    /// An image of the store, by manifest digest (an OCI layout's, once loaded).
+    Layout(Digest),
 }
 
 impl<'h> Build<'h> {
@@ -247,6 +268,16 @@ impl<'h> Build<'h> {
                 "pushing needs a name: -t REGISTRY/REPOSITORY:TAG (or name= in --output)",
             ));
         }
+        let mut named = BTreeMap::new();
+        for arg in &opts.build_contexts {
+            let (key, spec) = crate::context::named::parse_build_context(arg)?;
+            if named.insert(key.clone(), spec).is_some() {
+                return Err(Error::other(
+                    format!("--build-context {arg:?}"),
+                    format!("a context named {key:?} is given twice"),
+                ));
+            }
+        }
         let rt = tokio_runtime()?;
         let mut warnings = Vec::new();
         let remote = if cache_from.is_empty() {
@@ -269,6 +300,8 @@ impl<'h> Build<'h> {
             remote,
             warnings,
             staged: Mutex::default(),
+            named,
+            loaded: Mutex::default(),
         })
     }
 
@@ -331,11 +364,79 @@ impl<'h> Build<'h> {
         KilnWorker::new(WorkerOptions {
             store: self.host.store().clone(),
             runtime: self.host.runtime()?,
-            contexts: BTreeMap::from([("context".to_string(), context)]),
+            contexts: self.context_dirs(context),
             compression: Encoding::GZIP,
             source_date_epoch: self.opts.source_date_epoch,
             secrets: self.opts.secrets.clone(),
             remote,
+        })
+    }
+
+    /// The worker's directories: the main context and the named ones the build loaded.
+    fn context_dirs(&self, main: PathBuf) -> BTreeMap<String, PathBuf> {
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirs = BTreeMap::from([("context".to_string(), main)]);
+        for (key, c) in loaded.iter() {
+            if let LoadedContext::Dir { dir, .. } = c {
+                dirs.insert(named_source_name(key), dir.clone());
+            }
+        }
+        dirs
+    }
+
+    /// Loads the named context `key` (once): a directory found or fetched, an OCI layout's
+    /// image put in the store.
+    fn load_named(&self, key: &str, spec: &NamedSpec) -> Result<Option<NamedContext>> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if !loaded.contains_key(key) {
+            let what = || format!("--build-context {key}");
+            let c = match spec {
+                NamedSpec::Image(_) => None,
+                NamedSpec::Dir(d) => Some(LoadedContext::Dir {
+                    dir: fs_err::canonicalize(d).map_err(|e| Error::other(what(), e))?,
+                    _scratch: None,
+                }),
+                NamedSpec::Remote(src) => {
+                    let f = FetchedContext::fetch(self.host, src)?;
+                    Some(LoadedContext::Dir {
+                        dir: f.path().to_path_buf(),
+                        _scratch: Some(f),
+                    })
+                }
+                NamedSpec::OciLayout { dir, select } => Some(LoadedContext::Layout(
+                    crate::context::named::load_layout(self.host.store(), dir, select)
+                        .map_err(|e| Error::other(what(), crate::error::chain(&e)))?,
+                )),
+            };
+            if let Some(c) = c {
+                loaded.insert(key.to_owned(), c);
+            }
+        }
+        Ok(match loaded.get(key) {
+            Some(LoadedContext::Dir { dir, .. }) => {
+                let exclude = crate::context::read_ignore_patterns(dir, Path::new(""))
+                    .map_err(|e| Error::other(format!("--build-context {key}"), e))?;
+                Some(NamedContext::Local(LocalSource {
+                    name: named_source_name(key),
+                    include: Vec::new(),
+                    exclude,
+                }))
+            }
+            Some(LoadedContext::Layout(digest)) => {
+                let rec = self
+                    .host
+                    .store()
+                    .image_by_manifest(digest)?
+                    .ok_or_else(|| Error::other(format!("--build-context {key}"), "image gone"))?;
+                let r: Reference = format!("{key}@{digest}")
+                    .parse()
+                    .or_else(|_| format!("oci-layout@{digest}").parse())
+                    .map_err(|e| Error::other(format!("--build-context {key}"), e))?;
+                Some(NamedContext::Image(Box::new(resolved(&r, &rec).map_err(
+                    |e| Error::other(format!("--build-context {key}"), e),
+                )?)))
+            }
+            None => None,
         })
     }
 
@@ -566,6 +667,32 @@ impl ImageResolver for Build<'_> {
         };
         resolved(&r, &rec)
     }
+
+    fn has_named_context(&self, name: &str) -> bool {
+        self.named.contains_key(name)
+    }
+
+    fn named_context(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> std::result::Result<Option<NamedContext>, String> {
+        let Some(spec) = self.named.get(name) else {
+            return Ok(None);
+        };
+        if let NamedSpec::Image(r) = spec {
+            return self
+                .resolve(r, platform)
+                .map(|img| Some(NamedContext::Image(Box::new(img))));
+        }
+        self.load_named(name, spec)
+            .map_err(|e| crate::error::chain(&e))
+    }
+}
+
+/// The local source name of the named context `key`.
+fn named_source_name(key: &str) -> String {
+    format!("context:{key}")
 }
 
 /// Resolves base images from the store alone, and by name only when it lacks them (no digest,

@@ -252,3 +252,195 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `--build-context NAME=DIR`: `COPY --from`, `RUN --mount from=` and a stage replaced by the
+/// directory, with the directory's own `.dockerignore`.
+#[test]
+fn named_directory_contexts_replace_stages_and_serve_from() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let docs = Context::new()
+        .file("guide.md", "the guide\n")
+        .file("secret.txt", "must stay out\n")
+        .file(".dockerignore", "secret.txt\n");
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS src\n\
+         RUN echo from-the-stage > /stage-marker\n\
+         FROM busybox\n\
+         COPY --from=docs / /docs/\n\
+         COPY --from=src / /src/\n\
+         RUN --mount=from=docs,target=/m cat /m/guide.md > /via-mount\n\
+         RUN ls -A /docs > /docs-listing; ls -A /src > /src-listing\n",
+    );
+    let docs_arg = format!("docs={}", docs.arg());
+    let src_arg = format!("src={}", docs.arg());
+    k.ok(&[
+        "build",
+        "-t",
+        "named:dir",
+        "--build-context",
+        &docs_arg,
+        "--build-context",
+        &src_arg,
+        "--progress=plain",
+        ctx.arg(),
+    ]);
+    let cat = |path: &str| k.ok(&["run", "--rm", "named:dir", "cat", path]);
+    assert_eq!(cat("/docs/guide.md"), "the guide\n");
+    assert_eq!(cat("/via-mount"), "the guide\n");
+    // The directory's .dockerignore holds for it as the main context's does for that.
+    assert_eq!(cat("/docs-listing"), ".dockerignore\nguide.md\n");
+    // The stage named `src` is replaced by the directory: its RUN never ran.
+    assert_eq!(cat("/src-listing"), ".dockerignore\nguide.md\n");
+
+    // Editing the directory is seen by the next build (its files are the cache key).
+    docs.write("guide.md", "the guide, edited\n");
+    k.ok(&[
+        "build",
+        "-t",
+        "named:dir2",
+        "--build-context",
+        &docs_arg,
+        "--build-context",
+        &src_arg,
+        ctx.arg(),
+    ]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "named:dir2", "cat", "/docs/guide.md"]),
+        "the guide, edited\n"
+    );
+}
+
+/// `--build-context NAME=docker-image://REF`: a `FROM` base pinned to another image (the
+/// Dockerfile's own base never looked up), and a stage of that name replaced.
+#[test]
+fn named_image_contexts_stand_in_for_bases_and_stages() {
+    if !sandbox_available() {
+        return;
+    }
+    let k = Kiln::with_busybox();
+    k.ok(&["tag", "busybox", "localhost:5999/other/base:v9"]);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS tools\n\
+         RUN echo built > /tools-marker\n\
+         FROM alpine:3.20\n\
+         COPY --from=tools /bin/busybox /tools-busybox\n\
+         RUN test ! -e /tools-marker && echo on-busybox > /marker\n",
+    );
+    // alpine:3.20 is not in the store and there is no network: only the context can give it.
+    let out = k.run(&[
+        "build",
+        "-t",
+        "named:img",
+        "--progress=plain",
+        "--build-context",
+        "alpine:3.20=docker-image://localhost:5999/other/base:v9",
+        "--build-context",
+        "tools=docker-image://busybox",
+        ctx.arg(),
+    ]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The stage `tools` is the image now: its RUN is not part of the build.
+    assert!(!log.contains("echo built"), "{log}");
+    assert_eq!(
+        k.ok(&["run", "--rm", "named:img", "cat", "/marker"]),
+        "on-busybox\n"
+    );
+    assert_eq!(
+        k.ok(&[
+            "run",
+            "--rm",
+            "named:img",
+            "sh",
+            "-c",
+            "cmp /tools-busybox /bin/busybox && echo same"
+        ]),
+        "same\n"
+    );
+
+    // A name that matches nothing is no error (buildx ignores it too); a bad value is.
+    let err = k.fails(&[
+        "build",
+        "--build-context",
+        "x=docker-image://Not/Valid",
+        ctx.arg(),
+    ]);
+    assert!(err.contains("--build-context"), "{err}");
+    let err = k.fails(&["build", "--build-context", "novalue", ctx.arg()]);
+    assert!(err.contains("NAME=VALUE"), "{err}");
+}
+
+/// `--build-context NAME=oci-layout://PATH[:TAG|@DIGEST]`: an image in an OCI layout made by
+/// another tool (skopeo), loaded untagged, used as a base.
+#[test]
+fn named_oci_layout_contexts_by_tag_and_digest() {
+    if !sandbox_available() {
+        return;
+    }
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        if std::env::var_os("KILN_REQUIRE_ALL").is_some() {
+            panic!("skopeo is required (KILN_REQUIRE_ALL)");
+        }
+        eprintln!("SKIPPED: skopeo is not installed");
+        return;
+    }
+    let k = Kiln::with_busybox();
+    let work = Context::new();
+    let archive = work.path().join("bb.tar");
+    k.ok(&["save", "-o", archive.to_str().unwrap(), "busybox"]);
+    let layout = work.path().join("layout");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("docker-archive:{}", archive.display()))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM base\nRUN echo on-the-layout > /marker\n",
+    );
+    let images_before = k.ok(&["images", "-q"]);
+    for (tag, spec) in [
+        (
+            "named:tag",
+            format!("base=oci-layout://{}:v1", layout.display()),
+        ),
+        (
+            "named:only",
+            format!("base=oci-layout://{}", layout.display()),
+        ),
+        (
+            "named:digest",
+            format!("base=oci-layout://{}@{digest}", layout.display()),
+        ),
+    ] {
+        k.ok(&["build", "-t", tag, "--build-context", &spec, ctx.arg()]);
+        assert_eq!(
+            k.ok(&["run", "--rm", tag, "cat", "/marker"]),
+            "on-the-layout\n",
+            "{spec}"
+        );
+    }
+    // Loading the layout tagged nothing.
+    let names = k.ok(&["images"]);
+    assert!(!names.contains("v1"), "{names}");
+    assert!(!images_before.is_empty());
+
+    let err = k.fails(&[
+        "build",
+        "--build-context",
+        &format!("base=oci-layout://{}:nope", layout.display()),
+        ctx.arg(),
+    ]);
+    assert!(err.contains("no image tagged \"nope\""), "{err}");
+}

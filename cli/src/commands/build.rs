@@ -117,6 +117,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         explain_cache: args.explain_cache,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
+        build_contexts: args.build_contexts.clone(),
     };
     let build_args = parse_kv(&args.build_args, "--build-arg", true)?;
     let labels = parse_kv(&args.labels, "--label", false)?;

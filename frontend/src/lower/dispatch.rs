@@ -15,10 +15,10 @@ use super::error::{LowerError, LowerErrorKind};
 use super::history::{HISTORY_COMMENT, StepCounter, uppercase_cmd};
 use super::paths::workdir;
 use super::source::pinned;
-use super::stage::{Command, Stage, check_cycles, reachable};
+use super::stage::{Command, Stage, check_cycles, context_key, reachable};
 use super::{
-    ImageResolver, LowerOptions, LowerWarning, Lowered, MAX_EXPANSION_TOTAL, ResolvedImage,
-    StageInfo,
+    ImageResolver, LowerOptions, LowerWarning, Lowered, MAX_EXPANSION_TOTAL, NamedContext,
+    ResolvedImage, StageInfo,
 };
 use crate::ast::{Ast, Word};
 use crate::diagnostic::{Span, suggest};
@@ -91,6 +91,8 @@ pub(crate) struct Lowerer<'a> {
     pub(super) lexer: Lexer,
     pub(super) def: Definition,
     resolved: HashMap<(String, Platform), ResolvedImage>,
+    /// Named contexts loaded, by key and platform.
+    contexts: HashMap<(String, Platform), Option<NamedContext>>,
     pub(super) warnings: Vec<LowerWarning>,
     /// Names declared by some ARG (for the unused build-arg warning).
     pub(super) consumed: BTreeSet<String>,
@@ -144,6 +146,7 @@ impl<'a> Lowerer<'a> {
             lexer: Lexer::new(Escape::from_char(ast.escape).unwrap_or_default()),
             def: Definition::default(),
             resolved: HashMap::new(),
+            contexts: HashMap::new(),
             warnings: Vec::new(),
             consumed: BTreeSet::new(),
             global: automatic_args(ast, opts),
@@ -253,6 +256,7 @@ impl<'a> Lowerer<'a> {
                     stages.push(stage);
                 }
                 _ => match stages.last_mut() {
+                    Some(stage) if stage.replaced => {}
                     Some(stage) => stage.commands.push(cmd),
                     None => return Err(LowerError::new(node.span, LowerErrorKind::NoBuildStage)),
                 },
@@ -320,7 +324,23 @@ impl<'a> Lowerer<'a> {
                 LowerErrorKind::DuplicateStage { name: n.clone() },
             ));
         }
-        let base_stage = names.get(&base_name.to_lowercase()).copied();
+        let mut base_stage = names.get(&base_name.to_lowercase()).copied();
+        // A named context replaces a stage of its name, else gives a base that is no stage.
+        let own = name
+            .as_deref()
+            .map(context_key)
+            .filter(|k| self.resolver.has_named_context(k));
+        let replaced = own.is_some();
+        let context = match own {
+            Some(k) => {
+                base_stage = None;
+                Some(k)
+            }
+            None if base_stage.is_none() && base_name != "scratch" => {
+                Some(context_key(&base_name)).filter(|k| self.resolver.has_named_context(k))
+            }
+            None => None,
+        };
         Ok(Stage {
             index,
             span,
@@ -328,8 +348,11 @@ impl<'a> Lowerer<'a> {
             name,
             platform,
             base_stage,
+            context,
+            replaced,
             commands: Vec::new(),
             base_image: None,
+            base_local: None,
             triggers_loaded: false,
             step_total: 0,
         })
@@ -387,10 +410,18 @@ impl<'a> Lowerer<'a> {
                         .platform
                         .clone()
                         .unwrap_or_else(|| self.opts.target_platform.clone());
-                    let img = self.resolve(&stages[i].base_name, &platform, stages[i].span)?;
-                    let on_build = img.config.config.on_build.clone();
-                    stages[i].base_image = Some(img);
-                    on_build
+                    match self.stage_base(&stages[i], &platform)? {
+                        NamedContext::Image(img) => {
+                            let img = *img;
+                            let on_build = img.config.config.on_build.clone();
+                            stages[i].base_image = Some(img);
+                            on_build
+                        }
+                        NamedContext::Local(src) => {
+                            stages[i].base_local = Some(src);
+                            Vec::new()
+                        }
+                    }
                 } else {
                     Vec::new()
                 };
@@ -412,6 +443,50 @@ impl<'a> Lowerer<'a> {
             }
             check_cycles(stages)?;
         }
+    }
+
+    /// The base of a stage that starts from an image or a named context.
+    fn stage_base(&mut self, s: &Stage, platform: &Platform) -> Result<NamedContext, LowerError> {
+        if let Some(key) = &s.context
+            && let Some(base) = self.named(key, platform, s.span)?
+        {
+            return Ok(base);
+        }
+        Ok(NamedContext::Image(Box::new(self.resolve(
+            &s.base_name,
+            platform,
+            s.span,
+        )?)))
+    }
+
+    /// The named context `key` (see [`context_key`]), loaded once per platform.
+    pub(super) fn named(
+        &mut self,
+        key: &str,
+        platform: &Platform,
+        span: Span,
+    ) -> Result<Option<NamedContext>, LowerError> {
+        if !self.resolver.has_named_context(key) {
+            return Ok(None);
+        }
+        let cache_key = (key.to_owned(), platform.clone());
+        if let Some(b) = self.contexts.get(&cache_key) {
+            return Ok(b.clone());
+        }
+        let found = self
+            .resolver
+            .named_context(key, platform)
+            .map_err(|message| {
+                LowerError::new(
+                    span,
+                    LowerErrorKind::Resolve {
+                        reference: key.to_owned(),
+                        message,
+                    },
+                )
+            })?;
+        self.contexts.insert(cache_key, found.clone());
+        Ok(found)
     }
 
     pub(super) fn resolve(
@@ -501,11 +576,18 @@ impl<'a> Lowerer<'a> {
                 index: i,
                 ignore_cache,
             };
-            if s.starts_from_image() {
-                let img = match &s.base_image {
-                    Some(img) => img.clone(),
-                    None => self.resolve(&s.base_name, &platform, s.span)?,
-                };
+            let base = match (&s.base_image, &s.base_local) {
+                _ if !s.starts_from_image() => None,
+                (Some(img), _) => Some(NamedContext::Image(Box::new(img.clone()))),
+                (None, Some(src)) => Some(NamedContext::Local(src.clone())),
+                (None, None) => Some(self.stage_base(s, &platform)?),
+            };
+            if let Some(NamedContext::Local(src)) = base {
+                let name = s.context.as_deref().unwrap_or_default();
+                let desc = st.steps.name(&format!("FROM {name}"), false);
+                let op = Op::Source(SourceOp::Local(src));
+                st.fs = Some(self.add(op, Vec::new(), &st, desc, s.span.line, false));
+            } else if let Some(NamedContext::Image(img)) = base {
                 let config = img.config.derived();
                 let no_layers = config.rootfs.diff_ids.is_empty()
                     && config.history.iter().all(|h| h.empty_layer);

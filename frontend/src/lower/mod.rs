@@ -45,7 +45,7 @@ pub use error::{LowerError, LowerErrorKind, MountError};
 /// that went over, before allocating more.
 pub const MAX_EXPANSION_TOTAL: usize = 64 << 20;
 
-pub use kiln_graph::{ImageResolver, ResolvedImage};
+pub use kiln_graph::{ImageResolver, NamedContext, ResolvedImage};
 
 /// Inputs of a build besides the Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]

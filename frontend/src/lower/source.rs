@@ -4,10 +4,10 @@
 use kiln_graph::{FileOp, LocalSource, Op, SourceOp, Vertex, VertexMeta};
 use kiln_oci::{Digest, Platform};
 
-use super::ResolvedImage;
 use super::dispatch::{Lowerer, StageState};
 use super::error::{LowerError, LowerErrorKind};
-use super::stage::{SourceRef, Stage};
+use super::stage::{SourceRef, Stage, context_key};
+use super::{NamedContext, ResolvedImage};
 use crate::diagnostic::Span;
 
 /// `docker.io/library/busybox:latest@sha256:…` as BuildKit names a resolved base.
@@ -62,7 +62,21 @@ impl Lowerer<'_> {
         platform: &Platform,
         span: Span,
     ) -> Result<Digest, LowerError> {
-        let img = self.resolve(reference, platform, span)?;
+        let key = context_key(reference);
+        let img = match self.named(&key, platform, span)? {
+            Some(NamedContext::Image(img)) => *img,
+            Some(NamedContext::Local(src)) => {
+                return Ok(self.def.add(Vertex {
+                    op: Op::Source(SourceOp::Local(src)),
+                    inputs: Vec::new(),
+                    meta: VertexMeta {
+                        description: format!("[context {key}] load from client"),
+                        ..VertexMeta::default()
+                    },
+                }));
+            }
+            None => self.resolve(reference, platform, span)?,
+        };
         if img.config.rootfs.diff_ids.is_empty() && img.config.history.iter().all(|h| h.empty_layer)
         {
             return Ok(self.empty_fs());

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use kiln_graph::LocalSource;
+pub(crate) use kiln_graph::context_key;
 use kiln_oci::Platform;
 
 use super::ResolvedImage;
@@ -169,8 +171,15 @@ pub(crate) struct Stage {
     /// `FROM <earlier stage>`.
     pub base_stage: Option<usize>,
     pub commands: Vec<Command>,
+    /// The named context (`--build-context`) the stage starts from: the stage's own name (the
+    /// stage is then replaced by the context, as BuildKit does) or its base's.
+    pub context: Option<String>,
+    /// Whether that context is the stage's own name: its instructions are then not run.
+    pub replaced: bool,
     /// The resolved base image (image-based stages that are reachable).
     pub base_image: Option<ResolvedImage>,
+    /// The base, when a named context gives a directory instead of an image.
+    pub base_local: Option<LocalSource>,
     /// Whether the ONBUILD triggers of the base were added.
     pub triggers_loaded: bool,
     /// Steps BuildKit counts for `[i/total]`.
@@ -192,9 +201,9 @@ impl Stage {
             .chain(self.commands.iter().flat_map(Command::stage_deps))
     }
 
-    /// Whether the stage starts from an image (not scratch, not a stage).
+    /// Whether the stage starts from an image or a named context (not scratch, not a stage).
     pub(crate) fn starts_from_image(&self) -> bool {
-        self.base_stage.is_none() && self.base_name != "scratch"
+        self.context.is_some() || (self.base_stage.is_none() && self.base_name != "scratch")
     }
 }
 

@@ -4,5 +4,6 @@
 mod conformance;
 mod fuzz;
 mod lower;
+mod named;
 mod parser_conformance;
 mod shell_conformance;

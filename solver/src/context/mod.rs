@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod glob;
 pub mod ignore;
+pub mod named;
 pub mod remote;
 pub mod walk;
 
