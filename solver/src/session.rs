@@ -524,6 +524,7 @@ impl<'h> Build<'h> {
             .filter(|s| !matches!(s, CacheSpec::Inline))
         {
             let records = export_records(def, &solved.keys, worker, spec.mode());
+            let mounts = cache_mount_records(store, def, spec.cache_mounts())?;
             let client = self.host.client()?;
             let report = self
                 .rt
@@ -532,6 +533,7 @@ impl<'h> Build<'h> {
                     store,
                     spec,
                     &records,
+                    &mounts,
                     &mount_from,
                 ))
                 .map_err(|e| Error::other("exporting the build cache", e))?;
@@ -739,6 +741,46 @@ fn resolved(r: &Reference, rec: &ImageRecord) -> std::result::Result<ResolvedIma
         digest: Some(rec.manifest_digest.clone()),
         config,
     })
+}
+
+/// The cache mounts an export carries: each `RUN --mount=type=cache` id of the build that
+/// `wanted` names and that holds files, as a layer of the store (deterministic, so unchanged
+/// contents give the same blob and upload nothing).
+fn cache_mount_records(
+    store: &kiln_cache::Store,
+    def: &Definition,
+    wanted: &remote::CacheMounts,
+) -> Result<Vec<remote::MountRecord>> {
+    let ids: std::collections::BTreeSet<&str> = def
+        .vertices
+        .values()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.mounts.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|m| match &m.kind {
+            kiln_graph::MountKind::Cache { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .filter(|id| wanted.wants(id))
+        .collect();
+    let mut out = Vec::new();
+    for id in ids {
+        let dir = crate::ops::mounts::cache_mount_dir(store, id);
+        let has_files = fs_err::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if !has_files {
+            continue;
+        }
+        let layer = store.create_layer(&dir, &kiln_cache::LayerOptions::default())?;
+        out.push(remote::MountRecord {
+            id: id.to_owned(),
+            layer,
+        });
+    }
+    Ok(out)
 }
 
 /// The cache records to export: the final image's steps (`mode=min`) or every step (`max`),

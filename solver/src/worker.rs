@@ -11,7 +11,7 @@ use crate::ops;
 use crate::refs::{Chain, Ref};
 use kiln_cache::{Encoding, LayerInfo, Store};
 use kiln_executor::Runtime;
-use kiln_graph::{LocalSource, Op, SourceOp, Vertex};
+use kiln_graph::{ExecOp, LocalSource, MountKind, Op, SourceOp, Vertex};
 use kiln_oci::{Digest, sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +50,8 @@ pub struct KilnWorker {
     contexts: BTreeMap<String, PathBuf>,
     remote: Option<Arc<RemoteSetup>>,
     hasher: ContextHasher,
+    /// Held while a cache mount is restored from the imported cache (one at a time, each once).
+    restoring: tokio::sync::Mutex<()>,
 }
 
 impl KilnWorker {
@@ -68,7 +70,45 @@ impl KilnWorker {
             contexts: opts.contexts,
             remote: opts.remote,
             hasher,
+            restoring: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Fills the cache mounts of `exec` this store has never had from the imported cache
+    /// (`--cache-from` of an export with `cache-mounts=`), before the step runs. A mount that
+    /// cannot be restored starts empty, as it would without the cache, with a warning.
+    async fn restore_cache_mounts(&self, exec: &ExecOp) {
+        let Some(remote) = &self.remote else { return };
+        for m in &exec.mounts {
+            let MountKind::Cache { id, .. } = &m.kind else {
+                continue;
+            };
+            let Some(layer) = remote.cache.cache_mount(id) else {
+                continue;
+            };
+            let _one = self.restoring.lock().await;
+            if ops::mounts::cache_mount_dir(self.store(), id).exists() {
+                continue;
+            }
+            let restored = async {
+                self.ensure_layers(&[layer]).await?;
+                let (store, id, layer) = (self.store().clone(), id.clone(), layer.clone());
+                tokio::task::spawn_blocking(move || {
+                    ops::mounts::restore_cache_mount(&store, &id, &layer)
+                })
+                .await
+                .map_err(|e| Error::other("cache mount", e))?
+            }
+            .await;
+            match restored {
+                Ok(true) => tracing::info!(id = %id, layer = %layer.digest, "cache mount restored"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    "cache mount {id:?}: not restored from the imported cache: {}",
+                    crate::error::chain(&e)
+                ),
+            }
+        }
     }
 
     /// Persists what was learned about the build context (stat cache).
@@ -383,7 +423,10 @@ impl Worker for KilnWorker {
             }
         }
         let out = match &vertex.op {
-            Op::Exec(exec) => ops::exec::run(&self.env, &job, vertex, exec, inputs).await?,
+            Op::Exec(exec) => {
+                self.restore_cache_mounts(exec).await;
+                ops::exec::run(&self.env, &job, vertex, exec, inputs).await?
+            }
             Op::File(file) => ops::file::run(&self.env, &job, file, inputs).await?,
             Op::Source(SourceOp::Http {
                 url,

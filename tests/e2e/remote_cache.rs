@@ -221,3 +221,76 @@ fn push_only_build_mounts_cached_layers_without_downloading_them() {
     // Not an image of store B: it only went to the registry.
     assert!(!b.ok(&["images"]).contains("kiln/other"));
 }
+
+/// Issue 17: `RUN --mount=type=cache` directories travel with `--cache-to …,cache-mounts=true`
+/// and are restored by `--cache-from` on another store before the steps that use them; an
+/// unchanged cache mount uploads nothing the next time.
+#[test]
+fn cache_mounts_travel_through_the_registry() {
+    let Some(Setup { reg, a, .. }) = setup() else {
+        return;
+    };
+    let base = format!("{}/kiln/busybox:latest", reg.host());
+    let fill = Context::new().file(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\n\
+             RUN --mount=type=cache,id=deps,target=/cache \
+             mkdir -p /cache/pkgs && echo downloaded-once > /cache/pkgs/dep.txt && echo built > /built\n"
+        ),
+    );
+    let cache = format!(
+        "type=registry,ref={}/kiln/mounts:main,mode=max,cache-mounts=true",
+        reg.host()
+    );
+    let first = build(&a, &fill, &["--cache-to", &cache, "-t", "fill:1"]);
+    assert!(first.contains("exported"), "{first}");
+
+    // Another machine: a different step (so nothing is cached) reading the same cache id.
+    let b = Kiln::empty();
+    let read = Context::new().file(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\n\
+             RUN --mount=type=cache,id=deps,target=/cache cat /cache/pkgs/dep.txt > /found\n"
+        ),
+    );
+    let from = format!("type=registry,ref={}/kiln/mounts:main", reg.host());
+    build(&b, &read, &["--cache-from", &from, "-t", "read:1"]);
+    assert_eq!(
+        b.ok(&["run", "--rm", "read:1", "cat", "/found"]),
+        "downloaded-once\n"
+    );
+
+    // Without cache-mounts= an export carries none: a third store finds nothing.
+    let plain = format!(
+        "type=registry,ref={}/kiln/mounts:plain,mode=max",
+        reg.host()
+    );
+    build(&a, &fill, &["--cache-to", &plain, "-t", "fill:2"]);
+    let c = Kiln::empty();
+    let from_plain = format!("type=registry,ref={}/kiln/mounts:plain", reg.host());
+    let out = c.run(&[
+        "build",
+        "--cache-from",
+        &from_plain,
+        "-t",
+        "read:2",
+        read.arg(),
+    ]);
+    assert!(!out.status.success(), "the cache file must be absent");
+
+    // Exporting again from a step that only reads the mount: its blob is already in the
+    // registry (2 already there: the base layer and the mount; the new RUN layer and the
+    // cache config are uploaded).
+    let again = build(&a, &read, &["--cache-to", &cache, "-t", "read:a"]);
+    let line = again
+        .lines()
+        .find(|l| l.contains("exported"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("3 layers: 2 uploaded, 2 already there"),
+        "{again}"
+    );
+}

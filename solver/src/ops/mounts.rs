@@ -232,6 +232,52 @@ fn resolve_inside(root: &Path, rel: &str) -> Result<PathBuf> {
     Ok(real)
 }
 
+/// Where the cache mount `id` keeps its files: `<root>/cache-mounts/<sha256(id)>/data`.
+pub(crate) fn cache_mount_dir(store: &Store, id: &str) -> PathBuf {
+    let name = kiln_oci::sha256(id.as_bytes()).hex();
+    store.root().join("cache-mounts").join(name).join("data")
+}
+
+/// Fills the cache mount `id`, which must not exist yet, from `layer` (a blob of the store):
+/// unpacked beside it, then renamed into place, so a step sees all of it or none.
+pub(crate) fn restore_cache_mount(
+    store: &Store,
+    id: &str,
+    layer: &kiln_cache::LayerInfo,
+) -> Result<bool> {
+    let dir = cache_mount_dir(store, id);
+    if dir.exists() {
+        return Ok(false);
+    }
+    let base = dir.parent().unwrap_or(&dir).to_path_buf();
+    fs_err::create_dir_all(&base).map_err(|e| io(base.clone(), e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("restore-")
+        .tempdir_in(&base)
+        .map_err(|e| io(base.clone(), e))?;
+    let target = tmp.path().join("data");
+    let stats = kiln_cache::apply::apply_layer(
+        store.open_blob(&layer.digest)?,
+        &target,
+        &kiln_cache::apply::ApplyOptions::default(),
+    )?;
+    if stats.diff_id != layer.diff_id {
+        return Err(Error::other(
+            format!("cache mount {id:?}"),
+            format!(
+                "layer {} has diffID {}, not {}",
+                layer.digest, stats.diff_id, layer.diff_id
+            ),
+        ));
+    }
+    match fs_err::rename(&target, &dir) {
+        Ok(()) => Ok(true),
+        // Another process restored or created it meanwhile: theirs is as good.
+        Err(_) if dir.exists() => Ok(false),
+        Err(e) => Err(io(dir, e)),
+    }
+}
+
 /// The persistent directory of a cache mount; `locked` waits for other users, `private` uses
 /// a fresh directory while another step holds the shared one.
 #[allow(clippy::too_many_arguments)]
@@ -244,9 +290,8 @@ fn cache_dir(
     gid: u32,
     held: &mut Held,
 ) -> Result<PathBuf> {
-    let name = kiln_oci::sha256(id.as_bytes()).hex();
-    let base = store.root().join("cache-mounts").join(&name);
-    let dir = base.join("data");
+    let dir = cache_mount_dir(store, id);
+    let base = dir.parent().unwrap_or(&dir).to_path_buf();
     if !dir.exists() {
         fs_err::create_dir_all(&dir).map_err(|e| io(dir.clone(), e))?;
         set_owner_and_mode(&dir, mode, uid, gid)?;

@@ -2,7 +2,7 @@
 
 use super::error::{Error, Result};
 use super::format::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, Document, WireLayer};
-use super::{CacheSpec, ExportRecord};
+use super::{CacheSpec, ExportRecord, MountRecord};
 use crate::distribution::StoreBlobs;
 use kiln_cache::{Store, parse_digest};
 use kiln_oci::media_type::{OCI_INDEX, OCI_MANIFEST};
@@ -47,10 +47,10 @@ pub async fn export(
     spec: &CacheSpec,
     records: &[ExportRecord],
 ) -> Result<ExportReport> {
-    export_with(client, store, spec, records, &[]).await
+    export_with(client, store, spec, records, &[], &[]).await
 }
 
-/// Exports `records`: every blob first (registry: HEAD, then a cross-repository mount from
+/// Exports `records` and the cache `mounts`: every blob first (registry: HEAD, then a cross-repository mount from
 /// `mount_from`, then an upload; directory: copied unless present), the manifest last, so a
 /// reader sees the old cache or the new one, never a mix. Layer blobs the store lacks must
 /// already be in the target repository (or mountable); otherwise the export fails.
@@ -60,9 +60,10 @@ pub async fn export_with(
     store: &Store,
     spec: &CacheSpec,
     records: &[ExportRecord],
+    mounts: &[MountRecord],
     mount_from: &[Reference],
 ) -> Result<ExportReport> {
-    let doc = Document::from_records(records);
+    let doc = Document::from_records(records).with_mounts(mounts);
     let config = doc.to_bytes();
     let config_digest = sha256(&config);
     let manifest = manifest_bytes(&config_digest, config.len() as u64, doc.wire_layers());

@@ -1,7 +1,7 @@
 //! The cache document: the records of an export, self-contained (see the module docs of
 //! [`super`] for the wire format).
 
-use super::ExportRecord;
+use super::{ExportRecord, MountRecord};
 use crate::engine::CacheKey;
 use crate::refs::{Chain, ChainLayer};
 use kiln_cache::{LayerInfo, parse_digest};
@@ -29,6 +29,16 @@ pub(crate) struct Document {
     layers: Vec<WireLayer>,
     /// The records, sorted by key.
     records: Vec<WireRecord>,
+    /// Cache mounts (`RUN --mount=type=cache`) carried by the export, sorted by id; each an
+    /// index into `layers`. Absent in exports without them (older readers ignore it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cache_mounts: Vec<WireMount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireMount {
+    id: String,
+    layer: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +66,13 @@ struct WireRecord {
 struct WireChainLayer {
     layer: usize,
     step: CacheKey,
+}
+
+/// A document read back and validated.
+pub(crate) struct Decoded {
+    pub(crate) layers: Vec<LayerInfo>,
+    pub(crate) records: Vec<ImportedRecord>,
+    pub(crate) mounts: Vec<MountRecord>,
 }
 
 /// One record as read back.
@@ -114,7 +131,36 @@ impl Document {
             schema_version: SCHEMA_VERSION,
             layers,
             records: out,
+            cache_mounts: Vec::new(),
         }
+    }
+
+    /// Adds cache mounts (each id once, sorted; their layers after the records' ones).
+    pub(crate) fn with_mounts(mut self, mounts: &[MountRecord]) -> Document {
+        let mut by_id: BTreeMap<&str, &MountRecord> = BTreeMap::new();
+        for m in mounts {
+            by_id.entry(m.id.as_str()).or_insert(m);
+        }
+        for (id, m) in by_id {
+            let digest = m.layer.digest.to_string();
+            let layer = match self.layers.iter().position(|l| l.digest == digest) {
+                Some(i) => i,
+                None => {
+                    self.layers.push(WireLayer {
+                        media_type: m.layer.media_type.clone(),
+                        digest,
+                        size: m.layer.size,
+                        diff_id: m.layer.diff_id.to_string(),
+                    });
+                    self.layers.len() - 1
+                }
+            };
+            self.cache_mounts.push(WireMount {
+                id: id.to_owned(),
+                layer,
+            });
+        }
+        self
     }
 
     /// Canonical bytes (fixed field order, no white space).
@@ -158,7 +204,7 @@ impl Document {
 
     /// Validates the whole document and returns its layers and records; any inconsistency
     /// rejects all of it (a reader sees a whole record set or none).
-    pub(crate) fn decode(self) -> Result<(Vec<LayerInfo>, Vec<ImportedRecord>), String> {
+    pub(crate) fn decode(self) -> Result<Decoded, String> {
         if self.schema_version != SCHEMA_VERSION {
             return Err(format!(
                 "schema version {} is not supported (this kiln reads {SCHEMA_VERSION})",
@@ -190,7 +236,29 @@ impl Document {
                 description: r.description,
             });
         }
-        Ok((layers, records))
+        let mut mounts = Vec::with_capacity(self.cache_mounts.len());
+        for m in self.cache_mounts {
+            let Some(layer) = layers.get(m.layer) else {
+                return Err(format!(
+                    "cache mount {:?} refers to layer #{} of {}",
+                    m.id,
+                    m.layer,
+                    layers.len()
+                ));
+            };
+            if m.id.is_empty() || m.id.len() > 1024 {
+                return Err("a cache mount has an invalid id".to_owned());
+            }
+            mounts.push(MountRecord {
+                id: m.id,
+                layer: layer.clone(),
+            });
+        }
+        Ok(Decoded {
+            layers,
+            records,
+            mounts,
+        })
     }
 
     /// Number of records.
@@ -251,7 +319,12 @@ mod tests {
         let Ok(parsed) = Document::parse(&bytes) else {
             panic!("parse");
         };
-        let Ok((layers, back)) = parsed.decode() else {
+        let Ok(Decoded {
+            layers,
+            records: back,
+            ..
+        }) = parsed.decode()
+        else {
             panic!("decode");
         };
         assert_eq!(layers.len(), 3);
@@ -263,6 +336,29 @@ mod tests {
             assert_eq!(found.inputs, r.inputs);
             assert_eq!(found.description, r.description);
         }
+    }
+
+    #[test]
+    fn cache_mounts_round_trip_sharing_layers() {
+        let mounts = [
+            MountRecord {
+                id: "go".into(),
+                layer: layer(9),
+            },
+            MountRecord {
+                id: "apt".into(),
+                layer: layer(1),
+            },
+        ];
+        let doc = Document::from_records(&[record("a", &[1], &[])]).with_mounts(&mounts);
+        assert_eq!(doc.wire_layers().len(), 2, "layer 1 listed once");
+        let back = Document::parse(&doc.to_bytes()).unwrap().decode().unwrap();
+        let ids: Vec<&str> = back.mounts.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["apt", "go"]);
+        assert_eq!(back.mounts[1].layer, layer(9));
+        // Without mounts the document is what it always was.
+        let plain = Document::from_records(&[record("a", &[1], &[])]).to_bytes();
+        assert!(!String::from_utf8_lossy(&plain).contains("cacheMounts"));
     }
 
     #[test]

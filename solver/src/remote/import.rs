@@ -3,7 +3,9 @@
 use super::CacheSpec;
 use super::error::{Error, Result};
 use super::export::blob_path;
-use super::format::{CONFIG_MEDIA_TYPE, Document, INLINE_KEY, ImportedRecord, MAX_DOCUMENT_SIZE};
+use super::format::{
+    CONFIG_MEDIA_TYPE, Decoded, Document, INLINE_KEY, ImportedRecord, MAX_DOCUMENT_SIZE,
+};
 use crate::distribution::StoreBlobs;
 use crate::engine::CacheKey;
 use crate::refs::Chain;
@@ -49,6 +51,8 @@ pub struct RemoteCache {
     records: HashMap<CacheKey, ImportedRecord>,
     /// Each blob's layer info and the sources that list it, in order.
     blobs: HashMap<Digest, (LayerInfo, Vec<usize>)>,
+    /// Cache mounts by id (the first source that has one wins).
+    mounts: HashMap<String, LayerInfo>,
     /// One lock per blob being fetched, so concurrent steps download a shared layer once.
     inflight: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -72,9 +76,9 @@ impl RemoteCache {
         let mut warnings = Vec::new();
         for result in loaded {
             match result {
-                Ok((origin, layers, records)) => {
-                    info!(source = %origin.name(), records = records.len(), "cache imported");
-                    cache.add(origin, layers, records);
+                Ok((origin, decoded)) => {
+                    info!(source = %origin.name(), records = decoded.records.len(), "cache imported");
+                    cache.add(origin, decoded);
                 }
                 Err(w) => {
                     warn!("{w}");
@@ -85,9 +89,17 @@ impl RemoteCache {
         (cache, warnings)
     }
 
-    fn add(&mut self, origin: Origin, layers: Vec<LayerInfo>, records: Vec<ImportedRecord>) {
+    fn add(&mut self, origin: Origin, decoded: Decoded) {
+        let Decoded {
+            layers,
+            records,
+            mounts,
+        } = decoded;
         let index = self.sources.len();
         self.sources.push(origin);
+        for m in mounts {
+            self.mounts.entry(m.id).or_insert(m.layer);
+        }
         for l in layers {
             self.blobs
                 .entry(l.digest.clone())
@@ -98,6 +110,11 @@ impl RemoteCache {
         for r in records {
             self.records.entry(r.key.clone()).or_insert(r);
         }
+    }
+
+    /// The contents of the cache mount `id`, as a layer some source lists.
+    pub fn cache_mount(&self, id: &str) -> Option<&LayerInfo> {
+        self.mounts.get(id)
     }
 
     /// The layer chain recorded for `key`, if any source has it. Fetches nothing: the chain's
@@ -254,7 +271,7 @@ async fn load_source(
     client: &Client,
     store: &Store,
     spec: &CacheSpec,
-) -> Result<(Origin, Vec<LayerInfo>, Vec<ImportedRecord>), String> {
+) -> Result<(Origin, Decoded), String> {
     let (origin, loaded) = match spec {
         CacheSpec::Registry { reference, .. } => (
             Origin::Registry(reference.clone()),
@@ -278,7 +295,7 @@ async fn load_source(
         })
     });
     match decoded {
-        Ok((layers, records)) => Ok((origin, layers, records)),
+        Ok(decoded) => Ok((origin, decoded)),
         Err(e) => Err(format!("cache {} ignored: {}", origin.name(), detail(&e))),
     }
 }

@@ -25,8 +25,14 @@
 //!                  "chain": [ { "layer": 0, "step": "sha256:…" }, … ],  // bottom first; index
 //!                                                           // into "layers" + the vertex
 //!                  "inputs": [ "sha256:…" ],                // the inputs' cache keys
-//!                  "description": "RUN make" }, … ] }
+//!                  "description": "RUN make" }, … ],
+//!   "cacheMounts": [ { "id": "go-build", "layer": 3 }, … ] }   // only with cache-mounts=
 //! ```
+//!
+//! `cacheMounts` (export option `cache-mounts=true|ID;ID`) carries the directories of `RUN
+//! --mount=type=cache` as deterministic layers (an unchanged directory is the same blob, so it
+//! uploads nothing); an import restores one into a store that has never had that cache id,
+//! before the first step that mounts it.
 //!
 //! `layers` lists each blob once, in order of first use by the records sorted by key; the
 //! manifest's `layers` are the same blobs in the same order, so the registry keeps them alive
@@ -66,7 +72,7 @@ pub use export::{ExportReport, export_with, inline_metadata};
 pub use format::CONFIG_MEDIA_TYPE;
 pub use format::INLINE_KEY;
 pub use import::RemoteCache;
-pub use spec::{CacheMode, CacheSpec, parse_cache_from, parse_cache_to};
+pub use spec::{CacheMode, CacheMounts, CacheSpec, parse_cache_from, parse_cache_to};
 
 use crate::engine::CacheKey;
 use crate::refs::Chain;
@@ -82,6 +88,14 @@ pub struct ExportRecord {
     pub inputs: Vec<CacheKey>,
     /// What the step is (`[build 2/3] RUN make`), for explanations.
     pub description: String,
+}
+
+/// A cache mount's contents to export: the directory of `RUN --mount=type=cache,id=ID` as a
+/// layer of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRecord {
+    pub id: String,
+    pub layer: kiln_cache::LayerInfo,
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub enum CacheSpec {
         /// `compression=gzip|zstd|uncompressed`: the compression new layers should use when
         /// they are meant for this cache (see [`CacheSpec::compression`]).
         compression: Option<String>,
+        /// `cache-mounts=…`: which `RUN --mount=type=cache` directories an export carries.
+        cache_mounts: CacheMounts,
     },
     /// An OCI image layout directory (`type=local,dest=DIR` / `type=local,src=DIR`).
     Local {
@@ -35,13 +37,60 @@ pub enum CacheSpec {
         dir: PathBuf,
         /// Which steps an export holds (ignored by imports).
         mode: CacheMode,
+        /// `cache-mounts=…`: which `RUN --mount=type=cache` directories an export carries.
+        cache_mounts: CacheMounts,
     },
     /// Cache metadata inside the pushed image's config (`type=inline`, export only); import it
     /// by passing the image reference as a registry cache.
     Inline,
 }
 
+/// Which cache mounts (`RUN --mount=type=cache,id=…`) an export carries, by `cache-mounts=`:
+/// `true` (every one the build used), `false` (the default), or ids separated by `;`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CacheMounts {
+    #[default]
+    None,
+    All,
+    Ids(Vec<String>),
+}
+
+impl CacheMounts {
+    /// Whether the mount `id` goes into the export.
+    pub fn wants(&self, id: &str) -> bool {
+        match self {
+            CacheMounts::None => false,
+            CacheMounts::All => true,
+            CacheMounts::Ids(ids) => ids.iter().any(|i| i == id),
+        }
+    }
+
+    fn parse(v: &str) -> CacheMounts {
+        match v {
+            "true" | "1" => CacheMounts::All,
+            "false" | "0" | "" => CacheMounts::None,
+            ids => CacheMounts::Ids(
+                ids.split(';')
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl CacheSpec {
+    /// Which cache mounts an export carries.
+    pub fn cache_mounts(&self) -> &CacheMounts {
+        match self {
+            CacheSpec::Registry { cache_mounts, .. } | CacheSpec::Local { cache_mounts, .. } => {
+                cache_mounts
+            }
+            CacheSpec::Inline => &CacheMounts::None,
+        }
+    }
+
     /// The export mode (`Min` for inline caches).
     pub fn mode(&self) -> CacheMode {
         match self {
@@ -124,6 +173,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
             reference,
             mode: CacheMode::Min,
             compression: None,
+            cache_mounts: CacheMounts::None,
         });
     }
     let mut kind = None;
@@ -131,6 +181,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
     let mut mode = None;
     let mut compression = None;
     let mut path = None;
+    let mut cache_mounts = None;
     for field in fields(s_trim) {
         let field = field.trim();
         if field.is_empty() {
@@ -158,6 +209,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
                 }
                 compression = Some(v.to_owned());
             }
+            "cache-mounts" if dir == Direction::To => cache_mounts = Some(CacheMounts::parse(v)),
             "dest" if dir == Direction::To => path = Some(v.to_owned()),
             "src" if dir == Direction::From => path = Some(v.to_owned()),
             "dest" | "src" => {
@@ -201,6 +253,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
                 reference,
                 mode: mode.unwrap_or_default(),
                 compression,
+                cache_mounts: cache_mounts.unwrap_or_default(),
             })
         }
         "local" => {
@@ -214,6 +267,7 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
             Ok(CacheSpec::Local {
                 dir: PathBuf::from(p),
                 mode: mode.unwrap_or_default(),
+                cache_mounts: cache_mounts.unwrap_or_default(),
             })
         }
         "inline" => {
@@ -223,7 +277,11 @@ fn parse(s: &str, dir: Direction) -> Result<CacheSpec> {
                         .to_owned(),
                 ));
             }
-            if reference.is_some() || path.is_some() || compression.is_some() {
+            if reference.is_some()
+                || path.is_some()
+                || compression.is_some()
+                || cache_mounts.is_some()
+            {
                 return Err(invalid("type=inline takes no other options".to_owned()));
             }
             if mode == Some(CacheMode::Max) {
@@ -265,6 +323,7 @@ mod tests {
                 reference: reference("127.0.0.1:5000/app/cache:main"),
                 mode: CacheMode::Max,
                 compression: Some("zstd".to_owned()),
+                cache_mounts: CacheMounts::None,
             })
         );
     }
@@ -293,19 +352,35 @@ mod tests {
             parse_cache_to("type=local,dest=/tmp/c,mode=max").ok(),
             Some(CacheSpec::Local {
                 dir: PathBuf::from("/tmp/c"),
-                mode: CacheMode::Max
+                mode: CacheMode::Max,
+                cache_mounts: CacheMounts::None,
             })
         );
         assert_eq!(
             parse_cache_from("type=local,src=/tmp/c").ok(),
             Some(CacheSpec::Local {
                 dir: PathBuf::from("/tmp/c"),
-                mode: CacheMode::Min
+                mode: CacheMode::Min,
+                cache_mounts: CacheMounts::None,
             })
         );
         assert!(parse_cache_to("type=local,src=/tmp/c").is_err());
         assert!(parse_cache_from("type=local,dest=/tmp/c").is_err());
         assert!(parse_cache_to("type=local").is_err());
+    }
+
+    #[test]
+    fn cache_mounts_are_opt_in_per_export() {
+        let all = parse_cache_to("type=local,dest=/tmp/c,mode=max,cache-mounts=true").unwrap();
+        assert!(all.cache_mounts().wants("go-build"));
+        let some =
+            parse_cache_to("type=registry,ref=r.example/x:c,cache-mounts=go-build;apt").unwrap();
+        assert!(some.cache_mounts().wants("apt"));
+        assert!(!some.cache_mounts().wants("npm"));
+        let none = parse_cache_to("type=registry,ref=r.example/x:c").unwrap();
+        assert!(!none.cache_mounts().wants("apt"));
+        assert!(parse_cache_from("type=local,src=/tmp/c,cache-mounts=true").is_err());
+        assert!(parse_cache_to("type=inline,cache-mounts=true").is_err());
     }
 
     #[test]

@@ -232,6 +232,7 @@ fn registry_spec(reference: Reference) -> CacheSpec {
         reference,
         mode: CacheMode::Max,
         compression: None,
+        cache_mounts: Default::default(),
     }
 }
 
@@ -331,6 +332,7 @@ async fn re_export_uploads_no_blob_and_image_layers_are_shared() {
         &a.store,
         &spec,
         &fx.records,
+        &[],
         std::slice::from_ref(&app),
     )
     .await
@@ -468,6 +470,7 @@ async fn broken_sources_are_warnings_and_later_sources_still_serve() {
         CacheSpec::Local {
             dir: missing_dir.path().join("nothing-here"),
             mode: CacheMode::Min,
+            cache_mounts: Default::default(),
         },
         registry_spec(good),
     ];
@@ -750,9 +753,16 @@ async fn a_store_that_never_downloaded_the_layers_exports_by_mounting() {
 
     // Another repository: mounted from the source, never downloaded.
     let other = registry_spec(reg.reference("fork/cache:branch"));
-    let r = remote::export_with(&client, &b.store, &other, &records, &cache.mount_sources())
-        .await
-        .expect("export with mounts");
+    let r = remote::export_with(
+        &client,
+        &b.store,
+        &other,
+        &records,
+        &[],
+        &cache.mount_sources(),
+    )
+    .await
+    .expect("export with mounts");
     // The config is the same record set as main's, so it is mounted too.
     assert_eq!((r.uploaded, r.mounted), (0, 4), "{r:?}");
     assert_eq!(
