@@ -195,6 +195,36 @@ pub enum DebugCommand {
         #[arg(long, value_enum, default_value_t = GraphFormat::Json)]
         format: GraphFormat,
     },
+    /// Start a shell in the state a failed RUN left (the newest, or ID)
+    Shell {
+        id: Option<String>,
+        /// A secret for the step's secret mounts, as for build
+        #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+        secrets: Vec<String>,
+        /// Run this instead of /bin/sh
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List the states kept of failed RUN steps
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove kept states of failed RUN steps
+    Rm {
+        #[arg(short, long)]
+        all: bool,
+        ids: Vec<String>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Fail (the state stays kept for `kiln debug shell`)
+    #[default]
+    Error,
+    /// Start a shell in the failed step's state, then fail
+    Shell,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +265,9 @@ pub struct BuildArgs {
     /// Additional named context (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST]|URL)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// What a failed RUN does: fail, or first start a shell in its state
+    #[arg(long = "on-error", value_enum, default_value_t = OnError::Error)]
+    pub on_error: OnError,
     /// Always look up base image tags again
     #[arg(long)]
     pub pull: bool,

@@ -24,6 +24,8 @@ pub enum Error {
         oom_killed: bool,
         /// The last lines the step printed.
         last_lines: Vec<String>,
+        /// The id of the kept state (`kiln debug shell ID`), when it could be kept.
+        kept: Option<String>,
     },
     /// A base image the build needs is not in the store.
     #[error("image {reference} ({digest}) is not in the store")]

@@ -18,6 +18,7 @@ mod remote;
 mod worker;
 
 pub mod containers;
+pub mod debug;
 pub mod images;
 pub mod registry;
 pub mod session;

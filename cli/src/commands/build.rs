@@ -174,6 +174,14 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         }
         Err(BuildError::Solve(err)) => {
             report_failure(&err, &failing, &file_name);
+            if let Some(id) = super::debug_shell::kept_state(&err) {
+                if args.on_error == crate::cli::OnError::Shell {
+                    let step = host.failed_step(Some(&id))?;
+                    super::debug_shell::shell_in(&host, &step, Vec::new(), &args.secrets)?;
+                } else if !args.quiet {
+                    eprintln!("kiln: the failed step's state is kept: kiln debug shell {id}");
+                }
+            }
             return Err(Reported(1).into());
         }
         Err(BuildError::Other(e)) => return Err(e.into()),
@@ -237,7 +245,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
 
 /// `--secret id=ID[,src=FILE|,env=VAR]` (buildx's syntax; `type=file|env` accepted too). Without
 /// src/env, the variable named ID is used when set, else the file ID.
-fn parse_secrets(items: &[String]) -> Result<BTreeMap<String, Secret>> {
+pub(super) fn parse_secrets(items: &[String]) -> Result<BTreeMap<String, Secret>> {
     let mut out = BTreeMap::new();
     for item in items {
         let mut id = None;
@@ -303,6 +311,7 @@ fn report_failure(
                 code,
                 oom_killed,
                 last_lines,
+                ..
             } => Some((command, code, oom_killed, last_lines)),
             _ => None,
         });

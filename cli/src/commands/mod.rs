@@ -3,6 +3,7 @@
 mod build;
 mod container;
 pub mod debug;
+mod debug_shell;
 mod image;
 mod registry;
 mod run;
@@ -122,5 +123,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             build_args,
             format,
         }) => ok(debug::graph(&file, target, &build_args, format)),
+        Command::Debug(DebugCommand::Shell {
+            id,
+            secrets,
+            command,
+        }) => debug_shell::shell(&g.host()?, id.as_deref(), command, &secrets),
+        Command::Debug(DebugCommand::Ls { quiet }) => ok(debug_shell::ls(&g.host()?, quiet)),
+        Command::Debug(DebugCommand::Rm { all, ids }) => ok(debug_shell::rm(&g.host()?, all, &ids)),
     }
 }

@@ -52,6 +52,7 @@ pub(crate) async fn run(
     };
     let mut plan = plan_for(exec, mounts)?;
     plan.env.extend(mount_env);
+    let base_chain = base.as_ref().clone();
     let step = blocking({
         let store = store.clone();
         move || StepMount::prepare(&store, base)
@@ -85,12 +86,30 @@ pub(crate) async fn run(
             .split_once("] ")
             .map(|(_, c)| c.to_string())
             .unwrap_or_else(|| vertex.meta.description.clone());
-        // `step` drops here: unmount and remove the scratch directories.
+        // The state is kept for a debug shell: the upper directory moves into the store.
+        let failed = crate::debug::FailedStep {
+            id: String::new(),
+            created: chrono::Utc::now().timestamp(),
+            description: vertex.meta.description.clone(),
+            command: shell_command(exec),
+            exit_code: status.code,
+            exec: exec.clone(),
+            base: base_chain,
+            inputs: Vec::new(),
+        };
+        let kept = blocking(move || {
+            remove_stubs(&step.upper_dir(), &absent);
+            crate::debug::keep(&store, failed, &inputs, |dest| step.keep_upper(dest))
+        })
+        .await
+        .map_err(|e| tracing::warn!("the failed step's state was not kept: {e}"))
+        .ok();
         return Err(Error::RunFailed {
             command,
             code: status.code,
             oom_killed: status.oom_killed,
             last_lines: tail,
+            kept,
         });
     }
     let opts = env.layer_options();
@@ -103,7 +122,7 @@ pub(crate) async fn run(
     Ok(Ref::Layers(Arc::new(chain)))
 }
 
-fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessPlan> {
+pub(crate) fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessPlan> {
     if exec.security == SecurityMode::Insecure {
         return Err(Error::Unsupported(
             "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant"
@@ -127,6 +146,15 @@ fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessPlan> {
     plan.mounts = mounts;
     plan.create_cwd = true;
     Ok(plan)
+}
+
+/// The command as a shell's history line: the script of `sh -c SCRIPT`, else the exec form's
+/// words.
+fn shell_command(exec: &ExecOp) -> String {
+    match exec.args.as_slice() {
+        [sh, c, script] if sh.ends_with("sh") && c == "-c" => script.clone(),
+        args => args.join(" "),
+    }
 }
 
 /// The mount points (relative to the rootfs) that do not exist yet, walking without following

@@ -63,6 +63,18 @@ impl StepMount {
         self.upper()
     }
 
+    /// Unmounts and moves the upper directory (the changes so far) to `dest`, on the same
+    /// filesystem: a failed step's state, kept for a debug shell.
+    pub fn keep_upper(mut self, dest: &Path) -> Result<()> {
+        if let Some(m) = self.mount.take() {
+            m.unmount()?;
+        }
+        fs_err::rename(self.upper(), dest).map_err(|e| Error::Io {
+            path: dest.to_path_buf(),
+            source: e,
+        })
+    }
+
     /// Unmounts and turns the changes into the step's layer (none when nothing changed).
     pub fn finish(mut self, store: &Store, step: &Digest, opts: &LayerOptions) -> Result<Chain> {
         if let Some(m) = self.mount.take() {
