@@ -660,11 +660,11 @@ async fn concurrent_exports_to_one_ref_leave_a_whole_record_set() {
             let mut outcomes = Vec::new();
             for _ in 0..4 {
                 let b = new_store();
-                let (cache, _) =
+                let (cache, warnings) =
                     RemoteCache::load(&client, &b.store, std::slice::from_ref(&spec)).await;
                 let mut got: Vec<Key> = cache.records().map(|r| r.key.clone()).collect();
                 got.sort();
-                outcomes.push(got);
+                outcomes.push((got, warnings));
             }
             outcomes
         };
@@ -675,10 +675,13 @@ async fn concurrent_exports_to_one_ref_leave_a_whole_record_set() {
         );
         r1.expect("export 1");
         r2.expect("export 2");
-        for got in reads {
+        // A reader sees one exporter's whole set, or (before the first export, or when the
+        // registry answered a read racing a tag update with an error, which the load reports)
+        // none: never a mix.
+        for (got, warnings) in reads {
             assert!(
-                got.is_empty() && round == 0 || got == k1 || got == k2,
-                "round {round}: a mixed record set {got:?}"
+                got.is_empty() && (round == 0 || !warnings.is_empty()) || got == k1 || got == k2,
+                "round {round}: a mixed record set {got:?} ({warnings:?})"
             );
         }
         let b = new_store();
