@@ -215,14 +215,8 @@ impl Containers {
         for sub in ["rootfs", "upper", "work"] {
             fs_err::create_dir_all(dir.join(sub))?;
         }
-        write_json(
-            &dir.join("config.json"),
-            &StoredConfig {
-                id: id.clone(),
-                name: name.clone(),
-                config: config.clone(),
-            },
-        )?;
+        // The state first: a container is listed once its config exists, and a concurrent
+        // `list` must find its state then.
         write_json(
             &dir.join("state.json"),
             &ContainerState {
@@ -235,6 +229,14 @@ impl Containers {
                 finished_at: None,
                 error: None,
                 shim: None,
+            },
+        )?;
+        write_json(
+            &dir.join("config.json"),
+            &StoredConfig {
+                id: id.clone(),
+                name: name.clone(),
+                config: config.clone(),
             },
         )?;
         Ok(Container {
@@ -267,7 +269,10 @@ impl Containers {
             let Ok(container) = self.load(&name) else {
                 continue;
             };
-            let state = container.state()?;
+            // One being created or removed by another process right now: not listed.
+            let Ok(state) = container.state() else {
+                continue;
+            };
             if all || state.status == Status::Running {
                 out.push((state.created_at.clone(), container));
             }
