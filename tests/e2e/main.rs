@@ -1,6 +1,7 @@
 //! End-to-end tests of the `kiln` binary: real runc, real overlayfs, real store.
 
 mod build;
+mod checks;
 mod front_door;
 mod interop;
 mod registry;

@@ -1,12 +1,13 @@
 //! `kiln build`: flags → options; Dockerfile → graph (frontend); the session does the rest.
 
 use crate::cli::{BuildArgs, ProgressMode};
+use crate::commands::checks;
 use crate::commands::debug::{parse_or_report, read_dockerfile};
 use crate::progress;
 use crate::{Reported, commands::Global};
 use anyhow::{Context, Result, bail};
 use kiln_frontend::diagnostic::render;
-use kiln_frontend::lower::{LowerOptions, lower};
+use kiln_frontend::lower::{LowerOptions, lower_checked};
 use kiln_oci::Platform;
 use kiln_solver::session::{
     Build, BuildError, BuildOptions, ContextSource, FetchedContext, Output, Secret,
@@ -143,14 +144,25 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         file_name: file_name.clone(),
+        all_stages: args.check && args.target.is_none(),
     };
-    let lowered = match lower(&ast, &lower_opts, &build) {
+    let (lowered, lint_report) = lower_checked(&ast, &lower_opts, &build);
+    if args.check {
+        return check_only(lowered.map(drop), &lint_report, &file_name, &text);
+    }
+    let lowered = match lowered {
         Ok(l) => l,
         Err(err) => {
+            checks::print_warnings(&lint_report, &file_name, &text);
             eprint!("{}", render(&err, &file_name, &text));
             return Err(Reported(1).into());
         }
     };
+    if let Some(violation) = lint_report.violation() {
+        checks::print_warnings(&lint_report, &file_name, &text);
+        eprintln!("error: {file_name}: {violation}");
+        return Err(Reported(1).into());
+    }
     for w in &lowered.warnings {
         match w.span {
             Some(s) => eprintln!("warning: {file_name}:{}: {}", s.line, w.message),
@@ -172,6 +184,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             return Err(Reported(130).into());
         }
         Err(BuildError::Solve(err)) => {
+            checks::print_warnings(&lint_report, &file_name, &text);
             report_failure(&err, &failing, &file_name);
             return Err(Reported(1).into());
         }
@@ -230,6 +243,30 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             summary.executed,
             summary.cached
         );
+    }
+    checks::print_warnings(&lint_report, &file_name, &text);
+    Ok(())
+}
+
+/// `kiln build --check`: the checks' findings without a build; exit 1 when the Dockerfile does
+/// not lower or a rule fired under `error=true`.
+fn check_only(
+    lowered: Result<(), kiln_frontend::lower::LowerError>,
+    report: &kiln_frontend::lint::Report,
+    file_name: &str,
+    text: &str,
+) -> Result<()> {
+    eprintln!("{}", checks::check_summary(report));
+    for f in &report.findings {
+        eprint!("warning: {}", render(f, file_name, text));
+    }
+    if let Err(err) = lowered {
+        eprint!("{}", render(&err, file_name, text));
+        return Err(Reported(1).into());
+    }
+    if let Some(violation) = report.violation() {
+        eprintln!("error: {file_name}: {violation}");
+        return Err(Reported(1).into());
     }
     Ok(())
 }

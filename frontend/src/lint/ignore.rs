@@ -20,7 +20,10 @@ enum Token {
     /// `**/`: nothing, or any run of characters ending in `/`.
     DeepDir,
     /// `[...]`: ranges and singles, negated with `^` or `!`.
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
 }
 
 /// The `.dockerignore` patterns of a build, without exceptions.

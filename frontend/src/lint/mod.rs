@@ -211,7 +211,9 @@ impl Rule {
             Rule::ExposeProtoCasing => "expose-proto-casing",
             Rule::ExposeInvalidFormat => "expose-invalid-format",
         };
-        Some(format!("https://docs.docker.com/go/dockerfile/rule/{slug}/"))
+        Some(format!(
+            "https://docs.docker.com/go/dockerfile/rule/{slug}/"
+        ))
     }
 
     /// Whether the rule runs only when enabled with `experimental=`.
@@ -459,8 +461,7 @@ impl Linter {
 
     /// The findings so far, in file order (the order rules fired in within a line).
     pub fn finish(mut self) -> Report {
-        self.findings
-            .sort_by_key(|f| (f.span.line, f.span.column));
+        self.findings.sort_by_key(|f| (f.span.line, f.span.column));
         self.findings.dedup();
         Report {
             findings: self.findings,
@@ -551,10 +552,24 @@ mod tests {
 
     #[test]
     fn secret_keys() {
-        for k in ["AWS_SECRET_ACCESS_KEY", "api_key", "GITHUB_TOKEN", "password", "APIKEY"] {
+        for k in [
+            "AWS_SECRET_ACCESS_KEY",
+            "api_key",
+            "GITHUB_TOKEN",
+            "password",
+            "APIKEY",
+        ] {
             assert!(looks_secret(k), "{k}");
         }
-        for k in ["PUBLIC_KEY", "KEY_FILE", "VERSION", "monkey", "my-key", "tokens", "PATH"] {
+        for k in [
+            "PUBLIC_KEY",
+            "KEY_FILE",
+            "VERSION",
+            "monkey",
+            "my-key",
+            "tokens",
+            "PATH",
+        ] {
             assert!(!looks_secret(k), "{k}");
         }
     }

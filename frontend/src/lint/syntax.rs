@@ -49,10 +49,13 @@ pub(crate) fn check(ast: &Ast, lint: &mut Linter) {
                     .collect();
                 definition_description(node, "ARG", &keys, lint);
             }
-            Keyword::Env | Keyword::Label => {
-                if node.args.chunks(3).any(|t| t.len() == 3 && t[2].value.is_empty()) {
-                    lint.legacy_kv.insert(line);
-                }
+            Keyword::Env | Keyword::Label
+                if node
+                    .args
+                    .chunks(3)
+                    .any(|t| t.len() == 3 && t[2].value.is_empty()) =>
+            {
+                lint.legacy_kv.insert(line);
             }
             _ => {}
         }

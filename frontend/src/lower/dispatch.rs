@@ -22,8 +22,8 @@ use super::{
 };
 use crate::ast::{Ast, Word};
 use crate::diagnostic::{Span, suggest};
-use crate::lint::Linter;
 use crate::instructions::{self as ins, Instruction};
+use crate::lint::Linter;
 use crate::shell::{Env, Escape, Lexer, ShellError};
 
 /// `PATH` BuildKit puts in an image config that has none (Linux).

@@ -19,7 +19,11 @@ impl ImageResolver for Images {
         if reference.starts_with("python") {
             env.push("PYTHON_VERSION=3.12".to_owned());
         }
-        let architecture = if reference == "armimage" { "arm64" } else { "amd64" };
+        let architecture = if reference == "armimage" {
+            "arm64"
+        } else {
+            "amd64"
+        };
         let shell = if reference == "shellimage" {
             vec!["/bin/bash".to_owned(), "-c".to_owned()]
         } else {
@@ -103,7 +107,12 @@ fn rules(src: &str) -> Vec<String> {
 fn stage_name_casing() {
     assert_eq!(
         findings("FROM alpine AS BuilderBase\n"),
-        one("StageNameCasing", "Stage name 'BuilderBase' should be lowercase", 1, 16)
+        one(
+            "StageNameCasing",
+            "Stage name 'BuilderBase' should be lowercase",
+            1,
+            16
+        )
     );
     assert!(findings("FROM alpine AS builder-base\n").is_empty());
 }
@@ -112,7 +121,12 @@ fn stage_name_casing() {
 fn from_as_casing() {
     assert_eq!(
         findings("FROM debian:latest as builder\n"),
-        one("FromAsCasing", "'as' and 'FROM' keywords' casing do not match", 1, 20)
+        one(
+            "FromAsCasing",
+            "'as' and 'FROM' keywords' casing do not match",
+            1,
+            20
+        )
     );
     assert!(findings("FROM debian:latest AS deb-builder\n").is_empty());
     assert!(findings("from debian:latest as deb-builder\n").is_empty());
@@ -130,7 +144,9 @@ fn no_empty_continuation() {
 #[test]
 fn consistent_instruction_casing() {
     assert_eq!(
-        findings("From alpine\nRun echo hello > /greeting.txt\nEntRYpOiNT [\"cat\", \"/greeting.txt\"]\n"),
+        findings(
+            "From alpine\nRun echo hello > /greeting.txt\nEntRYpOiNT [\"cat\", \"/greeting.txt\"]\n"
+        ),
         vec![
             (
                 "ConsistentInstructionCasing".to_owned(),
@@ -243,9 +259,16 @@ fn maintainer_deprecated() {
 fn undefined_arg_in_from() {
     assert_eq!(
         findings("FROM node:22${VARIANT} AS jsbuilder\n"),
-        one("UndefinedArgInFrom", "FROM argument 'VARIANT' is not declared", 1, 6)
+        one(
+            "UndefinedArgInFrom",
+            "FROM argument 'VARIANT' is not declared",
+            1,
+            6
+        )
     );
-    assert!(findings("ARG VARIANT=\"-alpine3.20\"\nFROM node:22${VARIANT} AS jsbuilder\n").is_empty());
+    assert!(
+        findings("ARG VARIANT=\"-alpine3.20\"\nFROM node:22${VARIANT} AS jsbuilder\n").is_empty()
+    );
     // Declared without a value: not undefined.
     assert!(findings("ARG VARIANT\nFROM node:22${VARIANT}\n").is_empty());
     // A misspelled automatic arg gets a suggestion.
@@ -333,7 +356,10 @@ fn legacy_key_value_format() {
             1
         )
     );
-    assert_eq!(rules("FROM alpine\nLABEL foo bar\n"), ["LegacyKeyValueFormat"]);
+    assert_eq!(
+        rules("FROM alpine\nLABEL foo bar\n"),
+        ["LegacyKeyValueFormat"]
+    );
     assert!(findings("FROM alpine\nENV DEPS=\"curl git\"\nLABEL a=b\n").is_empty());
 }
 
@@ -434,7 +460,10 @@ fn copy_ignored_file() {
         ..opts()
     };
     assert_eq!(
-        findings_with("FROM scratch\nCOPY ./a/tmp/helloworld.txt /helloworld.txt\n", &o),
+        findings_with(
+            "FROM scratch\nCOPY ./a/tmp/helloworld.txt /helloworld.txt\n",
+            &o
+        ),
         one(
             "CopyIgnoredFile",
             "Attempting to Copy file \"a/tmp/helloworld.txt\" that is excluded by .dockerignore",
@@ -449,7 +478,11 @@ fn copy_ignored_file() {
     assert!(findings_with("FROM scratch\nCOPY ./forever/helloworld.txt /h\n", &o).is_empty());
     // From another stage, the context's .dockerignore does not apply.
     assert!(
-        findings_with("FROM scratch AS b\nFROM scratch\nCOPY --from=b a/tmp/x /x\n", &o).is_empty()
+        findings_with(
+            "FROM scratch AS b\nFROM scratch\nCOPY --from=b a/tmp/x /x\n",
+            &o
+        )
+        .is_empty()
     );
     // With an exception BuildKit does not decide statically.
     let with_exception = LowerOptions {
@@ -505,7 +538,10 @@ fn expose_rules() {
             8
         )
     );
-    assert_eq!(rules("FROM alpine\nEXPOSE 80:80\n"), ["ExposeInvalidFormat"]);
+    assert_eq!(
+        rules("FROM alpine\nEXPOSE 80:80\n"),
+        ["ExposeInvalidFormat"]
+    );
     assert!(findings("FROM alpine\nEXPOSE 80 53/udp\n").is_empty());
 }
 
@@ -528,7 +564,8 @@ fn only_lowered_stages_unless_all_stages() {
 
 #[test]
 fn check_directive_and_build_arg() {
-    let src = "# check=skip=JSONArgsRecommended;error=true\nFROM alpine\nCMD echo hi\nMAINTAINER me\n";
+    let src =
+        "# check=skip=JSONArgsRecommended;error=true\nFROM alpine\nCMD echo hi\nMAINTAINER me\n";
     let r = report_with(src, &opts());
     assert!(r.error);
     assert_eq!(
@@ -542,8 +579,11 @@ fn check_directive_and_build_arg() {
     assert!(findings("# check=skip=all\nFROM alpine\nCMD echo hi\n").is_empty());
     // The build arg replaces the directive.
     let o = LowerOptions {
-        build_args: [("BUILDKIT_DOCKERFILE_CHECK".to_owned(), "skip=MaintainerDeprecated".to_owned())]
-            .into(),
+        build_args: [(
+            "BUILDKIT_DOCKERFILE_CHECK".to_owned(),
+            "skip=MaintainerDeprecated".to_owned(),
+        )]
+        .into(),
         ..opts()
     };
     let r = report_with(src, &o);
@@ -553,7 +593,8 @@ fn check_directive_and_build_arg() {
         [Rule::JsonArgsRecommended]
     );
     // A `# check=` comment right above one instruction skips rules for it alone.
-    let src = "FROM alpine\n# check=skip=JSONArgsRecommended\nCMD echo hi\nFROM alpine\nCMD echo again\n";
+    let src =
+        "FROM alpine\n# check=skip=JSONArgsRecommended\nCMD echo hi\nFROM alpine\nCMD echo again\n";
     assert_eq!(
         findings(src).into_iter().map(|f| f.2).collect::<Vec<_>>(),
         [5]
@@ -564,7 +605,9 @@ fn check_directive_and_build_arg() {
     let (result, _) = lower_checked(&ast, &opts(), &Images);
     let e = render(&result.unwrap_err(), "Dockerfile", src);
     assert!(
-        e.starts_with("Dockerfile:1:1: failed to parse check options: invalid check option \"skip\""),
+        e.starts_with(
+            "Dockerfile:1:1: failed to parse check options: invalid check option \"skip\""
+        ),
         "{e}"
     );
 }
