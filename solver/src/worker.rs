@@ -50,6 +50,8 @@ pub struct KilnWorker {
     contexts: BTreeMap<String, PathBuf>,
     remote: Option<Arc<RemoteSetup>>,
     hasher: ContextHasher,
+    /// Bytes each local source selected, by vertex (for its progress line).
+    transfers: std::sync::Mutex<BTreeMap<Digest, u64>>,
 }
 
 impl KilnWorker {
@@ -68,6 +70,7 @@ impl KilnWorker {
             contexts: opts.contexts,
             remote: opts.remote,
             hasher,
+            transfers: Default::default(),
         })
     }
 
@@ -245,6 +248,18 @@ fn key_of(parts: &[&[u8]]) -> Digest {
 }
 
 impl Worker for KilnWorker {
+    fn fresh_status(&self, digest: &Digest) -> Option<String> {
+        let bytes = *self
+            .transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)?;
+        Some(format!(
+            "transferring context: {} done",
+            crate::engine::human_size(bytes)
+        ))
+    }
+
     type Output = Ref;
 
     async fn cache_key(
@@ -266,7 +281,14 @@ impl Worker for KilnWorker {
             }
             Op::Source(SourceOp::Local(src)) => {
                 let root = self.context_root(&src.name)?;
-                let sum = self.hasher.checksum(&root, src)?;
+                let ignore = crate::context::Matcher::new(&src.exclude)?;
+                let (sum, stats) = self
+                    .hasher
+                    .checksum_with_stats(&root, &src.include, &ignore)?;
+                self.transfers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), stats.bytes);
                 key_of(&[b"local", d.as_bytes(), sum.to_string().as_bytes()])
             }
             Op::Source(SourceOp::Http {

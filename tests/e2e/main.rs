@@ -4,6 +4,7 @@ mod build;
 mod checks;
 mod front_door;
 mod interop;
+mod progress;
 mod registry;
 mod remote_cache;
 mod run;

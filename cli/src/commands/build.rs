@@ -146,7 +146,9 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         file_name: file_name.clone(),
         all_stages: args.check && args.target.is_none(),
     };
+    let lowering = Instant::now();
     let (lowered, lint_report) = lower_checked(&ast, &lower_opts, &build);
+    let lowering_ms = u64::try_from(lowering.elapsed().as_millis()).unwrap_or(0);
     if args.check {
         return check_only(lowered.map(drop), &lint_report, &file_name, &text);
     }
@@ -176,7 +178,15 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     } else {
         progress::resolve_mode(args.progress)
     };
-    let (result, summary) = build.run(def, move |rx| progress::render(mode, rx));
+    let prelude = internal_vertices(
+        &file_name,
+        &text,
+        &lowered.stages,
+        &context,
+        &requested,
+        lowering_ms,
+    );
+    let (result, summary) = build.run(def, move |rx| progress::render(mode, prelude, rx));
     let report = match result {
         Ok(r) => r,
         Err(BuildError::Cancelled) => {
@@ -190,6 +200,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         }
         Err(BuildError::Other(e)) => return Err(e.into()),
     };
+    progress::epilogue(mode, &summary, &[export_vertex(&report, &tags)]);
     if let Some(text) = &report.explanation {
         eprintln!("{text}");
     }
@@ -246,6 +257,88 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     }
     checks::print_warnings(&lint_report, &file_name, &text);
     Ok(())
+}
+
+/// The vertices BuildKit shows before the solve: reading the Dockerfile, each base image's
+/// metadata (resolved while lowering), the `.dockerignore`.
+fn internal_vertices(
+    file_name: &str,
+    text: &str,
+    stages: &[kiln_frontend::lower::StageInfo],
+    context: &Path,
+    dockerfile: &Path,
+    lowering_ms: u64,
+) -> Vec<progress::Internal> {
+    use kiln_solver::engine::human_size;
+    let mut out = vec![progress::Internal {
+        name: format!("[internal] load build definition from {file_name}"),
+        lines: vec![format!(
+            "transferring dockerfile: {} done",
+            human_size(text.len() as u64)
+        )],
+        duration_ms: 0,
+    }];
+    let mut bases: Vec<String> = Vec::new();
+    for s in stages.iter().filter(|s| s.reachable) {
+        let is_stage = stages
+            .iter()
+            .any(|o| o.index < s.index && o.name.as_deref() == Some(&s.base.to_lowercase()));
+        if is_stage || s.base == "scratch" {
+            continue;
+        }
+        let name = crate::commands::normalize_reference(&s.base).unwrap_or_else(|_| s.base.clone());
+        if !bases.contains(&name) {
+            bases.push(name);
+        }
+    }
+    let each = lowering_ms / (bases.len().max(1) as u64);
+    for b in bases {
+        out.push(progress::Internal {
+            name: format!("[internal] load metadata for {b}"),
+            lines: Vec::new(),
+            duration_ms: each,
+        });
+    }
+    let own = dockerfile.with_file_name(format!(
+        "{}.dockerignore",
+        dockerfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let ignore_size = [own, context.join(".dockerignore")]
+        .iter()
+        .find_map(|p| fs_err::metadata(p).ok().filter(|m| m.is_file()))
+        .map_or(0, |m| m.len());
+    out.push(progress::Internal {
+        name: "[internal] load .dockerignore".to_owned(),
+        lines: vec![format!(
+            "transferring context: {} done",
+            human_size(ignore_size)
+        )],
+        duration_ms: 0,
+    });
+    out
+}
+
+/// The export as BuildKit shows it: `exporting to image`, `writing image sha256:… done`,
+/// `naming to NAME done`.
+fn export_vertex(
+    report: &kiln_solver::session::BuildReport,
+    tags: &[String],
+) -> progress::Internal {
+    let mut lines = vec![
+        "exporting layers done".to_owned(),
+        format!("writing image {} done", report.config_digest),
+    ];
+    for t in tags {
+        lines.push(format!("naming to {t} done"));
+    }
+    progress::Internal {
+        name: "exporting to image".to_owned(),
+        lines,
+        duration_ms: 0,
+    }
 }
 
 /// `kiln build --check`: the checks' findings without a build; exit 1 when the Dockerfile does

@@ -50,6 +50,14 @@ pub trait Worker: Send + Sync + 'static {
         inputs: Vec<Self::Output>,
     ) -> impl Future<Output = Result<Self::Output, BoxError>> + Send;
 
+    /// For a vertex whose lookup always hits because it is really read afresh each build (a
+    /// local context source): the status line of that work (`transferring context: 32B done`).
+    /// Such a vertex is shown done with that line instead of CACHED, as BuildKit shows its
+    /// `load build context`.
+    fn fresh_status(&self, _digest: &Digest) -> Option<String> {
+        None
+    }
+
     /// Records the result under `key` for later builds.
     fn save(
         &self,
@@ -285,9 +293,19 @@ fn announce_cached<W: Worker>(inner: &Inner<W>, d: &Digest) {
     }
     drop(memo);
     for v in order {
-        if let Some(vertex) = inner.def.vertices.get(&v) {
-            let name = vertex.meta.description.clone();
-            let _ = events.send(Event::now(v, EventKind::Cached { name }));
+        let Some(vertex) = inner.def.vertices.get(&v) else {
+            continue;
+        };
+        let name = vertex.meta.description.clone();
+        match inner.worker.fresh_status(&v) {
+            Some(message) => {
+                let _ = events.send(Event::now(v.clone(), EventKind::Started { name }));
+                let _ = events.send(Event::now(v.clone(), EventKind::Status { message }));
+                let _ = events.send(Event::now(v, EventKind::Completed { duration_ms: 0 }));
+            }
+            None => {
+                let _ = events.send(Event::now(v, EventKind::Cached { name }));
+            }
         }
     }
 }
@@ -537,7 +555,11 @@ mod tests {
             .await
             .unwrap();
         assert!(lock(&w.executed).is_empty());
-        assert_eq!(res.outcomes.len(), 1, "still lazy: only the root was looked up");
+        assert_eq!(
+            res.outcomes.len(),
+            1,
+            "still lazy: only the root was looked up"
+        );
         let mut names = Vec::new();
         while let Ok(ev) = rx.try_recv() {
             match ev.kind {
