@@ -294,6 +294,66 @@ struct Tty {
     total: usize,
     done: usize,
     seen: std::collections::HashSet<Digest>,
+    /// The terminal's width: printed lines are cut to it, never wrapped.
+    width: Option<usize>,
+    /// Each running step's log box: its bar, its last lines, a line not ended yet.
+    boxes: HashMap<Digest, LogBox>,
+}
+
+/// The last lines of a running step, under it (` => => # line`), as BuildKit's live view.
+struct LogBox {
+    bar: ProgressBar,
+    lines: std::collections::VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+/// Lines a step's log box shows.
+const LOG_BOX_LINES: usize = 6;
+
+impl LogBox {
+    /// Adds output; returns the box's text (each line cut to `width`).
+    fn push(&mut self, data: &[u8], width: Option<usize>) -> String {
+        self.partial.extend_from_slice(data);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            // A line redrawn with `\r` (a progress bar) shows as its last drawing.
+            let text = text
+                .trim_end_matches('\r')
+                .rsplit('\r')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            self.lines.push_back(text);
+            if self.lines.len() > LOG_BOX_LINES {
+                self.lines.pop_front();
+            }
+        }
+        let mut shown: Vec<String> = self.lines.iter().cloned().collect();
+        if !self.partial.is_empty() {
+            shown.push(String::from_utf8_lossy(&self.partial).into_owned());
+            if shown.len() > LOG_BOX_LINES {
+                shown.remove(0);
+            }
+        }
+        shown
+            .iter()
+            .map(|l| clip_line(&format!(" => => # {l}"), width))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `text` cut to `width` characters (the last one `…` when cut).
+fn clip_line(text: &str, width: Option<usize>) -> String {
+    match width {
+        Some(w) if w > 1 && text.chars().count() > w => {
+            let mut out: String = text.chars().take(w - 1).collect();
+            out.push('…');
+            out
+        }
+        _ => text.to_owned(),
+    }
 }
 
 impl Tty {
@@ -315,11 +375,16 @@ impl Tty {
             total: 0,
             done: 0,
             seen: std::collections::HashSet::new(),
+            width: rustix::termios::tcgetwinsize(std::io::stderr())
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+                .filter(|w| *w > 0),
+            boxes: HashMap::new(),
         }
     }
 
     fn line(&self, text: String) {
-        let _ = self.multi.println(text);
+        let _ = self.multi.println(clip_line(&text, self.width));
     }
 
     fn event(&mut self, ev: &Event, started: Instant) {
@@ -329,6 +394,13 @@ impl Tty {
         };
         if named && self.seen.insert(ev.vertex.clone()) {
             self.total += 1;
+        }
+        if matches!(
+            ev.kind,
+            EventKind::Completed { .. } | EventKind::Failed { .. } | EventKind::Cancelled
+        ) && let Some(log) = self.boxes.remove(&ev.vertex)
+        {
+            log.bar.finish_and_clear();
         }
         match &ev.kind {
             EventKind::Started { name } if !name.is_empty() => {
@@ -343,11 +415,22 @@ impl Tty {
                 self.line(format!(" => CACHED {name}"));
             }
             EventKind::Log { data, .. } => {
-                if let Some((bar, _)) = self.bars.get(&ev.vertex) {
-                    let text = String::from_utf8_lossy(data);
-                    if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
-                        bar.set_message(format!("# {last}"));
-                    }
+                if let Some((step, _)) = self.bars.get(&ev.vertex) {
+                    let width = self.width;
+                    let log = self.boxes.entry(ev.vertex.clone()).or_insert_with(|| {
+                        let bar = self.multi.insert_after(step, ProgressBar::new_spinner());
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
+                        LogBox {
+                            bar,
+                            lines: Default::default(),
+                            partial: Vec::new(),
+                        }
+                    });
+                    let text = log.push(data, width);
+                    log.bar.set_message(text);
                 }
             }
             EventKind::Status { message } => {
@@ -389,6 +472,9 @@ impl Tty {
     /// Clears the live part; what was printed stays, and the output ends with a newline so
     /// the next line starts on its own.
     fn finish(self) {
+        for (_, log) in self.boxes {
+            log.bar.finish_and_clear();
+        }
         for (_, (bar, _)) in self.bars {
             bar.finish_and_clear();
         }
@@ -401,6 +487,65 @@ impl Tty {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_box_keeps_the_last_lines_cut_to_the_width() {
+        let mut b = LogBox {
+            bar: ProgressBar::hidden(),
+            lines: Default::default(),
+            partial: Vec::new(),
+        };
+        let text = b.push(b"1\n2\n3\n4\n5\n6\n7\nhalf", Some(20));
+        assert_eq!(
+            text,
+            " => => # 3\n => => # 4\n => => # 5\n => => # 6\n => => # 7\n => => # half"
+        );
+        let text = b.push(b"-way and much longer\r\n", Some(12));
+        assert!(text.ends_with(" => => # ha…"), "{text}");
+        assert_eq!(text.lines().count(), LOG_BOX_LINES);
+    }
+
+    #[test]
+    fn tty_lines_are_cut_not_wrapped() {
+        assert_eq!(clip_line("abcdef", Some(4)), "abc…");
+        assert_eq!(clip_line("abcd", Some(4)), "abcd");
+        assert_eq!(clip_line("abcdef", None), "abcdef");
+        assert_eq!(
+            tty_header(6.31, 12, 12, true),
+            "[+] Building 6.3s (12/12) FINISHED"
+        );
+        assert_eq!(tty_header(0.04, 1, 3, false), "[+] Building 0.0s (1/3)");
+        assert_eq!(
+            tty_done_line("[2/3] RUN make", 1200),
+            " => [2/3] RUN make 1.2s"
+        );
+    }
+
+    #[test]
+    fn internal_vertices_render_as_buildkit_does() {
+        let v = Internal {
+            name: "[internal] load build definition from Dockerfile".into(),
+            lines: vec!["transferring dockerfile: 57B done".into()],
+            duration_ms: 0,
+        };
+        let mut p = Plain::default();
+        let mut out = Vec::new();
+        for e in v.events() {
+            p.event(&e, &mut out);
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "#1 [internal] load build definition from Dockerfile\n\
+             #1 transferring dockerfile: 57B done\n\
+             #1 DONE 0.0s\n"
+        );
+        // Internal vertices of the solver (the build context) are not steps that ran.
+        let mut s = Summary::default();
+        for e in v.events() {
+            s.count(&e);
+        }
+        assert_eq!(s.executed, 0);
+    }
     use kiln_oci::sha256;
     use kiln_solver::engine::LogStream;
 
