@@ -406,7 +406,8 @@ impl Tty {
             EventKind::Started { name } if !name.is_empty() => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(self.style.clone());
-                bar.set_prefix(name.clone());
+                // The name is cut to leave room for the time: a bar line never wraps.
+                bar.set_prefix(clip_line(name, self.width.map(|w| w.saturating_sub(12))));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.bars.insert(ev.vertex.clone(), (bar, name.clone()));
             }
