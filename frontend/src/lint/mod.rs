@@ -391,7 +391,13 @@ pub struct Linter {
     pub(crate) stages: HashMap<usize, StageFacts>,
     /// The `.dockerignore` matcher, made on first use (`None` inside: nothing to check).
     pub(crate) ignore: Option<Option<IgnoreMatcher>>,
+    /// "did you mean" searches done so far (each reads every name in scope; bounded, so a
+    /// file full of undefined variables stays linear).
+    suggestions: usize,
 }
+
+/// The most "did you mean" searches one Dockerfile gets.
+const MAX_SUGGESTIONS: usize = 64;
 
 /// What the rules that look across a stage remember about it.
 #[derive(Debug, Clone, Default)]
@@ -452,6 +458,12 @@ impl Linter {
                 unset.push((n.clone(), word));
             }
         }
+    }
+
+    /// Whether a "did you mean" search may run (counts it).
+    pub(crate) fn spend_suggestion(&mut self) -> bool {
+        self.suggestions += 1;
+        self.suggestions <= MAX_SUGGESTIONS
     }
 
     /// The unset variables noted since the last call.

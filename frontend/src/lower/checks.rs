@@ -38,10 +38,15 @@ impl Lowerer<'_> {
         let mut env = super::args::automatic_args(self.ast, &defaults);
         let mut in_stages = false;
         for node in &self.ast.nodes {
-            let Ok(cmd) = Command::from_node(node, false) else {
+            match node.keyword {
+                Keyword::From => in_stages = true,
+                Keyword::Arg if !in_stages => {}
+                _ => continue,
+            }
+            let Ok(instr) = Instruction::from_node(node) else {
                 continue;
             };
-            match &cmd.instr {
+            match &instr {
                 Instruction::Arg(decls) if !in_stages => {
                     for d in decls {
                         if let Some(def) = &d.default {
@@ -53,7 +58,6 @@ impl Lowerer<'_> {
                     }
                 }
                 Instruction::From(f) => {
-                    in_stages = true;
                     let Ok(r) = self.lexer.expand_word(&f.image.value, &env) else {
                         return;
                     };
@@ -78,19 +82,23 @@ impl Lowerer<'_> {
     /// RedundantTargetPlatform and FromPlatformFlagConstDisallowed.
     pub(super) fn lint_from(&mut self, f: &ins::From, span: Span) {
         let unset = self.lint.take_unset();
-        let mut keys: Vec<&str> = Vec::new();
-        if !unset.is_empty() {
-            keys.extend(self.global.iter().map(|(k, _)| k));
-            keys.extend(self.consumed.iter().map(String::as_str));
-        }
         let mut reports = Vec::new();
         for (name, at) in &unset {
-            if keys.contains(&name.as_str()) || !is_name(name) {
+            // Unset in the global scope: declared only if some ARG named it without a value.
+            if self.consumed.contains(name) || !is_name(name) {
                 continue;
             }
             let mut message = format!("FROM argument '{name}' is not declared");
-            if let Some(s) = suggest(name, &keys) {
-                message.push_str(&format!(" (did you mean {s}?)"));
+            if self.lint.spend_suggestion() {
+                let keys: Vec<&str> = self
+                    .global
+                    .iter()
+                    .map(|(k, _)| k)
+                    .chain(self.consumed.iter().map(String::as_str))
+                    .collect();
+                if let Some(s) = suggest(name, &keys) {
+                    message.push_str(&format!(" (did you mean {s}?)"));
+                }
             }
             reports.push((Rule::UndefinedArgInFrom, *at, message));
         }
@@ -347,17 +355,21 @@ impl Lowerer<'_> {
             return;
         }
         let in_scope = &st.build_args[..args.min(st.build_args.len())];
-        let keys: Vec<&str> = st.env.iter().map(|(k, _)| k).collect();
         for (name, at) in unset {
-            if in_scope.iter().any(|(k, _)| *k == name)
+            // `consumed` (every ARG name) first: the scan of the stage's ARGs is for names
+            // some ARG declared.
+            if (self.consumed.contains(&name) && in_scope.iter().any(|(k, _)| *k == name))
                 || NON_ENV_ARGS.contains(&name.as_str())
                 || !is_name(&name)
             {
                 continue;
             }
             let mut message = format!("Usage of undefined variable '${name}'");
-            if let Some(s) = suggest(&name, &keys) {
-                message.push_str(&format!(" (did you mean ${s}?)"));
+            if self.lint.spend_suggestion() {
+                let keys: Vec<&str> = st.env.iter().map(|(k, _)| k).collect();
+                if let Some(s) = suggest(&name, &keys) {
+                    message.push_str(&format!(" (did you mean ${s}?)"));
+                }
             }
             self.lint
                 .report(Rule::UndefinedVar, cmd.span.line, at, message);
