@@ -61,6 +61,20 @@ fn build_check_lists_findings_without_building() {
     assert!(out.status.success(), "{err}");
     assert_eq!(err, "Check complete, no warnings found.\n");
 
+    // A value that does not parse names the flag.
+    let err = k.fails(&[
+        "build",
+        "--check",
+        "--build-arg",
+        "BUILDKIT_DOCKERFILE_CHECK=skip",
+        ctx.arg(),
+    ]);
+    assert!(
+        err.contains("--build-arg BUILDKIT_DOCKERFILE_CHECK=skip")
+            && err.contains("failed to parse check options: invalid check option \"skip\""),
+        "{err}"
+    );
+
     // Every stage is checked, not only the target's.
     ctx.write(
         "Dockerfile",

@@ -3,7 +3,7 @@
 //! size), every step of the target (CACHED on a no-op rebuild, though nothing is looked at
 //! twice), and the export.
 
-use crate::support::{Context, Kiln, sandbox_available, text};
+use crate::support::{Context, Kiln, build, cached, events, sandbox_available, text};
 
 /// The `#N NAME` header lines, numbers dropped, in order (a vertex once).
 fn vertices(plain: &str) -> Vec<String> {
@@ -137,4 +137,26 @@ fn plain_progress_lists_every_vertex_as_buildkit_does() {
         lines_of(&third, "[3/3] RUN cat /a.txt")[0].ends_with(" hello, world"),
         "{third}"
     );
+
+    // rawjson: the same vertices, one JSON event per line.
+    let raw = build(&k, &ctx, &["-t", "prog:1"]);
+    let started: Vec<String> = events(&raw)
+        .iter()
+        .filter(|e| e["event"] == "started")
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "[internal] load build definition from Dockerfile",
+            "[internal] load metadata for docker.io/library/busybox:latest",
+            "[internal] load .dockerignore",
+            "[internal] load build context",
+            "exporting to image",
+        ],
+        "{raw}"
+    );
+    let c = cached(&raw);
+    assert_eq!(c.len(), 3, "{raw}");
+    assert_eq!(c[1..], ["[2/3] COPY a.txt /a.txt", "[3/3] RUN cat /a.txt"]);
 }

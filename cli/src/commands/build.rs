@@ -120,6 +120,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         no_cache_filter: args.no_cache_filter.clone(),
     };
     let build_args = parse_kv(&args.build_args, "--build-arg", true)?;
+    if let Some(v) = build_args.get(kiln_frontend::lint::CHECK_BUILD_ARG) {
+        kiln_frontend::lint::CheckConfig::parse(v)
+            .with_context(|| format!("--build-arg {}={v}", kiln_frontend::lint::CHECK_BUILD_ARG))?;
+    }
     let labels = parse_kv(&args.labels, "--label", false)?;
     let (file_name, text) = read_dockerfile(&dockerfile_path)?;
     let ast = parse_or_report(&file_name, &text)?;
