@@ -301,6 +301,10 @@ pub struct BuildArgs {
     /// Say why the first step that ran missed the cache (which input differed)
     #[arg(long)]
     pub explain_cache: bool,
+    /// Run the build checks (BuildKit's lint rules) without building; exit 1 when one fires
+    /// under `# check=error=true`
+    #[arg(long)]
+    pub check: bool,
     /// Push the image to its registry after the build (the -t names)
     #[arg(long)]
     pub push: bool,

@@ -20,13 +20,65 @@ pub fn resolve_mode(mode: ProgressMode) -> ProgressMode {
     }
 }
 
-/// Consumes events until the channel closes. Returns what was seen (for the final line).
-pub async fn render(mode: ProgressMode, mut rx: UnboundedReceiver<Event>) -> Summary {
+/// A vertex of the build that the solver does not run (reading the Dockerfile, a base image's
+/// metadata, the export), shown as BuildKit shows its own: a name, status lines, a duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Internal {
+    pub name: String,
+    pub lines: Vec<String>,
+    pub duration_ms: u64,
+}
+
+impl Internal {
+    /// Its events, under a vertex id made from its name.
+    fn events(&self) -> Vec<Event> {
+        let d = kiln_oci::sha256(self.name.as_bytes());
+        let mut out = vec![Event::now(
+            d.clone(),
+            EventKind::Started {
+                name: self.name.clone(),
+            },
+        )];
+        for l in &self.lines {
+            out.push(Event::now(
+                d.clone(),
+                EventKind::Status { message: l.clone() },
+            ));
+        }
+        out.push(Event::now(
+            d,
+            EventKind::Completed {
+                duration_ms: self.duration_ms,
+            },
+        ));
+        out
+    }
+}
+
+/// Consumes events until the channel closes, after showing `prelude` (the vertices before the
+/// solve). Returns what was seen (for the final line and [`epilogue`]).
+pub async fn render(
+    mode: ProgressMode,
+    prelude: Vec<Internal>,
+    mut rx: UnboundedReceiver<Event>,
+) -> Summary {
     let mut summary = Summary::default();
     let mut plain = Plain::default();
     let mut tty = (mode == ProgressMode::Tty).then(Tty::new);
-    while let Some(ev) = rx.recv().await {
-        summary.count(&ev);
+    let started = Instant::now();
+    let before: Vec<Event> = prelude.iter().flat_map(Internal::events).collect();
+    let mut before = before.into_iter();
+    loop {
+        let (ev, internal) = match before.next() {
+            Some(ev) => (ev, true),
+            None => match rx.recv().await {
+                Some(ev) => (ev, false),
+                None => break,
+            },
+        };
+        if !internal {
+            summary.count(&ev);
+        }
         match mode {
             ProgressMode::Plain => plain.event(&ev, &mut std::io::stderr().lock()),
             ProgressMode::Rawjson => {
@@ -36,29 +88,104 @@ pub async fn render(mode: ProgressMode, mut rx: UnboundedReceiver<Event>) -> Sum
             }
             ProgressMode::Tty => {
                 if let Some(t) = tty.as_mut() {
-                    t.event(&ev);
+                    t.event(&ev, started);
                 }
             }
             ProgressMode::Quiet | ProgressMode::Auto => {}
         }
     }
+    summary.vertices = plain.next;
+    summary.elapsed = started.elapsed();
     if let Some(t) = tty {
+        summary.shown = t.total;
+        summary.finished = t.done;
         t.finish();
     }
     summary
 }
 
+/// After the solve: the vertices that follow it (the export), in the same numbering, and for
+/// the live view its `FINISHED` header.
+pub fn epilogue(mode: ProgressMode, summary: &Summary, after: &[Internal]) {
+    match mode {
+        ProgressMode::Plain => {
+            let mut plain = Plain {
+                next: summary.vertices,
+                ..Plain::default()
+            };
+            let mut out = std::io::stderr().lock();
+            if summary.vertices > 0 {
+                let _ = writeln!(out);
+            }
+            for ev in after.iter().flat_map(Internal::events) {
+                plain.event(&ev, &mut out);
+            }
+        }
+        ProgressMode::Rawjson => {
+            for ev in after.iter().flat_map(Internal::events) {
+                if let Ok(line) = serde_json::to_string(&ev) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        ProgressMode::Tty => {
+            let total = summary.shown + after.len();
+            let done = summary.finished + after.len();
+            let elapsed = summary.elapsed.as_secs_f64()
+                + after
+                    .iter()
+                    .map(|a| a.duration_ms as f64 / 1000.0)
+                    .sum::<f64>();
+            let mut out = std::io::stderr().lock();
+            for a in after {
+                let _ = writeln!(out, "{}", tty_done_line(&a.name, a.duration_ms));
+                for l in &a.lines {
+                    let _ = writeln!(out, " => => {l}");
+                }
+            }
+            let _ = writeln!(out, "{}", tty_header(elapsed, done, total, true));
+        }
+        ProgressMode::Quiet | ProgressMode::Auto => {}
+    }
+}
+
+/// The live view's header: `[+] Building 6.3s (12/12) FINISHED`.
+fn tty_header(elapsed_s: f64, done: usize, total: usize, finished: bool) -> String {
+    let state = if finished { " FINISHED" } else { "" };
+    format!("[+] Building {elapsed_s:.1}s ({done}/{total}){state}")
+}
+
+/// A finished step of the live view: ` => [2/3] RUN make    1.2s`.
+fn tty_done_line(name: &str, duration_ms: u64) -> String {
+    format!(" => {name} {:.1}s", duration_ms as f64 / 1000.0)
+}
+
 /// Counts of what happened.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Summary {
+    /// Steps that ran (internal vertices, such as loading the build context, left out).
     pub executed: usize,
     pub cached: usize,
+    /// Vertices the plain view numbered.
+    pub vertices: usize,
+    /// Vertices the live view showed, and how many of them finished.
+    pub shown: usize,
+    pub finished: usize,
+    /// How long the solve took.
+    pub elapsed: Duration,
+    /// Vertices whose name says they are internal (`[internal] …`).
+    internal: std::collections::HashSet<Digest>,
 }
 
 impl Summary {
     fn count(&mut self, ev: &Event) {
-        match ev.kind {
-            EventKind::Completed { .. } => self.executed += 1,
+        match &ev.kind {
+            EventKind::Started { name } if name.starts_with("[internal]") => {
+                self.internal.insert(ev.vertex.clone());
+            }
+            EventKind::Completed { .. } if !self.internal.contains(&ev.vertex) => {
+                self.executed += 1
+            }
             EventKind::Cached { .. } => self.cached += 1,
             _ => {}
         }
@@ -155,74 +282,205 @@ impl Plain {
     }
 }
 
-/// The live view: one line per running step with its last output line; finished steps stay as
-/// one line each with their state and duration.
+/// The live view, as BuildKit's: a `[+] Building 6.3s (5/12)` header, one line per running
+/// step with its last output line (cut to the terminal's width, never wrapped), and finished
+/// steps as ` => [2/3] RUN make 1.2s` / ` => CACHED [1/3] FROM busybox`.
 struct Tty {
     multi: MultiProgress,
+    header: ProgressBar,
     bars: HashMap<Digest, (ProgressBar, String)>,
     style: ProgressStyle,
+    /// Vertices shown, and how many of them finished.
+    total: usize,
+    done: usize,
+    seen: std::collections::HashSet<Digest>,
+    /// The terminal's width: printed lines are cut to it, never wrapped.
+    width: Option<usize>,
+    /// Each running step's log box: its bar, its last lines, a line not ended yet.
+    boxes: HashMap<Digest, LogBox>,
+}
+
+/// The last lines of a running step, under it (` => => # line`), as BuildKit's live view.
+struct LogBox {
+    bar: ProgressBar,
+    lines: std::collections::VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+/// Lines a step's log box shows.
+const LOG_BOX_LINES: usize = 6;
+
+impl LogBox {
+    /// Adds output; returns the box's text (each line cut to `width`).
+    fn push(&mut self, data: &[u8], width: Option<usize>) -> String {
+        self.partial.extend_from_slice(data);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            // A line redrawn with `\r` (a progress bar) shows as its last drawing.
+            let text = text
+                .trim_end_matches('\r')
+                .rsplit('\r')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            self.lines.push_back(text);
+            if self.lines.len() > LOG_BOX_LINES {
+                self.lines.pop_front();
+            }
+        }
+        let mut shown: Vec<String> = self.lines.iter().cloned().collect();
+        if !self.partial.is_empty() {
+            shown.push(String::from_utf8_lossy(&self.partial).into_owned());
+            if shown.len() > LOG_BOX_LINES {
+                shown.remove(0);
+            }
+        }
+        shown
+            .iter()
+            .map(|l| clip_line(&format!(" => => # {l}"), width))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `text` cut to `width` characters (the last one `…` when cut).
+fn clip_line(text: &str, width: Option<usize>) -> String {
+    match width {
+        Some(w) if w > 1 && text.chars().count() > w => {
+            let mut out: String = text.chars().take(w - 1).collect();
+            out.push('…');
+            out
+        }
+        _ => text.to_owned(),
+    }
 }
 
 impl Tty {
     fn new() -> Tty {
-        let style = ProgressStyle::with_template("{spinner} {prefix} {elapsed:>4} {wide_msg}")
+        let style = ProgressStyle::with_template(" => {prefix} {elapsed:>4} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let multi = MultiProgress::new();
+        let header = multi.add(ProgressBar::new_spinner());
+        header.set_style(
+            ProgressStyle::with_template("{wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        header.set_message(tty_header(0.0, 0, 0, false));
         Tty {
-            multi: MultiProgress::new(),
+            multi,
+            header,
             bars: HashMap::new(),
             style,
+            total: 0,
+            done: 0,
+            seen: std::collections::HashSet::new(),
+            width: rustix::termios::tcgetwinsize(std::io::stderr())
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+                .filter(|w| *w > 0),
+            boxes: HashMap::new(),
         }
     }
 
-    fn event(&mut self, ev: &Event) {
+    fn line(&self, text: String) {
+        let _ = self.multi.println(clip_line(&text, self.width));
+    }
+
+    fn event(&mut self, ev: &Event, started: Instant) {
+        let named = match &ev.kind {
+            EventKind::Started { name } | EventKind::Cached { name } => !name.is_empty(),
+            _ => false,
+        };
+        if named && self.seen.insert(ev.vertex.clone()) {
+            self.total += 1;
+        }
+        if matches!(
+            ev.kind,
+            EventKind::Completed { .. } | EventKind::Failed { .. } | EventKind::Cancelled
+        ) && let Some(log) = self.boxes.remove(&ev.vertex)
+        {
+            log.bar.finish_and_clear();
+        }
         match &ev.kind {
             EventKind::Started { name } if !name.is_empty() => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(self.style.clone());
-                bar.set_prefix(name.clone());
+                // The name is cut to leave room for the time: a bar line never wraps.
+                bar.set_prefix(clip_line(name, self.width.map(|w| w.saturating_sub(12))));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.bars.insert(ev.vertex.clone(), (bar, name.clone()));
             }
             EventKind::Cached { name } if !name.is_empty() => {
-                let _ = self.multi.println(format!("  CACHED {name}"));
+                self.done += 1;
+                self.line(format!(" => CACHED {name}"));
             }
             EventKind::Log { data, .. } => {
+                if let Some((step, _)) = self.bars.get(&ev.vertex) {
+                    let width = self.width;
+                    let log = self.boxes.entry(ev.vertex.clone()).or_insert_with(|| {
+                        let bar = self.multi.insert_after(step, ProgressBar::new_spinner());
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
+                        LogBox {
+                            bar,
+                            lines: Default::default(),
+                            partial: Vec::new(),
+                        }
+                    });
+                    let text = log.push(data, width);
+                    log.bar.set_message(text);
+                }
+            }
+            EventKind::Status { message } => {
                 if let Some((bar, _)) = self.bars.get(&ev.vertex) {
-                    let text = String::from_utf8_lossy(data);
-                    if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
-                        bar.set_message(last.to_string());
-                    }
+                    bar.set_message(format!("=> {message}"));
                 }
             }
             EventKind::Completed { duration_ms } => {
                 if let Some((bar, name)) = self.bars.remove(&ev.vertex) {
                     bar.finish_and_clear();
-                    let _ = self.multi.println(format!(
-                        "  DONE {:>5.1}s {name}",
-                        *duration_ms as f64 / 1000.0
-                    ));
+                    self.done += 1;
+                    self.line(tty_done_line(&name, *duration_ms));
                 }
             }
-            EventKind::Failed { error } => {
+            EventKind::Failed { .. } => {
                 if let Some((bar, name)) = self.bars.remove(&ev.vertex) {
                     bar.finish_and_clear();
-                    let _ = self.multi.println(format!("  ERROR {name}: {error}"));
+                    self.done += 1;
+                    // The error and the step's last lines follow once, in the failure report.
+                    self.line(format!(" => ERROR {name}"));
                 }
             }
             EventKind::Cancelled => {
                 if let Some((bar, name)) = self.bars.remove(&ev.vertex) {
                     bar.finish_and_clear();
-                    let _ = self.multi.println(format!("  CANCELED {name}"));
+                    self.line(format!(" => CANCELED {name}"));
                 }
             }
             _ => {}
         }
+        self.header.set_message(tty_header(
+            started.elapsed().as_secs_f64(),
+            self.done,
+            self.total,
+            false,
+        ));
     }
 
+    /// Clears the live part; what was printed stays, and the output ends with a newline so
+    /// the next line starts on its own.
     fn finish(self) {
+        for (_, log) in self.boxes {
+            log.bar.finish_and_clear();
+        }
         for (_, (bar, _)) in self.bars {
             bar.finish_and_clear();
         }
+        self.header.finish_and_clear();
+        let _ = self.multi.clear();
         let _ = std::io::stderr().flush();
     }
 }
@@ -230,6 +488,65 @@ impl Tty {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_box_keeps_the_last_lines_cut_to_the_width() {
+        let mut b = LogBox {
+            bar: ProgressBar::hidden(),
+            lines: Default::default(),
+            partial: Vec::new(),
+        };
+        let text = b.push(b"1\n2\n3\n4\n5\n6\n7\nhalf", Some(20));
+        assert_eq!(
+            text,
+            " => => # 3\n => => # 4\n => => # 5\n => => # 6\n => => # 7\n => => # half"
+        );
+        let text = b.push(b"-way and much longer\r\n", Some(12));
+        assert!(text.ends_with(" => => # ha…"), "{text}");
+        assert_eq!(text.lines().count(), LOG_BOX_LINES);
+    }
+
+    #[test]
+    fn tty_lines_are_cut_not_wrapped() {
+        assert_eq!(clip_line("abcdef", Some(4)), "abc…");
+        assert_eq!(clip_line("abcd", Some(4)), "abcd");
+        assert_eq!(clip_line("abcdef", None), "abcdef");
+        assert_eq!(
+            tty_header(6.31, 12, 12, true),
+            "[+] Building 6.3s (12/12) FINISHED"
+        );
+        assert_eq!(tty_header(0.04, 1, 3, false), "[+] Building 0.0s (1/3)");
+        assert_eq!(
+            tty_done_line("[2/3] RUN make", 1200),
+            " => [2/3] RUN make 1.2s"
+        );
+    }
+
+    #[test]
+    fn internal_vertices_render_as_buildkit_does() {
+        let v = Internal {
+            name: "[internal] load build definition from Dockerfile".into(),
+            lines: vec!["transferring dockerfile: 57B done".into()],
+            duration_ms: 0,
+        };
+        let mut p = Plain::default();
+        let mut out = Vec::new();
+        for e in v.events() {
+            p.event(&e, &mut out);
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "#1 [internal] load build definition from Dockerfile\n\
+             #1 transferring dockerfile: 57B done\n\
+             #1 DONE 0.0s\n"
+        );
+        // Internal vertices of the solver (the build context) are not steps that ran.
+        let mut s = Summary::default();
+        for e in v.events() {
+            s.count(&e);
+        }
+        assert_eq!(s.executed, 0);
+    }
     use kiln_oci::sha256;
     use kiln_solver::engine::LogStream;
 

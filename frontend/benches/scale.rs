@@ -3,7 +3,8 @@
 //! number of runs).
 //!
 //! Shapes: 100,000 `ENV kN=vN`, 100,000 `ARG` in a stage, 100,000 global `ARG`s, 100,000
-//! `LABEL`s, 10,000 stages each built on the previous one, and a mix of all of them. Target:
+//! `LABEL`s, 10,000 stages each built on the previous one, 100,000 `ENV`s half of which use an
+//! undefined variable (one build-check finding each), and a mix of all of them. Target:
 //! each lowered in under a second in release mode. Plain `std::time::Instant`, the best of the runs
 //! (three by default); prints figures, asserts nothing.
 
@@ -67,6 +68,16 @@ fn shapes(n: usize) -> Vec<(&'static str, String)> {
                     i + 1,
                     i.saturating_sub(1)
                 )
+            }),
+        ),
+        (
+            "ENV with undefined var",
+            lines(n, "FROM busybox\n", |i| {
+                if i % 2 == 0 {
+                    format!("ENV k{i}=v{i}")
+                } else {
+                    format!("ENV u{i}=$undefined{i}")
+                }
             }),
         ),
         (

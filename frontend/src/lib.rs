@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod diagnostic;
 pub mod instructions;
+pub mod lint;
 pub mod lower;
 pub mod parser;
 pub mod shell;

@@ -52,6 +52,8 @@ pub struct KilnWorker {
     hasher: ContextHasher,
     /// Held while a cache mount is restored from the imported cache (one at a time, each once).
     restoring: tokio::sync::Mutex<()>,
+    /// Bytes each local source selected, by vertex (for its progress line).
+    transfers: std::sync::Mutex<BTreeMap<Digest, u64>>,
 }
 
 impl KilnWorker {
@@ -71,6 +73,7 @@ impl KilnWorker {
             remote: opts.remote,
             hasher,
             restoring: tokio::sync::Mutex::new(()),
+            transfers: Default::default(),
         })
     }
 
@@ -285,6 +288,18 @@ fn key_of(parts: &[&[u8]]) -> Digest {
 }
 
 impl Worker for KilnWorker {
+    fn fresh_status(&self, digest: &Digest) -> Option<String> {
+        let bytes = *self
+            .transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)?;
+        Some(format!(
+            "transferring context: {} done",
+            crate::engine::human_size(bytes)
+        ))
+    }
+
     type Output = Ref;
 
     async fn cache_key(
@@ -306,7 +321,14 @@ impl Worker for KilnWorker {
             }
             Op::Source(SourceOp::Local(src)) => {
                 let root = self.context_root(&src.name)?;
-                let sum = self.hasher.checksum(&root, src)?;
+                let ignore = crate::context::Matcher::new(&src.exclude)?;
+                let (sum, stats) = self
+                    .hasher
+                    .checksum_with_stats(&root, &src.include, &ignore)?;
+                self.transfers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), stats.bytes);
                 key_of(&[b"local", d.as_bytes(), sum.to_string().as_bytes()])
             }
             Op::Source(SourceOp::Http {

@@ -1,9 +1,11 @@
 //! End-to-end tests of the `kiln` binary: real runc, real overlayfs, real store.
 
 mod build;
+mod checks;
 mod debug_shell;
 mod front_door;
 mod interop;
+mod progress;
 mod registry;
 mod remote_cache;
 mod run;

@@ -257,7 +257,7 @@ pub fn events(stderr: &str) -> Vec<serde_json::Value> {
 }
 
 /// Names of the steps that ran (completed, not cached) in a rawjson build; internal vertices
-/// (context loading, inline documents) left out.
+/// (context loading, inline documents, the export) left out.
 pub fn ran(stderr: &str) -> Vec<String> {
     let evs = events(stderr);
     let mut names = std::collections::HashMap::new();
@@ -272,7 +272,12 @@ pub fn ran(stderr: &str) -> Vec<String> {
     evs.iter()
         .filter(|e| e["event"] == "completed")
         .filter_map(|e| names.get(&e["vertex"].to_string()).cloned())
-        .filter(|n| !n.is_empty() && !n.starts_with("[internal]") && !n.starts_with("preparing"))
+        .filter(|n| {
+            !n.is_empty()
+                && !n.starts_with("[internal]")
+                && !n.starts_with("preparing")
+                && n != "exporting to image"
+        })
         .collect()
 }
 

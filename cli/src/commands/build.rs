@@ -1,12 +1,13 @@
 //! `kiln build`: flags → options; Dockerfile → graph (frontend); the session does the rest.
 
 use crate::cli::{BuildArgs, ProgressMode};
+use crate::commands::checks;
 use crate::commands::debug::{parse_or_report, read_dockerfile};
 use crate::progress;
 use crate::{Reported, commands::Global};
 use anyhow::{Context, Result, bail};
 use kiln_frontend::diagnostic::render;
-use kiln_frontend::lower::{LowerOptions, lower};
+use kiln_frontend::lower::{LowerOptions, lower_checked};
 use kiln_oci::Platform;
 use kiln_solver::session::{
     Build, BuildError, BuildOptions, ContextSource, FetchedContext, Output, Secret,
@@ -120,6 +121,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         build_contexts: args.build_contexts.clone(),
     };
     let build_args = parse_kv(&args.build_args, "--build-arg", true)?;
+    if let Some(v) = build_args.get(kiln_frontend::lint::CHECK_BUILD_ARG) {
+        kiln_frontend::lint::CheckConfig::parse(v)
+            .with_context(|| format!("--build-arg {}={v}", kiln_frontend::lint::CHECK_BUILD_ARG))?;
+    }
     let labels = parse_kv(&args.labels, "--label", false)?;
     let (file_name, text) = read_dockerfile(&dockerfile_path)?;
     let ast = parse_or_report(&file_name, &text)?;
@@ -144,14 +149,27 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         file_name: file_name.clone(),
+        all_stages: args.check && args.target.is_none(),
     };
-    let lowered = match lower(&ast, &lower_opts, &build) {
+    let lowering = Instant::now();
+    let (lowered, lint_report) = lower_checked(&ast, &lower_opts, &build);
+    let lowering_ms = u64::try_from(lowering.elapsed().as_millis()).unwrap_or(0);
+    if args.check {
+        return check_only(lowered.map(drop), &lint_report, &file_name, &text);
+    }
+    let lowered = match lowered {
         Ok(l) => l,
         Err(err) => {
+            checks::print_warnings(&lint_report, &file_name, &text);
             eprint!("{}", render(&err, &file_name, &text));
             return Err(Reported(1).into());
         }
     };
+    if let Some(violation) = lint_report.violation() {
+        checks::print_warnings(&lint_report, &file_name, &text);
+        eprintln!("error: {file_name}: {violation}");
+        return Err(Reported(1).into());
+    }
     for w in &lowered.warnings {
         match w.span {
             Some(s) => eprintln!("warning: {file_name}:{}: {}", s.line, w.message),
@@ -165,7 +183,15 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     } else {
         progress::resolve_mode(args.progress)
     };
-    let (result, summary) = build.run(def, move |rx| progress::render(mode, rx));
+    let prelude = internal_vertices(
+        &file_name,
+        &text,
+        &lowered.stages,
+        &context,
+        &requested,
+        lowering_ms,
+    );
+    let (result, summary) = build.run(def, move |rx| progress::render(mode, prelude, rx));
     let report = match result {
         Ok(r) => r,
         Err(BuildError::Cancelled) => {
@@ -173,6 +199,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             return Err(Reported(130).into());
         }
         Err(BuildError::Solve(err)) => {
+            checks::print_warnings(&lint_report, &file_name, &text);
             report_failure(&err, &failing, &file_name);
             if let Some(id) = super::debug_shell::kept_state(&err) {
                 if args.on_error == crate::cli::OnError::Shell {
@@ -186,6 +213,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         }
         Err(BuildError::Other(e)) => return Err(e.into()),
     };
+    progress::epilogue(mode, &summary, &[export_vertex(&report, &tags)]);
     if let Some(text) = &report.explanation {
         eprintln!("{text}");
     }
@@ -239,6 +267,112 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             summary.executed,
             summary.cached
         );
+    }
+    checks::print_warnings(&lint_report, &file_name, &text);
+    Ok(())
+}
+
+/// The vertices BuildKit shows before the solve: reading the Dockerfile, each base image's
+/// metadata (resolved while lowering), the `.dockerignore`.
+fn internal_vertices(
+    file_name: &str,
+    text: &str,
+    stages: &[kiln_frontend::lower::StageInfo],
+    context: &Path,
+    dockerfile: &Path,
+    lowering_ms: u64,
+) -> Vec<progress::Internal> {
+    use kiln_solver::engine::human_size;
+    let mut out = vec![progress::Internal {
+        name: format!("[internal] load build definition from {file_name}"),
+        lines: vec![format!(
+            "transferring dockerfile: {} done",
+            human_size(text.len() as u64)
+        )],
+        duration_ms: 0,
+    }];
+    let mut bases: Vec<String> = Vec::new();
+    for s in stages.iter().filter(|s| s.reachable) {
+        let is_stage = stages
+            .iter()
+            .any(|o| o.index < s.index && o.name.as_deref() == Some(&s.base.to_lowercase()));
+        if is_stage || s.base == "scratch" {
+            continue;
+        }
+        let name = crate::commands::normalize_reference(&s.base).unwrap_or_else(|_| s.base.clone());
+        if !bases.contains(&name) {
+            bases.push(name);
+        }
+    }
+    let each = lowering_ms / (bases.len().max(1) as u64);
+    for b in bases {
+        out.push(progress::Internal {
+            name: format!("[internal] load metadata for {b}"),
+            lines: Vec::new(),
+            duration_ms: each,
+        });
+    }
+    let own = dockerfile.with_file_name(format!(
+        "{}.dockerignore",
+        dockerfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let ignore_size = [own, context.join(".dockerignore")]
+        .iter()
+        .find_map(|p| fs_err::metadata(p).ok().filter(|m| m.is_file()))
+        .map_or(0, |m| m.len());
+    out.push(progress::Internal {
+        name: "[internal] load .dockerignore".to_owned(),
+        lines: vec![format!(
+            "transferring context: {} done",
+            human_size(ignore_size)
+        )],
+        duration_ms: 0,
+    });
+    out
+}
+
+/// The export as BuildKit shows it: `exporting to image`, `writing image sha256:… done`,
+/// `naming to NAME done`.
+fn export_vertex(
+    report: &kiln_solver::session::BuildReport,
+    tags: &[String],
+) -> progress::Internal {
+    let mut lines = vec![
+        "exporting layers done".to_owned(),
+        format!("writing image {} done", report.config_digest),
+    ];
+    for t in tags {
+        lines.push(format!("naming to {t} done"));
+    }
+    progress::Internal {
+        name: "exporting to image".to_owned(),
+        lines,
+        duration_ms: 0,
+    }
+}
+
+/// `kiln build --check`: the checks' findings without a build; exit 1 when the Dockerfile does
+/// not lower or a rule fired under `error=true`.
+fn check_only(
+    lowered: Result<(), kiln_frontend::lower::LowerError>,
+    report: &kiln_frontend::lint::Report,
+    file_name: &str,
+    text: &str,
+) -> Result<()> {
+    eprintln!("{}", checks::check_summary(report));
+    for f in &report.findings {
+        eprint!("warning: {}", render(f, file_name, text));
+    }
+    if let Err(err) = lowered {
+        eprint!("{}", render(&err, file_name, text));
+        return Err(Reported(1).into());
+    }
+    if let Some(violation) = report.violation() {
+        eprintln!("error: {file_name}: {violation}");
+        return Err(Reported(1).into());
     }
     Ok(())
 }

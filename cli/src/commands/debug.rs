@@ -94,6 +94,7 @@ pub fn graph(
         no_cache: false,
         no_cache_filter: Vec::new(),
         file_name: name.clone(),
+        all_stages: false,
     };
     let host = kiln_solver::Host::open(kiln_solver::HostOptions::default()).ok();
     let resolver = kiln_solver::session::LenientResolver(host.as_ref());

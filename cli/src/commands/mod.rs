@@ -1,6 +1,7 @@
 //! One module per family of subcommands.
 
 mod build;
+mod checks;
 mod container;
 pub mod debug;
 mod debug_shell;

@@ -23,6 +23,7 @@ use super::{
 use crate::ast::{Ast, Word};
 use crate::diagnostic::{Span, suggest};
 use crate::instructions::{self as ins, Instruction};
+use crate::lint::Linter;
 use crate::shell::{Env, Escape, Lexer, ShellError};
 
 /// `PATH` BuildKit puts in an image config that has none (Linux).
@@ -85,7 +86,7 @@ impl StageState {
 
 /// The state of one `lower` call.
 pub(crate) struct Lowerer<'a> {
-    ast: &'a Ast,
+    pub(super) ast: &'a Ast,
     pub(super) opts: &'a LowerOptions,
     resolver: &'a dyn ImageResolver,
     pub(super) lexer: Lexer,
@@ -100,6 +101,8 @@ pub(crate) struct Lowerer<'a> {
     pub(super) global: Env,
     /// Bytes counted against [`MAX_EXPANSION_TOTAL`] so far.
     spent: Cell<usize>,
+    /// The build checks (see `checks`).
+    pub(super) lint: &'a mut Linter,
 }
 
 /// The error for a word that does not expand, pointing at the offending character.
@@ -138,6 +141,7 @@ impl<'a> Lowerer<'a> {
         ast: &'a Ast,
         opts: &'a LowerOptions,
         resolver: &'a dyn ImageResolver,
+        lint: &'a mut Linter,
     ) -> Self {
         Self {
             ast,
@@ -151,10 +155,12 @@ impl<'a> Lowerer<'a> {
             consumed: BTreeSet::new(),
             global: automatic_args(ast, opts),
             spent: Cell::new(0),
+            lint,
         }
     }
 
     pub(crate) fn run(mut self) -> Result<Lowered, LowerError> {
+        self.lint_start();
         let mut stages = self.collect_stages()?;
         let target = self.find_target(&stages)?;
         check_cycles(&stages)?;
@@ -288,6 +294,7 @@ impl<'a> Lowerer<'a> {
         index: usize,
         names: &HashMap<String, usize>,
     ) -> Result<Stage, LowerError> {
+        self.lint.take_unset();
         let global = &self.global;
         let base_name = self.expand(&f.image, global)?;
         if base_name.is_empty() {
@@ -315,6 +322,7 @@ impl<'a> Lowerer<'a> {
                 })?)
             }
         };
+        self.lint_from(f, span);
         let name = f.name.as_ref().map(|n| n.value.to_lowercase());
         if let (Some(n), Some(word)) = (&name, &f.name)
             && names.contains_key(n)
@@ -391,7 +399,11 @@ impl<'a> Lowerer<'a> {
             .collect();
         let count = stages.len();
         loop {
-            let reach = reachable(stages, target);
+            let reach = if self.opts.all_stages {
+                vec![true; count]
+            } else {
+                reachable(stages, target)
+            };
             let mut new_deps = false;
             for i in 0..count {
                 if !reach[i] || stages[i].triggers_loaded {
@@ -631,6 +643,7 @@ impl<'a> Lowerer<'a> {
         }
         st.user = st.config.config.user.clone();
 
+        self.lint_stage(s, &st);
         for cmd in &s.commands {
             self.dispatch(&mut st, cmd, stages, states)?;
         }
@@ -643,7 +656,10 @@ impl<'a> Lowerer<'a> {
         let value = self
             .lexer
             .expand_word(&word.value, env)
-            .map(|r| r.value)
+            .map(|r| {
+                self.lint.note_unset(&r.unset, word.span);
+                r.value
+            })
             .map_err(|e| expand_error(word, e))?;
         self.spend(value.len(), word.span)?;
         Ok(value)
@@ -724,7 +740,8 @@ impl<'a> Lowerer<'a> {
         stages: &[Stage],
         states: &[Option<StageState>],
     ) -> Result<(), LowerError> {
-        match &cmd.instr {
+        let args = self.lint_before(st, cmd);
+        let result = match &cmd.instr {
             Instruction::From(_) => Ok(()),
             Instruction::Env(kvs) => self.env(st, kvs),
             Instruction::Label(kvs) => self.label(st, kvs),
@@ -761,7 +778,9 @@ impl<'a> Lowerer<'a> {
                 Self::maintainer(st, w);
                 Ok(())
             }
-        }
+        };
+        self.lint_after(st, cmd, args);
+        result
     }
 }
 

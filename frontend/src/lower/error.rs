@@ -64,6 +64,9 @@ pub enum LowerErrorKind {
     /// The typed layer rejected an instruction (argument counts, flags).
     #[error("{0}")]
     Parse(ParseError),
+    /// A `# check=` directive (or `BUILDKIT_DOCKERFILE_CHECK`) that does not parse.
+    #[error("{0}")]
+    CheckOptions(crate::lint::CheckConfigError),
     /// Only ARGs (or nothing) before the end of the file.
     #[error("dockerfile contains no stages to build")]
     NoStages,

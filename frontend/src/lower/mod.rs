@@ -16,6 +16,7 @@
 //! stages); descriptions and lines live in [`VertexMeta`](kiln_graph::VertexMeta).
 
 mod args;
+mod checks;
 mod config;
 mod copy;
 mod dispatch;
@@ -34,6 +35,7 @@ use kiln_oci::Platform;
 
 use crate::ast::Ast;
 use crate::diagnostic::Span;
+use crate::lint::{CHECK_BUILD_ARG, Linter, Report};
 
 pub use error::{LowerError, LowerErrorKind, MountError};
 
@@ -68,6 +70,8 @@ pub struct LowerOptions {
     pub no_cache_filter: Vec<String>,
     /// The Dockerfile's name, for messages (`Dockerfile`).
     pub file_name: String,
+    /// Lower every stage, not only those the target needs (`kiln build --check`).
+    pub all_stages: bool,
 }
 
 impl Default for LowerOptions {
@@ -83,6 +87,7 @@ impl Default for LowerOptions {
             no_cache: false,
             no_cache_filter: Vec::new(),
             file_name: "Dockerfile".to_owned(),
+            all_stages: false,
         }
     }
 }
@@ -126,5 +131,25 @@ pub fn lower(
     opts: &LowerOptions,
     resolver: &dyn ImageResolver,
 ) -> Result<Lowered, LowerError> {
-    dispatch::Lowerer::new(ast, opts, resolver).run()
+    lower_checked(ast, opts, resolver).0
+}
+
+/// [`lower`], and the build checks' findings (kept when lowering fails: the rules that ran
+/// before the failure still report). The checks' configuration is the file's `# check=`
+/// directive, or the `BUILDKIT_DOCKERFILE_CHECK` build arg in `opts.build_args`.
+pub fn lower_checked(
+    ast: &Ast,
+    opts: &LowerOptions,
+    resolver: &dyn ImageResolver,
+) -> (Result<Lowered, LowerError>, Report) {
+    let check_arg = opts.build_args.get(CHECK_BUILD_ARG).map(String::as_str);
+    let mut linter = match Linter::new(ast, check_arg) {
+        Ok(l) => l,
+        Err((span, e)) => {
+            let err = LowerError::new(span, LowerErrorKind::CheckOptions(e));
+            return (Err(err), Report::default());
+        }
+    };
+    let result = dispatch::Lowerer::new(ast, opts, resolver, &mut linter).run();
+    (result, linter.finish())
 }

@@ -138,6 +138,8 @@ pub struct HashStats {
     pub cache_hits: usize,
     /// Files whose content was read.
     pub files_read: usize,
+    /// Bytes of the selected files (what BuildKit would transfer).
+    pub bytes: u64,
 }
 
 /// Hashes build contexts, remembering file digests across builds.
@@ -277,6 +279,12 @@ impl ContextHasher {
             entries: selections.iter().map(|s| s.entries.len()).sum(),
             cache_hits: hits,
             files_read: misses,
+            bytes: selections
+                .iter()
+                .flat_map(|s| &s.entries)
+                .filter(|e| e.meta.kind() == EntryKind::File)
+                .map(|e| e.meta.size)
+                .sum(),
         };
         Ok((Digest::from_hasher(hasher), stats))
     }

@@ -3,7 +3,7 @@
 mod progress;
 mod scheduler;
 
-pub use progress::{Event, EventKind, LogStream, ProgressSender};
+pub use progress::{Event, EventKind, LogStream, ProgressSender, human_size};
 pub use scheduler::{
     BoxError, CacheKey, Job, SolveError, SolveResult, Solver, VertexOutcome, Worker,
 };

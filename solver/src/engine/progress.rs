@@ -61,3 +61,44 @@ impl Event {
         }
     }
 }
+
+/// A size as BuildKit's progress shows it (docker's `units.HumanSize`: decimal units, four
+/// significant digits): `32B`, `1.234kB`, `1.42MB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 1000 {
+        return format!("{bytes}B");
+    }
+    let mut v = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    let int_digits = if v >= 100.0 {
+        3
+    } else if v >= 10.0 {
+        2
+    } else {
+        1
+    };
+    let text = format!("{v:.*}", 4 - int_digits);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_like_buildkit() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(32), "32B");
+        assert_eq!(human_size(1234), "1.234kB");
+        assert_eq!(human_size(1_420_000), "1.42MB");
+        assert_eq!(human_size(10_000), "10kB");
+        assert_eq!(human_size(999_999), "1000kB");
+        assert_eq!(human_size(123_456_789), "123.5MB");
+    }
+}

@@ -50,6 +50,14 @@ pub trait Worker: Send + Sync + 'static {
         inputs: Vec<Self::Output>,
     ) -> impl Future<Output = Result<Self::Output, BoxError>> + Send;
 
+    /// For a vertex whose lookup always hits because it is really read afresh each build (a
+    /// local context source): the status line of that work (`transferring context: 32B done`).
+    /// Such a vertex is shown done with that line instead of CACHED, as BuildKit shows its
+    /// `load build context`.
+    fn fresh_status(&self, _digest: &Digest) -> Option<String> {
+        None
+    }
+
     /// Records the result under `key` for later builds.
     fn save(
         &self,
@@ -160,6 +168,8 @@ struct Inner<W: Worker> {
     memo: Mutex<HashMap<Digest, SharedResult<W::Output>>>,
     outcomes: Mutex<BTreeMap<Digest, VertexOutcome>>,
     running: Mutex<BTreeSet<Digest>>,
+    /// Vertices already reported as cached (hits, and the inputs a hit made unneeded).
+    announced: Mutex<BTreeSet<Digest>>,
 }
 
 /// Executes definitions with a worker.
@@ -224,6 +234,7 @@ impl<W: Worker> Solver<W> {
             memo: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(BTreeMap::new()),
             running: Mutex::new(BTreeSet::new()),
+            announced: Mutex::new(BTreeSet::new()),
         });
         let result = resolve(inner.clone(), root).await;
         // Whatever still runs is cancelled when the futures drop; say so.
@@ -249,6 +260,53 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn emit(events: &Option<ProgressSender>, d: &Digest, kind: EventKind) {
     if let Some(tx) = events {
         let _ = tx.send(Event::now(d.clone(), kind));
+    }
+}
+
+/// Reports `d` as cached, after the inputs its hit made unneeded (inputs first), as BuildKit
+/// lists every step of a cached build: they are never looked up or run (resolution stays
+/// lazy), only named. A vertex some other path is resolving reports for itself.
+fn announce_cached<W: Worker>(inner: &Inner<W>, d: &Digest) {
+    let Some(events) = &inner.events else {
+        return;
+    };
+    let memo = lock(&inner.memo);
+    let mut announced = lock(&inner.announced);
+    // Depth first, children before parents, without recursion.
+    let mut order = Vec::new();
+    let mut stack = vec![(d.clone(), false)];
+    while let Some((v, expanded)) = stack.pop() {
+        if expanded {
+            order.push(v);
+            continue;
+        }
+        if announced.contains(&v) || (v != *d && memo.contains_key(&v)) {
+            continue;
+        }
+        announced.insert(v.clone());
+        stack.push((v.clone(), true));
+        if let Some(vertex) = inner.def.vertices.get(&v) {
+            for i in vertex.inputs.iter().rev() {
+                stack.push((i.clone(), false));
+            }
+        }
+    }
+    drop(memo);
+    for v in order {
+        let Some(vertex) = inner.def.vertices.get(&v) else {
+            continue;
+        };
+        let name = vertex.meta.description.clone();
+        match inner.worker.fresh_status(&v) {
+            Some(message) => {
+                let _ = events.send(Event::now(v.clone(), EventKind::Started { name }));
+                let _ = events.send(Event::now(v.clone(), EventKind::Status { message }));
+                let _ = events.send(Event::now(v, EventKind::Completed { duration_ms: 0 }));
+            }
+            None => {
+                let _ = events.send(Event::now(v, EventKind::Cached { name }));
+            }
+        }
     }
 }
 
@@ -278,7 +336,7 @@ async fn run_vertex<W: Worker>(
     if !v.meta.ignore_cache
         && let Some(out) = inner.worker.lookup(key, v).await.map_err(fail)?
     {
-        emit(&inner.events, &d, EventKind::Cached { name });
+        announce_cached(&inner, &d);
         lock(&inner.outcomes).insert(d.clone(), VertexOutcome::Cached);
         return Ok(out);
     }
@@ -475,6 +533,41 @@ mod tests {
         changed.root = Some(v(&mut changed, "root", &[&b2]));
         solver.solve(Arc::new(changed)).await.unwrap();
         assert_eq!(*lock(&w.executed), ["b2", "root"]);
+    }
+
+    #[tokio::test]
+    async fn a_cached_root_names_every_step_it_made_unneeded_once() {
+        let mut def = Definition::default();
+        let a = v(&mut def, "a", &[]);
+        let b = v(&mut def, "b", &[&a]);
+        let c = v(&mut def, "c", &[&a]);
+        def.root = Some(v(&mut def, "root", &[&b, &c]));
+        let w = Arc::new(Fake::default());
+        Solver::new(w.clone(), 2)
+            .solve(Arc::new(def.clone()))
+            .await
+            .unwrap();
+        lock(&w.executed).clear();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let res = Solver::new(w.clone(), 2)
+            .with_events(tx)
+            .solve(Arc::new(def))
+            .await
+            .unwrap();
+        assert!(lock(&w.executed).is_empty());
+        assert_eq!(
+            res.outcomes.len(),
+            1,
+            "still lazy: only the root was looked up"
+        );
+        let mut names = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            match ev.kind {
+                EventKind::Cached { name } => names.push(name),
+                other => panic!("only cached events, got {other:?}"),
+            }
+        }
+        assert_eq!(names, ["a", "b", "c", "root"], "inputs first, a once");
     }
 
     #[tokio::test]
