@@ -8,6 +8,7 @@
 //! the store, the output, pushes and cache export. Everything runs on the session's one tokio
 //! runtime.
 
+pub use crate::context::epoch::default_epoch;
 pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
@@ -139,8 +140,12 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret id=…`.
     pub secrets: BTreeMap<String, Secret>,
-    /// SOURCE_DATE_EPOCH: image times, and clamped file times in new layers.
+    /// The build's epoch (`SOURCE_DATE_EPOCH`, else [`default_epoch`], else 0): image times,
+    /// and the clamp of file times in new layers.
     pub source_date_epoch: Option<i64>,
+    /// `--no-reproducible`: wall-clock image times and file times kept as they are (ignored
+    /// when `source_date_epoch` is set).
+    pub wall_clock: bool,
     /// `--cache-from` specs as written.
     pub cache_from: Vec<String>,
     /// `--cache-to` specs as written.
@@ -333,7 +338,7 @@ impl<'h> Build<'h> {
             runtime: self.host.runtime()?,
             contexts: BTreeMap::from([("context".to_string(), context)]),
             compression: Encoding::GZIP,
-            source_date_epoch: self.opts.source_date_epoch,
+            source_date_epoch: self.opts.epoch(),
             secrets: self.opts.secrets.clone(),
             remote,
         })
@@ -372,7 +377,7 @@ impl<'h> Build<'h> {
             .then(|| {
                 remote::inline_metadata(&export_records(def, &solved.keys, worker, CacheMode::Min))
             });
-        let epoch = self.opts.source_date_epoch;
+        let epoch = self.opts.epoch();
         let rec = if push_only {
             export::stage_image(store, def, &chain, epoch, inline)?
         } else {
@@ -526,6 +531,15 @@ impl<'h> Build<'h> {
 }
 
 impl BuildOptions {
+    /// The epoch layers are clamped to and images dated with; `None`: wall-clock times.
+    fn epoch(&self) -> Option<i64> {
+        match (self.source_date_epoch, self.wall_clock) {
+            (Some(e), _) => Some(e),
+            (None, true) => None,
+            (None, false) => Some(0),
+        }
+    }
+
     fn output_pushes(&self) -> bool {
         matches!(
             self.output,

@@ -12,10 +12,11 @@ use kiln_graph::{Definition, ImageConfig, Op, SourceOp};
 use kiln_oci::Digest;
 use std::collections::HashSet;
 
-/// Times written into the config: `SOURCE_DATE_EPOCH` when given, else the Unix epoch, so
-/// that the same inputs give the same image ID on every machine (reproducible by default).
+/// Times written into the config: the build's epoch (`SOURCE_DATE_EPOCH`, the context's git
+/// commit time, else the Unix epoch), so that the same inputs give the same image ID on every
+/// machine (reproducible by default); `None` (`--no-reproducible`) is the current time.
 pub fn created_time(source_date_epoch: Option<i64>) -> String {
-    let secs = source_date_epoch.unwrap_or(0);
+    let secs = source_date_epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
