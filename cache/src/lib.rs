@@ -9,7 +9,7 @@
 
 pub mod apply;
 pub mod archive;
-mod codec;
+pub mod codec;
 pub mod digest;
 mod error;
 pub mod gc;
