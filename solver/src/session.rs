@@ -13,11 +13,12 @@ pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
 use crate::ops::export;
+pub use crate::ops::export::LayerCompression;
 use crate::ops::mounts::SecretSource;
 use crate::remote::{self, CacheMode, CacheSpec, ExportReport};
 use crate::worker::{KilnWorker, RemoteSetup, WorkerOptions};
 use crate::{distribution, explain};
-use kiln_cache::{ArchiveFormat, Encoding, ImageRecord};
+use kiln_cache::{ArchiveFormat, ImageRecord};
 use kiln_graph::{Definition, ImageConfig, ImageResolver, Op, ResolvedImage};
 use kiln_oci::{Digest, Platform};
 use kiln_registry_client::{Client, Reference};
@@ -84,7 +85,8 @@ impl Output {
                         }
                     }
                 }
-                "compression" | "oci-mediatypes" => {}
+                // Checked by `LayerCompression::parse`.
+                "compression" | "compression-level" | "force-compression" | "oci-mediatypes" => {}
                 other => return Err(format!("--output {spec:?}: unknown key {other:?}")),
             }
         }
@@ -152,6 +154,8 @@ pub struct BuildOptions {
     pub cache_to: Vec<String>,
     /// `--output`.
     pub output: Output,
+    /// `--output …,compression=…,compression-level=…,force-compression=…`.
+    pub compression: LayerCompression,
     /// `-t` names and the output's `name=`s, normalized (`docker.io/library/app:1`).
     pub tags: Vec<String>,
     /// `--push`.
@@ -337,7 +341,7 @@ impl<'h> Build<'h> {
             store: self.host.store().clone(),
             runtime: self.host.runtime()?,
             contexts: BTreeMap::from([("context".to_string(), context)]),
-            compression: Encoding::GZIP,
+            compression: self.opts.compression.encoding,
             source_date_epoch: self.opts.epoch(),
             secrets: self.opts.secrets.clone(),
             remote,
@@ -377,6 +381,13 @@ impl<'h> Build<'h> {
             .then(|| {
                 remote::inline_metadata(&export_records(def, &solved.keys, worker, CacheMode::Min))
             });
+        // Layers leave the machine with a push or in an OCI archive: compressed as asked, and
+        // compressed at all when they came uncompressed (a docker archive's).
+        let leaves = push_only
+            || self.opts.push
+            || self.opts.output_pushes()
+            || matches!(self.opts.output, Output::Oci { .. });
+        let chain = export::compress_chain(store, def, &chain, &self.opts.compression, leaves)?;
         let epoch = self.opts.epoch();
         let rec = if push_only {
             export::stage_image(store, def, &chain, epoch, inline)?
@@ -427,7 +438,12 @@ impl<'h> Build<'h> {
             .iter()
             .filter(|s| !matches!(s, CacheSpec::Inline))
         {
-            let records = export_records(def, &solved.keys, worker, spec.mode());
+            let mut records = export_records(def, &solved.keys, worker, spec.mode());
+            if let Some(enc) = spec.compression() {
+                for r in &mut records {
+                    r.chain = export::compress_all(store, &r.chain, enc)?;
+                }
+            }
             let client = self.host.client()?;
             let report = self
                 .rt

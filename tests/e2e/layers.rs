@@ -204,3 +204,245 @@ fn a_clean_git_context_is_dated_by_its_head_commit() {
     assert_ne!(set, a);
     assert_eq!(created(&one, &set), "1970-01-01T00:00:00Z");
 }
+
+/// The manifest, config and blobs of an OCI archive, unpacked into a directory.
+struct Oci {
+    dir: tempfile::TempDir,
+    manifest: Value,
+}
+
+impl Oci {
+    fn open(archive: &std::path::Path) -> Oci {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("tar")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let index: Value =
+            serde_json::from_slice(&fs_err::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let manifest =
+            serde_json::from_slice(&fs_err::read(Self::path(&dir, &digest)).unwrap()).unwrap();
+        Oci { dir, manifest }
+    }
+
+    fn path(dir: &tempfile::TempDir, digest: &str) -> std::path::PathBuf {
+        dir.path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// (media type, digest) of each layer, bottom first.
+    fn layers(&self) -> Vec<(String, String)> {
+        self.manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["mediaType"].as_str().unwrap().to_string(),
+                    l["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn blob(&self, digest: &str) -> Vec<u8> {
+        fs_err::read(Self::path(&self.dir, digest)).unwrap()
+    }
+
+    /// sha256 of each layer's uncompressed tar, checked against the config's diffIDs.
+    fn check_diff_ids(&self) {
+        let config: Value =
+            serde_json::from_slice(&self.blob(self.manifest["config"]["digest"].as_str().unwrap()))
+                .unwrap();
+        for (i, (media, digest)) in self.layers().into_iter().enumerate() {
+            let blob = self.blob(&digest);
+            let tar = match media.rsplit_once('+').map(|(_, c)| c) {
+                Some("zstd") => {
+                    let mut c = Command::new("zstd")
+                        .args(["-dc"])
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    let mut stdin = c.stdin.take().unwrap();
+                    let feed = std::thread::spawn(move || {
+                        use std::io::Write;
+                        stdin.write_all(&blob)
+                    });
+                    let out = c.wait_with_output().unwrap();
+                    feed.join().unwrap().unwrap();
+                    assert!(out.status.success(), "zstd -d failed");
+                    out.stdout
+                }
+                Some("gzip") => {
+                    use std::io::Read;
+                    let mut out = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&blob[..])
+                        .read_to_end(&mut out)
+                        .unwrap();
+                    out
+                }
+                _ => blob,
+            };
+            use sha2::Digest;
+            let sum = format!("sha256:{}", hex(&sha2::Sha256::digest(&tar)));
+            assert_eq!(
+                config["rootfs"]["diff_ids"][i].as_str().unwrap(),
+                sum,
+                "layer {i} ({media})"
+            );
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const PLAIN: &str = "application/vnd.oci.image.layer.v1.tar";
+
+#[test]
+fn output_compression_zstd_uncompressed_and_forced_and_converted_layers_match_fresh_ones() {
+    if !sandbox_available() {
+        return;
+    }
+    let ctx = context();
+    let k = Kiln::with_busybox();
+    let oci = |k: &Kiln, opts: &str| -> Oci {
+        let dest = ctx.path().join("../out-oci.tar");
+        let spec = format!("type=oci,dest={}{opts}", dest.display());
+        image_id(k, &ctx, &["--output", &spec], &[]);
+        let o = Oci::open(&dest);
+        fs_err::remove_file(&dest).unwrap();
+        o
+    };
+    // zstd for the build's own layers; the base (busybox, gzip) as it is.
+    let z = oci(&k, ",compression=zstd,compression-level=5");
+    let media: Vec<String> = z.layers().into_iter().map(|l| l.0).collect();
+    assert_eq!(media, [GZIP, ZSTD, ZSTD, ZSTD], "{media:?}");
+    z.check_diff_ids();
+    // force-compression: the base too.
+    let f = oci(
+        &k,
+        ",compression=zstd,compression-level=5,force-compression=true",
+    );
+    let media: Vec<String> = f.layers().into_iter().map(|l| l.0).collect();
+    assert_eq!(media, [ZSTD; 4], "{media:?}");
+    f.check_diff_ids();
+    assert_eq!(z.layers()[1..], f.layers()[1..]);
+    let u = oci(&k, ",compression=uncompressed");
+    let media: Vec<String> = u.layers().into_iter().map(|l| l.0).collect();
+    assert_eq!(media, [GZIP, PLAIN, PLAIN, PLAIN], "{media:?}");
+    u.check_diff_ids();
+
+    // The default gzip from this store (every step cached, its layers converted from zstd or
+    // plain where a record holds them so) is byte for byte a fresh store's gzip.
+    let back = oci(&k, "");
+    back.check_diff_ids();
+    let fresh = oci(&Kiln::with_busybox(), "");
+    assert_eq!(back.layers(), fresh.layers());
+    let media: Vec<String> = fresh.layers().into_iter().map(|l| l.0).collect();
+    assert_eq!(media, [GZIP; 4]);
+    // ...and zstd made from those gzip layers is the zstd of a fresh zstd build.
+    let k2 = Kiln::with_busybox();
+    assert_eq!(oci(&k2, "").layers(), fresh.layers());
+    let fresh_z = oci(&k2, ",compression=zstd,compression-level=5");
+    assert_eq!(fresh_z.layers(), z.layers());
+
+    for (bad, says) in [
+        (
+            "compression=lz4",
+            "compression=\"lz4\": expected gzip, zstd or uncompressed",
+        ),
+        (
+            "compression=zstd,compression-level=99",
+            "compression-level=99: zstd takes 1-22",
+        ),
+        (
+            "compression=gzip,compression-level=x",
+            "compression-level=\"x\": expected a number",
+        ),
+        (
+            "force-compression=maybe",
+            "force-compression=\"maybe\": expected true or false",
+        ),
+    ] {
+        let spec = format!("type=oci,dest=/nonexistent/x.tar,{bad}");
+        let err = k.fails(&["build", "--output", &spec, ctx.arg()]);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn uncompressed_layers_are_compressed_once_when_pushed() {
+    if !sandbox_available() {
+        return;
+    }
+    let Some(reg) = crate::support::Registry::start() else {
+        return;
+    };
+    let k = Kiln::empty();
+    let archive = crate::support::repo_root().join("tests/fixtures/docker/buildkit.tar");
+    k.ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    let local: Value = {
+        let out = k.ok(&["inspect", "kiln-fixture/buildkit:1"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0].clone()
+    };
+    let target = format!("{}/fixture/compressed:1", reg.host());
+    k.ok(&["tag", "kiln-fixture/buildkit:1", &target]);
+    let first = k.run(&["push", &target]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let raw = |r: &str| -> Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{r}"))
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let pushed = raw(&target);
+    let layers = pushed["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for l in layers {
+        let media = l["mediaType"].as_str().unwrap();
+        assert!(media.ends_with("gzip"), "{media} went out uncompressed");
+        // The compressed blob is kept in the store for the next push.
+        let blob = k
+            .root
+            .path()
+            .join("blobs/sha256")
+            .join(l["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        assert!(blob.exists(), "{} not kept", blob.display());
+    }
+    // The local image is unchanged (its layers stay as they were loaded)...
+    let again: Value =
+        serde_json::from_str(&k.ok(&["inspect", "kiln-fixture/buildkit:1"])).unwrap();
+    assert_eq!(again[0]["Id"], local["Id"]);
+    // ...and a second push elsewhere sends the same blobs.
+    let other = format!("{}/fixture/other:1", reg.host());
+    k.ok(&["tag", "kiln-fixture/buildkit:1", &other]);
+    k.ok(&["push", &other]);
+    assert_eq!(raw(&other)["layers"], pushed["layers"]);
+    // skopeo reads what was pushed back as a valid image (digests and diffIDs verified).
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .arg(format!("oci:{}:x", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -9,7 +9,8 @@ use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{LowerOptions, lower};
 use kiln_oci::Platform;
 use kiln_solver::session::{
-    Build, BuildError, BuildOptions, ContextSource, FetchedContext, Output, Secret,
+    Build, BuildError, BuildOptions, ContextSource, FetchedContext, LayerCompression, Output,
+    Secret,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let output = match args.output.first() {
         Some(o) => Output::parse(o).map_err(anyhow::Error::msg)?,
         None => Output::default(),
+    };
+    let compression = match args.output.first() {
+        Some(o) => LayerCompression::parse(o).map_err(anyhow::Error::msg)?,
+        None => LayerCompression::default(),
     };
     let tags: Vec<String> = args
         .tags
@@ -113,6 +118,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
         output,
+        compression,
         tags: tags.clone(),
         push: args.push,
         explain_cache: args.explain_cache,
