@@ -48,8 +48,8 @@ fn git_epoch(context: &Path, dockerfile: &Path, ignore: &[String]) -> Option<i64
             ".",
         ],
     )?;
-    let dockerfile = std::fs::canonicalize(dockerfile).ok();
-    let context_abs = std::fs::canonicalize(context).ok()?;
+    let dockerfile = fs_err::canonicalize(dockerfile).ok();
+    let context_abs = fs_err::canonicalize(context).ok()?;
     for entry in status.split(|b| *b == 0).filter(|e| e.len() > 3) {
         let path = std::str::from_utf8(&entry[3..]).ok()?;
         let Some(rel) = path.strip_prefix(prefix) else {
@@ -161,45 +161,45 @@ mod tests {
         let r = repo.path();
         sh(r, &["init", "-q"]);
         let ctx = r.join("app");
-        std::fs::create_dir(&ctx).unwrap();
-        std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
-        std::fs::write(ctx.join("a.txt"), "a").unwrap();
-        std::fs::write(r.join(".gitignore"), "build/\n").unwrap();
+        fs_err::create_dir(&ctx).unwrap();
+        fs_err::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+        fs_err::write(ctx.join("a.txt"), "a").unwrap();
+        fs_err::write(r.join(".gitignore"), "build/\n").unwrap();
         sh(r, &["add", "-A"]);
         sh(r, &["commit", "-q", "-m", "one"]);
         let df = ctx.join("Dockerfile");
         assert_eq!(default_epoch(&ctx, &df, &[]), 1_700_000_000);
         // A change outside the context does not matter.
-        std::fs::write(r.join("elsewhere.txt"), "x").unwrap();
+        fs_err::write(r.join("elsewhere.txt"), "x").unwrap();
         assert_eq!(default_epoch(&ctx, &df, &[]), 1_700_000_000);
         // An untracked file in the context does, unless .dockerignore excludes it.
-        std::fs::write(ctx.join("new.txt"), "n").unwrap();
+        fs_err::write(ctx.join("new.txt"), "n").unwrap();
         assert_eq!(default_epoch(&ctx, &df, &[]), 0);
         assert_eq!(
             default_epoch(&ctx, &df, &["new.txt".to_string()]),
             1_700_000_000
         );
-        std::fs::remove_file(ctx.join("new.txt")).unwrap();
+        fs_err::remove_file(ctx.join("new.txt")).unwrap();
         // A git-ignored build output the build may copy counts as a change.
-        std::fs::create_dir(ctx.join("build")).unwrap();
-        std::fs::write(ctx.join("build/out"), "o").unwrap();
+        fs_err::create_dir(ctx.join("build")).unwrap();
+        fs_err::write(ctx.join("build/out"), "o").unwrap();
         assert_eq!(default_epoch(&ctx, &df, &[]), 0);
         assert_eq!(
             default_epoch(&ctx, &df, &["build".to_string()]),
             1_700_000_000
         );
         // An edited tracked file, and the Dockerfile even when it is ignored.
-        std::fs::write(ctx.join("a.txt"), "b").unwrap();
+        fs_err::write(ctx.join("a.txt"), "b").unwrap();
         assert_eq!(default_epoch(&ctx, &df, &["build".to_string()]), 0);
         sh(r, &["checkout", "-q", "--", "."]);
-        std::fs::write(&df, "FROM scratch\n").unwrap();
+        fs_err::write(&df, "FROM scratch\n").unwrap();
         let ignore = ["build".to_string(), "Dockerfile".to_string()];
         assert_eq!(default_epoch(&ctx, &df, &ignore), 0);
         // A context inside an ignored directory is not the commit's.
         sh(r, &["checkout", "-q", "--", "."]);
         let inner = ctx.join("build/inner");
-        std::fs::create_dir_all(&inner).unwrap();
-        std::fs::write(inner.join("x"), "x").unwrap();
+        fs_err::create_dir_all(&inner).unwrap();
+        fs_err::write(inner.join("x"), "x").unwrap();
         assert_eq!(default_epoch(&inner, &inner.join("Dockerfile"), &[]), 0);
         // Not a work tree at all.
         let plain = tempfile::tempdir().unwrap();
