@@ -31,4 +31,4 @@ GROUP
 chown 1000:1000 "$rootfs/home/app"
 # Fixed times so the base image has the same digest on every machine.
 find "$rootfs" -exec touch -h -d @0 {} +
-tar --sort=name --numeric-owner -C "$rootfs" -cf - . | "$kiln" import - busybox:latest
+tar --sort=name --numeric-owner -C "$rootfs" -cf - . | SOURCE_DATE_EPOCH=0 "$kiln" import - busybox:latest

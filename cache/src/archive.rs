@@ -600,8 +600,19 @@ fn ingest_legacy_layer(
 }
 
 /// `kiln import`: a rootfs tar (plain or compressed) becomes a one-layer gzip image tagged
-/// `name` (already normalized; empty for none).
+/// `name` (already normalized; empty for none), created now.
 pub fn import_rootfs(store: &Store, tar: impl Read, name: &str) -> Result<ImageRecord> {
+    import_rootfs_at(store, tar, name, None)
+}
+
+/// As [`import_rootfs`], created at `epoch` (seconds; `None`: now), so that the same tar gives
+/// the same image ID anywhere (`SOURCE_DATE_EPOCH`).
+pub fn import_rootfs_at(
+    store: &Store,
+    tar: impl Read,
+    name: &str,
+    epoch: Option<i64>,
+) -> Result<ImageRecord> {
     // Checked while it is compressed: random bytes or a truncated tar make no image.
     let mut enc = Encoder::new(store.blob_writer()?, Encoding::GZIP)?;
     let vetted = crate::vet::vet_layer(tar, &mut enc)?;
@@ -613,7 +624,11 @@ pub fn import_rootfs(store: &Store, tar: impl Read, name: &str) -> Result<ImageR
         size,
         media_type: Encoding::GZIP.media_type().to_owned(),
     };
-    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let when = match epoch {
+        Some(secs) => chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+        None => chrono::Utc::now(),
+    };
+    let created = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let config = minimal_config(
         std::slice::from_ref(&layer),
         &created,

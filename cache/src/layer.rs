@@ -34,6 +34,12 @@ pub enum Encoding {
         /// Compression level 0-9.
         level: u32,
     },
+    /// gzip at libdeflate `level` (1-12), in independent 1 MiB blocks compressed in parallel,
+    /// each its own gzip member (the bytes do not depend on the number of threads).
+    GzipMembers {
+        /// libdeflate compression level 1-12.
+        level: u32,
+    },
     /// zstd at `level` (1-22), always in multithreaded mode with a fixed number of workers
     /// so the bytes do not depend on the machine.
     Zstd {
@@ -43,8 +49,9 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// Parallel gzip at level 1 (layers are written often; this is the fast default).
-    pub const GZIP: Encoding = Encoding::GzipParallel { level: 1 };
+    /// Parallel gzip members at libdeflate level 5: smaller than Go's default gzip (BuildKit's
+    /// layers) and fast on every core.
+    pub const GZIP: Encoding = Encoding::GzipMembers { level: 5 };
     /// zstd at the default level 3.
     pub const ZSTD: Encoding = Encoding::Zstd { level: 3 };
 
@@ -52,7 +59,9 @@ impl Encoding {
     pub fn compression(&self) -> Compression {
         match self {
             Encoding::None => Compression::None,
-            Encoding::Gzip { .. } | Encoding::GzipParallel { .. } => Compression::Gzip,
+            Encoding::Gzip { .. }
+            | Encoding::GzipParallel { .. }
+            | Encoding::GzipMembers { .. } => Compression::Gzip,
             Encoding::Zstd { .. } => Compression::Zstd,
         }
     }
@@ -64,6 +73,33 @@ impl Encoding {
             Compression::Zstd => OCI_LAYER_ZSTD,
             _ => OCI_LAYER,
         }
+    }
+}
+
+/// The `kv` table of [`Store::layer_as`]: `DIFFID ENCODING` → layer info (JSON).
+const LAYER_VARIANTS: &str = "layer-variant";
+
+/// A stable name of an encoding (a key part of layer variants).
+fn encoding_tag(enc: Encoding) -> String {
+    match enc {
+        Encoding::None => "none".to_string(),
+        Encoding::Gzip { level } => format!("gzip-{level}"),
+        Encoding::GzipParallel { level } => format!("gzip-parallel-{level}"),
+        Encoding::GzipMembers { level } => format!("gzip-members-{level}"),
+        Encoding::Zstd { level } => format!("zstd-{level}"),
+    }
+}
+
+/// The compression a layer media type names (`None` for one that is not a layer's).
+pub fn media_compression(media_type: &str) -> Option<Compression> {
+    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        Some(Compression::Zstd)
+    } else if media_type.ends_with("gzip") {
+        Some(Compression::Gzip)
+    } else if media_type.ends_with("tar") {
+        Some(Compression::None)
+    } else {
+        None
     }
 }
 
@@ -461,6 +497,61 @@ impl Store {
         };
         self.record_layer(&info)?;
         tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
+        Ok(info)
+    }
+
+    /// The layer of `layer`'s diffID as a blob encoded with `enc`: `layer` itself when it
+    /// already is one (same algorithm, and for a layer kiln did not write, any level), else
+    /// the blob made once by decompressing and compressing it again, kept (index `kv` table
+    /// `layer-variant`) so that the next push or export reuses it. The tar is the same, so
+    /// the bytes are those a layer written with `enc` in the first place has.
+    pub fn layer_as(&self, layer: &LayerInfo, enc: Encoding) -> Result<LayerInfo> {
+        if media_compression(&layer.media_type) == Some(enc.compression()) {
+            return Ok(layer.clone());
+        }
+        let key = format!("{} {}", layer.diff_id, encoding_tag(enc));
+        if let Some(raw) = self.kv_get(LAYER_VARIANTS, &key)? {
+            let info: LayerInfo =
+                serde_json::from_slice(&raw).map_err(|e| Error::json("layer variant", e))?;
+            if self.has_blob(&info.digest) {
+                return Ok(info);
+            }
+        }
+        let src = self.open_blob(&layer.digest)?;
+        let mut tar = crate::apply::decompress(src)?;
+        let (diff_id, digest, size) = if enc == Encoding::None {
+            let mut bw = HashWriter::new(self.blob_writer()?);
+            io::copy(&mut tar, &mut bw)?;
+            let (bw, diff_id, _) = bw.finish();
+            let (digest, size) = bw.commit(None)?;
+            (diff_id, digest, size)
+        } else {
+            let enc_w = Encoder::new(self.blob_writer()?, enc)?;
+            let mut diff = HashWriter::new(FixedBlocks::new(enc_w));
+            io::copy(&mut tar, &mut diff)?;
+            let (blocks, diff_id, _) = diff.finish();
+            let (digest, size) = blocks.finish()?.finish()?.commit(None)?;
+            (diff_id, digest, size)
+        };
+        if diff_id != layer.diff_id {
+            return Err(Error::invalid(
+                "layer",
+                format!(
+                    "blob {} holds {diff_id}, not the diffID {} it is recorded with",
+                    layer.digest, layer.diff_id
+                ),
+            ));
+        }
+        let info = LayerInfo {
+            diff_id,
+            digest,
+            size,
+            media_type: enc.media_type().to_owned(),
+        };
+        self.record_layer(&info)?;
+        let json = serde_json::to_vec(&info).map_err(|e| Error::json("layer variant", e))?;
+        self.kv_put(LAYER_VARIANTS, &key, &json)?;
+        tracing::debug!(diff_id = %info.diff_id, from = %layer.digest, to = %info.digest, "layer compressed again");
         Ok(info)
     }
 

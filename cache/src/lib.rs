@@ -9,7 +9,7 @@
 
 pub mod apply;
 pub mod archive;
-mod codec;
+pub mod codec;
 pub mod digest;
 mod error;
 pub mod gc;
@@ -24,7 +24,9 @@ pub mod testutil;
 pub mod vet;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyStats, apply_layer, apply_layer_threaded};
-pub use archive::{ArchiveFormat, LoadedImage, import_rootfs, load_archive, save_archive};
+pub use archive::{
+    ArchiveFormat, LoadedImage, import_rootfs, import_rootfs_at, load_archive, save_archive,
+};
 pub use digest::parse_digest;
 pub use error::{Error, Result};
 pub use gc::GcStats;

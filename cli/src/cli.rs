@@ -311,6 +311,10 @@ pub struct BuildArgs {
     /// Vertices to run at once (default: number of CPUs)
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Wall-clock image and file times instead of the build's epoch (SOURCE_DATE_EPOCH, else
+    /// the context's clean git HEAD commit time, else 0)
+    #[arg(long)]
+    pub no_reproducible: bool,
     /// Secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,

@@ -114,6 +114,46 @@ pub async fn push(
     push_except(client, store, rec, target, mount_from, &[]).await
 }
 
+/// A stored image with uncompressed layers (loaded from a docker archive) as it leaves the
+/// machine: those layers compressed with the default gzip (once: the blobs are kept and the
+/// next push reuses them) and the manifest that lists them; `None` when every layer is
+/// compressed already or its blob is not here.
+fn compressed_for_push(store: &Store, rec: &ImageRecord) -> Result<Option<(ImageRecord, Vec<u8>)>> {
+    use kiln_cache::layer::media_compression;
+    let plain = |d: &Descriptor| {
+        media_compression(&d.media_type) == Some(kiln_oci::Compression::None)
+            && store.has_blob(&d.digest)
+    };
+    if !rec.manifest.layers.iter().any(plain) {
+        return Ok(None);
+    }
+    let docker = rec.manifest_media_type == kiln_oci::media_type::DOCKER_MANIFEST;
+    let mut out = rec.clone();
+    for d in out.manifest.layers.iter_mut().filter(|d| plain(d)) {
+        let Some(diff_id) = store.diff_id_for_blob(&d.digest)? else {
+            continue;
+        };
+        let layer = kiln_cache::LayerInfo {
+            diff_id,
+            digest: d.digest.clone(),
+            size: d.size,
+            media_type: d.media_type.clone(),
+        };
+        let gz = store.layer_as(&layer, kiln_cache::Encoding::GZIP)?;
+        d.digest = gz.digest;
+        d.size = gz.size;
+        d.media_type = if docker {
+            kiln_oci::media_type::DOCKER_LAYER_GZIP.to_owned()
+        } else {
+            gz.media_type
+        };
+    }
+    let value = serde_json::to_value(&out.manifest).map_err(|e| Error::other("manifest", e))?;
+    let bytes = kiln_oci::canonical_json(&value).map_err(|e| Error::other("manifest", e))?;
+    out.manifest_digest = kiln_oci::sha256(&bytes);
+    Ok(Some((out, bytes)))
+}
+
 /// [`push`], leaving out the layers in `placed` (already in the target repository).
 pub async fn push_except(
     client: &Client,
@@ -123,7 +163,11 @@ pub async fn push_except(
     mount_from: &[Reference],
     placed: &[&Digest],
 ) -> Result<PushReport> {
-    let bytes = store.manifest_bytes(rec)?;
+    let compressed = compressed_for_push(store, rec)?;
+    let (rec, bytes) = match &compressed {
+        Some((rec, bytes)) => (rec, bytes.clone()),
+        None => (rec, store.manifest_bytes(rec)?),
+    };
     let mut blobs: Vec<Descriptor> = vec![rec.manifest.config.clone()];
     blobs.extend(
         rec.manifest

@@ -104,7 +104,22 @@ impl Images<'_> {
 
     /// `import`: a root filesystem tarball as a one-layer image named `name`.
     pub fn import(&self, rootfs: impl Read + Send, name: &str) -> Result<ImageRecord> {
-        Ok(kiln_cache::import_rootfs(self.store(), rootfs, name)?)
+        self.import_at(rootfs, name, None)
+    }
+
+    /// As [`import`](Self::import), created at `epoch` (`SOURCE_DATE_EPOCH`; `None`: now).
+    pub fn import_at(
+        &self,
+        rootfs: impl Read + Send,
+        name: &str,
+        epoch: Option<i64>,
+    ) -> Result<ImageRecord> {
+        Ok(kiln_cache::import_rootfs_at(
+            self.store(),
+            rootfs,
+            name,
+            epoch,
+        )?)
     }
 
     /// `pull`: fetches what the store lacks of the image for `platform` and tags it.

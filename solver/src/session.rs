@@ -8,16 +8,18 @@
 //! the store, the output, pushes and cache export. Everything runs on the session's one tokio
 //! runtime.
 
+pub use crate::context::epoch::default_epoch;
 use crate::context::named::NamedSpec;
 pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
 use crate::ops::export;
+pub use crate::ops::export::LayerCompression;
 use crate::ops::mounts::SecretSource;
 use crate::remote::{self, CacheMode, CacheSpec, ExportReport};
 use crate::worker::{KilnWorker, RemoteSetup, WorkerOptions};
 use crate::{distribution, explain};
-use kiln_cache::{ArchiveFormat, Encoding, ImageRecord};
+use kiln_cache::{ArchiveFormat, ImageRecord};
 use kiln_graph::{
     Definition, ImageConfig, ImageResolver, LocalSource, NamedContext, Op, ResolvedImage,
 };
@@ -86,7 +88,8 @@ impl Output {
                         }
                     }
                 }
-                "compression" | "oci-mediatypes" => {}
+                // Checked by `LayerCompression::parse`.
+                "compression" | "compression-level" | "force-compression" | "oci-mediatypes" => {}
                 other => return Err(format!("--output {spec:?}: unknown key {other:?}")),
             }
         }
@@ -142,14 +145,20 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret id=…`.
     pub secrets: BTreeMap<String, Secret>,
-    /// SOURCE_DATE_EPOCH: image times, and clamped file times in new layers.
+    /// The build's epoch (`SOURCE_DATE_EPOCH`, else [`default_epoch`], else 0): image times,
+    /// and the clamp of file times in new layers.
     pub source_date_epoch: Option<i64>,
+    /// `--no-reproducible`: wall-clock image times and file times kept as they are (ignored
+    /// when `source_date_epoch` is set).
+    pub wall_clock: bool,
     /// `--cache-from` specs as written.
     pub cache_from: Vec<String>,
     /// `--cache-to` specs as written.
     pub cache_to: Vec<String>,
     /// `--output`.
     pub output: Output,
+    /// `--output …,compression=…,compression-level=…,force-compression=…`.
+    pub compression: LayerCompression,
     /// `-t` names and the output's `name=`s, normalized (`docker.io/library/app:1`).
     pub tags: Vec<String>,
     /// `--push`.
@@ -365,8 +374,8 @@ impl<'h> Build<'h> {
             store: self.host.store().clone(),
             runtime: self.host.runtime()?,
             contexts: self.context_dirs(context),
-            compression: Encoding::GZIP,
-            source_date_epoch: self.opts.source_date_epoch,
+            compression: self.opts.compression.encoding,
+            source_date_epoch: self.opts.epoch(),
             secrets: self.opts.secrets.clone(),
             remote,
         })
@@ -473,7 +482,14 @@ impl<'h> Build<'h> {
             .then(|| {
                 remote::inline_metadata(&export_records(def, &solved.keys, worker, CacheMode::Min))
             });
-        let epoch = self.opts.source_date_epoch;
+        // Layers leave the machine with a push or in an OCI archive: compressed as asked, and
+        // compressed at all when they came uncompressed (a docker archive's).
+        let leaves = push_only
+            || self.opts.push
+            || self.opts.output_pushes()
+            || matches!(self.opts.output, Output::Oci { .. });
+        let chain = export::compress_chain(store, def, &chain, &self.opts.compression, leaves)?;
+        let epoch = self.opts.epoch();
         let rec = if push_only {
             export::stage_image(store, def, &chain, epoch, inline)?
         } else {
@@ -523,7 +539,12 @@ impl<'h> Build<'h> {
             .iter()
             .filter(|s| !matches!(s, CacheSpec::Inline))
         {
-            let records = export_records(def, &solved.keys, worker, spec.mode());
+            let mut records = export_records(def, &solved.keys, worker, spec.mode());
+            if let Some(enc) = spec.compression() {
+                for r in &mut records {
+                    r.chain = export::compress_all(store, &r.chain, enc)?;
+                }
+            }
             let mounts = cache_mount_records(store, def, spec.cache_mounts())?;
             let client = self.host.client()?;
             let report = self
@@ -629,6 +650,15 @@ impl<'h> Build<'h> {
 }
 
 impl BuildOptions {
+    /// The epoch layers are clamped to and images dated with; `None`: wall-clock times.
+    fn epoch(&self) -> Option<i64> {
+        match (self.source_date_epoch, self.wall_clock) {
+            (Some(e), _) => Some(e),
+            (None, true) => None,
+            (None, false) => Some(0),
+        }
+    }
+
     fn output_pushes(&self) -> bool {
         matches!(
             self.output,

@@ -25,7 +25,8 @@ pub struct WorkerOptions {
     pub contexts: BTreeMap<String, PathBuf>,
     /// Encoding of new layers.
     pub compression: Encoding,
-    /// SOURCE_DATE_EPOCH: clamps file times in new layers.
+    /// The build's epoch: file times in new layers are clamped to it; `None` keeps them
+    /// (`--no-reproducible`). Part of the cache key of every step that writes a layer.
     pub source_date_epoch: Option<i64>,
     /// `--secret id=…`: values for `RUN --mount=type=secret` (never in a key, a layer or a log).
     pub secrets: BTreeMap<String, crate::ops::mounts::SecretSource>,
@@ -351,6 +352,19 @@ impl Worker for KilnWorker {
                 let keys: Vec<String> = input_keys.iter().map(|k| k.to_string()).collect();
                 let mut parts: Vec<&[u8]> = vec![b"op", d.as_bytes()];
                 parts.extend(keys.iter().map(|k| k.as_bytes()));
+                // A layer's file times depend on the epoch they were clamped to: the default
+                // (0) adds nothing, so keys stay as they were; any other epoch, or none at all
+                // (wall-clock times), keys its own records.
+                let epoch = match self.env.source_date_epoch {
+                    Some(0) => None,
+                    Some(e) => Some(format!("epoch {e}")),
+                    None => Some("wall-clock".to_string()),
+                };
+                if matches!(vertex.op, Op::Exec(_) | Op::File(_))
+                    && let Some(e) = &epoch
+                {
+                    parts.push(e.as_bytes());
+                }
                 key_of(&parts)
             }
         })

@@ -5,6 +5,7 @@ mod checks;
 mod debug_shell;
 mod front_door;
 mod interop;
+mod layers;
 mod progress;
 mod registry;
 mod remote_cache;

@@ -10,7 +10,8 @@ use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{LowerOptions, lower_checked};
 use kiln_oci::Platform;
 use kiln_solver::session::{
-    Build, BuildError, BuildOptions, ContextSource, FetchedContext, Output, Secret,
+    Build, BuildError, BuildOptions, ContextSource, FetchedContext, LayerCompression, Output,
+    Secret,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let output = match args.output.first() {
         Some(o) => Output::parse(o).map_err(anyhow::Error::msg)?,
         None => Output::default(),
+    };
+    let compression = match args.output.first() {
+        Some(o) => LayerCompression::parse(o).map_err(anyhow::Error::msg)?,
+        None => LayerCompression::default(),
     };
     let tags: Vec<String> = args
         .tags
@@ -109,10 +114,12 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         }),
         pull: args.pull,
         secrets: parse_secrets(&args.secrets)?,
-        source_date_epoch: source_date_epoch()?,
+        source_date_epoch: None,
+        wall_clock: args.no_reproducible,
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
         output,
+        compression,
         tags: tags.clone(),
         push: args.push,
         explain_cache: args.explain_cache,
@@ -128,11 +135,26 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let labels = parse_kv(&args.labels, "--label", false)?;
     let (file_name, text) = read_dockerfile(&dockerfile_path)?;
     let ast = parse_or_report(&file_name, &text)?;
+    let dockerignore = kiln_solver::session::dockerignore(&context, &requested)?;
+    // The epoch: `--build-arg SOURCE_DATE_EPOCH`, else the variable, else (unless
+    // --no-reproducible) the commit time of a clean git work tree, else 0.
+    let source_date_epoch = match source_date_epoch(&build_args)? {
+        Some(e) => Some(e),
+        None if args.no_reproducible => None,
+        // A fetched context (stdin, URL, git) has no work tree of its own.
+        None if fetched.is_some() => Some(0),
+        None => Some(kiln_solver::session::default_epoch(
+            &context,
+            &dockerfile_path,
+            &dockerignore,
+        )),
+    };
 
     let build = Build::new(
         &host,
         BuildOptions {
             file_name: file_name.clone(),
+            source_date_epoch,
             ..opts
         },
     )?;
@@ -144,7 +166,7 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         build_args,
         target_platform: host_platform.clone(),
         build_platform: host_platform,
-        dockerignore: kiln_solver::session::dockerignore(&context, &requested)?,
+        dockerignore,
         labels,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -412,15 +434,26 @@ pub(super) fn parse_secrets(items: &[String]) -> Result<BTreeMap<String, Secret>
     Ok(out)
 }
 
-fn source_date_epoch() -> Result<Option<i64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => {
-            Ok(Some(v.trim().parse().with_context(|| {
-                format!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970")
-            })?))
-        }
-        _ => Ok(None),
+/// `SOURCE_DATE_EPOCH` as a build arg (which wins, as with buildx) or in the environment.
+fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
+    let (what, value) = match build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) => ("--build-arg SOURCE_DATE_EPOCH", v.clone()),
+        None => (
+            "SOURCE_DATE_EPOCH",
+            std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default(),
+        ),
+    };
+    if value.is_empty() {
+        return Ok(None);
     }
+    let secs: i64 = value
+        .trim()
+        .parse()
+        .with_context(|| format!("{what}={value:?}: expected seconds since 1970"))?;
+    if secs < 0 {
+        bail!("{what}={value:?}: expected seconds since 1970");
+    }
+    Ok(Some(secs))
 }
 
 /// Prints a failed build the way the issue asks: the step's last output lines, then

@@ -234,7 +234,14 @@ pub fn import(host: &Host, file: &Path, reference: &str) -> Result<()> {
     } else {
         Box::new(fs_err::File::open(file)?)
     };
-    let rec = host.images().import(reader, &name)?;
+    // SOURCE_DATE_EPOCH dates the image, so the same tar gives the same image ID anywhere.
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.trim().parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970")
+        })?),
+        _ => None,
+    };
+    let rec = host.images().import_at(reader, &name, epoch)?;
     println!("{}", rec.config_digest);
     Ok(())
 }

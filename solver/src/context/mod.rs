@@ -3,6 +3,7 @@
 //! ([`checksum`]).
 
 pub mod checksum;
+pub mod epoch;
 pub mod glob;
 pub mod ignore;
 pub mod named;

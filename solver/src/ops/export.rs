@@ -7,18 +7,147 @@
 
 use crate::error::{Error, Result};
 use crate::refs::Chain;
-use kiln_cache::{ImageRecord, Store};
+use kiln_cache::{Encoding, ImageRecord, Store};
 use kiln_graph::{Definition, ImageConfig, Op, SourceOp};
+use kiln_oci::Compression;
 use kiln_oci::Digest;
 use std::collections::HashSet;
 
-/// Times written into the config: `SOURCE_DATE_EPOCH` when given, else the Unix epoch, so
-/// that the same inputs give the same image ID on every machine (reproducible by default).
+/// Times written into the config: the build's epoch (`SOURCE_DATE_EPOCH`, the context's git
+/// commit time, else the Unix epoch), so that the same inputs give the same image ID on every
+/// machine (reproducible by default); `None` (`--no-reproducible`) is the current time.
 pub fn created_time(source_date_epoch: Option<i64>) -> String {
-    let secs = source_date_epoch.unwrap_or(0);
+    let secs = source_date_epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// How an output's layers are compressed: buildx's `compression=gzip|zstd|uncompressed`,
+/// `compression-level=N` and `force-compression=true|false` of `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerCompression {
+    /// The encoding of new layers, and of every layer of this build's steps in the output (a
+    /// cached layer in another compression is converted, so the image is the same whatever
+    /// the cache held).
+    pub encoding: Encoding,
+    /// `force-compression=true`: base image layers are converted too.
+    pub force: bool,
+}
+
+impl Default for LayerCompression {
+    fn default() -> Self {
+        LayerCompression {
+            encoding: Encoding::GZIP,
+            force: false,
+        }
+    }
+}
+
+impl LayerCompression {
+    /// The compression keys of an `--output` spec (others are left to
+    /// [`Output::parse`](crate::session::Output::parse)). Errors name the key.
+    pub fn parse(spec: &str) -> std::result::Result<LayerCompression, String> {
+        let mut out = LayerCompression::default();
+        let (mut algorithm, mut level) = (None, None);
+        for part in spec.split(',') {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = v.trim();
+            match k.trim() {
+                "compression" => match v {
+                    "gzip" | "zstd" | "uncompressed" => algorithm = Some(v.to_string()),
+                    "estargz" => {
+                        return Err(format!(
+                            "--output {spec:?}: compression=estargz is not supported (gzip, zstd or uncompressed)"
+                        ));
+                    }
+                    other => {
+                        return Err(format!(
+                            "--output {spec:?}: compression={other:?}: expected gzip, zstd or uncompressed"
+                        ));
+                    }
+                },
+                "compression-level" => {
+                    level = Some(v.parse::<i32>().map_err(|_| {
+                        format!("--output {spec:?}: compression-level={v:?}: expected a number")
+                    })?)
+                }
+                "force-compression" => {
+                    out.force = match v {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(format!(
+                                "--output {spec:?}: force-compression={other:?}: expected true or false"
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.encoding = match (algorithm.as_deref().unwrap_or("gzip"), level) {
+            ("uncompressed", _) => Encoding::None,
+            ("zstd", None) => Encoding::ZSTD,
+            ("zstd", Some(l)) if (1..=22).contains(&l) => Encoding::Zstd { level: l },
+            ("zstd", Some(l)) if (-7..=0).contains(&l) => Encoding::Zstd { level: l.max(1) },
+            (_, None) => Encoding::GZIP,
+            // gzip levels are Go's 0-9 (BuildKit); libdeflate's 1-9 compress at least as well.
+            (_, Some(l)) if (0..=9).contains(&l) => Encoding::GzipMembers {
+                level: l.max(1) as u32,
+            },
+            (alg, Some(l)) => {
+                let range = if alg == "zstd" { "1-22" } else { "0-9" };
+                return Err(format!(
+                    "--output {spec:?}: compression-level={l}: {alg} takes {range}"
+                ));
+            }
+        };
+        Ok(out)
+    }
+}
+
+/// `chain` with its layers in the blobs an output sends out: the layers of this build's steps
+/// in `lc.encoding`'s compression, every layer with `force-compression`,
+/// and, when the output `leaves` the machine (a push, an OCI archive), an uncompressed layer
+/// (from a docker archive) compressed. Converted blobs are kept in the store and reused.
+pub fn compress_chain(
+    store: &Store,
+    def: &Definition,
+    chain: &Chain,
+    lc: &LayerCompression,
+    leaves: bool,
+) -> Result<Chain> {
+    let mut out = chain.clone();
+    for l in &mut out.layers {
+        let own = def
+            .vertices
+            .get(&l.step)
+            .is_some_and(|v| matches!(v.op, Op::Exec(_) | Op::File(_)));
+        let have = kiln_cache::layer::media_compression(&l.layer.media_type);
+        let convert = lc.force
+            || own
+            || (leaves && have == Some(Compression::None) && lc.encoding != Encoding::None);
+        // A layer a remote cache left in a registry is sent as it is (push-only outputs).
+        if convert && have != Some(lc.encoding.compression()) && store.has_blob(&l.layer.digest) {
+            l.layer = store.layer_as(&l.layer, lc.encoding)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `chain` with every layer whose blob is here in `enc`'s compression (a `--cache-to` with
+/// `compression=`).
+pub fn compress_all(store: &Store, chain: &Chain, enc: Encoding) -> Result<Chain> {
+    let mut out = chain.clone();
+    for l in &mut out.layers {
+        if store.has_blob(&l.layer.digest) {
+            l.layer = store.layer_as(&l.layer, enc)?;
+        }
+    }
+    Ok(out)
 }
 
 /// The steps (exec and file vertices) from the root down its base inputs, bottom first.

@@ -22,7 +22,8 @@ pub(crate) struct OpEnv {
     pub(crate) runtime: Runtime,
     /// Encoding of new layers.
     pub(crate) compression: Encoding,
-    /// SOURCE_DATE_EPOCH: clamps file times in new layers.
+    /// The build's epoch: file times in new layers are clamped to it (`None`: wall-clock
+    /// times, `--no-reproducible`).
     pub(crate) source_date_epoch: Option<i64>,
     /// `--secret id=…` (never in a key, a layer or a log).
     pub(crate) secrets: BTreeMap<String, mounts::SecretSource>,

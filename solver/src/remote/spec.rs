@@ -100,7 +100,6 @@ impl CacheSpec {
     }
 
     /// The layer compression the `compression=` option asks for, if any.
-    #[cfg(test)]
     pub fn compression(&self) -> Option<Encoding> {
         match self {
             CacheSpec::Registry {

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# kiln next to docker's BuildKit on the big context (bench/gen-context.py: 20,000 files,
+# ~207 MB) with `FROM busybox` + `COPY . /data`: cold build, one-file edit rebuild, push of the
+# image to a local docker-registry (bytes and time). Base images for both are made offline from
+# Debian's busybox-static. Needs root, docker-registry, and for the BuildKit column dockerd
+# (Debian's docker.io; skipped when missing). Prints a Markdown table.
+#   usage: bench/vs-buildkit.sh [RUNS]        (KILN_BENCH_WORK=DIR keeps the work dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+repo=$PWD
+cargo build --release -q -p kiln-cli
+kiln="$repo/target/release/kiln"
+work=${KILN_BENCH_WORK:-$(mktemp -d -p "$repo/target" vsbk-XXXX)}
+mkdir -p "$work"
+port=5077
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -f "$work/dk/pid" ]; then kill "$(cat "$work/dk/pid")" 2>/dev/null || true; sleep 2; fi
+  umount -R "$work/dk/data" 2>/dev/null || true
+  [ -n "${KILN_BENCH_WORK:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+[ -d "$work/ctx" ] || python3 bench/gen-context.py "$work/ctx"
+printf 'FROM busybox\nCOPY . /data\n' > "$work/Dockerfile"
+edit_file=$(find "$work/ctx" -name '*.rs' | sort | head -1)
+
+registry() { # DIR: a fresh registry on $port
+  rm -rf "$1"; mkdir -p "$1"
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$1" "$port" > "$1.yml"
+  docker-registry serve "$1.yml" >/dev/null 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.1; done
+  echo "registry did not start" >&2; exit 1
+}
+stop_registry() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+# bytes of the blobs a registry dir holds (what was pushed)
+pushed_bytes() { find "$1" -path '*/blobs/*' -name data -printf '%s\n' | awk '{s+=$1} END {print s}'; }
+
+# --- kiln
+declare -A K
+cold=(); edit=(); push=()
+for i in $(seq "$runs"); do
+  export KILN_ROOT="$work/kiln-store-$i"
+  rm -rf "$KILN_ROOT"; examples/busybox-base.sh "$kiln" >/dev/null
+  sync
+  t0=$(now); "$kiln" build -q -f "$work/Dockerfile" -t "127.0.0.1:$port/big:kiln" "$work/ctx" >/dev/null; t1=$(now)
+  cold+=($(ms "$t0" "$t1"))
+  echo "// edit $i" >> "$edit_file"
+  t0=$(now); "$kiln" build -q -f "$work/Dockerfile" -t "127.0.0.1:$port/big:kiln" "$work/ctx" >/dev/null; t1=$(now)
+  edit+=($(ms "$t0" "$t1"))
+  registry "$work/reg-kiln"
+  t0=$(now); "$kiln" push "127.0.0.1:$port/big:kiln" >/dev/null 2>&1; t1=$(now)
+  push+=($(ms "$t0" "$t1"))
+  K[bytes]=$(pushed_bytes "$work/reg-kiln")
+  stop_registry
+  rm -rf "$KILN_ROOT"
+done
+K[cold]=$(median "${cold[@]}"); K[edit]=$(median "${edit[@]}"); K[push]=$(median "${push[@]}")
+
+# --- docker BuildKit
+declare -A D=([cold]=- [edit]=- [push]=- [bytes]=-)
+if command -v dockerd >/dev/null; then
+  mkdir -p "$work/dk"
+  dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
+    --data-root "$work/dk/data" --exec-root "$work/dk/exec" -H "unix://$work/dk/docker.sock" \
+    --pidfile "$work/dk/pid" >"$work/dk/log" 2>&1 &
+  export DOCKER_HOST="unix://$work/dk/docker.sock"
+  dk=$(command -v /usr/bin/docker || command -v docker)
+  for _ in $(seq 100); do "$dk" version >/dev/null 2>&1 && break; sleep 0.2; done
+  root=$(mktemp -d); mkdir -p "$root"/{bin,etc,tmp}; cp /bin/busybox "$root/bin/"
+  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
+  tar -C "$root" -cf - . | "$dk" import - busybox:latest >/dev/null; rm -rf "$root"
+  cold=(); edit=(); push=()
+  for i in $(seq "$runs"); do
+    "$dk" rmi -f "127.0.0.1:$port/big:bk" >/dev/null 2>&1 || true
+    "$dk" builder prune -af >/dev/null
+    sync
+    t0=$(now); DOCKER_BUILDKIT=1 "$dk" build -q --network=none -f "$work/Dockerfile" -t "127.0.0.1:$port/big:bk" "$work/ctx" >/dev/null; t1=$(now)
+    cold+=($(ms "$t0" "$t1"))
+    echo "// edit bk $i" >> "$edit_file"
+    t0=$(now); DOCKER_BUILDKIT=1 "$dk" build -q --network=none -f "$work/Dockerfile" -t "127.0.0.1:$port/big:bk" "$work/ctx" >/dev/null; t1=$(now)
+    edit+=($(ms "$t0" "$t1"))
+    registry "$work/reg-bk"
+    t0=$(now); "$dk" push -q "127.0.0.1:$port/big:bk" >/dev/null; t1=$(now)
+    push+=($(ms "$t0" "$t1"))
+    D[bytes]=$(pushed_bytes "$work/reg-bk")
+    stop_registry
+  done
+  D[cold]=$(median "${cold[@]}"); D[edit]=$(median "${edit[@]}"); D[push]=$(median "${push[@]}")
+fi
+
+echo "context: $(find "$work/ctx" -type f | wc -l) files, $(du -sm "$work/ctx" | cut -f1) MB; median of $runs runs; $(nproc) cores"
+echo
+echo "| scenario | kiln | docker BuildKit |"
+echo "|---|---:|---:|"
+echo "| cold build (ms) | ${K[cold]} | ${D[cold]} |"
+echo "| one-file edit rebuild (ms) | ${K[edit]} | ${D[edit]} |"
+echo "| push to local registry (ms) | ${K[push]} | ${D[push]} |"
+echo "| pushed bytes | ${K[bytes]} | ${D[bytes]} |"
