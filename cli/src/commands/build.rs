@@ -221,6 +221,9 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
             return Err(Reported(130).into());
         }
         Err(BuildError::Solve(err)) => {
+            if mode == ProgressMode::Tty {
+                progress::epilogue(mode, &summary, &[]);
+            }
             checks::print_warnings(&lint_report, &file_name, &text);
             report_failure(&err, &failing, &file_name);
             if let Some(id) = super::debug_shell::kept_state(&err) {
