@@ -45,22 +45,40 @@ impl Store {
         self.gc_with_grace(Duration::from_secs(3600))
     }
 
-    /// Removes blobs and snapshots not reachable from any image or lease, and scratch
-    /// leftovers, if they are older than `grace` (so a concurrent process that has written a
-    /// blob but not yet recorded its image does not lose it).
+    /// Removes blobs and snapshots that no image, build cache record or lease keeps, and
+    /// scratch leftovers, if they are older than `grace` (so a concurrent process that has
+    /// written a blob but not yet recorded it does not lose it). Build cache itself is removed
+    /// only by [`Store::prune_build_cache`].
     pub fn gc_with_grace(&self, grace: Duration) -> Result<GcStats> {
         let mut keep_blobs: HashSet<String> = HashSet::new();
         let mut keep_snaps: HashSet<String> = HashSet::new();
+        let mut chains: Vec<Vec<(Digest, Digest)>> = Vec::new();
         for img in self.images()? {
             let Some(rec) = self.image_by_manifest(&img.manifest_digest)? else {
                 continue;
             };
             keep_blobs.insert(rec.manifest_digest.hex());
             keep_blobs.insert(rec.config_digest.hex());
+            chains.push(
+                rec.layers
+                    .iter()
+                    .map(|l| (l.digest.clone(), l.diff_id.clone()))
+                    .collect(),
+            );
+        }
+        for e in self.cache_entries()? {
+            chains.push(
+                e.layers
+                    .iter()
+                    .map(|l| (l.digest.clone(), l.diff_id.clone()))
+                    .collect(),
+            );
+        }
+        for chain in chains {
             let mut ids = Vec::new();
-            for l in &rec.layers {
-                keep_blobs.insert(l.digest.hex());
-                ids.push(l.diff_id.clone());
+            for (digest, diff_id) in chain {
+                keep_blobs.insert(digest.hex());
+                ids.push(diff_id);
                 if let Some(c) = chain_id(&ids) {
                     keep_snaps.insert(c.hex());
                 }
@@ -74,6 +92,17 @@ impl Store {
                 keep_snaps.insert(d.hex());
             }
         }
+        self.collect_except(&keep_blobs, &keep_snaps, grace)
+    }
+
+    /// Removes the blobs and snapshots not in `keep_blobs` / `keep_snaps` (hex digests), and
+    /// scratch leftovers, that are older than `grace`; drops their index records.
+    pub(crate) fn collect_except(
+        &self,
+        keep_blobs: &HashSet<String>,
+        keep_snaps: &HashSet<String>,
+        grace: Duration,
+    ) -> Result<GcStats> {
         let now = SystemTime::now();
         let old = |md: &std::fs::Metadata| {
             md.modified()
@@ -92,7 +121,7 @@ impl Store {
             }
             fs_err::remove_file(e.path())?;
             stats.blobs_removed += 1;
-            stats.bytes_freed += md.len();
+            stats.bytes_freed += std::os::unix::fs::MetadataExt::blocks(&md) * 512;
             removed.push(format!("sha256:{name}"));
         }
         let mut removed_snaps = Vec::new();
@@ -105,6 +134,7 @@ impl Store {
             }
             // Rename first so no reader ever sees a half-deleted snapshot.
             let doomed = self.tmp_dir().join(format!("gc-{name}"));
+            stats.bytes_freed += crate::prune::du(&e.path());
             fs_err::rename(e.path(), &doomed)?;
             fs_err::remove_dir_all(&doomed)?;
             stats.snapshots_removed += 1;

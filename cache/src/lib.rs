@@ -17,6 +17,7 @@ pub mod image;
 mod index;
 pub mod layer;
 pub mod mount;
+pub mod prune;
 pub mod scratch;
 pub mod snapshot;
 pub mod store;
@@ -35,6 +36,7 @@ pub use image::{
 };
 pub use layer::{Encoding, LayerInfo, LayerOptions, LayerSource};
 pub use mount::{MountGuard, mount_overlay, mount_tmpfs, unmount};
+pub use prune::{CacheEntry, DiskUsage, GcLock, ImageUsage, PruneOptions, PruneReport};
 pub use scratch::SweepStats;
 pub use snapshot::Snapshot;
 pub use store::{BlobWriter, Store};

@@ -168,6 +168,107 @@ pub enum Command {
     /// Frontend internals: the syntax tree and the build graph
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// The store's disk: usage and pruning
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Build cache
+    #[command(subcommand)]
+    Builder(BuilderCommand),
+    /// Images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Named volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Show the store's disk usage
+    Df {
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Remove stopped containers, unused images and build cache
+    Prune {
+        /// Every image without a container, and all build cache
+        #[arg(short, long)]
+        all: bool,
+        /// Also volumes no container uses
+        #[arg(long)]
+        volumes: bool,
+        /// Do not prompt
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune {
+        /// All build cache, not only dangling
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        force: bool,
+        /// Keep this much build cache (least recently used goes first)
+        #[arg(long = "keep-storage", value_name = "SIZE")]
+        keep_storage: Option<String>,
+        /// until=DURATION: only cache unused for that long
+        #[arg(long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Remove unused images
+    Prune {
+        /// Every image without a container, not only dangling ones
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Remove all stopped containers
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create { name: String },
+    /// List volumes
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes (JSON)
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (refused while a container uses one)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes no container uses
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +366,10 @@ pub struct BuildArgs {
     /// Additional named context (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST]|URL)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// Build cache budget kept after the build (default: the store's config, else 10% of
+    /// the disk, at most 20GB)
+    #[arg(long = "gc-keep-storage", value_name = "SIZE")]
+    pub gc_keep_storage: Option<String>,
     /// What a failed RUN does: fail, or first start a shell in its state
     #[arg(long = "on-error", value_enum, default_value_t = OnError::Error)]
     pub on_error: OnError,

@@ -28,6 +28,8 @@ pub struct Host {
     /// Made on first use: building a client loads the system's TLS roots, which a command
     /// that never talks to a registry does not need.
     client: OnceLock<Arc<Client>>,
+    /// The store's GC lock, held shared while this process lives (exclusive for a prune).
+    gc: kiln_cache::GcLock,
 }
 
 impl Host {
@@ -35,8 +37,11 @@ impl Host {
     /// (see [`Host::reap`]).
     pub fn open(opts: HostOptions) -> Result<Host> {
         let root = opts.root.unwrap_or_else(Store::default_root);
+        let store = Store::open(root)?;
+        let gc = store.gc_shared()?;
         let host = Host {
-            store: Store::open(root)?,
+            store,
+            gc,
             runtime: opts.runtime,
             insecure_registries: opts.insecure_registries,
             client: OnceLock::new(),
@@ -72,6 +77,10 @@ impl Host {
                 tracing::warn!(error = %e, "reaping orphaned containers");
             }
         }
+    }
+
+    pub(crate) fn gc_lock(&self) -> &kiln_cache::GcLock {
+        &self.gc
     }
 
     /// The store's root directory.

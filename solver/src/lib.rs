@@ -20,6 +20,7 @@ mod worker;
 pub mod containers;
 pub mod debug;
 pub mod images;
+pub mod prune;
 pub mod registry;
 pub mod session;
 

@@ -470,6 +470,21 @@ impl<'h> Build<'h> {
             .explain_cache
             .then(|| self.explain(def, &solved, worker));
         explain::save(store, def, &solved.keys);
+        // Least recently used goes first when the build cache is trimmed.
+        let used: Vec<String> = solved
+            .keys
+            .iter()
+            .filter(|(d, _)| {
+                matches!(
+                    def.vertices.get(*d).map(|v| &v.op),
+                    Some(Op::Exec(_) | Op::File(_))
+                )
+            })
+            .map(|(_, k)| format!("step/{k}"))
+            .collect();
+        if let Err(e) = store.touch_cache(&used) {
+            tracing::warn!("recording the build cache's use: {e}");
+        }
         let chain = solved.root.map(|r| r.chain()).unwrap_or_default();
         let push_only = matches!(self.opts.output, Output::Registry { .. });
         if !push_only {

@@ -7,6 +7,7 @@ mod front_door;
 mod interop;
 mod layers;
 mod progress;
+mod prune;
 mod registry;
 mod remote_cache;
 mod run;

@@ -39,6 +39,13 @@ fn parse_kv(items: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<Str
 /// `kiln build`.
 pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
     let started = Instant::now();
+    let gc_flag = match &args.gc_keep_storage {
+        Some(s) => Some(
+            kiln_solver::prune::parse_size(s)
+                .ok_or_else(|| anyhow::anyhow!("--gc-keep-storage {s:?}: not a size"))?,
+        ),
+        None => None,
+    };
     let host_platform = Platform::host();
     if let Some(p) = &args.platform {
         let want: Platform = p.parse().with_context(|| format!("--platform {p:?}"))?;
@@ -239,6 +246,20 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         Err(BuildError::Other(e)) => return Err(e.into()),
     };
     progress::epilogue(mode, &summary, &[export_vertex(&report, &tags)]);
+    // The build cache's budget: trimmed least recently used first when no other kiln
+    // process uses the store.
+    if let Some(budget) = host.gc_budget(gc_flag)? {
+        match host.auto_gc(budget) {
+            Ok(Some(r)) if !r.records.is_empty() && !args.quiet => eprintln!(
+                "kiln: build cache over its {} budget: {} records removed, {} reclaimed",
+                kiln_solver::prune::human_size(budget),
+                r.records.len(),
+                kiln_solver::prune::human_size(r.reclaimed)
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: trimming the build cache: {e}"),
+        }
+    }
     if let Some(text) = &report.explanation {
         eprintln!("{text}");
     }

@@ -8,8 +8,11 @@ mod debug_shell;
 mod image;
 mod registry;
 mod run;
+mod system;
 
-use crate::cli::{Cli, Command, DebugCommand};
+use crate::cli::{
+    BuilderCommand, Cli, Command, ContainerCommand, DebugCommand, ImageCommand, SystemCommand,
+};
 use anyhow::Result;
 use kiln_solver::{Host, HostOptions};
 use std::path::PathBuf;
@@ -131,5 +134,27 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }) => debug_shell::shell(&g.host()?, id.as_deref(), command, &secrets),
         Command::Debug(DebugCommand::Ls { quiet }) => ok(debug_shell::ls(&g.host()?, quiet)),
         Command::Debug(DebugCommand::Rm { all, ids }) => ok(debug_shell::rm(&g.host()?, all, &ids)),
+        Command::System(SystemCommand::Df { verbose }) => ok(system::df(&g, verbose)),
+        Command::System(SystemCommand::Prune {
+            all,
+            volumes,
+            force,
+        }) => ok(system::system_prune(&g, all, volumes, force)),
+        Command::Builder(BuilderCommand::Prune {
+            all,
+            force,
+            keep_storage,
+            filters,
+        }) => {
+            let opts = system::builder_options(all, keep_storage.as_deref(), &filters)?;
+            ok(system::builder_prune(&g, opts, force))
+        }
+        Command::Image(ImageCommand::Prune { all, force }) => {
+            ok(system::image_prune(&g, all, force))
+        }
+        Command::Container(ContainerCommand::Prune { force }) => {
+            ok(system::container_prune(&g, force))
+        }
+        Command::Volume(cmd) => ok(system::volume(&g, cmd)),
     }
 }
