@@ -34,8 +34,9 @@ pub enum Encoding {
         /// Compression level 0-9.
         level: u32,
     },
-    /// gzip at libdeflate `level` (1-12), in independent 1 MiB blocks compressed in parallel,
-    /// each its own gzip member (the bytes do not depend on the number of threads).
+    /// gzip at libdeflate `level` (1-12), in independent blocks of 1-4 MiB cut by content and
+    /// compressed in parallel, each its own gzip member (the bytes do not depend on the number
+    /// of threads).
     GzipMembers {
         /// libdeflate compression level 1-12.
         level: u32,
