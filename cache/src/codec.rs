@@ -3,12 +3,13 @@
 //! whose bytes do not depend on the number of threads.
 //!
 //! The default gzip ([`Encoding::GZIP`]) cuts the tar into 1-4 MiB blocks where the bytes say
-//! (a gear hash, see [`member_cut`]) and compresses each into a gzip member of its own with
-//! libdeflate, on every core (a member compressed before is reused, [`MemberCache`]); the members follow each other
-//! in order, which RFC 1952 reads as one stream (Go's `gzip.Reader`, used by containerd, docker,
-//! skopeo and podman, zlib's `gunzip`, and kiln's own reader; eStargz layers are made the same
-//! way). libdeflate level 5 over these blocks is smaller than Go's `compress/gzip` default
-//! level over the whole stream (BuildKit's and docker's layers) and several times as fast.
+//! (a gear hash, `member_cut`) and compresses each into a gzip member of its own with
+//! libdeflate, on every core (a member compressed before is reused, [`MemberCache`]). The
+//! members follow each other in order, which RFC 1952 reads as one stream (Go's `gzip.Reader`,
+//! used by containerd, docker, skopeo and podman, zlib's `gunzip`, and kiln's own reader;
+//! eStargz layers are made the same way). libdeflate level 5 over these blocks is smaller than
+//! Go's `compress/gzip` default level over the whole stream (BuildKit's and docker's layers)
+//! and several times as fast.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
