@@ -29,7 +29,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 
 [ -d "$work/ctx" ] || python3 bench/gen-context.py "$work/ctx"
 printf 'FROM busybox\nCOPY . /data\n' > "$work/Dockerfile"
-edit_file=$(find "$work/ctx" -name '*.rs' | sort | head -1)
+edit_file=$(find "$work/ctx" -name '*.rs' | sort | sed -n 1p)
 
 registry() { # DIR: a fresh registry on $port
   rm -rf "$1"; mkdir -p "$1"

@@ -2,17 +2,20 @@
 //! the bytes never depend on how the tar writer's writes happen to be cut, and parallel gzips
 //! whose bytes do not depend on the number of threads.
 //!
-//! The default gzip ([`Encoding::GZIP`]) cuts the tar into 1 MiB blocks and compresses each
-//! into a gzip member of its own with libdeflate, on every core; the members follow each other
-//! in order, which RFC 1952 reads as one stream (Go's `gzip.Reader`, used by containerd, docker,
-//! skopeo and podman, zlib's `gunzip`, and kiln's own reader; eStargz layers are made the same
-//! way). libdeflate level 5 over 1 MiB blocks is smaller than Go's `compress/gzip` default
-//! level over the whole stream (BuildKit's and docker's layers) and several times as fast.
+//! The default gzip ([`Encoding::GZIP`]) cuts the tar into 1-4 MiB blocks where the bytes say
+//! (a gear hash, `member_cut`) and compresses each into a gzip member of its own with
+//! libdeflate, on every core (a member compressed before is reused, [`MemberCache`]). The
+//! members follow each other in order, which RFC 1952 reads as one stream (Go's `gzip.Reader`,
+//! used by containerd, docker, skopeo and podman, zlib's `gunzip`, and kiln's own reader;
+//! eStargz layers are made the same way). libdeflate level 5 over these blocks is smaller than
+//! Go's `compress/gzip` default level over the whole stream (BuildKit's and docker's layers)
+//! and several times as fast.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use crate::layer::Encoding;
+use kiln_oci::Digest;
 
 /// Input block size fed to compressors, so output never depends on write sizes.
 const BLOCK: usize = 128 * 1024;
@@ -77,6 +80,16 @@ pub(crate) enum Encoder<W: Write> {
 
 impl<W: Write> Encoder<W> {
     pub(crate) fn new(w: W, c: Encoding) -> io::Result<Self> {
+        Self::with_members(w, c, None)
+    }
+
+    /// As [`Encoder::new`]; gzip members are cut at tar entries and reused through `members`
+    /// when given (the bytes are the same: a member is a function of its input).
+    pub(crate) fn with_members(
+        w: W,
+        c: Encoding,
+        members: Option<MemberCache>,
+    ) -> io::Result<Self> {
         Ok(match c {
             Encoding::None => Encoder::Plain(w),
             Encoding::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
@@ -84,11 +97,14 @@ impl<W: Write> Encoder<W> {
                 flate2::Compression::new(level.min(9)),
             )),
             Encoding::GzipParallel { level } => {
-                Encoder::ParGzip(ParGzip::new(w, level.min(9), BlockKind::Deflate))
+                Encoder::ParGzip(ParGzip::new(w, level.min(9), BlockKind::Deflate, None))
             }
-            Encoding::GzipMembers { level } => {
-                Encoder::ParGzip(ParGzip::new(w, level.clamp(1, 12), BlockKind::Member))
-            }
+            Encoding::GzipMembers { level } => Encoder::ParGzip(ParGzip::new(
+                w,
+                level.clamp(1, 12),
+                BlockKind::Member,
+                members,
+            )),
             Encoding::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(w, level)?;
                 // Fixed worker count, never the core count (zstd's multithreaded output does
@@ -153,7 +169,133 @@ enum BlockKind {
 }
 
 type GzJob = (u64, Vec<u8>);
-type GzDone = (u64, io::Result<Vec<u8>>);
+/// A compressed block, and for a cached gzip the sha256 of its input.
+type GzDone = (u64, io::Result<(Vec<u8>, Option<Digest>)>);
+
+/// Content-defined members: a member is at least this long...
+const MEMBER_MIN: usize = 1 << 20;
+/// ...and ends where the gear hash of its last 64 bytes has [`MEMBER_MASK`]'s bits clear
+/// (about every 256 KiB past the minimum), or at this length. The cut points depend on the
+/// bytes around them alone, so after an edit the members resynchronize at the next cut and
+/// the rest are the same members as before.
+const MEMBER_MAX: usize = 4 << 20;
+const MEMBER_MASK: u64 = ((1 << 18) - 1) << 46;
+
+/// The gear hash table: 256 fixed pseudo-random words (splitmix64 from 0).
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut x: u64 = 0;
+    let mut i = 0;
+    while i < 256 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// Where the member in `buf` (which holds the member so far plus `data`'s bytes after it)
+/// ends, as a count of `data`'s bytes to take; `None`: not in `data`.
+fn member_cut(buf_len: usize, data: &[u8], hash: &mut u64) -> Option<usize> {
+    // The hash only matters from 64 bytes before the minimum on (older bytes are shifted out).
+    let warm = (MEMBER_MIN - 64).saturating_sub(buf_len);
+    if warm >= data.len() {
+        return None;
+    }
+    for (i, b) in data.iter().enumerate().skip(warm) {
+        *hash = (*hash << 1).wrapping_add(GEAR[*b as usize]);
+        let len = buf_len + i + 1;
+        if len >= MEMBER_MAX || (len >= MEMBER_MIN && *hash & MEMBER_MASK == 0) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// The `kv` table of compressed gzip members by the sha256 of their input:
+/// `ENCODER-LEVEL-SHA256` → `BLOB OFFSET LENGTH`.
+pub(crate) const GZ_MEMBERS: &str = "gz-member";
+/// Names the compressor in member cache keys (other bytes for the same input would make a
+/// cached member differ from a fresh one).
+const MEMBER_ENCODER: &str = "libdeflate-1.26";
+
+/// gzip members reused by content: a store to look compressed members up in; after the blob
+/// is committed, [`MemberCache::record`] keeps where each member of it is.
+#[derive(Clone)]
+pub struct MemberCache {
+    pub(crate) store: crate::store::Store,
+    /// (input sha256, offset in the blob, length), filled as members are written.
+    written: std::sync::Arc<std::sync::Mutex<Vec<(Digest, u64, u64)>>>,
+    /// Members reused / compressed.
+    pub(crate) stats: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
+}
+
+impl MemberCache {
+    pub(crate) fn new(store: crate::store::Store) -> Self {
+        MemberCache {
+            store,
+            written: Default::default(),
+            stats: Default::default(),
+        }
+    }
+
+    fn key(level: u32, sum: &Digest) -> String {
+        format!("{MEMBER_ENCODER}-{level}-{}", sum.hex())
+    }
+
+    /// A member compressed before for this input, read back from its blob; checked against
+    /// the input's CRC-32 and length in the member's trailer.
+    fn lookup(&self, level: u32, sum: &Digest, data: &[u8]) -> Option<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let raw = self
+            .store
+            .kv_get(GZ_MEMBERS, &Self::key(level, sum))
+            .ok()??;
+        let text = String::from_utf8(raw).ok()?;
+        let mut f = text.split(' ');
+        let blob = crate::digest::parse_digest(f.next()?).ok()?;
+        let off: u64 = f.next()?.parse().ok()?;
+        let len: usize = f.next()?.parse().ok()?;
+        if len < 18 || len > data.len() + data.len() / 8 + 4096 {
+            return None;
+        }
+        let mut file = self.store.open_blob(&blob).ok()?;
+        file.seek(SeekFrom::Start(off)).ok()?;
+        let mut out = vec![0u8; len];
+        file.read_exact(&mut out).ok()?;
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let trailer = &out[len - 8..];
+        let ok = out[..3] == [0x1f, 0x8b, 8]
+            && trailer[..4] == crc.sum().to_le_bytes()
+            && trailer[4..] == (data.len() as u32).to_le_bytes();
+        ok.then_some(out)
+    }
+
+    /// Records where the members of the committed blob `blob` are (one index transaction).
+    pub(crate) fn record(&self, level: u32, blob: &Digest) -> crate::error::Result<()> {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        let entries: Vec<(String, Vec<u8>)> = written
+            .iter()
+            .map(|(sum, off, len)| {
+                (
+                    Self::key(level, sum),
+                    format!("{blob} {off} {len}").into_bytes(),
+                )
+            })
+            .collect();
+        self.store.kv_put_many(GZ_MEMBERS, &entries)
+    }
+
+    /// (members reused, members compressed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.stats.0.load(Relaxed), self.stats.1.load(Relaxed))
+    }
+}
 
 /// Parallel gzip writer: independent blocks compressed by worker threads and written in order.
 /// [`BlockKind::Deflate`]: raw-deflate blocks, each ended by a full flush, between one gzip
@@ -169,13 +311,19 @@ pub(crate) struct ParGzip<W: Write> {
     written: u64,
     jobs: Option<std::sync::mpsc::SyncSender<GzJob>>,
     results: std::sync::mpsc::Receiver<GzDone>,
-    ready: BTreeMap<u64, Vec<u8>>,
+    ready: BTreeMap<u64, (Vec<u8>, Option<Digest>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
     header: bool,
     /// Blocks in flight at most.
     window: usize,
     /// Input bytes per block.
     block: usize,
+    /// Content-defined members reused by content.
+    members: Option<MemberCache>,
+    /// Bytes written to `out`.
+    out_pos: u64,
+    /// Gear hash of the member so far (content-defined members).
+    hash: u64,
 }
 
 fn deflate_block(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
@@ -203,7 +351,7 @@ fn member_block(c: &mut libdeflater::Compressor, data: &[u8]) -> io::Result<Vec<
 }
 
 impl<W: Write> ParGzip<W> {
-    fn new(out: W, level: u32, kind: BlockKind) -> Self {
+    fn new(out: W, level: u32, kind: BlockKind, members: Option<MemberCache>) -> Self {
         let workers_n = par_gzip_workers();
         let block = PAR_GZIP_BLOCK;
         let (jtx, jrx) = std::sync::mpsc::sync_channel::<GzJob>(workers_n * 2);
@@ -213,6 +361,7 @@ impl<W: Write> ParGzip<W> {
             .map(|_| {
                 let jrx = jrx.clone();
                 let rtx = rtx.clone();
+                let cache = members.clone();
                 std::thread::spawn(move || {
                     let mut members = (kind == BlockKind::Member).then(|| {
                         let lvl =
@@ -225,9 +374,23 @@ impl<W: Write> ParGzip<W> {
                             Err(_) => return,
                         };
                         let Ok((seq, data)) = job else { return };
-                        let done = match &mut members {
-                            Some(c) => member_block(c, &data),
-                            None => deflate_block(level, &data),
+                        let done = match (&mut members, &cache) {
+                            (Some(c), Some(cache)) => {
+                                use std::sync::atomic::Ordering::Relaxed;
+                                let sum = kiln_oci::sha256(&data);
+                                match cache.lookup(level, &sum, &data) {
+                                    Some(bytes) => {
+                                        cache.stats.0.fetch_add(1, Relaxed);
+                                        Ok((bytes, Some(sum)))
+                                    }
+                                    None => {
+                                        cache.stats.1.fetch_add(1, Relaxed);
+                                        member_block(c, &data).map(|b| (b, Some(sum)))
+                                    }
+                                }
+                            }
+                            (Some(c), None) => member_block(c, &data).map(|b| (b, None)),
+                            (None, _) => deflate_block(level, &data).map(|b| (b, None)),
                         };
                         if rtx.send((seq, done)).is_err() {
                             return;
@@ -241,6 +404,9 @@ impl<W: Write> ParGzip<W> {
             level,
             kind,
             window: workers_n * 3,
+            members,
+            out_pos: 0,
+            hash: 0,
             buf: Vec::with_capacity(block),
             block,
             crc: flate2::Crc::new(),
@@ -267,8 +433,16 @@ impl<W: Write> ParGzip<W> {
                 .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff])?;
             self.header = true;
         }
-        while let Some(b) = self.ready.remove(&self.written) {
+        while let Some((b, sum)) = self.ready.remove(&self.written) {
             self.out.write_all(&b)?;
+            if let (Some(sum), Some(m)) = (sum, &self.members) {
+                m.written.lock().unwrap_or_else(|p| p.into_inner()).push((
+                    sum,
+                    self.out_pos,
+                    b.len() as u64,
+                ));
+            }
+            self.out_pos += b.len() as u64;
             self.written += 1;
         }
         Ok(())
@@ -337,6 +511,23 @@ impl<W: Write> ParGzip<W> {
 impl<W: Write> Write for ParGzip<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
+        if self.kind == BlockKind::Member {
+            while !data.is_empty() {
+                match member_cut(self.buf.len(), data, &mut self.hash) {
+                    Some(take) => {
+                        self.buf.extend_from_slice(&data[..take]);
+                        data = &data[take..];
+                        self.hash = 0;
+                        self.send_block()?;
+                    }
+                    None => {
+                        self.buf.extend_from_slice(data);
+                        data = &[];
+                    }
+                }
+            }
+            return Ok(n);
+        }
         while !data.is_empty() {
             let take = (self.block - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
@@ -407,16 +598,16 @@ mod tests {
         let data = sample(3 * PAR_GZIP_BLOCK + 4567);
         let a = compress(Encoding::GZIP, &data, 1000);
         assert_eq!(a, compress(Encoding::GZIP, &data, 3 << 20));
-        // The same bytes as one thread compressing block after block: no thread count shows.
+        // The same bytes as one thread cutting and compressing member after member.
         let Encoding::GzipMembers { level } = Encoding::GZIP else {
             panic!("the default gzip is members")
         };
-        let mut c =
-            libdeflater::Compressor::new(libdeflater::CompressionLvl::new(level as i32).unwrap());
-        let mut seq = Vec::new();
-        for block in data.chunks(PAR_GZIP_BLOCK) {
-            seq.extend(member_block(&mut c, block).unwrap());
-        }
+        let lvl = libdeflater::CompressionLvl::new(level as i32).unwrap();
+        let mut c = libdeflater::Compressor::new(lvl);
+        let seq: Vec<u8> = cuts(&data)
+            .iter()
+            .flat_map(|m| member_block(&mut c, m).unwrap())
+            .collect();
         assert_eq!(a, seq);
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&a[..])
@@ -444,6 +635,54 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert!(out.is_empty());
+    }
+
+    /// The members `data` is cut into.
+    fn cuts(data: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let (mut start, mut hash) = (0, 0);
+        while start < data.len() {
+            let mut len = 0;
+            let rest = &data[start..];
+            let take = loop {
+                match member_cut(len, &rest[len..(len + 4096).min(rest.len())], &mut hash) {
+                    Some(t) => break len + t,
+                    None if len + 4096 >= rest.len() => break rest.len(),
+                    None => len += 4096,
+                }
+            };
+            out.push(&rest[..take]);
+            hash = 0;
+            start += take;
+        }
+        out
+    }
+
+    #[test]
+    fn members_are_content_defined_so_an_edit_changes_few() {
+        let mut data = sample(24 << 20);
+        let before: Vec<Vec<u8>> = cuts(&data).into_iter().map(<[u8]>::to_vec).collect();
+        assert!(before.len() >= 6, "{}", before.len());
+        assert!(before.iter().all(|m| m.len() <= MEMBER_MAX));
+        assert!(
+            before[..before.len() - 1]
+                .iter()
+                .all(|m| m.len() >= MEMBER_MIN)
+        );
+        // Insert bytes in the middle: the members before are the same, and after at most a
+        // couple of new ones, the same again.
+        let at = 9 << 20;
+        data.splice(at..at, b"a new line\n".iter().copied());
+        let after = cuts(&data);
+        let same = after
+            .iter()
+            .filter(|m| before.iter().any(|b| b == *m))
+            .count();
+        assert!(
+            same + 2 >= before.len(),
+            "{same} of {} members kept",
+            before.len()
+        );
     }
 
     #[test]

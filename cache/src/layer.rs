@@ -11,7 +11,7 @@ use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use kiln_oci::{Compression, Digest};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Encoder, FixedBlocks};
+use crate::codec::{Encoder, FixedBlocks, MemberCache};
 use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS};
@@ -34,8 +34,9 @@ pub enum Encoding {
         /// Compression level 0-9.
         level: u32,
     },
-    /// gzip at libdeflate `level` (1-12), in independent 1 MiB blocks compressed in parallel,
-    /// each its own gzip member (the bytes do not depend on the number of threads).
+    /// gzip at libdeflate `level` (1-12), in independent blocks of 1-4 MiB cut by content and
+    /// compressed in parallel, each its own gzip member (the bytes do not depend on the number
+    /// of threads).
     GzipMembers {
         /// libdeflate compression level 1-12.
         level: u32,
@@ -481,12 +482,24 @@ impl Store {
             let (digest, size) = bw.commit(None)?;
             (digest.clone(), digest, size)
         } else {
-            let enc = Encoder::new(bw, opts.compression)?;
+            // gzip members are reused by content: a rebuild that changed a few files
+            // compresses only the members around them again (the bytes are the same).
+            let members = match opts.compression {
+                Encoding::GzipMembers { level } => Some((MemberCache::new(self.clone()), level)),
+                _ => None,
+            };
+            let enc =
+                Encoder::with_members(bw, opts.compression, members.as_ref().map(|m| m.0.clone()))?;
             let mut diff = HashWriter::new(FixedBlocks::new(enc));
             write_tar(dir, &tar_opts, &mut diff)?;
             let (blocks, diff_id, _) = diff.finish();
             let bw = blocks.finish()?.finish()?;
             let (digest, size) = bw.commit(None)?;
+            if let Some((m, level)) = &members {
+                m.record((*level).clamp(1, 12), &digest)?;
+                let (reused, compressed) = m.counts();
+                tracing::debug!(reused, compressed, "gzip members");
+            }
             (diff_id, digest, size)
         };
         let info = LayerInfo {

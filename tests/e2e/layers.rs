@@ -446,3 +446,39 @@ fn uncompressed_layers_are_compressed_once_when_pushed() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
+    if !sandbox_available() {
+        return;
+    }
+    let ctx = Context::new().file("Dockerfile", "FROM busybox\nCOPY . /data\n");
+    let mut x: u64 = 5;
+    for i in 0..400 {
+        let mut s = String::new();
+        while s.len() < 16_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.push_str(&format!("{} {}\n", x % 1013, x >> 45));
+        }
+        ctx.write(&format!("src/p{}/f{i}", i % 9), &s);
+    }
+    let digest_of = |k: &Kiln, id: &str| -> String {
+        let v: Value = serde_json::from_str(&k.ok(&["inspect", id])).unwrap();
+        v[0]["ManifestDigest"].as_str().unwrap().to_string()
+    };
+    let warm = Kiln::with_busybox();
+    let before = image_id(&warm, &ctx, &[], &[]);
+    let path = ctx.path().join("src/p2/f200");
+    let mut text = fs_err::read_to_string(&path).unwrap();
+    text.push_str("one more line\n");
+    ctx.write("src/p2/f200", &text);
+    let after = image_id(&warm, &ctx, &[], &[]);
+    assert_ne!(before, after);
+    let cold = Kiln::with_busybox();
+    let fresh = image_id(&cold, &ctx, &[], &[]);
+    assert_eq!(after, fresh);
+    // The manifests (so every layer blob) are the same too.
+    assert_eq!(digest_of(&warm, &after), digest_of(&cold, &fresh));
+}

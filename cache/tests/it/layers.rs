@@ -399,3 +399,59 @@ fn threaded_apply_matches_inline_apply() {
     assert_eq!(sa.diff_id, l.diff_id);
     assert_eq!(tar_bytes(&a, None), tar_bytes(&b, None));
 }
+
+/// Files of varied text, ~12 MB in all.
+fn many_files(root: &Path) {
+    let mut x: u64 = 99;
+    for i in 0..600 {
+        let mut data = Vec::with_capacity(20_000);
+        while data.len() < 20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(format!("line {} value {}\n", x % 977, x >> 40).as_bytes());
+        }
+        file(root, &format!("d{}/f{i:04}", i % 7), &data);
+    }
+}
+
+#[test]
+fn a_rebuild_after_one_edit_reuses_members_and_equals_a_fresh_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    many_files(&src);
+    let opts = LayerOptions {
+        mtime_clamp: Some(0),
+        ..LayerOptions::default()
+    };
+    let old = Store::open(t.path().join("old")).unwrap();
+    let first = old.create_layer(&src, &opts).unwrap();
+    let members = |s: &Store| s.kv_list("gz-member").unwrap().len();
+    let n = members(&old);
+    assert!(n >= 8, "{n} members");
+    // One file grows in the middle of the tree.
+    let edited = src.join("d6/f0300");
+    let mut text = fs_err::read(&edited).unwrap();
+    text.extend_from_slice(b"one more line\n");
+    fs_err::write(&edited, text).unwrap();
+    let second = old.create_layer(&src, &opts).unwrap();
+    assert_ne!(first.digest, second.digest);
+    let new_members = members(&old) - n;
+    assert!(
+        new_members <= 3,
+        "{new_members} of {n} members compressed again"
+    );
+    // Byte for byte what a store that never saw the first layer writes.
+    let fresh = Store::open(t.path().join("fresh")).unwrap();
+    let again = fresh.create_layer(&src, &opts).unwrap();
+    assert_eq!(again, second);
+    assert_eq!(
+        fs_err::read(old.blob_path(&second.digest)).unwrap(),
+        fs_err::read(fresh.blob_path(&again.digest)).unwrap()
+    );
+    // A cached member whose blob is gone is compressed again, same bytes.
+    fs_err::remove_file(old.blob_path(&first.digest)).unwrap();
+    fs_err::remove_file(old.blob_path(&second.digest)).unwrap();
+    let third = old.create_layer(&src, &opts).unwrap();
+    assert_eq!(third, second);
+}
