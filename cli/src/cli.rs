@@ -336,6 +336,10 @@ pub struct RunArgs {
     /// Allocate a terminal
     #[arg(short, long)]
     pub tty: bool,
+    /// Pass the signals kiln receives on to the container
+    #[arg(long = "sig-proxy", value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

@@ -23,6 +23,8 @@ pub fn run_detached(
         name: args.name.clone(),
         image: args.image.clone(),
         plan,
+        auto_remove: args.rm,
+        sig_proxy: args.sig_proxy,
     })?;
     host.start_detached(rec, &c)?;
     println!("{}", c.id());
