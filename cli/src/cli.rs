@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Show low-level information on images or containers (JSON)
     Inspect {
+        /// Go-template-style format: {{.State.ExitCode}}, {{json .Config}}
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -89,6 +92,14 @@ pub enum Command {
         all: bool,
         #[arg(short, long)]
         quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+        /// Go-template-style format ({{.ID}} {{.Names}}, {{json .}}, table ...)
+        #[arg(long)]
+        format: Option<String>,
+        /// id=, name=, status=, exited=, ancestor=
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
     },
     /// Fetch the logs of a container
     Logs {

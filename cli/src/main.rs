@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod format;
 mod progress;
 
 use clap::Parser;
@@ -146,17 +147,45 @@ fn report(err: &anyhow::Error, status: u8) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let mut msg = format!("error: {err}");
-    for cause in err.chain().skip(1) {
-        msg.push_str(&format!("\n  caused by: {cause}"));
-    }
+    let msg = format!("error: {}", one_line(err));
     eprintln!("{msg}");
     ExitCode::from(status)
 }
 
+/// An error and its causes on one line, `a: b: c`, as docker and Go print them; a cause whose
+/// text its parent already quotes is not repeated.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
-    use super::runs_a_container;
+    use super::{one_line, runs_a_container};
+
+    #[test]
+    fn causes_join_on_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = anyhow::Error::new(io)
+            .context("connect 127.0.0.1:5999")
+            .context("HEAD http://127.0.0.1:5999/v2/a/manifests/b");
+        assert_eq!(
+            one_line(&e),
+            "HEAD http://127.0.0.1:5999/v2/a/manifests/b: connect 127.0.0.1:5999: connection refused"
+        );
+        let e = anyhow::anyhow!("no such container: x").context("no such container: x");
+        assert_eq!(one_line(&e), "no such container: x");
+    }
 
     fn argv(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()

@@ -740,7 +740,16 @@ impl Container {
                 "CapDrop": plan.cap_drop,
                 "Privileged": plan.privileged,
                 "SecurityOpt": security_opts(plan),
+                "AutoRemove": self.config.auto_remove,
             },
+            "Mounts": plan.mounts.iter().map(|m| match m {
+                crate::MountPlan::Bind { src, dst, readonly } => serde_json::json!({
+                    "Type": "bind", "Source": src, "Destination": dst, "RW": !readonly,
+                }),
+                crate::MountPlan::Tmpfs { dst, .. } => serde_json::json!({
+                    "Type": "tmpfs", "Source": "", "Destination": dst, "RW": true,
+                }),
+            }).collect::<Vec<_>>(),
         }))
     }
 

@@ -206,9 +206,136 @@ fn detached_rm_removes_the_container_once_it_exits() {
     // Without --rm it stays, as docker's does.
     r.k.ok(&["run", "-d", "--name", "stays", "busybox", "true"]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !r.k.ok(&["ps", "-a"]).contains("exited (0)") {
+    while !r.k.ok(&["ps", "-a"]).contains("Exited (0) ") {
         assert!(Instant::now() < deadline, "{}", r.k.ok(&["ps", "-a"]));
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(r.all().len(), 1);
+}
+
+#[test]
+fn ps_inspect_and_rm_speak_docker_s_format() {
+    let Some(r) = Runner::new() else { return };
+    let out =
+        r.k.run(&["run", "--name", "three", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&out), Some(3));
+    r.k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "-v",
+        "/tmp:/hosttmp:ro",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !r.k.ok(&["ps"]).contains(" up") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The default table: docker's columns, relative times.
+    let ps = r.k.ok(&["ps", "-a"]);
+    let mut lines = ps.lines();
+    let header = lines.next().unwrap();
+    let cols: Vec<&str> = header
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES"
+        ],
+        "{ps}"
+    );
+    let up = ps.lines().find(|l| l.ends_with(" up")).expect("up listed");
+    assert!(up.contains(" ago ") && up.contains(" Up "), "{ps}");
+    let three = ps
+        .lines()
+        .find(|l| l.ends_with(" three"))
+        .expect("three listed");
+    assert!(
+        three.contains("Exited (3) ") && three.contains(" ago"),
+        "{ps}"
+    );
+    // Without -a only the running one.
+    assert_eq!(r.k.ok(&["ps", "--format", "{{.Names}}"]), "up\n");
+    // --format, json, table, -q, filters.
+    let line = r.k.ok(&[
+        "ps",
+        "-a",
+        "-f",
+        "name=thr",
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    assert_eq!(line, "three exited\n");
+    let doc: serde_json::Value =
+        serde_json::from_str(&r.k.ok(&["ps", "--format", "{{json .}}"])).expect("json");
+    assert_eq!(doc["Names"], "up");
+    assert_eq!(doc["State"], "running");
+    assert_eq!(doc["ID"].as_str().unwrap().len(), 12);
+    let table =
+        r.k.ok(&["ps", "-a", "--format", "table {{.Names}}\\t{{.State}}"]);
+    assert!(table.starts_with("NAMES     STATE\n"), "{table:?}");
+    assert_eq!(
+        r.k.ok(&[
+            "ps",
+            "-f",
+            "status=exited",
+            "-f",
+            "exited=3",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "three\n"
+    );
+    assert_eq!(r.k.ok(&["ps", "-aq"]).lines().count(), 2);
+    let err = r.k.fails(&["ps", "-f", "colour=red"]);
+    assert!(err.contains("invalid filter 'colour'"), "{err}");
+    let err = r.k.fails(&["ps", "--format", "{{.ID"]);
+    assert!(err.contains("unclosed"), "{err}");
+    // inspect -f with docker's field names.
+    assert_eq!(
+        r.k.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.ExitCode}} {{.State.Status}}",
+            "three",
+            "up"
+        ]),
+        "3 exited\n0 running\n"
+    );
+    let mounts = r.k.ok(&["inspect", "--format", "{{json .Mounts}}", "up"]);
+    let mounts: serde_json::Value = serde_json::from_str(&mounts).expect("json");
+    assert_eq!(mounts[0]["Destination"], "/hosttmp");
+    assert_eq!(mounts[0]["RW"], false);
+    assert_eq!(
+        r.k.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.ReadonlyRootfs}} {{.Config.Image}}",
+            "up"
+        ]),
+        "false busybox\n"
+    );
+    // rm goes on past a name it does not know, and says so.
+    let out = r.k.run(&["rm", "nosuch", "three"]);
+    assert_eq!(code(&out), Some(1));
+    assert_eq!(text(&out.stdout), "three\n");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: no such container: nosuch",
+        "one line, no repeats"
+    );
     assert_eq!(r.all().len(), 1);
 }
