@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Show low-level information on images or containers (JSON)
     Inspect {
+        /// Go-template-style format: {{.State.ExitCode}}, {{json .Config}}
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -89,6 +92,14 @@ pub enum Command {
         all: bool,
         #[arg(short, long)]
         quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+        /// Go-template-style format ({{.ID}} {{.Names}}, {{json .}}, table ...)
+        #[arg(long)]
+        format: Option<String>,
+        /// id=, name=, status=, exited=, ancestor=
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
     },
     /// Fetch the logs of a container
     Logs {
@@ -485,6 +496,10 @@ pub struct RunArgs {
     /// Allocate a terminal
     #[arg(short, long)]
     pub tty: bool,
+    /// Pass the signals kiln receives on to the container
+    #[arg(long = "sig-proxy", value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod format;
 mod progress;
 
 use clap::Parser;
@@ -29,12 +30,47 @@ fn main() -> ExitCode {
         let code = kiln_solver::containers::shim_main(argv);
         return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
     }
-    let cli = cli::Cli::parse();
+    let container_command = runs_a_container(&argv);
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ if container_command => ExitCode::from(FAILED_TO_RUN),
+                _ => ExitCode::from(2),
+            };
+        }
+    };
     init_logging(cli.debug);
     match commands::dispatch(cli) {
         Ok(code) => code,
-        Err(err) => report(&err),
+        Err(err) if container_command => report(&err, FAILED_TO_RUN),
+        Err(err) => report(&err, 1),
     }
+}
+
+/// docker's status for `run` (and `create`, `start`) when the error is its own, not the
+/// container's: a bad flag, an unknown image, a name in use. 126 and 127 (a command that
+/// cannot be executed or found) come from the container's side, as the process's status.
+const FAILED_TO_RUN: u8 = 125;
+
+/// Whether the subcommand in `argv` is one whose failures exit [`FAILED_TO_RUN`]: the first
+/// word that is neither a global flag nor its value.
+fn runs_a_container(argv: &[String]) -> bool {
+    let mut words = argv.iter().skip(1);
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--root" | "--runtime" | "--insecure-registry" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return matches!(w, "run" | "create" | "start"),
+        }
+    }
+    false
 }
 
 /// Tracing output is for debugging kiln: full lines only with `--debug` (every crate at
@@ -96,7 +132,7 @@ where
     }
 }
 
-fn report(err: &anyhow::Error) -> ExitCode {
+fn report(err: &anyhow::Error, status: u8) -> ExitCode {
     if let Some(Reported(code)) = err.downcast_ref::<Reported>() {
         return ExitCode::from(*code);
     }
@@ -111,10 +147,62 @@ fn report(err: &anyhow::Error) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let mut msg = format!("error: {err}");
-    for cause in err.chain().skip(1) {
-        msg.push_str(&format!("\n  caused by: {cause}"));
-    }
+    let msg = format!("error: {}", one_line(err));
     eprintln!("{msg}");
-    ExitCode::FAILURE
+    ExitCode::from(status)
+}
+
+/// An error and its causes on one line, `a: b: c`, as docker and Go print them; a cause whose
+/// text its parent already quotes is not repeated.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{one_line, runs_a_container};
+
+    #[test]
+    fn causes_join_on_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = anyhow::Error::new(io)
+            .context("connect 127.0.0.1:5999")
+            .context("HEAD http://127.0.0.1:5999/v2/a/manifests/b");
+        assert_eq!(
+            one_line(&e),
+            "HEAD http://127.0.0.1:5999/v2/a/manifests/b: connect 127.0.0.1:5999: connection refused"
+        );
+        let e = anyhow::anyhow!("no such container: x").context("no such container: x");
+        assert_eq!(one_line(&e), "no such container: x");
+    }
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn container_commands_are_found_past_global_flags() {
+        assert!(runs_a_container(&argv("kiln run busybox")));
+        assert!(runs_a_container(&argv(
+            "kiln --root /r --debug run --bogus"
+        )));
+        assert!(!runs_a_container(&argv("kiln --runtime run images")));
+        assert!(runs_a_container(&argv(
+            "kiln --insecure-registry h:5000 create"
+        )));
+        assert!(!runs_a_container(&argv("kiln build run")));
+        assert!(!runs_a_container(&argv("kiln images")));
+        assert!(!runs_a_container(&argv("kiln")));
+    }
 }

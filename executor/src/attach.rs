@@ -190,7 +190,8 @@ impl Container {
     ///
     /// With [`Output::Inherit`], stdout and stderr are copied to ours and to the container's
     /// log; with a terminal (`plan.tty`, ours being one) the terminal's output is (stdin and
-    /// window size go straight to the runtime). SIGINT/SIGTERM sent to us reach the container's PID 1. A command that
+    /// window size go straight to the runtime). Every signal sent to us (but CHLD, PIPE, WINCH and job control)
+    /// reaches the container's PID 1 unless `sig_proxy` is off. A command that
     /// cannot be found or executed ends with docker's 127/126 and message, also in the log.
     /// When it ends (or the future is dropped, which kills the container), the rootfs is
     /// unmounted; the writable layer stays until [`Container::remove`].
@@ -265,7 +266,8 @@ impl Container {
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let wait = async {
             if inherit {
-                crate::runtime::forward_signals(&mut child, interactive).await
+                crate::runtime::forward_signals(&mut child, interactive, self.config().sig_proxy)
+                    .await
             } else {
                 Ok(child.wait().await?)
             }

@@ -34,6 +34,16 @@ pub struct ContainerConfig {
     pub image: String,
     /// The process and its sandbox.
     pub plan: ProcessPlan,
+    /// `--rm`: the container is removed once it has exited (by its shim when detached).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// `--sig-proxy` (default on): signals sent to a foreground `kiln run` reach PID 1.
+    #[serde(default = "yes")]
+    pub sig_proxy: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Lifecycle status, as Docker names it.
@@ -516,6 +526,10 @@ impl Container {
     pub fn wait_exited(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
+            if self.removed() {
+                // `--rm`: its shim removed it once it had exited.
+                return Ok(true);
+            }
             let state = self.state()?;
             if state.status != Status::Running {
                 return Ok(state.status == Status::Exited);
@@ -567,7 +581,8 @@ impl Container {
     /// process ended on SIGTERM). A PID 1 without a SIGTERM handler ignores it (as in Docker)
     /// and ends with 137 after the timeout.
     pub fn stop(&self, timeout: Duration) -> Result<ContainerState> {
-        if self.state()?.status == Status::Running {
+        let last = self.state()?;
+        if last.status == Status::Running {
             match self.kill("TERM") {
                 Ok(()) | Err(Error::NotRunning { .. }) => {}
                 Err(e) => return Err(e),
@@ -580,7 +595,19 @@ impl Container {
                 self.wait_exited(Duration::from_secs(10))?;
             }
         }
+        if self.removed() {
+            return Ok(ContainerState {
+                status: Status::Exited,
+                pid: None,
+                ..last
+            });
+        }
         self.state()
+    }
+
+    /// Whether the container was removed meanwhile (by its shim, for `--rm`).
+    fn removed(&self) -> bool {
+        !self.dir().join("state.json").exists()
     }
 
     /// Removes the container: refuses a running one unless `force` (which kills it), unmounts
@@ -597,6 +624,9 @@ impl Container {
                 Err(e) => return Err(e),
             }
             self.wait_exited(Duration::from_secs(10))?;
+            if self.removed() {
+                return Ok(());
+            }
         }
         // runc keeps a container's state in `<root>/<id>`: without it there is nothing to delete
         // (and no runc process to start, ~10 ms).
@@ -611,8 +641,11 @@ impl Container {
         if bundle.exists() {
             fs_err::remove_dir_all(&bundle)?;
         }
-        fs_err::remove_dir_all(self.dir())?;
-        Ok(())
+        match fs_err::remove_dir_all(self.dir()) {
+            // A `--rm` container's shim may be removing it at the same time.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => Ok(r?),
+        }
     }
 
     /// Unmounts (lazily) the root filesystem, if mounted: an exited container keeps only its
@@ -712,7 +745,16 @@ impl Container {
                 "CapDrop": plan.cap_drop,
                 "Privileged": plan.privileged,
                 "SecurityOpt": security_opts(plan),
+                "AutoRemove": self.config.auto_remove,
             },
+            "Mounts": plan.mounts.iter().map(|m| match m {
+                crate::MountPlan::Bind { src, dst, readonly } => serde_json::json!({
+                    "Type": "bind", "Source": src, "Destination": dst, "RW": !readonly,
+                }),
+                crate::MountPlan::Tmpfs { dst, .. } => serde_json::json!({
+                    "Type": "tmpfs", "Source": "", "Destination": dst, "RW": true,
+                }),
+            }).collect::<Vec<_>>(),
         }))
     }
 
@@ -798,6 +840,18 @@ mod tests {
     }
 
     #[test]
+    fn configs_stored_before_rm_and_sig_proxy_keep_docker_defaults() {
+        let old = serde_json::json!({
+            "name": "old",
+            "image": "busybox",
+            "plan": serde_json::to_value(ProcessPlan::new(["true"])).unwrap(),
+        });
+        let c: ContainerConfig = serde_json::from_value(old).unwrap();
+        assert!(!c.auto_remove);
+        assert!(c.sig_proxy);
+    }
+
+    #[test]
     fn create_list_get_without_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let store = Containers::open(dir.path()).unwrap();
@@ -805,6 +859,8 @@ mod tests {
             name: Some("web".into()),
             image: "busybox".into(),
             plan: ProcessPlan::new(["sleep", "1"]),
+            auto_remove: false,
+            sig_proxy: true,
         };
         let c = store.create(config.clone()).unwrap();
         assert_eq!(c.id().len(), 64);

@@ -61,7 +61,7 @@ pub struct OutputChunk {
 /// Where the container's stdio goes.
 #[derive(Debug)]
 pub enum Output {
-    /// Our own stdio (`kiln run` in the foreground); SIGINT/SIGTERM sent to us are forwarded to
+    /// Our own stdio (`kiln run` in the foreground); the signals sent to us are forwarded to
     /// the container's PID 1, and `plan.tty` gives a real terminal. `log_path` is not used.
     Inherit,
     /// Streamed as chunks (RUN); stdin is empty.
@@ -319,7 +319,7 @@ pub(crate) async fn drive(
                 cmd.process_group(0);
             }
             let mut child = cmd.spawn().map_err(|e| spawn_err(rt, e))?;
-            forward_signals(&mut child, interactive).await
+            forward_signals(&mut child, interactive, true).await
         }
         Output::Channel(_) => {
             cmd.stdin(Stdio::null())
@@ -421,29 +421,75 @@ async fn pump(reader: Option<impl AsyncRead + Unpin>, stream: Stream, sink: &Sin
     }
 }
 
+/// The signals `kiln run` passes on to the container, as docker's `--sig-proxy` does: every
+/// catchable one but those about kiln's own plumbing (CHLD, PIPE, URG, WINCH) and job control.
+const FORWARDED: [rustix::process::Signal; 10] = {
+    use rustix::process::Signal as S;
+    [
+        S::HUP,
+        S::INT,
+        S::QUIT,
+        S::USR1,
+        S::USR2,
+        S::TERM,
+        S::ALARM,
+        S::VTALARM,
+        S::PROF,
+        S::XCPU,
+    ]
+};
+
+/// Waits for `child` (the runtime), passing every signal in [`FORWARDED`] that reaches this
+/// process on to it (runc hands them to the container's PID 1), so none of them ends kiln
+/// before the container. With `interactive` the runtime shares the terminal's foreground
+/// group and already got ^C and ^\ from it; without `proxy` (`--sig-proxy=false`) signals are
+/// swallowed, so kiln still outlives them and cleans up.
 pub(crate) async fn forward_signals(
     child: &mut tokio::process::Child,
     interactive: bool,
+    proxy: bool,
 ) -> Result<std::process::ExitStatus> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut listeners = Vec::new();
+    for sig in FORWARDED {
+        let mut stream = signal(SignalKind::from_raw(sig.as_raw()))?;
+        let tx = tx.clone();
+        listeners.push(tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let _abort = AbortOnDrop(listeners);
     loop {
         let sig = tokio::select! {
             status = child.wait() => return Ok(status?),
-            _ = term.recv() => rustix::process::Signal::TERM,
-            _ = int.recv() => rustix::process::Signal::INT,
+            Some(sig) = rx.recv() => sig,
         };
-        // In the terminal's foreground group the runtime already got ^C from the terminal.
-        if sig == rustix::process::Signal::INT && interactive {
+        use rustix::process::Signal as S;
+        if !proxy || (interactive && (sig == S::INT || sig == S::QUIT)) {
             continue;
         }
         if let Some(pid) = child
             .id()
             .and_then(|p| rustix::process::Pid::from_raw(p as i32))
         {
-            // runc forwards what it receives to the container's PID 1.
             let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+}
+
+/// Stops the signal listeners of [`forward_signals`] when it returns.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn shim_main(args: Vec<String>) -> i32 {
             return 1;
         }
     };
-    match supervise(&container) {
+    let code = match supervise(&container) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %e, "shim");
@@ -48,7 +48,14 @@ pub fn shim_main(args: Vec<String>) -> i32 {
             }
             125
         }
+    };
+    // `run -d --rm`: the shim is the only one there when the container exits.
+    if container.config().auto_remove
+        && let Err(e) = container.remove(true)
+    {
+        let _ = writeln!(std::io::stderr(), "kiln shim: removing the container: {e}");
     }
+    code
 }
 
 fn supervise(container: &Container) -> Result<i32> {

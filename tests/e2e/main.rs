@@ -6,6 +6,7 @@ mod debug_shell;
 mod front_door;
 mod interop;
 mod layers;
+mod lifecycle;
 mod progress;
 mod prune;
 mod registry;

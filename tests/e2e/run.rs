@@ -136,7 +136,7 @@ fn run_without_rm_keeps_the_container_like_docker() {
         .lines()
         .find(|l| l.ends_with(" kept"))
         .expect("ps -a lists it");
-    assert!(line.contains("exited (3)"), "{ps}");
+    assert!(line.contains("Exited (3) "), "{ps}");
     assert!(
         !r.k.ok(&["ps"]).contains("kept"),
         "ps shows running ones only"
@@ -469,7 +469,7 @@ fn detached_ps_logs_stop_kill_exec_inspect_rm() {
     let st = &r.inspect("srv")["State"];
     assert_eq!(st["Status"], "exited");
     assert_eq!(st["ExitCode"], 143);
-    assert!(r.k.ok(&["ps", "-a"]).contains("exited (143)"));
+    assert!(r.k.ok(&["ps", "-a"]).contains("Exited (143) "));
     assert!(!r.k.ok(&["ps"]).contains("srv"));
     let err = r.k.fails(&["exec", "srv", "true"]);
     assert!(err.contains("not running"), "{err}");
@@ -586,7 +586,7 @@ fn a_killed_kiln_run_is_reaped_by_the_next_kiln() {
     child.wait().expect("wait");
     // The next kiln stops what the killed one left and records it.
     let ps = r.k.ok(&["ps", "-a"]);
-    assert!(ps.contains("exited (255)"), "{ps}");
+    assert!(ps.contains("Exited (255) "), "{ps}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use kiln_solver::Host;
 use kiln_solver::containers::{Container, ContainerConfig, Containers, ExecOptions, ProcessPlan};
 use kiln_solver::images::ImageRecord;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub fn run_detached(
         name: args.name.clone(),
         image: args.image.clone(),
         plan,
+        auto_remove: args.rm,
+        sig_proxy: args.sig_proxy,
     })?;
     host.start_detached(rec, &c)?;
     println!("{}", c.id());
@@ -34,44 +36,6 @@ fn get(cs: &Containers, name: &str) -> Result<Container> {
         .with_context(|| format!("no such container: {name}"))
 }
 
-/// `kiln ps`.
-pub fn ps(g: &Global, all: bool, quiet: bool) -> Result<()> {
-    let cs = g.host()?.containers()?;
-    let mut out = std::io::stdout().lock();
-    if !quiet {
-        writeln!(
-            out,
-            "{:<14} {:<28} {:<32} {:<12} NAMES",
-            "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
-        )?;
-    }
-    for c in cs.list(all)? {
-        if quiet {
-            writeln!(out, "{}", &c.id()[..12])?;
-            continue;
-        }
-        let st = c.state()?;
-        let status = match st.exit_code {
-            Some(code) if st.status.as_str() == "exited" => format!("exited ({code})"),
-            _ => st.status.as_str().to_string(),
-        };
-        let mut cmd = c.config().plan.args.join(" ");
-        if cmd.chars().count() > 30 {
-            cmd = cmd.chars().take(29).collect::<String>() + "…";
-        }
-        writeln!(
-            out,
-            "{:<14} {:<28} {:<32} {:<12} {}",
-            &c.id()[..12],
-            c.config().image,
-            format!("\"{cmd}\""),
-            status,
-            c.name()
-        )?;
-    }
-    Ok(())
-}
-
 /// `kiln logs`.
 pub fn logs(g: &Global, name: &str, follow: bool) -> Result<()> {
     let cs = g.host()?.containers()?;
@@ -80,34 +44,44 @@ pub fn logs(g: &Global, name: &str, follow: bool) -> Result<()> {
     Ok(())
 }
 
+/// Runs `op` on each of `names` in turn, as docker does: a failure is printed and the rest
+/// still go; the status is 1 if any failed.
+fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    let mut failed = false;
+    for n in names {
+        match op(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {}", crate::one_line(&e));
+            }
+        }
+    }
+    if failed {
+        return Err(crate::Reported(1).into());
+    }
+    Ok(())
+}
+
 /// `kiln stop`.
 pub fn stop(g: &Global, names: &[String], time: u64) -> Result<()> {
     let cs = g.host()?.containers()?;
-    for n in names {
+    each(names, |n| {
         get(&cs, n)?.stop(Duration::from_secs(time))?;
-        println!("{n}");
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// `kiln kill`.
 pub fn kill(g: &Global, names: &[String], signal: &str) -> Result<()> {
     let cs = g.host()?.containers()?;
-    for n in names {
-        get(&cs, n)?.kill(signal)?;
-        println!("{n}");
-    }
-    Ok(())
+    each(names, |n| Ok(get(&cs, n)?.kill(signal)?))
 }
 
 /// `kiln rm`.
 pub fn rm(g: &Global, names: &[String], force: bool) -> Result<()> {
     let cs = g.host()?.containers()?;
-    for n in names {
-        get(&cs, n)?.remove(force)?;
-        println!("{n}");
-    }
-    Ok(())
+    each(names, |n| Ok(get(&cs, n)?.remove(force)?))
 }
 
 /// `kiln inspect NAME` for a container, if one has that name or ID.

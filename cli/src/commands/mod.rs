@@ -6,6 +6,7 @@ mod container;
 pub mod debug;
 mod debug_shell;
 mod image;
+mod lifecycle;
 mod registry;
 mod run;
 mod system;
@@ -59,7 +60,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Tag { source, target } => ok(image::tag(&g.host()?, &source, &target)),
         Command::Rmi { force, images } => ok(image::rmi(&g.host()?, &images, force)),
         Command::History { no_trunc, image } => ok(image::history(&g.host()?, &image, no_trunc)),
-        Command::Inspect { names } => {
+        Command::Inspect { names, format } => {
             let host = g.host()?;
             let mut out = Vec::new();
             for n in &names {
@@ -68,7 +69,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                     None => out.push(image::inspect_image(&host, n)?),
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            match format {
+                Some(f) => lifecycle::inspect_format(&out, &f)?,
+                None => println!("{}", serde_json::to_string_pretty(&out)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Load { input, quiet } => ok(image::load(&g.host()?, input.as_deref(), quiet)),
@@ -78,7 +82,22 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             images,
         } => ok(image::save(&g.host()?, &images, output.as_ref(), format)),
         Command::Import { file, reference } => ok(image::import(&g.host()?, &file, &reference)),
-        Command::Ps { all, quiet } => ok(container::ps(&g, all, quiet)),
+        Command::Ps {
+            all,
+            quiet,
+            no_trunc,
+            format,
+            filters,
+        } => ok(lifecycle::ps(
+            &g,
+            &lifecycle::PsOptions {
+                all,
+                quiet,
+                no_trunc,
+                format,
+                filters,
+            },
+        )),
         Command::Logs { follow, container } => ok(container::logs(&g, &container, follow)),
         Command::Stop { time, containers } => ok(container::stop(&g, &containers, time)),
         Command::Kill { signal, containers } => ok(container::kill(&g, &containers, &signal)),

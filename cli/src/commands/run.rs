@@ -263,6 +263,8 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         name: args.name.clone(),
         image: args.image.clone(),
         plan,
+        auto_remove: args.rm,
+        sig_proxy: args.sig_proxy,
     })?;
     let status = host.run_attached(&rec, &c);
     if args.rm

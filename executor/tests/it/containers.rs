@@ -39,6 +39,8 @@ fn create(w: &World, s: &Containers, name: &str, plan: ProcessPlan) -> Container
             name: Some(format!("{name}-{}", w.new_id())),
             image: "busybox".into(),
             plan,
+            auto_remove: false,
+            sig_proxy: true,
         })
         .unwrap();
     mount_overlay(w, &c);
