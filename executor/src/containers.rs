@@ -496,8 +496,29 @@ impl Container {
             let _ = child.wait();
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last_seen: Option<ContainerState> = None;
         loop {
-            let state: ContainerState = read_json(&self.state_path())?;
+            let state: ContainerState = match read_json(&self.state_path()) {
+                Ok(s) => s,
+                // `run -d --rm` of a command that ended at once: its shim removed it already.
+                Err(_) if !self.dir().exists() => {
+                    let mut s = last_seen.unwrap_or_else(|| ContainerState {
+                        status: Status::Exited,
+                        pid: None,
+                        exit_code: None,
+                        oom_killed: false,
+                        created_at: now(),
+                        started_at: None,
+                        finished_at: None,
+                        error: None,
+                        shim: None,
+                    });
+                    s.status = Status::Exited;
+                    return Ok(s);
+                }
+                Err(e) => return Err(e),
+            };
+            last_seen = Some(state.clone());
             match state.status {
                 Status::Running => return Ok(state),
                 Status::Exited => {
