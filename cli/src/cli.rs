@@ -513,7 +513,16 @@ pub struct ImagesArgs {
     /// Do not truncate output
     #[arg(long)]
     pub no_trunc: bool,
-    /// Output as JSON lines
+    /// `json` (JSON lines) or a Go-template-style format ({{.Repository}}, table ...)
     #[arg(long)]
     pub format: Option<String>,
+    /// Show all images (kiln keeps no intermediate ones: the same as without)
+    #[arg(short, long)]
+    pub all: bool,
+    /// reference=PATTERN, dangling=true|false
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Only images named REPO[:TAG]
+    #[arg(value_name = "REPO[:TAG]")]
+    pub reference: Option<String>,
 }

@@ -339,3 +339,38 @@ fn ps_inspect_and_rm_speak_docker_s_format() {
     );
     assert_eq!(r.all().len(), 1);
 }
+
+#[test]
+fn images_take_a_reference_filters_and_format() {
+    let k = Kiln::with_busybox();
+    k.ok(&["tag", "busybox", "kiln/app:v1"]);
+    let all = k.ok(&["images"]);
+    let header: Vec<&str> = all
+        .lines()
+        .next()
+        .unwrap()
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        "{all}"
+    );
+    assert!(all.contains(" ago "), "relative CREATED: {all}");
+    let only = k.ok(&["images", "busybox", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(only, "busybox:latest\n");
+    let globbed = k.ok(&[
+        "images",
+        "-a",
+        "-f",
+        "reference=kiln/*:v*",
+        "--format",
+        "{{.Repository}}",
+    ]);
+    assert_eq!(globbed, "kiln/app\n");
+    assert_eq!(k.ok(&["images", "-q", "nosuch"]), "");
+    let err = k.fails(&["images", "-f", "dangling=maybe"]);
+    assert!(err.contains("invalid filter 'dangling=maybe'"), "{err}");
+}

@@ -37,7 +37,22 @@ fn human_size(n: u64) -> String {
 
 /// `kiln images`.
 pub fn images(host: &Host, args: &ImagesArgs) -> Result<()> {
-    let list = host.images().list()?;
+    let filters = image_filters(args)?;
+    let mut list = host.images().list()?;
+    // An image stays when one of its names passes every filter (for -q and json).
+    list.retain(|s| {
+        let names = if s.names.is_empty() {
+            vec!["<none>:<none>".to_string()]
+        } else {
+            s.names.iter().map(|n| familiar_name(n)).collect()
+        };
+        names.iter().any(|n| {
+            let (repo, tag) = split_tag(n);
+            filters
+                .iter()
+                .all(|f| f.keeps(&repo, &tag, s.names.is_empty()))
+        })
+    });
     let mut out = std::io::stdout().lock();
     if args.quiet {
         for s in &list {
@@ -59,11 +74,12 @@ pub fn images(host: &Host, args: &ImagesArgs) -> Result<()> {
         }
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<40} {:<16} {:<14} {:<22} SIZE",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+    let template = crate::format::Template::parse(
+        args.format
+            .as_deref()
+            .unwrap_or("table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"),
     )?;
+    let mut rows = Vec::new();
     for s in &list {
         let id = if args.no_trunc {
             s.id.to_string()
@@ -71,6 +87,14 @@ pub fn images(host: &Host, args: &ImagesArgs) -> Result<()> {
             s.id.short()
         };
         let created = s.created.clone().unwrap_or_default();
+        let since = if created.is_empty() {
+            "N/A".to_owned()
+        } else {
+            format!(
+                "{} ago",
+                crate::format::human_duration(crate::format::seconds_since(&created))
+            )
+        };
         let names = if s.names.is_empty() {
             vec!["<none>:<none>".to_string()]
         } else {
@@ -78,14 +102,89 @@ pub fn images(host: &Host, args: &ImagesArgs) -> Result<()> {
         };
         for n in names {
             let (repo, tag) = split_tag(&n);
-            writeln!(
-                out,
-                "{repo:<40} {tag:<16} {id:<14} {created:<22} {}",
-                human_size(s.size)
-            )?;
+            if !filters
+                .iter()
+                .all(|f| f.keeps(&repo, &tag, s.names.is_empty()))
+            {
+                continue;
+            }
+            rows.push(serde_json::json!({
+                "Repository": repo,
+                "Tag": tag,
+                "ID": id,
+                "Digest": s.manifest_digest.to_string(),
+                "CreatedAt": created,
+                "CreatedSince": since,
+                "Size": human_size(s.size),
+            }));
         }
     }
+    let text = template.render_all(&rows, |f| match f {
+        "ID" => "IMAGE ID".to_owned(),
+        "CreatedSince" => "CREATED".to_owned(),
+        "CreatedAt" => "CREATED AT".to_owned(),
+        other => other.to_uppercase(),
+    })?;
+    out.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// What `images REPO[:TAG]` and `--filter` keep.
+#[derive(Debug, PartialEq)]
+enum ImageFilter {
+    /// `REPO[:TAG]` or `reference=REPO[:TAG]`, `*` matching within one path component.
+    Reference(String),
+    Dangling(bool),
+}
+
+impl ImageFilter {
+    fn keeps(&self, repo: &str, tag: &str, dangling: bool) -> bool {
+        match self {
+            ImageFilter::Dangling(d) => *d == dangling,
+            ImageFilter::Reference(r) => {
+                let (want_repo, want_tag) = match r.rsplit_once(':') {
+                    Some((a, t)) if !t.contains('/') => (a, Some(t)),
+                    _ => (r.as_str(), None),
+                };
+                glob(want_repo, repo) && want_tag.is_none_or(|t| glob(t, tag))
+            }
+        }
+    }
+}
+
+/// `*` matches any run of characters but `/`, as docker's reference filter (path.Match).
+fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .take_while(|&i| !tail[..i].contains('/'))
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+fn image_filters(args: &ImagesArgs) -> Result<Vec<ImageFilter>> {
+    let mut out = Vec::new();
+    if let Some(r) = &args.reference {
+        out.push(ImageFilter::Reference(r.clone()));
+    }
+    for f in &args.filters {
+        out.push(match f.split_once('=') {
+            Some(("reference", r)) => ImageFilter::Reference(r.to_owned()),
+            Some(("dangling", "true")) => ImageFilter::Dangling(true),
+            Some(("dangling", "false")) => ImageFilter::Dangling(false),
+            Some(("dangling", v)) => {
+                bail!("invalid filter 'dangling={v}' (true or false)")
+            }
+            _ => bail!("invalid filter {f:?} (reference=PATTERN, dangling=true|false)"),
+        });
+    }
+    Ok(out)
 }
 
 fn split_tag(name: &str) -> (String, String) {
@@ -244,4 +343,22 @@ pub fn import(host: &Host, file: &Path, reference: &str) -> Result<()> {
     let rec = host.images().import_at(reader, &name, epoch)?;
     println!("{}", rec.config_digest);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filters_match_as_docker_s() {
+        let f = ImageFilter::Reference("busybox".into());
+        assert!(f.keeps("busybox", "latest", false));
+        assert!(!f.keeps("busybox2", "latest", false));
+        let f = ImageFilter::Reference("kiln/*:v*".into());
+        assert!(f.keeps("kiln/app", "v1", false));
+        assert!(!f.keeps("kiln/app/x", "v1", false));
+        assert!(!f.keeps("kiln/app", "latest", false));
+        assert!(ImageFilter::Dangling(true).keeps("<none>", "<none>", true));
+        assert!(!ImageFilter::Dangling(true).keeps("a", "b", false));
+    }
 }
