@@ -228,6 +228,15 @@ impl Host {
         };
         let mut report = self.store().prune_build_cache(&opts)?;
         if opts.all {
+            // The logs of RUN steps are build cache too.
+            if let Ok(entries) = fs_err::read_dir(self.root().join("logs")) {
+                for e in entries.flatten() {
+                    let bytes = kiln_cache::prune::du(&e.path());
+                    if fs_err::remove_file(e.path()).is_ok() {
+                        report.reclaimed += bytes;
+                    }
+                }
+            }
             // Kept failed-step states are build cache too.
             for s in self.failed_steps()? {
                 let bytes = kiln_cache::prune::du(&self.root().join("debug").join(&s.id));

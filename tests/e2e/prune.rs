@@ -251,6 +251,22 @@ fn a_prune_waits_for_running_builds_and_a_killed_prune_leaves_a_working_store() 
                 .unwrap()
         })
         .collect();
+    // And a foreground run of an image the prune would otherwise remove nothing of, but
+    // whose snapshot it must not take while mounted.
+    let run = k
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 2; cat /bin/busybox > /dev/null && echo ran",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let prune = k.run(&["builder", "prune", "-af"]);
     assert!(prune.status.success(), "{}", text(&prune.stderr));
@@ -263,6 +279,9 @@ fn a_prune_waits_for_running_builds_and_a_killed_prune_leaves_a_working_store() 
         let st = b.wait().unwrap();
         assert!(st.success());
     }
+    let ran = run.wait_with_output().unwrap();
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    assert_eq!(text(&ran.stdout), "ran\n");
     for i in 0..2 {
         assert_eq!(
             k.ok(&["run", "--rm", &format!("slow:{i}"), "cat", "/copy"]),
