@@ -4,6 +4,7 @@ mod build;
 mod container;
 pub mod debug;
 mod image;
+mod network;
 mod registry;
 mod run;
 
