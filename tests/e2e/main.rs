@@ -3,6 +3,7 @@
 mod build;
 mod front_door;
 mod interop;
+mod network;
 mod registry;
 mod remote_cache;
 mod run;
