@@ -468,9 +468,24 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
-    /// none or host
-    #[arg(long, default_value = "host")]
+    /// bridge (a namespace of its own, the default), none or host
+    #[arg(long, alias = "net", default_value = "bridge")]
     pub network: String,
+    /// Publish a port: [IP:][HOST:]CONTAINER[/tcp|udp]
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER")]
+    pub publish: Vec<String>,
+    /// Publish every EXPOSEd port on a free host port
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Extra /etc/hosts entry: NAME:IP (IP may be host-gateway)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// DNS server (replaces the host's)
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domain
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
     #[arg(long)]
     pub hostname: Option<String>,
     #[arg(long = "cap-add")]

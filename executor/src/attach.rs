@@ -176,7 +176,7 @@ impl Drop for AttachCleanup {
         }
         tracing::trace!("rootfs unmounted");
         if self.bundle.exists()
-            && let Err(e) = fs_err::remove_dir_all(&self.bundle)
+            && let Err(e) = crate::cleanup::remove_bundle(&self.bundle)
         {
             tracing::warn!(error = %e, "removing bundle");
         }

@@ -33,6 +33,32 @@ fn host_resolv_conf() -> String {
     stub
 }
 
+/// The container's `resolv.conf`: the host's, with `--dns` replacing its nameservers and
+/// `--dns-search` its search domains, as docker does.
+fn resolv_conf(plan: &ProcessPlan) -> String {
+    let host = host_resolv_conf();
+    if plan.dns.is_empty() && plan.dns_search.is_empty() {
+        return host;
+    }
+    let mut out = String::new();
+    for line in host.lines() {
+        let key = line.split_whitespace().next().unwrap_or("");
+        let replaced = (key == "nameserver" && !plan.dns.is_empty())
+            || ((key == "search" || key == "domain") && !plan.dns_search.is_empty());
+        if !replaced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !plan.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", plan.dns_search.join(" ")));
+    }
+    for ns in &plan.dns {
+        out.push_str(&format!("nameserver {ns}\n"));
+    }
+    out
+}
+
 /// Writes the owner file, then `config.json`, `hosts`, `hostname` and `resolv.conf` into
 /// `bundle`.
 pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()> {
@@ -57,11 +83,16 @@ pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()
             }
             Err(_) => default_hosts(&hostname),
         },
-        Network::None => default_hosts(&hostname),
+        Network::None | Network::Bridge => default_hosts(&hostname),
     };
+    let mut hosts = hosts;
+    for (name, ip) in &plan.extra_hosts {
+        // docker appends --add-host entries as `IP\tNAME`.
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
     fs_err::write(bundle.join("hosts"), hosts)?;
     fs_err::write(bundle.join("hostname"), format!("{hostname}\n"))?;
-    fs_err::write(bundle.join("resolv.conf"), host_resolv_conf())?;
+    fs_err::write(bundle.join("resolv.conf"), resolv_conf(plan))?;
     write_atomic(&bundle.join("config.json"), &spec_json(spec)?)
 }
 

@@ -39,6 +39,8 @@ pub fn cleanup_stale_with(runtime: Option<&Runtime>, state_dir: &Path) -> Result
 
 /// Removes a bundle directory; one another kiln's reaper removed meanwhile is fine.
 pub(crate) fn remove_bundle(bundle: &Path) -> Result<()> {
+    // Its network namespace is a mount and pasta may serve it: both go first.
+    crate::network::release(bundle);
     match fs_err::remove_dir_all(bundle) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => Ok(other?),

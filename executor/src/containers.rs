@@ -660,7 +660,7 @@ impl Container {
         self.unmount_rootfs()?;
         let bundle = self.store.bundle(&self.id);
         if bundle.exists() {
-            fs_err::remove_dir_all(&bundle)?;
+            crate::cleanup::remove_bundle(&bundle)?;
         }
         match fs_err::remove_dir_all(self.dir()) {
             // A `--rm` container's shim may be removing it at the same time.
@@ -757,7 +757,7 @@ impl Container {
                 "Image": self.config.image,
             },
             "HostConfig": {
-                "NetworkMode": match plan.network { crate::Network::Host => "host", crate::Network::None => "none" },
+                "NetworkMode": match plan.network { crate::Network::Host => "host", crate::Network::None => "none", crate::Network::Bridge => "bridge" },
                 "ReadonlyRootfs": plan.readonly_rootfs,
                 "Memory": plan.memory.unwrap_or(0),
                 "NanoCpus": plan.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
@@ -767,7 +767,9 @@ impl Container {
                 "Privileged": plan.privileged,
                 "SecurityOpt": security_opts(plan),
                 "AutoRemove": self.config.auto_remove,
+                "PortBindings": self.ports_json(),
             },
+            "NetworkSettings": { "Ports": self.ports_json() },
             "Mounts": plan.mounts.iter().map(|m| match m {
                 crate::MountPlan::Bind { src, dst, readonly } => serde_json::json!({
                     "Type": "bind", "Source": src, "Destination": dst, "RW": !readonly,
@@ -777,6 +779,28 @@ impl Container {
                 }),
             }).collect::<Vec<_>>(),
         }))
+    }
+
+    /// The container's published ports (`-p`, `-P`), host ports as chosen at creation.
+    pub fn ports(&self) -> &[crate::network::PortMapping] {
+        &self.config.plan.ports
+    }
+
+    /// docker's `NetworkSettings.Ports`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+    pub fn ports_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for p in self.ports() {
+            let entry = map
+                .entry(p.container_key())
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let serde_json::Value::Array(list) = entry {
+                list.push(serde_json::json!({
+                    "HostIp": p.host_ip.to_string(),
+                    "HostPort": p.host_port.to_string(),
+                }));
+            }
+        }
+        serde_json::Value::Object(map)
     }
 
     pub(crate) fn write_state(&self, state: &ContainerState) -> Result<()> {

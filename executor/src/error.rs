@@ -47,6 +47,18 @@ pub enum Error {
         /// The name as given.
         name: String,
     },
+    /// A published host port is taken (docker's message).
+    #[error("Bind for {addr} failed: port is already allocated")]
+    PortInUse {
+        /// `IP:PORT` on the host.
+        addr: String,
+    },
+    /// A network setting or its setup failed (bad `-p`, namespace, pasta).
+    #[error("{reason}")]
+    Network {
+        /// What failed, with its cause.
+        reason: String,
+    },
     /// A plan field is unusable (relative path, empty args, ...).
     #[error("invalid process plan: {reason}")]
     InvalidPlan {

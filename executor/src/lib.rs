@@ -22,6 +22,7 @@ pub mod cgroup;
 mod cleanup;
 pub mod containers;
 mod error;
+pub mod network;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;

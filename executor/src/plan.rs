@@ -12,6 +12,9 @@ pub enum Network {
     Host,
     /// A fresh network namespace with only the loopback interface.
     None,
+    /// docker's `bridge`: a namespace of its own with outbound connectivity through a
+    /// userspace NAT (pasta) and the published [`ProcessPlan::ports`] (see `network`).
+    Bridge,
 }
 
 /// The seccomp filter of the sandbox (`--security-opt seccomp=...`).
@@ -107,6 +110,18 @@ pub struct ProcessPlan {
     /// seccomp, no masked or read-only paths, `/sys` writable, the host's devices.
     #[serde(default)]
     pub privileged: bool,
+    /// Published ports (`-p`, `-P`), with [`Network::Bridge`].
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortMapping>,
+    /// Extra `/etc/hosts` entries (`--add-host NAME:IP`, IP already resolved).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--dns` servers (replace the host's).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search` domains.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
 }
 
 impl Default for ProcessPlan {
@@ -131,6 +146,10 @@ impl Default for ProcessPlan {
             seccomp: Seccomp::Default,
             no_new_privileges: false,
             privileged: false,
+            ports: Vec::new(),
+            extra_hosts: Vec::new(),
+            dns: Vec::new(),
+            dns_search: Vec::new(),
         }
     }
 }

@@ -366,7 +366,7 @@ pub(crate) fn prepare_bundle(
         mkdir_all_in_root(rootfs, &plan.cwd)?;
     }
     if bundle.exists() {
-        fs_err::remove_dir_all(bundle)?;
+        crate::cleanup::remove_bundle(bundle)?;
     }
     let id = bundle
         .file_name()
@@ -404,6 +404,7 @@ pub(crate) fn prepare_bundle(
         res.set_memory(Some(memory.build()?));
     }
     write_bundle(bundle, &spec, plan)?;
+    crate::network::setup(bundle, plan)?;
     Ok((watch, stubs))
 }
 
@@ -578,7 +579,7 @@ impl Drop for Cleanup {
         // Dropping the lease removes the stubs when this was the last run over the rootfs.
         self.stubs.take();
         if self.bundle.exists()
-            && let Err(e) = fs_err::remove_dir_all(&self.bundle)
+            && let Err(e) = crate::cleanup::remove_bundle(&self.bundle)
         {
             tracing::warn!(error = %e, "removing bundle");
         }

@@ -125,7 +125,7 @@ fn supervise(container: &Container) -> Result<i32> {
     if let Err(e) = container.unmount_rootfs() {
         tracing::warn!(error = %e, "unmounting the rootfs");
     }
-    let _ = fs_err::remove_dir_all(&bundle);
+    let _ = crate::cleanup::remove_bundle(&bundle);
     let mut state = container.state()?;
     state.status = Status::Exited;
     state.pid = None;

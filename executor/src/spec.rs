@@ -373,7 +373,7 @@ pub fn cgroups_path(id: &str) -> String {
 pub fn default_hostname(plan: &ProcessPlan, id: &str) -> String {
     match (&plan.hostname, plan.network) {
         (Some(h), _) => h.clone(),
-        (None, Network::None) => id.chars().take(12).collect(),
+        (None, Network::None | Network::Bridge) => id.chars().take(12).collect(),
         (None, Network::Host) => rustix::system::uname()
             .nodename()
             .to_string_lossy()
@@ -438,7 +438,14 @@ pub fn build_spec(
         .terminal(plan.tty)
         .user(user_b.build()?)
         .args(plan.args.clone())
-        .env(process_env(plan, user))
+        .env({
+            let mut env = process_env(plan, user);
+            // docker sets HOSTNAME to the container's hostname unless given.
+            if plan.network == Network::Bridge && !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+                env.push(format!("HOSTNAME={}", default_hostname(plan, &id)));
+            }
+            env
+        })
         .cwd(plan.cwd.clone())
         .capabilities(capabilities)
         .rlimits(vec![
@@ -549,12 +556,19 @@ pub fn build_spec(
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if plan.network == Network::None {
+    if plan.network != Network::Host {
         namespaces.push(LinuxNamespaceType::Network);
     }
     let namespaces = namespaces
         .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .map(|t| {
+            let mut ns = LinuxNamespaceBuilder::default().typ(t);
+            if t == LinuxNamespaceType::Network && plan.network == Network::Bridge {
+                // Made and wired before the runtime starts (`network::setup`).
+                ns = ns.path(crate::network::netns_path(bundle));
+            }
+            ns.build()
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let device_rules = if plan.privileged {

@@ -369,8 +369,8 @@ fn read_only_network_none_volumes_and_tmpfs() {
         r.out(&["--network", "none", "busybox", "ls", "/sys/class/net"]),
         "lo\n"
     );
-    let host = r.out(&["busybox", "ls", "/sys/class/net"]);
-    assert!(host.lines().count() > 1, "host network by default: {host}");
+    let host = r.out(&["--network", "host", "busybox", "ls", "/sys/class/net"]);
+    assert!(host.lines().count() > 1, "host network: {host}");
 
     // A named volume outlives the --rm container that wrote it.
     r.out(&[
@@ -879,7 +879,7 @@ fn run_steps_get_the_default_profile() {
 fn net_raw_only_off_the_host_network() {
     let Some(r) = probe_runner() else { return };
     assert_eq!(
-        probe(&r, &[])["packet"],
+        probe(&r, &["--network", "host"])["packet"],
         "EPERM",
         "host network: no AF_PACKET"
     );
@@ -888,6 +888,8 @@ fn net_raw_only_off_the_host_network() {
     // busybox arping opens an AF_PACKET socket too.
     let out = r.run(&[
         "--rm",
+        "--network",
+        "host",
         "busybox",
         "arping",
         "-c",

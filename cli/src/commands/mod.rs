@@ -7,6 +7,7 @@ pub mod debug;
 mod debug_shell;
 mod image;
 mod lifecycle;
+mod network;
 mod registry;
 mod run;
 mod system;

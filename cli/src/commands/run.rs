@@ -5,9 +5,7 @@ use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
 use kiln_solver::Host;
-use kiln_solver::containers::{
-    ContainerConfig, MountPlan, Network, ProcessPlan, Seccomp, SeccompProfile,
-};
+use kiln_solver::containers::{ContainerConfig, MountPlan, ProcessPlan, Seccomp, SeccompProfile};
 use kiln_solver::graph::ImageConfig;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -76,7 +74,9 @@ fn env_list(config: &ImageConfig, args: &RunArgs, hostname: &str) -> Result<Vec<
     if !config.config.env.iter().any(|e| e.starts_with("PATH=")) {
         set("PATH", DEFAULT_PATH, &mut env);
     }
-    set("HOSTNAME", hostname, &mut env);
+    if !hostname.is_empty() {
+        set("HOSTNAME", hostname, &mut env);
+    }
     for e in &config.config.env {
         let (k, v) = e.split_once('=').unwrap_or((e, ""));
         set(k, v, &mut env);
@@ -193,7 +193,8 @@ pub fn security_opts(plan: &mut ProcessPlan, opts: &[String]) -> Result<()> {
 /// Builds the sandbox plan for `kiln run`.
 pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<ProcessPlan> {
     let argv = command_line(config, args.entrypoint.as_deref(), &args.command)?;
-    let hostname = args.hostname.clone().unwrap_or_else(|| "kiln".to_string());
+    // Without --hostname: the short container id (own namespace) or the host's name.
+    let hostname = args.hostname.clone().unwrap_or_default();
     let mut plan = ProcessPlan::new(argv);
     plan.env = env_list(config, args, &hostname)?;
     plan.cwd = args
@@ -205,12 +206,8 @@ pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<Process
         .user
         .clone()
         .unwrap_or_else(|| config.config.user.clone());
-    plan.hostname = Some(hostname);
-    plan.network = match args.network.as_str() {
-        "host" | "default" | "bridge" => Network::Host,
-        "none" => Network::None,
-        other => bail!("--network {other:?}: only none and host are supported"),
-    };
+    plan.hostname = args.hostname.clone();
+    crate::commands::network::apply(&mut plan, config, args)?;
     plan.readonly_rootfs = args.read_only;
     plan.mounts = volumes(host, &args.volumes)?;
     for t in &args.tmpfs {
