@@ -9,6 +9,7 @@ if [ "$(id -u)" = 0 ]; then
   need=()
   command -v runc >/dev/null || need+=(runc)
   [ -x /bin/busybox ] || need+=(busybox-static)
+  command -v pasta >/dev/null || need+=(passt)  # kiln run's default bridge network
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   fi
