@@ -10,7 +10,6 @@ use redb::ReadableTable;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS, SNAPSHOTS};
 use crate::store::Store;
-use kiln_oci::chain_id;
 
 const LEASES: &str = "lease";
 
@@ -50,48 +49,7 @@ impl Store {
     /// written a blob but not yet recorded it does not lose it). Build cache itself is removed
     /// only by [`Store::prune_build_cache`].
     pub fn gc_with_grace(&self, grace: Duration) -> Result<GcStats> {
-        let mut keep_blobs: HashSet<String> = HashSet::new();
-        let mut keep_snaps: HashSet<String> = HashSet::new();
-        let mut chains: Vec<Vec<(Digest, Digest)>> = Vec::new();
-        for img in self.images()? {
-            let Some(rec) = self.image_by_manifest(&img.manifest_digest)? else {
-                continue;
-            };
-            keep_blobs.insert(rec.manifest_digest.hex());
-            keep_blobs.insert(rec.config_digest.hex());
-            chains.push(
-                rec.layers
-                    .iter()
-                    .map(|l| (l.digest.clone(), l.diff_id.clone()))
-                    .collect(),
-            );
-        }
-        for e in self.cache_entries()? {
-            chains.push(
-                e.layers
-                    .iter()
-                    .map(|l| (l.digest.clone(), l.diff_id.clone()))
-                    .collect(),
-            );
-        }
-        for chain in chains {
-            let mut ids = Vec::new();
-            for (digest, diff_id) in chain {
-                keep_blobs.insert(digest.hex());
-                ids.push(diff_id);
-                if let Some(c) = chain_id(&ids) {
-                    keep_snaps.insert(c.hex());
-                }
-            }
-        }
-        for (_, v) in self.kv_list(LEASES)? {
-            let ds: Vec<Digest> =
-                serde_json::from_slice(&v).map_err(|e| Error::json("lease", e))?;
-            for d in ds {
-                keep_blobs.insert(d.hex());
-                keep_snaps.insert(d.hex());
-            }
-        }
+        let (keep_blobs, keep_snaps) = self.gc_roots(None)?;
         self.collect_except(&keep_blobs, &keep_snaps, grace)
     }
 

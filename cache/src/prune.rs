@@ -284,7 +284,7 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn image_roots(
         &self,
-        in_use: &[Digest],
+        in_use: Option<&[Digest]>,
     ) -> Result<(
         Vec<(ImageUsage, Vec<String>)>,
         HashMap<String, u32>,
@@ -302,7 +302,7 @@ impl Store {
             for l in &rec.layers {
                 blobs.push(l.digest.hex());
                 ids.push(l.diff_id.clone());
-                if in_use.contains(&rec.manifest_digest)
+                if in_use.is_none_or(|u| u.contains(&rec.manifest_digest))
                     && let Some(c) = chain_id(&ids)
                 {
                     snaps.insert(c.hex());
@@ -338,7 +338,7 @@ impl Store {
                 blob_disk(&e.path()),
             );
         }
-        let (images, refs, _) = self.image_roots(&[])?;
+        let (images, refs, _) = self.image_roots(Some(&[]))?;
         let mut usage = DiskUsage::default();
         for (mut img, blobs) in images {
             for b in &blobs {
@@ -388,7 +388,7 @@ impl Store {
     pub fn prune_build_cache(&self, opts: &PruneOptions) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         let entries = self.cache_entries()?;
-        let (images, _, _) = self.image_roots(&[])?;
+        let (images, _, _) = self.image_roots(Some(&[]))?;
         let image_blobs: HashSet<String> =
             images.iter().flat_map(|(_, b)| b.iter().cloned()).collect();
         let cutoff = opts.until.map(|d| now_ms() - d.as_millis() as i64);
@@ -412,7 +412,7 @@ impl Store {
             let mut total = usage.build_cache_bytes();
             // What each chain prefix frees once no remaining record uses it: its unpacked
             // snapshot, and its top layer's blob when no image holds that blob.
-            let (_, _, in_use_snaps) = self.image_roots(&opts.in_use)?;
+            let (_, _, in_use_snaps) = self.image_roots(Some(&opts.in_use))?;
             let mut users: HashMap<String, u32> = HashMap::new();
             let mut sizes: HashMap<String, u64> = HashMap::new();
             for e in &entries {
@@ -491,20 +491,19 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes every blob and snapshot that no image, cache record or lease keeps, now: hold
-    /// the [`GcLock`] exclusive (no other kiln process is between writing a blob and
-    /// recording it).
-    pub fn collect(&self, in_use: &[Digest]) -> Result<crate::GcStats> {
+    /// What GC keeps (hex digests): every blob of an image, a build cache record or a lease,
+    /// and the snapshots of records, leases and images (all images when `in_use` is `None`,
+    /// else only those).
+    pub(crate) fn gc_roots(
+        &self,
+        in_use: Option<&[Digest]>,
+    ) -> Result<(HashSet<String>, HashSet<String>)> {
         let (images, _, mut keep_snaps) = self.image_roots(in_use)?;
         let mut keep: HashSet<String> = images.into_iter().flat_map(|(_, b)| b).collect();
         for e in self.cache_entries()? {
-            let mut ids = Vec::new();
-            for l in &e.layers {
+            for (c, l) in prefixes(&e.layers) {
                 keep.insert(l.digest.hex());
-                ids.push(l.diff_id.clone());
-                if let Some(c) = chain_id(&ids) {
-                    keep_snaps.insert(c.hex());
-                }
+                keep_snaps.insert(c);
             }
         }
         for (_, v) in self.kv_list(LEASES)? {
@@ -515,9 +514,14 @@ impl Store {
                 keep_snaps.insert(d.hex());
             }
         }
-        // Snapshots of leased chains: every prefix of a leased layer list is kept by the
-        // layer digests' own snapshots only when they are chain IDs; the debug states lease
-        // layer blobs, whose snapshots are rebuilt from them when needed.
+        Ok((keep, keep_snaps))
+    }
+
+    /// Removes every blob and snapshot that no image, cache record or lease keeps, now: hold
+    /// the [`GcLock`] exclusive (no other kiln process is between writing a blob and
+    /// recording it).
+    pub fn collect(&self, in_use: &[Digest]) -> Result<crate::GcStats> {
+        let (keep, keep_snaps) = self.gc_roots(Some(in_use))?;
         self.collect_except(&keep, &keep_snaps, Duration::ZERO)
     }
 }

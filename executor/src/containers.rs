@@ -119,6 +119,23 @@ fn random_id() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+impl ContainerState {
+    /// The state of a container just created: not started, no exit yet.
+    fn created() -> ContainerState {
+        ContainerState {
+            status: Status::Created,
+            pid: None,
+            exit_code: None,
+            oom_killed: false,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            shim: None,
+        }
+    }
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = fs_err::read(path)?;
     serde_json::from_slice(&text).map_err(|source| Error::Json {
@@ -227,20 +244,7 @@ impl Containers {
         }
         // The state first: a container is listed once its config exists, and a concurrent
         // `list` must find its state then.
-        write_json(
-            &dir.join("state.json"),
-            &ContainerState {
-                status: Status::Created,
-                pid: None,
-                exit_code: None,
-                oom_killed: false,
-                created_at: now(),
-                started_at: None,
-                finished_at: None,
-                error: None,
-                shim: None,
-            },
-        )?;
+        write_json(&dir.join("state.json"), &ContainerState::created())?;
         write_json(
             &dir.join("config.json"),
             &StoredConfig {
@@ -502,17 +506,7 @@ impl Container {
                 Ok(s) => s,
                 // `run -d --rm` of a command that ended at once: its shim removed it already.
                 Err(_) if !self.dir().exists() => {
-                    let mut s = last_seen.unwrap_or_else(|| ContainerState {
-                        status: Status::Exited,
-                        pid: None,
-                        exit_code: None,
-                        oom_killed: false,
-                        created_at: now(),
-                        started_at: None,
-                        finished_at: None,
-                        error: None,
-                        shim: None,
-                    });
+                    let mut s = last_seen.unwrap_or_else(ContainerState::created);
                     s.status = Status::Exited;
                     return Ok(s);
                 }
