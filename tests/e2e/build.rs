@@ -203,11 +203,11 @@ fn multistage_example_builds_and_runs() {
     );
     assert!(!ran(&err).iter().any(|n| n.starts_with("[docs")), "{err}");
     assert_eq!(
-        k.ok(&["run", "--rm", "ms:test"]),
+        k.ok(&["run", "--rm", "--hostname", "kiln", "ms:test"]),
         "hello, world: greet 1.2.0 running as app in kiln\n"
     );
     assert_eq!(
-        k.ok(&["run", "--rm", "ms:test", "e2e"]),
+        k.ok(&["run", "--rm", "--hostname", "kiln", "ms:test", "e2e"]),
         "hello, e2e: greet 1.2.0 running as app in kiln\n"
     );
 }

@@ -120,10 +120,12 @@ fn own_namespace_hostname_and_published_port() {
     assert_eq!(pasta_processes(&root), 1);
     k.ok(&["rm", "-f", "web"]);
     assert_eq!(pasta_processes(&root), 0, "pasta gone with the container");
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "port released"
-    );
+    // pasta's listener goes with it (allow it a moment to close).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "port released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!("{root}/")), "no netns mount left");
 }
