@@ -75,30 +75,7 @@ impl IgnoreMatcher {
     }
 }
 
-/// Go's `filepath.Clean` for `/`-separated paths.
-pub(crate) fn clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            p => out.push(p),
-        }
-    }
-    let body = out.join("/");
-    match (rooted, body.is_empty()) {
-        (true, _) => format!("/{body}"),
-        (false, true) => ".".to_owned(),
-        (false, false) => body,
-    }
-}
+pub(crate) use crate::lower::paths::clean;
 
 fn tokenize(p: &str) -> Vec<Token> {
     let chars: Vec<char> = p.chars().collect();

@@ -23,7 +23,7 @@ mod dispatch;
 mod error;
 mod history;
 mod mount;
-mod paths;
+pub(crate) mod paths;
 mod run;
 mod source;
 mod stage;
