@@ -33,6 +33,8 @@ pub enum Command {
     Build(BuildArgs),
     /// Run a command in a new container
     Run(RunArgs),
+    #[command(flatten)]
+    Life(LifeCommand),
     /// List images
     Images(ImagesArgs),
     /// Give an image another name
@@ -254,6 +256,128 @@ pub enum ContainerCommand {
         #[arg(short, long)]
         force: bool,
     },
+    #[command(flatten)]
+    Life(LifeCommand),
+}
+
+/// The container lifecycle commands, as `kiln VERB` and `kiln container VERB`.
+#[derive(Subcommand, Debug)]
+pub enum LifeCommand {
+    /// Create a new container (as run does, without starting it)
+    Create(RunArgs),
+    /// Start created or stopped containers
+    Start(StartArgs),
+    /// Restart containers
+    Restart(RestartArgs),
+    /// Block until containers stop, then print their exit codes
+    Wait(NamesArgs),
+    /// Attach to a running container's output (and its stdin if it was created with -i)
+    Attach(AttachArgs),
+    /// Copy files between a container and the host
+    Cp(CpArgs),
+    /// Show files a container added (A), changed (C) or deleted (D)
+    Diff(NameArgs),
+    /// Write a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Show the processes of a container
+    Top(TopArgs),
+    /// Show containers' resource usage
+    Stats(StatsArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Freeze every process of containers
+    Pause(NamesArgs),
+    /// Thaw paused containers
+    Unpause(NamesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach to the output and wait for the end (the exit status is the container's)
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach stdin
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// Seconds to wait before killing
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin
+    #[arg(long)]
+    pub no_stdin: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a host path (`-`: a tar stream on stdin)
+    pub src: String,
+    /// CONTAINER:DEST_PATH or a host path (`-`: a tar stream on stdout)
+    pub dst: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// ps options (default: -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print one sample and exit
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Go-template-style format ({{.Name}} {{.CPUPerc}}, table ...)
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub old: String,
+    pub new: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -447,6 +571,12 @@ pub struct RunArgs {
     /// Run in the background and print the container ID
     #[arg(short, long)]
     pub detach: bool,
+    /// Run a tiny init (tini) as PID 1 that forwards signals and reaps zombies
+    #[arg(long)]
+    pub init: bool,
+    /// Restart policy: no, on-failure[:MAX], always, unless-stopped
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub restart: String,
     #[arg(long)]
     pub name: Option<String>,
     /// Environment variable; `-e K` takes K from the environment

@@ -67,6 +67,8 @@ fn runs_a_container(argv: &[String]) -> bool {
                 words.next();
             }
             w if w.starts_with('-') => {}
+            // `kiln container run|create|start`.
+            "container" => {}
             w => return matches!(w, "run" | "create" | "start"),
         }
     }

@@ -40,6 +40,64 @@ pub struct ContainerConfig {
     /// `--sig-proxy` (default on): signals sent to a foreground `kiln run` reach PID 1.
     #[serde(default = "yes")]
     pub sig_proxy: bool,
+    /// The image's ID (`sha256:…`), to mount its layers again on a later `start`.
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// `--restart`: what the shim does when the process ends.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+/// docker's restart policy names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartName {
+    /// Never restart.
+    #[default]
+    No,
+    /// Restart whatever the exit code, until stopped.
+    Always,
+    /// Restart after a non-zero exit, at most `max_retries` times (0: no limit).
+    OnFailure,
+    /// As `always` (there is no daemon restart that would tell them apart).
+    UnlessStopped,
+}
+
+/// `--restart NAME[:MAX]`, supervised by the shim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// The policy.
+    pub name: RestartName,
+    /// `on-failure:N`: at most N restarts (0: no limit).
+    #[serde(default)]
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// docker's name of the policy (`no`, `always`, `on-failure`, `unless-stopped`).
+    pub fn as_str(&self) -> &'static str {
+        match self.name {
+            RestartName::No => "no",
+            RestartName::Always => "always",
+            RestartName::OnFailure => "on-failure",
+            RestartName::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    /// Whether a process that ended with `code`, after `restarts` restarts so far, is
+    /// started again (never once `stop` asked for it to end).
+    pub fn should_restart(&self, code: i32, restarts: u32, manually_stopped: bool) -> bool {
+        if manually_stopped {
+            return false;
+        }
+        match self.name {
+            RestartName::No => false,
+            RestartName::Always | RestartName::UnlessStopped => true,
+            RestartName::OnFailure => {
+                code != 0 && (self.max_retries == 0 || restarts < self.max_retries)
+            }
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -90,6 +148,15 @@ pub struct ContainerState {
     pub error: Option<String>,
     /// The supervising shim, `pid starttime`.
     pub shim: Option<String>,
+    /// How many times the shim started the process again (`--restart`).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The shim is waiting to start the process again (`--restart`): docker's `restarting`.
+    #[serde(default)]
+    pub restarting: bool,
+    /// Frozen by `pause` (derived from the container's `paused` marker when read).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The store of detached containers.
@@ -108,6 +175,14 @@ pub struct Container {
     name: String,
     config: ContainerConfig,
 }
+
+/// Where `--init` puts its reaper in the container (docker's path for docker-init).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// Marker file: `stop` asked the process to end; the shim restarts it no more.
+const STOPPED: &str = "stopped";
+/// Marker file: the container's processes are frozen (`pause`).
+const PAUSED: &str = "paused";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
@@ -132,7 +207,25 @@ impl ContainerState {
             finished_at: None,
             error: None,
             shim: None,
+            restart_count: 0,
+            restarting: false,
+            paused: false,
         }
+    }
+
+    /// docker's `State.Status`: `created`, `running`, `paused`, `restarting` or `exited`.
+    pub fn docker_status(&self) -> &'static str {
+        match self.status {
+            Status::Running if self.paused => "paused",
+            Status::Exited if self.restarting => "restarting",
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether docker counts the container as running (`ps` without `-a`): running, paused or
+    /// between two runs of its restart policy.
+    pub fn is_up(&self) -> bool {
+        self.status == Status::Running || (self.status == Status::Exited && self.restarting)
     }
 }
 
@@ -287,7 +380,7 @@ impl Containers {
             let Ok(state) = container.state() else {
                 continue;
             };
-            if all || state.status == Status::Running {
+            if all || state.is_up() {
                 out.push((state.created_at.clone(), container));
             }
         }
@@ -377,6 +470,22 @@ impl Containers {
         Ok(true)
     }
 
+    /// `rename`: gives container `c` the name `new` (refused when another container has it).
+    pub fn rename(&self, c: &Container, new: &str) -> Result<()> {
+        check_id(new)?;
+        if let Some(other) = self.list(true)?.into_iter().find(|o| o.name == new) {
+            return Err(Error::NameInUse {
+                name: new.to_owned(),
+                id: other.id,
+            });
+        }
+        let path = c.dir().join("config.json");
+        let mut stored: StoredConfig = read_json(&path)?;
+        stored.name = new.to_owned();
+        stored.config.name = Some(new.to_owned());
+        write_json(&path, &stored)
+    }
+
     /// The container with this name, full id or unique id prefix.
     pub fn get(&self, name_or_id: &str) -> Result<Container> {
         let all = self.list(true)?;
@@ -462,18 +571,44 @@ impl Container {
                 state.error = Some("supervisor process vanished".to_owned());
             }
         }
+        if state.restarting && !state.shim.as_deref().is_some_and(alive) {
+            state = read_json(&self.state_path())?;
+            if state.restarting && !state.shim.as_deref().is_some_and(alive) {
+                state.restarting = false;
+            }
+        }
+        state.paused = state.status == Status::Running && self.marker(PAUSED).exists();
         Ok(state)
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    /// Whether `stop` asked for the process to end for good (no restart policy applies).
+    pub(crate) fn manually_stopped(&self) -> bool {
+        self.marker(STOPPED).exists()
+    }
+
+    /// Forgets the pause marker (the process ended).
+    pub(crate) fn clear_paused(&self) {
+        let _ = fs_err::remove_file(self.marker(PAUSED));
     }
 
     /// Starts the container under a shim and returns once it runs (or has already ended).
     pub fn start_detached(&self) -> Result<ContainerState> {
         let runtime = self.store.runtime()?;
-        if self.state()?.status != Status::Created {
+        let previous = self.state()?;
+        if previous.status == Status::Exited && !previous.restarting {
+            // `start` of a stopped container: a new run of the same one, as docker's.
+            self.reset_for_start(&previous)?;
+        } else if previous.status != Status::Created {
             return Err(Error::StartFailed {
                 id: self.id.clone(),
                 message: "container was already started".to_owned(),
             });
         }
+        let _ = fs_err::remove_file(self.marker(STOPPED));
         let exe = match &self.store.shim_exe {
             Some(exe) => exe.clone(),
             None => std::env::current_exe()?,
@@ -537,6 +672,15 @@ impl Container {
         }
     }
 
+    /// Makes an exited container startable again: `created`, its last run forgotten but its
+    /// creation time, restart count and log kept.
+    pub fn reset_for_start(&self, previous: &ContainerState) -> Result<()> {
+        let mut state = ContainerState::created();
+        state.created_at = previous.created_at.clone();
+        state.restart_count = previous.restart_count;
+        self.write_state(&state)
+    }
+
     /// Waits until the container has exited, up to `timeout`; true if it has.
     pub fn wait_exited(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
@@ -559,10 +703,17 @@ impl Container {
     /// Sends `signal` (name such as `TERM`/`SIGKILL`, or number) to the container's PID 1.
     pub fn kill(&self, signal: &str) -> Result<()> {
         let sig = parse_signal(signal)?;
-        if self.state()?.status != Status::Running {
+        let state = self.state()?;
+        if !state.is_up() {
             return Err(Error::NotRunning {
                 id: self.id.clone(),
             });
+        }
+        // As docker's: a container signalled by hand is not restarted by its policy, and one
+        // between two runs is only told so.
+        fs_err::write(self.marker(STOPPED), b"")?;
+        if state.status != Status::Running {
+            return Ok(());
         }
         let runtime = self.store.runtime()?;
         let out = runtime
@@ -589,7 +740,108 @@ impl Container {
                 message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             });
         }
+        if state.paused {
+            // The signal is delivered once the processes thaw.
+            self.runtime_action("resume")?;
+            self.clear_paused();
+        }
         Ok(())
+    }
+
+    /// Runs `runc ACTION ID` (pause, resume) for this container.
+    fn runtime_action(&self, action: &'static str) -> Result<()> {
+        let runtime = self.store.runtime()?;
+        let out = runtime
+            .command(&self.store.runtime_root())
+            .args([action, &self.id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::RuntimeSpawn {
+                runtime: runtime.path().to_path_buf(),
+                action,
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::RuntimeFailed {
+                runtime: runtime.path().to_path_buf(),
+                action,
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `pause`: freezes every process of the container (the cgroup freezer, `runc pause`).
+    pub fn pause(&self) -> Result<()> {
+        let state = self.state()?;
+        if state.status != Status::Running {
+            return Err(Error::NotRunning {
+                id: self.id.clone(),
+            });
+        }
+        if state.paused {
+            return Err(Error::PauseState {
+                id: self.id.clone(),
+                message: "is already paused",
+            });
+        }
+        self.runtime_action("pause")?;
+        fs_err::write(self.marker(PAUSED), b"")?;
+        Ok(())
+    }
+
+    /// `unpause`: thaws a paused container (`runc resume`).
+    pub fn unpause(&self) -> Result<()> {
+        let state = self.state()?;
+        if !state.paused {
+            return Err(Error::PauseState {
+                id: self.id.clone(),
+                message: "is not paused",
+            });
+        }
+        self.runtime_action("resume")?;
+        self.clear_paused();
+        Ok(())
+    }
+
+    /// Waits until the container has exited and its shim will not start it again (stopped
+    /// for good, or its restart policy gave up), up to `timeout`; true if so.
+    pub fn wait_stopped(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.removed() {
+                return Ok(true);
+            }
+            let state = self.state()?;
+            if state.status == Status::Exited && !state.restarting {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `wait`: blocks until the current (or next, for a created container) run has ended and
+    /// returns its exit code; `None` when the container was removed meanwhile (`--rm`).
+    pub fn wait(&self) -> Result<Option<i32>> {
+        let mut last = None;
+        let mut seen_up = false;
+        loop {
+            if self.removed() {
+                return Ok(last);
+            }
+            let state = self.state()?;
+            seen_up |= state.status == Status::Running;
+            last = state.exit_code;
+            match state.status {
+                Status::Exited if state.restarting && !seen_up => {}
+                Status::Exited => return Ok(state.exit_code),
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then SIGKILL after `timeout`; returns the final state (exit code 143 when the
@@ -597,6 +849,11 @@ impl Container {
     /// and ends with 137 after the timeout.
     pub fn stop(&self, timeout: Duration) -> Result<ContainerState> {
         let last = self.state()?;
+        if last.status == Status::Exited && last.restarting {
+            // Between two runs: the shim only needs to be told.
+            fs_err::write(self.marker(STOPPED), b"")?;
+            self.wait_stopped(Duration::from_secs(10))?;
+        }
         if last.status == Status::Running {
             match self.kill("TERM") {
                 Ok(()) | Err(Error::NotRunning { .. }) => {}
@@ -609,6 +866,7 @@ impl Container {
                 }
                 self.wait_exited(Duration::from_secs(10))?;
             }
+            self.wait_stopped(Duration::from_secs(10))?;
         }
         if self.removed() {
             return Ok(ContainerState {
@@ -628,7 +886,7 @@ impl Container {
     /// Removes the container: refuses a running one unless `force` (which kills it), unmounts
     /// the rootfs (lazily) and deletes its directories and runtime state.
     pub fn remove(&self, force: bool) -> Result<()> {
-        if self.state()?.status == Status::Running {
+        if self.state()?.is_up() {
             if !force {
                 return Err(Error::StillRunning {
                     id: self.id.clone(),
@@ -638,7 +896,7 @@ impl Container {
                 Ok(()) | Err(Error::NotRunning { .. }) => {}
                 Err(e) => return Err(e),
             }
-            self.wait_exited(Duration::from_secs(10))?;
+            self.wait_stopped(Duration::from_secs(10))?;
             if self.removed() {
                 return Ok(());
             }
@@ -704,6 +962,53 @@ impl Container {
         }
     }
 
+    /// The log's length now: where [`Container::follow_output`] starts for output to come.
+    pub fn log_len(&self) -> u64 {
+        fs_err::metadata(self.log_path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// `attach`, `start -a`: copies what the container writes to its log from `offset` on to
+    /// `out` until its process has ended (or it was removed, `--rm`); returns the exit code,
+    /// when it is known.
+    pub fn follow_output(&self, mut offset: u64, out: &mut dyn Write) -> Result<Option<i32>> {
+        let path = self.log_path();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let state = if self.removed() {
+                None
+            } else {
+                self.state().ok()
+            };
+            let ended = state.as_ref().is_none_or(|s| s.status == Status::Exited);
+            if let Ok(mut file) = fs_err::File::open(&path) {
+                file.seek(SeekFrom::Start(offset))?;
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..n])?;
+                    offset += n as u64;
+                }
+                out.flush()?;
+            }
+            // The state was read before the last drain: nothing written before the end is
+            // missed.
+            if ended {
+                return Ok(state.and_then(|s| s.exit_code));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The FIFO a shim gives the process as stdin when it was created with `-i`; `attach`
+    /// writes to it.
+    pub fn stdin_fifo(&self) -> PathBuf {
+        self.dir().join("stdin")
+    }
+
     /// Runs `args` in the running container (`runc exec`), with the container's environment,
     /// user and working directory; see [`Container::exec_with`] to change them.
     pub async fn exec(&self, args: &[String], tty: bool, output: Output) -> Result<ExitStatus> {
@@ -727,11 +1032,12 @@ impl Container {
             "Path": plan.args.first().cloned().unwrap_or_default(),
             "Args": plan.args.iter().skip(1).collect::<Vec<_>>(),
             "LogPath": self.log_path(),
+            "RestartCount": s.restart_count,
             "State": {
-                "Status": s.status.as_str(),
-                "Running": s.status == Status::Running,
-                "Paused": false,
-                "Restarting": false,
+                "Status": s.docker_status(),
+                "Running": s.is_up(),
+                "Paused": s.paused,
+                "Restarting": s.status == Status::Exited && s.restarting,
                 "OOMKilled": s.oom_killed,
                 "Dead": false,
                 "Pid": s.pid.unwrap_or(0),
@@ -761,10 +1067,15 @@ impl Container {
                 "Privileged": plan.privileged,
                 "SecurityOpt": security_opts(plan),
                 "AutoRemove": self.config.auto_remove,
+                "RestartPolicy": {
+                    "Name": self.config.restart.as_str(),
+                    "MaximumRetryCount": self.config.restart.max_retries,
+                },
+                "Init": plan.mounts.iter().any(|m| m.destination() == INIT_PATH),
                 "PortBindings": self.ports_json(),
             },
             "NetworkSettings": { "Ports": self.ports_json() },
-            "Mounts": plan.mounts.iter().map(|m| match m {
+            "Mounts": plan.mounts.iter().filter(|m| m.destination() != INIT_PATH).map(|m| match m {
                 crate::MountPlan::Bind { src, dst, readonly } => serde_json::json!({
                     "Type": "bind", "Source": src, "Destination": dst, "RW": !readonly,
                 }),
@@ -900,6 +1211,8 @@ mod tests {
             plan: ProcessPlan::new(["sleep", "1"]),
             auto_remove: false,
             sig_proxy: true,
+            image_id: None,
+            restart: RestartPolicy::default(),
         };
         let c = store.create(config.clone()).unwrap();
         assert_eq!(c.id().len(), 64);

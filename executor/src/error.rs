@@ -149,6 +149,14 @@ pub enum Error {
         /// The container id.
         id: String,
     },
+    /// `pause` of a paused container, `unpause` of one that is not.
+    #[error("container {id} {message}")]
+    PauseState {
+        /// The container id.
+        id: String,
+        /// `is already paused`, `is not paused`.
+        message: &'static str,
+    },
     /// The supervisor of a detached container failed to start it.
     #[error("container {id} failed to start: {message}")]
     StartFailed {

@@ -33,7 +33,10 @@ pub mod user;
 
 pub use attach::{ExecOptions, exec_process};
 pub use cleanup::{cleanup_stale, cleanup_stale_with};
-pub use containers::{Container, ContainerConfig, ContainerState, Containers, Status};
+pub use containers::{
+    Container, ContainerConfig, ContainerState, Containers, INIT_PATH, RestartName, RestartPolicy,
+    Status,
+};
 pub use error::{Error, Result};
 pub use plan::{MountPlan, Network, ProcessPlan, Seccomp};
 pub use runtime::{ExitStatus, Output, OutputChunk, RunRequest, Runtime, Sandbox, Stream};

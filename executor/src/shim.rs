@@ -58,14 +58,111 @@ pub fn shim_main(args: Vec<String>) -> i32 {
     code
 }
 
+/// How the process of one run ended.
+struct RunEnd {
+    code: i32,
+    oom_killed: bool,
+    message: Option<String>,
+}
+
+/// Runs the container (again and again under its `--restart` policy) and records how it
+/// ended; its rootfs is unmounted and its bundle removed once no run follows.
 fn supervise(container: &Container) -> Result<i32> {
+    let result = supervise_restarts(container);
+    if result.is_err() {
+        release(container);
+    }
+    result
+}
+
+/// The cgroup, rootfs mount and bundle of the last run. The bundle goes last: while it is
+/// there, a reaper knows the mount is ours to undo.
+fn release(container: &Container) {
+    crate::cgroup::remove(container.id());
+    container.clear_paused();
+    if let Err(e) = container.unmount_rootfs() {
+        tracing::warn!(error = %e, "unmounting the rootfs");
+    }
+    let _ = crate::cleanup::remove_bundle(&container.store().bundle(container.id()));
+}
+
+/// docker's restart manager: a policy that applies starts the process again after a delay
+/// that doubles from 100 ms (at most a minute, back to 100 ms after a run of 10 s or more);
+/// `stop`/`kill` (the `stopped` marker) end it, in a run or while waiting. The state says
+/// `restarting` while waiting, with the last exit code and time.
+fn supervise_restarts(container: &Container) -> Result<i32> {
+    const FIRST_DELAY: Duration = Duration::from_millis(100);
+    const MAX_DELAY: Duration = Duration::from_secs(60);
+    let policy = container.config().restart;
+    let mut delay = FIRST_DELAY;
+    loop {
+        let began = Instant::now();
+        let end = run_once(container)?;
+        let mut state = container.state()?;
+        state.status = Status::Exited;
+        state.pid = None;
+        state.finished_at = Some(now());
+        state.exit_code = Some(end.code);
+        state.oom_killed = end.oom_killed;
+        if let Some(msg) = &end.message {
+            let _ = fs_err::OpenOptions::new()
+                .append(true)
+                .open(container.log_path())
+                .and_then(|mut log| Ok(writeln!(log, "{msg}")?));
+            if state.started_at.is_none() {
+                state.error = Some(msg.clone());
+            }
+        }
+        let restart = state.started_at.is_some()
+            && policy.should_restart(end.code, state.restart_count, container.manually_stopped());
+        if !restart {
+            release(container);
+            state.restarting = false;
+            container.write_state(&state)?;
+            return Ok(end.code);
+        }
+        crate::cgroup::remove(container.id());
+        container.clear_paused();
+        if began.elapsed() >= Duration::from_secs(10) {
+            delay = FIRST_DELAY;
+        }
+        state.restarting = true;
+        container.write_state(&state)?;
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !container.manually_stopped() {
+            std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
+        }
+        if container.manually_stopped() {
+            release(container);
+            let mut state = container.state()?;
+            state.restarting = false;
+            container.write_state(&state)?;
+            return Ok(end.code);
+        }
+        delay = (delay * 2).min(MAX_DELAY);
+        let mut state = container.state()?;
+        state.restarting = false;
+        state.restart_count += 1;
+        container.write_state(&state)?;
+    }
+}
+
+/// One run of the container's process: bundle, `runc run` with stdio on the log, the pid in
+/// the state once it runs. Leaves the rootfs mounted and the bundle in place.
+fn run_once(container: &Container) -> Result<RunEnd> {
     let store = container.store();
     let id = container.id().to_owned();
     let bundle: PathBuf = store.bundle(&id);
     let root = store.runtime_root();
     fs_err::create_dir_all(&root)?;
     let mut plan = container.config().plan.clone();
-    // Nobody reads a terminal of a detached container; its output goes to the log.
+    // Nobody reads a terminal of a detached container; its output goes to the log, and with
+    // `-i` its stdin is a FIFO that `attach` writes to.
+    let stdin = if plan.stdin {
+        Stdio::from(open_stdin_fifo(&container.stdin_fifo())?)
+    } else {
+        Stdio::null()
+    };
     plan.tty = false;
     plan.stdin = false;
     let rootfs = container.rootfs_dir();
@@ -82,7 +179,7 @@ fn supervise(container: &Container) -> Result<i32> {
     let pid_file = bundle.join("pid");
     let mut cmd = runtime.run_command(&root, &bundle, &id, Some(&pid_file));
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(log.file().try_clone()?)
         .stderr(log.file().try_clone()?)
         .spawn()
@@ -104,6 +201,7 @@ fn supervise(container: &Container) -> Result<i32> {
             state.status = Status::Running;
             state.pid = Some(pid);
             state.started_at = Some(now());
+            state.error = None;
             container.write_state(&state)?;
             break child.wait()?;
         }
@@ -119,33 +217,33 @@ fn supervise(container: &Container) -> Result<i32> {
         &bundle.join(RUNTIME_LOG),
         status,
         Some(&watch),
-    );
-    crate::cgroup::remove(&id);
-    // The bundle goes last: while it is there, a reaper knows the mount is ours to undo.
-    if let Err(e) = container.unmount_rootfs() {
-        tracing::warn!(error = %e, "unmounting the rootfs");
+    )?;
+    Ok(RunEnd {
+        code: outcome.status.code,
+        oom_killed: outcome.status.oom_killed,
+        message: outcome.message,
+    })
+}
+
+/// Creates (once) and opens the stdin FIFO for reading and writing: the shim's own writer
+/// keeps the process from seeing an end of input between two `attach`es.
+fn open_stdin_fifo(path: &Path) -> Result<std::fs::File> {
+    match rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    ) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(std::io::Error::from(e).into()),
     }
-    let _ = crate::cleanup::remove_bundle(&bundle);
-    let mut state = container.state()?;
-    state.status = Status::Exited;
-    state.pid = None;
-    state.finished_at = Some(now());
-    match outcome {
-        Ok(outcome) => {
-            if let Some(msg) = outcome.message {
-                let mut log = log;
-                let _ = writeln!(log, "{msg}");
-                if state.started_at.is_none() {
-                    state.error = Some(msg);
-                }
-            }
-            state.exit_code = Some(outcome.status.code);
-            state.oom_killed = outcome.status.oom_killed;
-            container.write_state(&state)?;
-            Ok(outcome.status.code)
-        }
-        Err(e) => Err(e),
-    }
+    Ok(fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?
+        .into_parts()
+        .0)
 }
 
 fn store_runtime(container: &Container) -> Result<Runtime> {

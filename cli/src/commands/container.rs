@@ -1,10 +1,9 @@
 //! Detached containers and their lifecycle: run -d, ps, logs, stop, kill, rm, exec, inspect.
 
-use crate::cli::RunArgs;
 use crate::commands::Global;
 use anyhow::{Context, Result};
 use kiln_solver::Host;
-use kiln_solver::containers::{Container, ContainerConfig, Containers, ExecOptions, ProcessPlan};
+use kiln_solver::containers::{Container, ContainerConfig, Containers, ExecOptions};
 use kiln_solver::images::ImageRecord;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,26 +11,15 @@ use std::time::Duration;
 
 /// `kiln run -d`: the rootfs overlay is mounted in the container's own directory and outlives
 /// this process; a shim supervises the container and records its exit.
-pub fn run_detached(
-    host: &Host,
-    rec: &ImageRecord,
-    args: &RunArgs,
-    plan: ProcessPlan,
-) -> Result<ExitCode> {
+pub fn run_detached(host: &Host, rec: &ImageRecord, config: ContainerConfig) -> Result<ExitCode> {
     let cs = host.containers()?;
-    let c = cs.create(ContainerConfig {
-        name: args.name.clone(),
-        image: args.image.clone(),
-        plan,
-        auto_remove: args.rm,
-        sig_proxy: args.sig_proxy,
-    })?;
+    let c = cs.create(config)?;
     host.start_detached(rec, &c)?;
     println!("{}", c.id());
     Ok(ExitCode::SUCCESS)
 }
 
-fn get(cs: &Containers, name: &str) -> Result<Container> {
+pub(crate) fn get(cs: &Containers, name: &str) -> Result<Container> {
     cs.get(name)
         .with_context(|| format!("no such container: {name}"))
 }
@@ -46,7 +34,7 @@ pub fn logs(g: &Global, name: &str, follow: bool) -> Result<()> {
 
 /// Runs `op` on each of `names` in turn, as docker does: a failure is printed and the rest
 /// still go; the status is 1 if any failed.
-fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<()> {
+pub(crate) fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<()> {
     let mut failed = false;
     for n in names {
         match op(n) {

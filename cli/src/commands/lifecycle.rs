@@ -67,10 +67,19 @@ fn parse_filter(f: &str) -> Result<Filter> {
 pub fn ps_row(c: &Container, no_trunc: bool) -> Result<Value> {
     let st = c.state()?;
     let doc = c.inspect()?;
-    let status = match st.status.as_str() {
+    let status = match st.docker_status() {
         "running" => format!(
             "Up {}",
             human_duration(seconds_since(st.started_at.as_deref().unwrap_or("")))
+        ),
+        "paused" => format!(
+            "Up {} (Paused)",
+            human_duration(seconds_since(st.started_at.as_deref().unwrap_or("")))
+        ),
+        "restarting" => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code.unwrap_or(0),
+            human_duration(seconds_since(st.finished_at.as_deref().unwrap_or("")))
         ),
         "exited" => format!(
             "Exited ({}) {} ago",
@@ -101,7 +110,7 @@ pub fn ps_row(c: &Container, no_trunc: bool) -> Result<Value> {
         "CreatedAt": created,
         "RunningFor": format!("{} ago", human_duration(seconds_since(&st.created_at))),
         "Status": status,
-        "State": st.status.as_str(),
+        "State": st.docker_status(),
         "Ports": ports(&doc["NetworkSettings"]["Ports"]),
         "Names": c.name(),
         "Labels": "",

@@ -5,15 +5,19 @@ mod checks;
 mod container;
 pub mod debug;
 mod debug_shell;
+mod files;
 mod image;
+mod life;
 mod lifecycle;
 mod network;
 mod registry;
 mod run;
 mod system;
+mod usage;
 
 use crate::cli::{
-    BuilderCommand, Cli, Command, ContainerCommand, DebugCommand, ImageCommand, SystemCommand,
+    BuilderCommand, Cli, Command, ContainerCommand, DebugCommand, ImageCommand, LifeCommand,
+    SystemCommand,
 };
 use anyhow::Result;
 use kiln_solver::{Host, HostOptions};
@@ -176,5 +180,28 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             ok(system::container_prune(&g, force))
         }
         Command::Volume(cmd) => ok(system::volume(&g, cmd)),
+        Command::Life(cmd) | Command::Container(ContainerCommand::Life(cmd)) => {
+            dispatch_life(&g, cmd)
+        }
+    }
+}
+
+/// The container lifecycle commands (`kiln VERB`, `kiln container VERB`).
+fn dispatch_life(g: &Global, cmd: LifeCommand) -> Result<ExitCode> {
+    let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    match cmd {
+        LifeCommand::Create(args) => life::create(g, args),
+        LifeCommand::Start(args) => life::start(g, &args),
+        LifeCommand::Restart(args) => ok(life::restart(g, &args)),
+        LifeCommand::Wait(args) => ok(life::wait(g, &args.containers)),
+        LifeCommand::Attach(args) => life::attach(g, &args),
+        LifeCommand::Cp(args) => files::cp(g, &args),
+        LifeCommand::Diff(args) => ok(files::diff(g, &args.container)),
+        LifeCommand::Export(args) => ok(files::export(g, &args)),
+        LifeCommand::Top(args) => ok(usage::top(g, &args)),
+        LifeCommand::Stats(args) => ok(usage::stats(g, &args)),
+        LifeCommand::Rename(args) => ok(life::rename(g, &args)),
+        LifeCommand::Pause(args) => ok(life::pause(g, &args.containers)),
+        LifeCommand::Unpause(args) => ok(life::unpause(g, &args.containers)),
     }
 }

@@ -5,8 +5,9 @@ use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
 use kiln_solver::Host;
-use kiln_solver::containers::{ContainerConfig, MountPlan, ProcessPlan, Seccomp, SeccompProfile};
+use kiln_solver::containers::{MountPlan, ProcessPlan, Seccomp, SeccompProfile};
 use kiln_solver::graph::ImageConfig;
+use kiln_solver::images::ImageRecord;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -231,7 +232,22 @@ pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<Process
     plan.cpus = args.cpus;
     plan.pids_limit = args.pids_limit;
     plan.create_cwd = true;
+    crate::commands::life::apply_init(&mut plan, args)?;
     Ok(plan)
+}
+
+/// The image and the sandbox plan of a container `run` or `create` makes.
+pub fn prepare(host: &Host, args: &RunArgs) -> Result<(ImageRecord, ProcessPlan)> {
+    let rec = find(host, &args.image).map_err(|_| {
+        anyhow::anyhow!(
+            "unable to find image '{}' locally (kiln images lists what the store has)",
+            args.image
+        )
+    })?;
+    let config: ImageConfig =
+        serde_json::from_slice(&rec.config_bytes).context("reading the image config")?;
+    let plan = plan(host, &config, args)?;
+    Ok((rec, plan))
 }
 
 /// `kiln run`: the container is the image + a writable layer, kept in the container store
@@ -243,26 +259,17 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         bail!("the input device is not a TTY");
     }
     let host = g.host()?;
-    let rec = find(&host, &args.image).map_err(|_| {
-        anyhow::anyhow!(
-            "unable to find image '{}' locally (kiln images lists what the store has)",
-            args.image
-        )
-    })?;
-    let config: ImageConfig =
-        serde_json::from_slice(&rec.config_bytes).context("reading the image config")?;
-    let plan = plan(&host, &config, &args)?;
+    let (rec, plan) = prepare(&host, &args)?;
+    let config = crate::commands::life::container_config(&args, &rec, plan)?;
     if args.detach {
-        return crate::commands::container::run_detached(&host, &rec, &args, plan);
+        return crate::commands::container::run_detached(&host, &rec, config);
     }
     let cs = host.containers_to_run()?;
-    let c = cs.create(ContainerConfig {
-        name: args.name.clone(),
-        image: args.image.clone(),
-        plan,
-        auto_remove: args.rm,
-        sig_proxy: args.sig_proxy,
-    })?;
+    let supervised = config.restart != Default::default();
+    let c = cs.create(config)?;
+    if supervised {
+        return crate::commands::life::run_supervised(&host, &c);
+    }
     let status = host.run_attached(&rec, &c);
     if args.rm
         && let Err(e) = c.remove(true)

@@ -41,6 +41,8 @@ fn create(w: &World, s: &Containers, name: &str, plan: ProcessPlan) -> Container
             plan,
             auto_remove: false,
             sig_proxy: true,
+            image_id: None,
+            restart: Default::default(),
         })
         .unwrap();
     mount_overlay(w, &c);
