@@ -17,6 +17,7 @@ mod refs;
 mod remote;
 mod worker;
 
+pub mod container_fs;
 pub mod containers;
 pub mod debug;
 pub mod images;
