@@ -168,3 +168,107 @@ pub fn remove(id: &str) {
         }
     }
 }
+
+/// The cgroup directory of container `id`'s processes in `controller` (v1) or the unified
+/// hierarchy (v2).
+fn leaf(id: &str, controller: &str) -> PathBuf {
+    let rel = format!("{}/ctr", parent_rel(id));
+    match version() {
+        CgroupVersion::V2 => Path::new(CGROUP_ROOT).join(rel),
+        CgroupVersion::V1 => Path::new(CGROUP_ROOT).join(controller).join(rel),
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs_err::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines (memory.stat, cpu.stat): the value of `key`.
+fn stat_value(path: &Path, key: &str) -> Option<u64> {
+    let text = fs_err::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Host pids of the processes in container `id` (`top`).
+pub fn procs(id: &str) -> Vec<i32> {
+    let text = fs_err::read_to_string(leaf(id, "pids").join("cgroup.procs")).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// What container `id` uses, from its cgroup's counters (`stats`); a counter the host does
+/// not have is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time of all its processes, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use, page cache that can be dropped not counted (as docker shows it).
+    pub memory: u64,
+    /// Its memory limit (`None`: none set).
+    pub memory_limit: Option<u64>,
+    /// Bytes read from and written to block devices.
+    pub block_read: u64,
+    /// Bytes written to block devices.
+    pub block_write: u64,
+    /// How many tasks it has.
+    pub pids: u64,
+}
+
+/// Reads container `id`'s [`Usage`].
+pub fn usage(id: &str) -> Usage {
+    let mut u = Usage::default();
+    // Limits at or above this are "none" (v1 writes LONG_MAX rounded to pages).
+    let unlimited = |v: u64| v >= 1 << 62;
+    match version() {
+        CgroupVersion::V1 => {
+            u.cpu_ns = read_u64(&leaf(id, "cpuacct").join("cpuacct.usage")).unwrap_or(0);
+            let mem = leaf(id, "memory");
+            let usage = read_u64(&mem.join("memory.usage_in_bytes")).unwrap_or(0);
+            let inactive = stat_value(&mem.join("memory.stat"), "total_inactive_file").unwrap_or(0);
+            u.memory = usage.saturating_sub(inactive);
+            // kiln sets the limit on the parent (see the module's comment).
+            let parent = Path::new(CGROUP_ROOT).join("memory").join(parent_rel(id));
+            u.memory_limit = [mem, parent]
+                .iter()
+                .filter_map(|d| read_u64(&d.join("memory.limit_in_bytes")))
+                .filter(|v| !unlimited(*v))
+                .min();
+            let io = fs_err::read_to_string(
+                leaf(id, "blkio").join("blkio.throttle.io_service_bytes_recursive"),
+            )
+            .unwrap_or_default();
+            for line in io.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let [_, op, n] = f.as_slice() {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match *op {
+                        "Read" => u.block_read += n,
+                        "Write" => u.block_write += n,
+                        _ => {}
+                    }
+                }
+            }
+            u.pids = read_u64(&leaf(id, "pids").join("pids.current")).unwrap_or(0);
+        }
+        CgroupVersion::V2 => {
+            let dir = leaf(id, "");
+            u.cpu_ns = stat_value(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000;
+            let usage = read_u64(&dir.join("memory.current")).unwrap_or(0);
+            let inactive = stat_value(&dir.join("memory.stat"), "inactive_file").unwrap_or(0);
+            u.memory = usage.saturating_sub(inactive);
+            u.memory_limit = read_u64(&dir.join("memory.max")).filter(|v| !unlimited(*v));
+            let io = fs_err::read_to_string(dir.join("io.stat")).unwrap_or_default();
+            for field in io.split_whitespace() {
+                if let Some(n) = field.strip_prefix("rbytes=") {
+                    u.block_read += n.parse::<u64>().unwrap_or(0);
+                } else if let Some(n) = field.strip_prefix("wbytes=") {
+                    u.block_write += n.parse::<u64>().unwrap_or(0);
+                }
+            }
+            u.pids = read_u64(&dir.join("pids.current")).unwrap_or(0);
+        }
+    }
+    u
+}

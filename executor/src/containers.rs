@@ -1003,6 +1003,45 @@ impl Container {
         }
     }
 
+    /// Host pids of the container's processes (`top`).
+    pub fn processes(&self) -> Vec<i32> {
+        crate::cgroup::procs(&self.id)
+    }
+
+    /// The container's resource counters (`stats`); zero when it does not run.
+    pub fn usage(&self) -> crate::cgroup::Usage {
+        crate::cgroup::usage(&self.id)
+    }
+
+    /// Bytes received and sent on the container's own network interfaces (not `lo`); zero
+    /// for the host's network, as docker shows it.
+    pub fn net_io(&self) -> (u64, u64) {
+        if self.config.plan.network == crate::Network::Host {
+            return (0, 0);
+        }
+        let Some(pid) = self.state().ok().and_then(|s| s.pid) else {
+            return (0, 0);
+        };
+        let text = fs_err::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+        let mut rx = 0u64;
+        let mut tx = 0u64;
+        for line in text.lines().skip(2) {
+            let Some((name, counters)) = line.split_once(':') else {
+                continue;
+            };
+            if name.trim() == "lo" {
+                continue;
+            }
+            let f: Vec<u64> = counters
+                .split_whitespace()
+                .map(|n| n.parse().unwrap_or(0))
+                .collect();
+            rx += f.first().copied().unwrap_or(0);
+            tx += f.get(8).copied().unwrap_or(0);
+        }
+        (rx, tx)
+    }
+
     /// The FIFO a shim gives the process as stdin when it was created with `-i`; `attach`
     /// writes to it.
     pub fn stdin_fifo(&self) -> PathBuf {

@@ -6,6 +6,7 @@ use crate::host::{Host, tokio_runtime};
 use kiln_cache::ImageRecord;
 use std::path::PathBuf;
 
+pub use kiln_executor::cgroup::Usage;
 pub use kiln_executor::network;
 pub use kiln_executor::seccomp::Profile as SeccompProfile;
 pub use kiln_executor::{
