@@ -44,6 +44,7 @@ pub fn shim_main(args: Vec<String>) -> i32 {
                 state.error = Some(e.to_string());
                 state.finished_at = Some(now());
                 state.pid = None;
+                state.restarting = false;
                 let _ = container.write_state(&state);
             }
             125
@@ -140,8 +141,8 @@ fn supervise_restarts(container: &Container) -> Result<i32> {
             return Ok(end.code);
         }
         delay = (delay * 2).min(MAX_DELAY);
+        // Still `restarting` until the next run is up (or ended), never a moment "exited".
         let mut state = container.state()?;
-        state.restarting = false;
         state.restart_count += 1;
         container.write_state(&state)?;
     }
@@ -202,6 +203,7 @@ fn run_once(container: &Container) -> Result<RunEnd> {
             state.pid = Some(pid);
             state.started_at = Some(now());
             state.error = None;
+            state.restarting = false;
             container.write_state(&state)?;
             break child.wait()?;
         }

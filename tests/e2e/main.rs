@@ -7,6 +7,7 @@ mod front_door;
 mod interop;
 mod layers;
 mod lifecycle;
+mod lifecycle2;
 mod network;
 mod progress;
 mod prune;
