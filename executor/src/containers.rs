@@ -20,7 +20,7 @@ use crate::plan::ProcessPlan;
 use crate::runtime::{ExitStatus, Output, Runtime};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -40,6 +40,9 @@ pub struct ContainerConfig {
     /// `--sig-proxy` (default on): signals sent to a foreground `kiln run` reach PID 1.
     #[serde(default = "yes")]
     pub sig_proxy: bool,
+    /// The health check (the image's `HEALTHCHECK` merged with `--health-*`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthConfig>,
 }
 
 fn yes() -> bool {
@@ -676,28 +679,34 @@ impl Container {
         }
     }
 
-    /// Copies the log to `out`; with `follow`, keeps copying until the container has exited.
+    /// Copies the log (both streams) to `out`; with `follow`, keeps copying until the
+    /// container has exited.
     pub fn logs(&self, follow: bool, out: &mut dyn Write) -> Result<()> {
+        let opts = crate::LogOptions {
+            follow,
+            ..Default::default()
+        };
+        self.logs_to(&opts, out, None)
+    }
+
+    /// `kiln logs`: the log's stdout entries to `stdout` and its stderr entries to `stderr` (or
+    /// to `stdout` too when `None`), as `opts` selects; with `opts.follow`, until the container
+    /// has exited.
+    pub fn logs_to(
+        &self,
+        opts: &crate::LogOptions,
+        stdout: &mut dyn Write,
+        stderr: Option<&mut dyn Write>,
+    ) -> Result<()> {
         let path = self.log_path();
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut stderr = stderr;
+        let mut reader = crate::logfile::LogReader::new(opts);
         loop {
             let exited = self.state()?.status != Status::Running;
-            if let Ok(mut file) = fs_err::File::open(&path) {
-                file.seek(SeekFrom::Start(offset))?;
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&buf[..n])?;
-                    offset += n as u64;
-                }
-                out.flush()?;
-            }
+            reader.drain(&path, stdout, &mut stderr)?;
             // The state was read before the last drain, so nothing written before the exit is
             // missed.
-            if !follow || exited {
+            if !opts.follow || exited {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -739,6 +748,7 @@ impl Container {
                 "Error": s.error.clone().unwrap_or_default(),
                 "StartedAt": s.started_at.clone().unwrap_or_else(|| zero.to_owned()),
                 "FinishedAt": s.finished_at.clone().unwrap_or_else(|| zero.to_owned()),
+                "Health": self.health(),
             },
             "Config": {
                 "Hostname": plan.hostname.clone().unwrap_or_else(|| self.id[..12].to_owned()),
@@ -749,6 +759,7 @@ impl Container {
                 "Tty": plan.tty,
                 "OpenStdin": plan.stdin,
                 "Image": self.config.image,
+                "Healthcheck": self.config.healthcheck,
             },
             "HostConfig": {
                 "NetworkMode": match plan.network { crate::Network::Host => "host", crate::Network::None => "none", crate::Network::Bridge => "bridge" },
@@ -900,6 +911,7 @@ mod tests {
             plan: ProcessPlan::new(["sleep", "1"]),
             auto_remove: false,
             sig_proxy: true,
+            healthcheck: None,
         };
         let c = store.create(config.clone()).unwrap();
         assert_eq!(c.id().len(), 64);

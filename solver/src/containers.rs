@@ -9,8 +9,8 @@ use std::path::PathBuf;
 pub use kiln_executor::network;
 pub use kiln_executor::seccomp::Profile as SeccompProfile;
 pub use kiln_executor::{
-    Container, ContainerConfig, Containers, ExecOptions, ExitStatus, MountPlan, Network, Output,
-    ProcessPlan, SHIM_ARG, Seccomp, shim_main,
+    Container, ContainerConfig, Containers, ExecOptions, ExitStatus, Health, HealthConfig,
+    LogOptions, MountPlan, Network, Output, ProcessPlan, SHIM_ARG, Seccomp, shim_main,
 };
 
 impl Host {

@@ -55,8 +55,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     };
     let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Build(args) => ok(build::build(&g, args)),
-        Command::Run(args) => run::run(&g, args),
+        Command::Build(args) => ok(build::build(&g, *args)),
+        Command::Run(args) => run::run(&g, *args),
         Command::Images(args) => ok(image::images(&g.host()?, &args)),
         Command::Tag { source, target } => ok(image::tag(&g.host()?, &source, &target)),
         Command::Rmi { force, images } => ok(image::rmi(&g.host()?, &images, force)),
@@ -99,7 +99,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 filters,
             },
         )),
-        Command::Logs { follow, container } => ok(container::logs(&g, &container, follow)),
+        Command::Logs(args) => ok(container::logs(&g, &args)),
         Command::Stop { time, containers } => ok(container::stop(&g, &containers, time)),
         Command::Kill { signal, containers } => ok(container::kill(&g, &containers, &signal)),
         Command::Rm { force, containers } => ok(container::rm(&g, &containers, force)),
@@ -118,6 +118,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 user,
                 tty,
                 stdin: interactive,
+                ..Default::default()
             };
             container::exec(&g, &container, &command, opts)
         }

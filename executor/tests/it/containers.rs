@@ -41,6 +41,7 @@ fn create(w: &World, s: &Containers, name: &str, plan: ProcessPlan) -> Container
             plan,
             auto_remove: false,
             sig_proxy: true,
+            healthcheck: None,
         })
         .unwrap();
     mount_overlay(w, &c);
@@ -410,6 +411,7 @@ async fn exec_with_env_cwd_and_user() {
             user: Some("app".into()),
             tty: false,
             stdin: false,
+            pid_file: None,
         },
         "echo $KEEP $OVER $ADDED; pwd; id -u; id -g; id -G; echo $HOME",
     )
