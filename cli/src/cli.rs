@@ -172,6 +172,18 @@ pub enum Command {
     },
     /// Log out from a registry
     Logout { registry: Option<String> },
+    /// Show the kiln version and the runtime it drives
+    Version {
+        /// Go-template-style format, or `json`
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Display system-wide information
+    Info {
+        /// Go-template-style format, or `json`
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// Frontend internals: the syntax tree and the build graph
     #[command(subcommand)]
     Debug(DebugCommand),

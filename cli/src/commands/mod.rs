@@ -1,5 +1,6 @@
 //! One module per family of subcommands.
 
+mod about;
 mod build;
 mod checks;
 mod container;
@@ -100,6 +101,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             },
         )),
         Command::Logs(args) => ok(container::logs(&g, &args)),
+        Command::Version { format } => ok(about::version(&g, format.as_deref())),
+        Command::Info { format } => ok(about::info(&g, format.as_deref())),
         Command::Stop { time, containers } => ok(container::stop(&g, &containers, time)),
         Command::Kill { signal, containers } => ok(container::kill(&g, &containers, &signal)),
         Command::Rm { force, containers } => ok(container::rm(&g, &containers, force)),
