@@ -30,9 +30,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Run a command in a new container
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     #[command(flatten)]
     Life(LifeCommand),
     /// List images
@@ -104,11 +104,7 @@ pub enum Command {
         filters: Vec<String>,
     },
     /// Fetch the logs of a container
-    Logs {
-        #[arg(short, long)]
-        follow: bool,
-        container: String,
-    },
+    Logs(LogsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL)
     Stop {
         /// Seconds to wait before killing
@@ -178,6 +174,18 @@ pub enum Command {
     },
     /// Log out from a registry
     Logout { registry: Option<String> },
+    /// Show the kiln version and the runtime it drives
+    Version {
+        /// Go-template-style format, or `json`
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Display system-wide information
+    Info {
+        /// Go-template-style format, or `json`
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// Frontend internals: the syntax tree and the build graph
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -264,7 +272,7 @@ pub enum ContainerCommand {
 #[derive(Subcommand, Debug)]
 pub enum LifeCommand {
     /// Create a new container (as run does, without starting it)
-    Create(RunArgs),
+    Create(Box<RunArgs>),
     /// Start created or stopped containers
     Start(StartArgs),
     /// Restart containers
@@ -645,6 +653,27 @@ pub struct RunArgs {
     #[arg(long = "sig-proxy", value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub sig_proxy: bool,
+    /// Command to run to check health (replaces the image's HEALTHCHECK)
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries", value_name = "N")]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before failures count (ms|s|m|h)
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long = "health-start-interval", value_name = "DURATION")]
+    pub health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -670,4 +699,28 @@ pub struct ImagesArgs {
     /// Only images named REPO[:TAG]
     #[arg(value_name = "REPO[:TAG]")]
     pub reference: Option<String>,
+}
+
+/// `kiln logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for all)
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show logs since a timestamp (2026-12-03T10:00:00Z, 1764756000) or a relative time (42m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or a relative time
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show extra details (accepted, as docker's; kiln logs no attributes)
+    #[arg(long)]
+    pub details: bool,
+    pub container: String,
 }

@@ -9,6 +9,7 @@
 //! for a vanished shim.
 
 use crate::containers::{Container, ContainerState, Status, identity};
+use crate::logfile::{LogStream, LogWriter};
 use crate::rootfs::StubLease;
 use crate::runtime::{
     ExitStatus, Output, RUNTIME_LOG, Sink, Stream, drive, interpret, prepare_bundle,
@@ -38,6 +39,8 @@ pub struct ExecOptions {
     pub tty: bool,
     /// Keep stdin open (`-i`): the caller's stdin reaches the process.
     pub stdin: bool,
+    /// Where the runtime writes the process's host pid (to kill it: a health check's timeout).
+    pub pid_file: Option<PathBuf>,
 }
 
 fn now() -> String {
@@ -109,7 +112,7 @@ async fn tee(
     stream: Stream,
     sink: &Sink,
     inherit: bool,
-    log: &Mutex<fs_err::File>,
+    log: &Mutex<LogWriter>,
 ) -> Result<()> {
     let Some(mut reader) = reader else {
         return Ok(());
@@ -121,9 +124,13 @@ async fn tee(
             return Ok(());
         }
         let data = &buf[..n];
+        let to = match stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
         log.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .write_all(data)?;
+            .write(to, data)?;
         if inherit {
             // The reader of our stdout may be gone (`kiln run ... | head`): the container
             // still runs to its end, as docker's does.
@@ -230,12 +237,7 @@ impl Container {
         state.shim = identity(rustix::process::getpid().as_raw_nonzero().get());
         self.write_state(&state)?;
 
-        let log = Mutex::new(
-            fs_err::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.log_path())?,
-        );
+        let log = Mutex::new(LogWriter::open(&self.log_path())?);
         let pid_file = bundle.join("pid");
         let cmd = runtime.run_command(&root, &bundle, self.id(), Some(&pid_file));
         let inherit = matches!(output, Output::Inherit);
@@ -272,11 +274,13 @@ impl Container {
                 Ok(child.wait().await?)
             }
         };
+        let health = crate::health::HealthMonitor::start(self);
         let (status, a, b) = tokio::join!(
             self.mark_running(wait, &pid_file, &mut state),
             tee(stdout, Stream::Stdout, &sink, inherit, &log),
             tee(stderr, Stream::Stderr, &sink, inherit, &log),
         );
+        drop(health);
         a?;
         b?;
         let status = status?;
@@ -301,7 +305,7 @@ impl Container {
             let line = format!("{msg}\n");
             log.lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .write_all(line.as_bytes())?;
+                .write(LogStream::Stderr, line.as_bytes())?;
             sink.emit(Stream::Stderr, line.as_bytes())?;
         }
         state.status = Status::Exited;
@@ -395,7 +399,13 @@ impl Container {
         })?;
         let base = spec.process().clone().unwrap_or_default();
         let process = exec_process(&base, &self.rootfs_dir(), args, opts)?;
-        let me = rustix::process::getpid().as_raw_nonzero().get();
+        // Unique within this process too (a health check runs beside a foreground run).
+        static EXECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let me = format!(
+            "{}-{}",
+            rustix::process::getpid().as_raw_nonzero().get(),
+            EXECS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let process_file = self.dir().join(format!("exec-{me}.json"));
         let log = self.dir().join(format!("exec-{me}.log"));
         let _ = fs_err::remove_file(&log);
@@ -409,6 +419,9 @@ impl Container {
             .arg(&log)
             .args(["--log-format", "json", "exec", "--process"])
             .arg(&process_file);
+        if let Some(pid_file) = &opts.pid_file {
+            cmd.arg("--pid-file").arg(pid_file);
+        }
         cmd.arg(self.id());
         let sink = Sink::new(&output, None)?;
         let status = drive(runtime, cmd, &output, opts.tty || opts.stdin, &sink).await;
@@ -466,6 +479,7 @@ mod tests {
             user: Some("app".into()),
             tty: false,
             stdin: false,
+            pid_file: None,
         };
         let p = exec_process(&base(), root.path(), &["id".to_owned()], &opts).unwrap();
         assert_eq!(p.args().as_deref(), Some(&["id".to_owned()][..]));

@@ -20,7 +20,7 @@ use crate::plan::ProcessPlan;
 use crate::runtime::{ExitStatus, Output, Runtime};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ pub struct ContainerConfig {
     /// `--restart`: what the shim does when the process ends.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// The health check (the image's `HEALTHCHECK` merged with `--health-*`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthConfig>,
 }
 
 /// docker's restart policy names.
@@ -934,28 +937,34 @@ impl Container {
         }
     }
 
-    /// Copies the log to `out`; with `follow`, keeps copying until the container has exited.
+    /// Copies the log (both streams) to `out`; with `follow`, keeps copying until the
+    /// container has exited.
     pub fn logs(&self, follow: bool, out: &mut dyn Write) -> Result<()> {
+        let opts = crate::LogOptions {
+            follow,
+            ..Default::default()
+        };
+        self.logs_to(&opts, out, None)
+    }
+
+    /// `kiln logs`: the log's stdout entries to `stdout` and its stderr entries to `stderr` (or
+    /// to `stdout` too when `None`), as `opts` selects; with `opts.follow`, until the container
+    /// has exited.
+    pub fn logs_to(
+        &self,
+        opts: &crate::LogOptions,
+        stdout: &mut dyn Write,
+        stderr: Option<&mut dyn Write>,
+    ) -> Result<()> {
         let path = self.log_path();
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut stderr = stderr;
+        let mut reader = crate::logfile::LogReader::new(opts);
         loop {
             let exited = self.state()?.status != Status::Running;
-            if let Ok(mut file) = fs_err::File::open(&path) {
-                file.seek(SeekFrom::Start(offset))?;
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&buf[..n])?;
-                    offset += n as u64;
-                }
-                out.flush()?;
-            }
+            reader.drain(&path, stdout, &mut stderr)?;
             // The state was read before the last drain, so nothing written before the exit is
             // missed.
-            if !follow || exited {
+            if !opts.follow || exited {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -969,12 +978,19 @@ impl Container {
             .unwrap_or(0)
     }
 
-    /// `attach`, `start -a`: copies what the container writes to its log from `offset` on to
-    /// `out` until its process has ended (or it was removed, `--rm`); returns the exit code,
-    /// when it is known.
-    pub fn follow_output(&self, mut offset: u64, out: &mut dyn Write) -> Result<Option<i32>> {
+    /// `attach`, `start -a`: what the container writes to its log from byte `offset` on (see
+    /// [`Container::log_len`]), stdout entries to `stdout` and stderr ones to `stderr`, until
+    /// its process has ended (or it was removed, `--rm`); returns the exit code, when known.
+    pub fn follow_output(
+        &self,
+        offset: u64,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<Option<i32>> {
         let path = self.log_path();
-        let mut buf = vec![0u8; 64 * 1024];
+        let opts = crate::LogOptions::default();
+        let mut reader = crate::logfile::LogReader::at(&opts, offset);
+        let mut stderr = Some(stderr);
         loop {
             let state = if self.removed() {
                 None
@@ -982,18 +998,7 @@ impl Container {
                 self.state().ok()
             };
             let ended = state.as_ref().is_none_or(|s| s.status == Status::Exited);
-            if let Ok(mut file) = fs_err::File::open(&path) {
-                file.seek(SeekFrom::Start(offset))?;
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&buf[..n])?;
-                    offset += n as u64;
-                }
-                out.flush()?;
-            }
+            reader.drain(&path, stdout, &mut stderr)?;
             // The state was read before the last drain: nothing written before the end is
             // missed.
             if ended {
@@ -1084,6 +1089,7 @@ impl Container {
                 "Error": s.error.clone().unwrap_or_default(),
                 "StartedAt": s.started_at.clone().unwrap_or_else(|| zero.to_owned()),
                 "FinishedAt": s.finished_at.clone().unwrap_or_else(|| zero.to_owned()),
+                "Health": self.health(),
             },
             "Config": {
                 "Hostname": plan.hostname.clone().unwrap_or_else(|| self.id[..12].to_owned()),
@@ -1094,6 +1100,7 @@ impl Container {
                 "Tty": plan.tty,
                 "OpenStdin": plan.stdin,
                 "Image": self.config.image,
+                "Healthcheck": self.config.healthcheck,
             },
             "HostConfig": {
                 "NetworkMode": match plan.network { crate::Network::Host => "host", crate::Network::None => "none", crate::Network::Bridge => "bridge" },
@@ -1252,6 +1259,7 @@ mod tests {
             sig_proxy: true,
             image_id: None,
             restart: RestartPolicy::default(),
+            healthcheck: None,
         };
         let c = store.create(config.clone()).unwrap();
         assert_eq!(c.id().len(), 64);

@@ -22,6 +22,8 @@ pub mod cgroup;
 mod cleanup;
 pub mod containers;
 mod error;
+pub mod health;
+pub mod logfile;
 pub mod network;
 pub mod plan;
 pub mod rootfs;
@@ -38,6 +40,8 @@ pub use containers::{
     Status,
 };
 pub use error::{Error, Result};
+pub use health::{Health, HealthConfig};
+pub use logfile::{LogOptions, LogStream};
 pub use plan::{MountPlan, Network, ProcessPlan, Seccomp};
 pub use runtime::{ExitStatus, Output, OutputChunk, RunRequest, Runtime, Sandbox, Stream};
 pub use shim::{SHIM_ARG, shim_main};

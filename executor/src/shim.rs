@@ -1,11 +1,13 @@
 //! The supervisor of a detached container (like podman's conmon): `kiln __kiln-shim DIR RUNTIME`.
 
 use crate::containers::{Container, ContainerState, Status, identity};
+use crate::logfile::{LogStream, LogWriter};
 use crate::runtime::{RUNTIME_LOG, Runtime, interpret, prepare_bundle};
 use crate::{Error, Result};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The hidden first argument that makes the `kiln` binary act as a shim.
@@ -105,14 +107,10 @@ fn supervise_restarts(container: &Container) -> Result<i32> {
         state.finished_at = Some(now());
         state.exit_code = Some(end.code);
         state.oom_killed = end.oom_killed;
-        if let Some(msg) = &end.message {
-            let _ = fs_err::OpenOptions::new()
-                .append(true)
-                .open(container.log_path())
-                .and_then(|mut log| Ok(writeln!(log, "{msg}")?));
-            if state.started_at.is_none() {
-                state.error = Some(msg.clone());
-            }
+        if let Some(msg) = &end.message
+            && state.started_at.is_none()
+        {
+            state.error = Some(msg.clone());
         }
         let restart = state.started_at.is_some()
             && policy.should_restart(end.code, state.restart_count, container.manually_stopped());
@@ -172,24 +170,33 @@ fn run_once(container: &Container) -> Result<RunEnd> {
     state.shim = identity(rustix::process::getpid().as_raw_nonzero().get());
     container.write_state(&state)?;
 
-    let log = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(container.log_path())?;
+    let log = Arc::new(Mutex::new(LogWriter::open(&container.log_path())?));
     let runtime = store_runtime(container)?;
     let pid_file = bundle.join("pid");
     let mut cmd = runtime.run_command(&root, &bundle, &id, Some(&pid_file));
     let mut child = cmd
         .stdin(stdin)
-        .stdout(log.file().try_clone()?)
-        .stderr(log.file().try_clone()?)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| Error::RuntimeSpawn {
             runtime: runtime.path().to_path_buf(),
             action: "run",
             source,
         })?;
+    // stdout and stderr are kept apart in the log (`kiln logs` gives each its own stream).
+    let copiers = [
+        child
+            .stdout
+            .take()
+            .map(|r| copy_to_log(r, LogStream::Stdout, &log)),
+        child
+            .stderr
+            .take()
+            .map(|r| copy_to_log(r, LogStream::Stderr, &log)),
+    ];
 
+    let health = crate::health::HealthMonitor::start(container);
     // Report "running" as soon as the runtime has written the pid file.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -213,6 +220,11 @@ fn run_once(container: &Container) -> Result<RunEnd> {
         std::thread::sleep(Duration::from_millis(2));
     };
 
+    drop(health);
+    // The container's processes are gone: its pipes end.
+    for c in copiers.into_iter().flatten() {
+        let _ = c.join();
+    }
     let outcome = interpret(
         &runtime,
         "run",
@@ -220,6 +232,9 @@ fn run_once(container: &Container) -> Result<RunEnd> {
         status,
         Some(&watch),
     )?;
+    if let Some(msg) = &outcome.message {
+        let _ = lock(&log).write(LogStream::Stderr, format!("{msg}\n").as_bytes());
+    }
     Ok(RunEnd {
         code: outcome.status.code,
         oom_killed: outcome.status.oom_killed,
@@ -246,6 +261,34 @@ fn open_stdin_fifo(path: &Path) -> Result<std::fs::File> {
         .open(path)?
         .into_parts()
         .0)
+}
+
+fn lock(log: &Mutex<LogWriter>) -> std::sync::MutexGuard<'_, LogWriter> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Copies one of the container's output pipes into the log, on a thread of its own.
+fn copy_to_log(
+    mut from: impl Read + Send + 'static,
+    stream: LogStream,
+    log: &Arc<Mutex<LogWriter>>,
+) -> std::thread::JoinHandle<()> {
+    let log = Arc::clone(log);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if let Err(e) = lock(&log).write(stream, &buf[..n]) {
+                        tracing::warn!(error = %e, "writing the container log");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
 }
 
 fn store_runtime(container: &Container) -> Result<Runtime> {

@@ -10,9 +10,9 @@ pub use kiln_executor::cgroup::Usage;
 pub use kiln_executor::network;
 pub use kiln_executor::seccomp::Profile as SeccompProfile;
 pub use kiln_executor::{
-    Container, ContainerConfig, ContainerState, Containers, ExecOptions, ExitStatus, INIT_PATH,
-    MountPlan, Network, Output, ProcessPlan, RestartName, RestartPolicy, SHIM_ARG, Seccomp, Status,
-    shim_main,
+    Container, ContainerConfig, ContainerState, Containers, ExecOptions, ExitStatus, Health,
+    HealthConfig, INIT_PATH, LogOptions, MountPlan, Network, Output, ProcessPlan, RestartName,
+    RestartPolicy, SHIM_ARG, Seccomp, Status, shim_main,
 };
 
 impl Host {

@@ -83,6 +83,22 @@ impl Host {
         &self.gc
     }
 
+    /// The OCI runtime's path and the first line of its `--version` (`runc version 1.1.5`),
+    /// for `kiln version` and `kiln info`; `None` when none is found.
+    pub fn runtime_version(&self) -> Option<(PathBuf, String)> {
+        let rt = self.runtime().ok()?;
+        let out = std::process::Command::new(rt.path())
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Some((
+            rt.path().to_path_buf(),
+            text.lines().next().unwrap_or("").trim().to_owned(),
+        ))
+    }
+
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         self.store.root()

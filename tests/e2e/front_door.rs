@@ -444,3 +444,34 @@ fn named_oci_layout_contexts_by_tag_and_digest() {
     ]);
     assert!(err.contains("no image tagged \"nope\""), "{err}");
 }
+
+#[test]
+fn version_and_info_describe_kiln_and_the_machine() {
+    let k = Kiln::empty();
+    let v = k.ok(&["version"]);
+    assert!(v.starts_with("Client: kiln\n Version:"), "{v}");
+    assert!(v.contains("OS/Arch:     linux/"), "{v}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&k.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(doc["Client"]["Os"], "linux");
+    assert_eq!(
+        k.ok(&["version", "-f", "{{.Client.Version}}"]).trim(),
+        doc["Client"]["Version"].as_str().unwrap()
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&k.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(info["Containers"], 0);
+    assert_eq!(info["Images"], 0);
+    assert_eq!(info["Driver"], "overlayfs");
+    assert_eq!(
+        info["KilnRootDir"].as_str().unwrap(),
+        k.root.path().to_str().unwrap()
+    );
+    let text = k.ok(&["info"]);
+    assert!(
+        text.contains("\nImages: 0\n") && text.contains("Storage Driver: overlayfs"),
+        "{text}"
+    );
+    let bad = k.fails(&["info", "-f", "{{.Nope"]);
+    assert!(bad.contains("unclosed action"), "{bad}");
+}

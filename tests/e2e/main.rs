@@ -4,6 +4,7 @@ mod build;
 mod checks;
 mod debug_shell;
 mod front_door;
+mod health_logs;
 mod interop;
 mod layers;
 mod lifecycle;

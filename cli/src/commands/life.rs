@@ -9,6 +9,7 @@ use kiln_solver::Host;
 use kiln_solver::containers::{
     Container, ContainerConfig, INIT_PATH, MountPlan, ProcessPlan, RestartName, RestartPolicy,
 };
+use kiln_solver::graph::ImageConfig;
 use kiln_solver::images::ImageRecord;
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,25 +53,22 @@ pub fn parse_restart(policy: &str) -> Result<RestartPolicy> {
     })
 }
 
-/// The stored configuration of a container `run` or `create` makes.
+/// The stored configuration of a container `run` or `create` makes: `run`'s, with the image's
+/// ID and the restart policy.
 pub fn container_config(
     args: &RunArgs,
     rec: &ImageRecord,
+    image: &ImageConfig,
     plan: ProcessPlan,
 ) -> Result<ContainerConfig> {
     let restart = parse_restart(&args.restart)?;
     if args.rm && restart.name != RestartName::No {
         bail!("conflicting options: cannot specify both --restart and --rm");
     }
-    Ok(ContainerConfig {
-        name: args.name.clone(),
-        image: args.image.clone(),
-        plan,
-        auto_remove: args.rm,
-        sig_proxy: args.sig_proxy,
-        image_id: Some(rec.config_digest.to_string()),
-        restart,
-    })
+    let mut config = crate::commands::run::container_config(image, args, plan)?;
+    config.image_id = Some(rec.config_digest.to_string());
+    config.restart = restart;
+    Ok(config)
 }
 
 /// The static init binary `--init` binds into the container: docker's `docker-init` when
@@ -108,10 +106,10 @@ pub fn apply_init(plan: &mut ProcessPlan, args: &RunArgs) -> Result<()> {
 /// `kiln create`: the container as `run` would make it, not started; prints its ID.
 pub fn create(g: &Global, args: RunArgs) -> Result<ExitCode> {
     let host = g.host()?;
-    let (rec, plan) = crate::commands::run::prepare(&host, &args)?;
+    let (rec, image, plan) = crate::commands::run::prepare(&host, &args)?;
     let c = host
         .containers()?
-        .create(container_config(&args, &rec, plan)?)?;
+        .create(container_config(&args, &rec, &image, plan)?)?;
     println!("{}", c.id());
     Ok(ExitCode::SUCCESS)
 }
@@ -149,7 +147,11 @@ fn follow(c: &Container, offset: u64, stdin: bool) -> Result<ExitCode> {
     if stdin && c.config().plan.stdin {
         pump_stdin(c)?;
     }
-    let code = c.follow_output(offset, &mut std::io::stdout().lock())?;
+    let code = c.follow_output(
+        offset,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
     let code = match code {
         Some(code) => code,
         None => c.wait()?.unwrap_or(0),

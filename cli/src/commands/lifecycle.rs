@@ -30,6 +30,7 @@ enum Filter {
     Status(String),
     Exited(i32),
     Ancestor(String),
+    Health(String),
 }
 
 fn parse_filter(f: &str) -> Result<Filter> {
@@ -59,7 +60,13 @@ fn parse_filter(f: &str) -> Result<Filter> {
                 .map_err(|_| anyhow::anyhow!("invalid filter 'exited={v}': not a number"))?,
         ),
         "ancestor" => Filter::Ancestor(v.to_owned()),
-        _ => bail!("invalid filter '{k}' (id, name, status, exited, ancestor)"),
+        "health" => {
+            if !["starting", "healthy", "unhealthy", "none"].contains(&v) {
+                bail!("Unrecognised filter value for health: {v}");
+            }
+            Filter::Health(v.to_owned())
+        }
+        _ => bail!("invalid filter '{k}' (id, name, status, exited, ancestor, health)"),
     })
 }
 
@@ -69,8 +76,13 @@ pub fn ps_row(c: &Container, no_trunc: bool) -> Result<Value> {
     let doc = c.inspect()?;
     let status = match st.docker_status() {
         "running" => format!(
-            "Up {}",
-            human_duration(seconds_since(st.started_at.as_deref().unwrap_or("")))
+            "Up {}{}",
+            human_duration(seconds_since(st.started_at.as_deref().unwrap_or(""))),
+            match c.health().as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)".to_owned(),
+                Some(s) => format!(" ({s})"),
+                None => String::new(),
+            }
         ),
         "paused" => format!(
             "Up {} (Paused)",
@@ -156,6 +168,11 @@ fn keep(c: &Container, row: &Value, filters: &[Filter]) -> bool {
             let image = c.config().image.as_str();
             image == a || image.split(':').next() == Some(a.as_str())
         }
+        Filter::Health(h) => {
+            c.health()
+                .map_or_else(|| "none".to_owned(), |health| health.status)
+                == *h
+        }
     };
     let kinds = [
         |f: &Filter| matches!(f, Filter::Id(_)),
@@ -163,6 +180,7 @@ fn keep(c: &Container, row: &Value, filters: &[Filter]) -> bool {
         |f: &Filter| matches!(f, Filter::Status(_)),
         |f: &Filter| matches!(f, Filter::Exited(_)),
         |f: &Filter| matches!(f, Filter::Ancestor(_)),
+        |f: &Filter| matches!(f, Filter::Health(_)),
     ];
     kinds.iter().all(|kind| {
         let of_kind: Vec<&Filter> = filters.iter().filter(|f| kind(f)).collect();

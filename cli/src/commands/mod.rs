@@ -1,5 +1,6 @@
 //! One module per family of subcommands.
 
+mod about;
 mod build;
 mod checks;
 mod container;
@@ -59,8 +60,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     };
     let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Build(args) => ok(build::build(&g, args)),
-        Command::Run(args) => run::run(&g, args),
+        Command::Build(args) => ok(build::build(&g, *args)),
+        Command::Run(args) => run::run(&g, *args),
         Command::Images(args) => ok(image::images(&g.host()?, &args)),
         Command::Tag { source, target } => ok(image::tag(&g.host()?, &source, &target)),
         Command::Rmi { force, images } => ok(image::rmi(&g.host()?, &images, force)),
@@ -103,7 +104,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 filters,
             },
         )),
-        Command::Logs { follow, container } => ok(container::logs(&g, &container, follow)),
+        Command::Logs(args) => ok(container::logs(&g, &args)),
+        Command::Version { format } => ok(about::version(&g, format.as_deref())),
+        Command::Info { format } => ok(about::info(&g, format.as_deref())),
         Command::Stop { time, containers } => ok(container::stop(&g, &containers, time)),
         Command::Kill { signal, containers } => ok(container::kill(&g, &containers, &signal)),
         Command::Rm { force, containers } => ok(container::rm(&g, &containers, force)),
@@ -122,6 +125,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 user,
                 tty,
                 stdin: interactive,
+                ..Default::default()
             };
             container::exec(&g, &container, &command, opts)
         }
@@ -190,7 +194,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 fn dispatch_life(g: &Global, cmd: LifeCommand) -> Result<ExitCode> {
     let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cmd {
-        LifeCommand::Create(args) => life::create(g, args),
+        LifeCommand::Create(args) => life::create(g, *args),
         LifeCommand::Start(args) => life::start(g, &args),
         LifeCommand::Restart(args) => ok(life::restart(g, &args)),
         LifeCommand::Wait(args) => ok(life::wait(g, &args.containers)),

@@ -5,7 +5,9 @@ use crate::commands::Global;
 use crate::commands::image::find;
 use anyhow::{Context, Result, bail};
 use kiln_solver::Host;
-use kiln_solver::containers::{MountPlan, ProcessPlan, Seccomp, SeccompProfile};
+use kiln_solver::containers::{
+    ContainerConfig, HealthConfig, MountPlan, ProcessPlan, Seccomp, SeccompProfile,
+};
 use kiln_solver::graph::ImageConfig;
 use kiln_solver::images::ImageRecord;
 use std::io::IsTerminal;
@@ -237,7 +239,7 @@ pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<Process
 }
 
 /// The image and the sandbox plan of a container `run` or `create` makes.
-pub fn prepare(host: &Host, args: &RunArgs) -> Result<(ImageRecord, ProcessPlan)> {
+pub fn prepare(host: &Host, args: &RunArgs) -> Result<(ImageRecord, ImageConfig, ProcessPlan)> {
     let rec = find(host, &args.image).map_err(|_| {
         anyhow::anyhow!(
             "unable to find image '{}' locally (kiln images lists what the store has)",
@@ -247,7 +249,90 @@ pub fn prepare(host: &Host, args: &RunArgs) -> Result<(ImageRecord, ProcessPlan)
     let config: ImageConfig =
         serde_json::from_slice(&rec.config_bytes).context("reading the image config")?;
     let plan = plan(host, &config, args)?;
-    Ok((rec, plan))
+    Ok((rec, config, plan))
+}
+
+/// The stored container of `args`: `plan` with the name, image, removal, signal and health
+/// settings.
+pub fn container_config(
+    config: &ImageConfig,
+    args: &RunArgs,
+    plan: ProcessPlan,
+) -> Result<ContainerConfig> {
+    Ok(ContainerConfig {
+        name: args.name.clone(),
+        image: args.image.clone(),
+        plan,
+        auto_remove: args.rm,
+        sig_proxy: args.sig_proxy,
+        healthcheck: healthcheck(config, args)?,
+        // Set by `life::container_config`, which `run` and `create` call.
+        image_id: None,
+        restart: Default::default(),
+    })
+}
+
+/// docker's merge of the image's `HEALTHCHECK` with `--health-*`: each flag given replaces
+/// that field; `--no-healthcheck` disables the check.
+fn healthcheck(config: &ImageConfig, args: &RunArgs) -> Result<Option<HealthConfig>> {
+    let any_flag = args.health_cmd.is_some()
+        || args.health_interval.is_some()
+        || args.health_timeout.is_some()
+        || args.health_retries.is_some()
+        || args.health_start_period.is_some()
+        || args.health_start_interval.is_some();
+    if args.no_healthcheck {
+        if any_flag {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(HealthConfig {
+            test: vec!["NONE".to_owned()],
+            ..Default::default()
+        }));
+    }
+    let image = config.config.healthcheck.as_ref();
+    let mut h = HealthConfig {
+        test: image.map(|h| h.test.clone()).unwrap_or_default(),
+        interval: image.map_or(0, |h| h.interval),
+        timeout: image.map_or(0, |h| h.timeout),
+        start_period: image.map_or(0, |h| h.start_period),
+        start_interval: image.map_or(0, |h| h.start_interval),
+        retries: image.map_or(0, |h| h.retries),
+    };
+    if let Some(cmd) = &args.health_cmd {
+        h.test = vec!["CMD-SHELL".to_owned(), cmd.clone()];
+    }
+    let duration = |flag: &str, v: &Option<String>, min_ms: u128| -> Result<Option<i64>> {
+        let Some(v) = v else { return Ok(None) };
+        let d = kiln_solver::prune::parse_duration(v).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid argument {v:?} for \"--{flag}\" flag: time: invalid duration {v:?}"
+            )
+        })?;
+        if d.as_millis() < min_ms && !d.is_zero() {
+            bail!("--{flag} cannot be less than {min_ms}ms");
+        }
+        Ok(Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+    };
+    if let Some(n) = duration("health-interval", &args.health_interval, 1)? {
+        h.interval = n;
+    }
+    if let Some(n) = duration("health-timeout", &args.health_timeout, 1)? {
+        h.timeout = n;
+    }
+    if let Some(n) = duration("health-start-period", &args.health_start_period, 0)? {
+        h.start_period = n;
+    }
+    if let Some(n) = duration("health-start-interval", &args.health_start_interval, 1)? {
+        h.start_interval = n;
+    }
+    if let Some(r) = args.health_retries {
+        if r < 0 {
+            bail!("--health-retries cannot be negative");
+        }
+        h.retries = r;
+    }
+    Ok((!h.test.is_empty()).then_some(h))
 }
 
 /// `kiln run`: the container is the image + a writable layer, kept in the container store
@@ -259,14 +344,14 @@ pub fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         bail!("the input device is not a TTY");
     }
     let host = g.host()?;
-    let (rec, plan) = prepare(&host, &args)?;
-    let config = crate::commands::life::container_config(&args, &rec, plan)?;
+    let (rec, config, plan) = prepare(&host, &args)?;
+    let container = crate::commands::life::container_config(&args, &rec, &config, plan)?;
     if args.detach {
-        return crate::commands::container::run_detached(&host, &rec, config);
+        return crate::commands::container::run_detached(&host, &rec, container);
     }
     let cs = host.containers_to_run()?;
-    let supervised = config.restart != Default::default();
-    let c = cs.create(config)?;
+    let supervised = container.restart != Default::default();
+    let c = cs.create(container)?;
     if supervised {
         return crate::commands::life::run_supervised(&host, &c);
     }

@@ -43,6 +43,7 @@ fn create(w: &World, s: &Containers, name: &str, plan: ProcessPlan) -> Container
             sig_proxy: true,
             image_id: None,
             restart: Default::default(),
+            healthcheck: None,
         })
         .unwrap();
     mount_overlay(w, &c);
@@ -412,6 +413,7 @@ async fn exec_with_env_cwd_and_user() {
             user: Some("app".into()),
             tty: false,
             stdin: false,
+            pid_file: None,
         },
         "echo $KEEP $OVER $ADDED; pwd; id -u; id -g; id -G; echo $HOME",
     )
