@@ -204,60 +204,94 @@ pub fn tar_path(rootfs: &Path, path: &str, name: Option<&str>, out: impl Write) 
 
 /// `diff`: the entries of `upper` (a container's writable layer) as added, changed or
 /// deleted against `lowerdirs` (its image, top first), in the order of a walk with names
-/// sorted.
-pub fn changes(upper: &Path, lowerdirs: &[PathBuf]) -> Result<Vec<Change>> {
+/// sorted. The `mount_points` (absolute) are left out while they are the empty file or
+/// directory made for a mount: docker keeps those in its init layer.
+pub fn changes(
+    upper: &Path,
+    lowerdirs: &[PathBuf],
+    mount_points: &[String],
+) -> Result<Vec<Change>> {
     let lowers: Vec<kiln_sys::Beneath> = lowerdirs
         .iter()
         .filter_map(|d| kiln_sys::Beneath::open(d).ok())
         .collect();
     let mut out = Vec::new();
-    walk_upper(upper, Path::new(""), &lowers, &mut out)?;
+    let walk = Walk {
+        upper,
+        lowers: &lowers,
+        mount_points,
+    };
+    walk.dir(Path::new(""), &mut out)?;
     Ok(out)
 }
 
-fn walk_upper(
-    upper: &Path,
-    rel: &Path,
-    lowers: &[kiln_sys::Beneath],
-    out: &mut Vec<Change>,
-) -> Result<()> {
-    let dir = upper.join(rel);
-    let mut names: Vec<_> = fs_err::read_dir(&dir)
-        .map_err(|e| io(&dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
-    names.sort();
-    for name in names {
-        let rel = rel.join(&name);
-        let path = upper.join(&rel);
-        let meta = fs_err::symlink_metadata(&path).map_err(|e| io(&path, e))?;
-        let shown = format!("/{}", rel.display());
-        if is_whiteout(&meta) {
-            out.push(Change {
-                kind: 'D',
-                path: shown,
-            });
-            continue;
+struct Walk<'a> {
+    upper: &'a Path,
+    lowers: &'a [kiln_sys::Beneath],
+    mount_points: &'a [String],
+}
+
+impl Walk<'_> {
+    /// Whether `path` is a mount point's stub: named in `mount_points`, an empty file or an
+    /// empty directory.
+    fn stub(&self, shown: &str, path: &Path, meta: &std::fs::Metadata) -> bool {
+        if !self
+            .mount_points
+            .iter()
+            .any(|m| m.trim_end_matches('/') == shown)
+        {
+            return false;
         }
-        let lower = lower_meta(lowers, &rel);
         if meta.is_dir() {
-            let at = out.len();
-            walk_upper(upper, &rel, lowers, out)?;
-            // A directory copied up (for the mount points kiln creates at start, say) and
-            // left as the image has it is no change: docker keeps those in an init layer.
-            let same = lower.as_ref().is_some_and(|l| {
-                l.st_mode == meta.mode() && l.st_uid == meta.uid() && l.st_gid == meta.gid()
-            });
-            if !(same && out.len() == at) {
-                let kind = if lower.is_some() { 'C' } else { 'A' };
-                out.insert(at, Change { kind, path: shown });
-            }
-            continue;
+            fs_err::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+        } else {
+            meta.is_file() && meta.len() == 0
         }
-        let kind = if lower.is_some() { 'C' } else { 'A' };
-        out.push(Change { kind, path: shown });
     }
-    Ok(())
+
+    fn dir(&self, rel: &Path, out: &mut Vec<Change>) -> Result<()> {
+        let (upper, lowers) = (self.upper, self.lowers);
+        let dir = upper.join(rel);
+        let mut names: Vec<_> = fs_err::read_dir(&dir)
+            .map_err(|e| io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for name in names {
+            let rel = rel.join(&name);
+            let path = upper.join(&rel);
+            let meta = fs_err::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+            let shown = format!("/{}", rel.display());
+            if is_whiteout(&meta) {
+                out.push(Change {
+                    kind: 'D',
+                    path: shown,
+                });
+                continue;
+            }
+            if self.stub(&shown, &path, &meta) {
+                continue;
+            }
+            let lower = lower_meta(lowers, &rel);
+            if meta.is_dir() {
+                let at = out.len();
+                self.dir(&rel, out)?;
+                // A directory copied up (for the mount points kiln creates at start, say) and
+                // left as the image has it is no change: docker keeps those in an init layer.
+                let same = lower.as_ref().is_some_and(|l| {
+                    l.st_mode == meta.mode() && l.st_uid == meta.uid() && l.st_gid == meta.gid()
+                });
+                if !(same && out.len() == at) {
+                    let kind = if lower.is_some() { 'C' } else { 'A' };
+                    out.insert(at, Change { kind, path: shown });
+                }
+                continue;
+            }
+            let kind = if lower.is_some() { 'C' } else { 'A' };
+            out.push(Change { kind, path: shown });
+        }
+        Ok(())
+    }
 }
 
 fn is_whiteout(meta: &std::fs::Metadata) -> bool {
@@ -335,7 +369,25 @@ impl Host {
     pub fn container_changes(&self, c: &Container) -> Result<Vec<Change>> {
         let mut lowers = self.container_lowerdirs(c)?;
         lowers.reverse();
-        changes(&c.upper_dir(), &lowers)
+        // What kiln (runc) mounts in every container, and this one's own mounts.
+        let mut mount_points: Vec<String> = [
+            "/dev",
+            "/proc",
+            "/sys",
+            "/etc/hosts",
+            "/etc/hostname",
+            "/etc/resolv.conf",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        mount_points.extend(
+            c.config()
+                .plan
+                .mounts
+                .iter()
+                .map(|m| m.destination().to_owned()),
+        );
+        changes(&c.upper_dir(), &lowers, &mount_points)
     }
 }
 

@@ -494,6 +494,21 @@ fn diff_lists_what_the_container_changed_in_docker_s_order() {
     );
     r.k.ok(&["run", "--name", "clean", "busybox", "true"]);
     assert_eq!(r.k.ok(&["container", "diff", "clean"]), "");
+    // While it runs: the mount points kiln made (/etc/hosts, /proc, …) are no change.
+    r.k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /etc/mine && touch /ready && exec sleep 1000",
+    ]);
+    r.until("the change is made", || {
+        r.k.ok(&["diff", "up"]).contains("A /ready")
+    });
+    assert_eq!(r.k.ok(&["diff", "up"]), "C /etc\nA /etc/mine\nA /ready\n");
 }
 
 #[test]

@@ -294,3 +294,47 @@ pub fn unpause(g: &Global, names: &[String]) -> Result<()> {
     let cs = g.host()?.containers()?;
     each(names, |n| Ok(get(&cs, n)?.unpause()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_as_docker_s() {
+        let p = parse_restart("on-failure:5").unwrap();
+        assert_eq!((p.name, p.max_retries), (RestartName::OnFailure, 5));
+        assert_eq!(parse_restart("no").unwrap(), RestartPolicy::default());
+        assert_eq!(
+            parse_restart("unless-stopped").unwrap().name,
+            RestartName::UnlessStopped
+        );
+        let err = |s: &str| parse_restart(s).unwrap_err().to_string();
+        assert_eq!(
+            err("on-failure:-1"),
+            "invalid restart policy: maximum retry count cannot be negative"
+        );
+        assert_eq!(
+            err("always:2:3"),
+            "invalid restart policy format: maximum retry count must be an integer"
+        );
+    }
+
+    #[test]
+    fn policies_decide_as_docker_s_restart_manager() {
+        let on_failure = |n| RestartPolicy {
+            name: RestartName::OnFailure,
+            max_retries: n,
+        };
+        assert!(on_failure(2).should_restart(1, 1, false));
+        assert!(!on_failure(2).should_restart(1, 2, false));
+        assert!(!on_failure(0).should_restart(0, 0, false));
+        assert!(on_failure(0).should_restart(3, 100, false));
+        let always = RestartPolicy {
+            name: RestartName::Always,
+            max_retries: 0,
+        };
+        assert!(always.should_restart(0, 9, false));
+        assert!(!always.should_restart(0, 9, true), "stopped by hand");
+        assert!(!RestartPolicy::default().should_restart(1, 0, false));
+    }
+}
