@@ -176,6 +176,24 @@ fn restart_policy_on_failure_restarts_up_to_its_count() {
         ),
         "on-failure 2 1"
     );
+    // In the foreground: the first run's output and status; the shim goes on with the policy.
+    let out = r.k.run(&[
+        "run",
+        "--name",
+        "fg",
+        "--restart",
+        "on-failure:1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo fg; exit 3",
+    ]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "fg\n");
+    r.until("the foreground run's restart", || {
+        r.inspect("fg", "{{.RestartCount}} {{.State.Status}}") == "1 exited"
+    });
+    assert_eq!(r.k.ok(&["logs", "fg"]), "fg\nfg\n");
     // A success is not restarted by on-failure.
     r.k.ok(&[
         "run",
