@@ -826,6 +826,23 @@ impl Container {
         }
     }
 
+    /// After a `stopped` marker was left for a container between two runs: waits (up to 10
+    /// s) until its shim gave up or the next run, already on its way, is up; the state then
+    /// (`None` when it was removed).
+    fn settle(&self) -> Result<Option<ContainerState>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.removed() {
+                return Ok(None);
+            }
+            let state = self.state()?;
+            if state.status == Status::Running || !state.restarting || Instant::now() > deadline {
+                return Ok(Some(state));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// `wait`: blocks until the current (or next, for a created container) run has ended and
     /// returns its exit code; `None` when the container was removed meanwhile (`--rm`).
     pub fn wait(&self) -> Result<Option<i32>> {
@@ -851,11 +868,14 @@ impl Container {
     /// process ended on SIGTERM). A PID 1 without a SIGTERM handler ignores it (as in Docker)
     /// and ends with 137 after the timeout.
     pub fn stop(&self, timeout: Duration) -> Result<ContainerState> {
-        let last = self.state()?;
+        let mut last = self.state()?;
         if last.status == Status::Exited && last.restarting {
-            // Between two runs: the shim only needs to be told.
+            // Between two runs: the shim only needs to be told, unless the next run is
+            // already starting, which is then stopped as any running one.
             fs_err::write(self.marker(STOPPED), b"")?;
-            self.wait_stopped(Duration::from_secs(10))?;
+            if let Some(now) = self.settle()? {
+                last = now;
+            }
         }
         if last.status == Status::Running {
             match self.kill("TERM") {
@@ -895,11 +915,16 @@ impl Container {
                     id: self.id.clone(),
                 });
             }
-            match self.kill("KILL") {
-                Ok(()) | Err(Error::NotRunning { .. }) => {}
-                Err(e) => return Err(e),
+            // Killed during a restart's wait, the next run may be on its way: kill that too.
+            for _ in 0..3 {
+                match self.kill("KILL") {
+                    Ok(()) | Err(Error::NotRunning { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                if self.wait_stopped(Duration::from_secs(3))? {
+                    break;
+                }
             }
-            self.wait_stopped(Duration::from_secs(10))?;
             if self.removed() {
                 return Ok(());
             }
