@@ -23,6 +23,7 @@ mod cleanup;
 pub mod containers;
 mod error;
 pub mod network;
+pub mod networks;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;

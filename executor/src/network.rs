@@ -265,18 +265,21 @@ pub fn pasta_args(netns: &Path, pid_file: &Path, ports: &[PortMapping]) -> Vec<S
     args
 }
 
-/// Prepares the network of a bundle whose spec joins `<bundle>/netns`: creates the namespace
-/// and starts pasta on it (which returns once its ports listen). On failure whatever was made
-/// is released.
+/// Prepares the network of a bundle whose spec joins `<bundle>/netns`: creates the namespace,
+/// starts pasta on it (which returns once its ports listen) unless every user network of the
+/// plan is `--internal`, and attaches it to those networks ([`crate::networks::attach`]). On
+/// failure whatever was made is released.
 pub fn setup(bundle: &Path, plan: &ProcessPlan) -> Result<()> {
     if plan.network != Network::Bridge {
         return Ok(());
     }
     let ns = netns_path(bundle);
-    fs_err::write(&ns, b"")?;
-    let mut unshare = Command::new("unshare");
-    unshare.arg(format!("--net={}", ns.display())).arg("true");
-    let made = run_checked(unshare, "creating the network namespace").and_then(|()| {
+    let outbound = plan.networks.is_empty() || plan.networks.iter().any(|n| !n.internal);
+    let made = crate::networks::make_netns(&ns).and_then(|()| {
+        if !outbound {
+            // No pasta: only the networks' interfaces (and loopback).
+            return crate::networks::loopback_up(&ns);
+        }
         if !pasta_available() {
             return Err(Error::Network {
                 reason: "pasta not found: install Debian's passt package \
@@ -287,6 +290,17 @@ pub fn setup(bundle: &Path, plan: &ProcessPlan) -> Result<()> {
         let mut pasta = Command::new("pasta");
         pasta.args(pasta_args(&ns, &bundle.join(PASTA_PID), &plan.ports));
         run_checked(pasta, "starting pasta")
+    });
+    let made = made.and_then(|()| {
+        let id = bundle
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hostname = crate::spec::default_hostname(plan, &id);
+        for att in &plan.networks {
+            crate::networks::attach(bundle, att, &hostname)?;
+        }
+        Ok(())
     });
     if let Err(e) = made {
         release(bundle);
@@ -307,6 +321,8 @@ pub fn setup(bundle: &Path, plan: &ProcessPlan) -> Result<()> {
 /// Stops `bundle`'s pasta and unmounts its network namespace, if it has them. Never fails:
 /// called on every path that removes a bundle.
 pub fn release(bundle: &Path) {
+    // Off its user networks first: the others' hosts files lose its names.
+    crate::networks::release(bundle);
     let pid_file = bundle.join(PASTA_PID);
     if let Ok(text) = fs_err::read_to_string(&pid_file)
         && let Ok(pid) = text.trim().parse::<i32>()
@@ -320,8 +336,7 @@ pub fn release(bundle: &Path) {
     let _ = fs_err::remove_file(&pid_file);
     let ns = netns_path(bundle);
     if ns.exists() {
-        let _ = rustix::mount::unmount(&ns, rustix::mount::UnmountFlags::DETACH);
-        let _ = fs_err::remove_file(&ns);
+        crate::networks::drop_netns(&ns);
     }
 }
 

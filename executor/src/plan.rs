@@ -15,6 +15,9 @@ pub enum Network {
     /// docker's `bridge`: a namespace of its own with outbound connectivity through a
     /// userspace NAT (pasta) and the published [`ProcessPlan::ports`] (see `network`).
     Bridge,
+    /// `--network container:NAME`: the namespace of another container
+    /// ([`ProcessPlan::join_netns`]).
+    Container,
 }
 
 /// The seccomp filter of the sandbox (`--security-opt seccomp=...`).
@@ -122,6 +125,14 @@ pub struct ProcessPlan {
     /// `--dns-search` domains.
     #[serde(default)]
     pub dns_search: Vec<String>,
+    /// User networks joined at start (`--network NAME`, `network connect`), with
+    /// [`Network::Bridge`].
+    #[serde(default)]
+    pub networks: Vec<crate::networks::NetworkAttachment>,
+    /// With [`Network::Container`]: the namespace joined (a path), and the container it
+    /// belongs to (for `inspect`: `container:<id>`).
+    #[serde(default)]
+    pub join_netns: Option<(PathBuf, String)>,
 }
 
 impl Default for ProcessPlan {
@@ -150,6 +161,8 @@ impl Default for ProcessPlan {
             extra_hosts: Vec::new(),
             dns: Vec::new(),
             dns_search: Vec::new(),
+            networks: Vec::new(),
+            join_netns: None,
         }
     }
 }

@@ -373,7 +373,7 @@ pub fn cgroups_path(id: &str) -> String {
 pub fn default_hostname(plan: &ProcessPlan, id: &str) -> String {
     match (&plan.hostname, plan.network) {
         (Some(h), _) => h.clone(),
-        (None, Network::None | Network::Bridge) => id.chars().take(12).collect(),
+        (None, Network::None | Network::Bridge | Network::Container) => id.chars().take(12).collect(),
         (None, Network::Host) => rustix::system::uname()
             .nodename()
             .to_string_lossy()
@@ -441,7 +441,8 @@ pub fn build_spec(
         .env({
             let mut env = process_env(plan, user);
             // docker sets HOSTNAME to the container's hostname unless given.
-            if plan.network == Network::Bridge && !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            if matches!(plan.network, Network::Bridge | Network::Container)
+                && !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
                 env.push(format!("HOSTNAME={}", default_hostname(plan, &id)));
             }
             env
@@ -566,6 +567,13 @@ pub fn build_spec(
             if t == LinuxNamespaceType::Network && plan.network == Network::Bridge {
                 // Made and wired before the runtime starts (`network::setup`).
                 ns = ns.path(crate::network::netns_path(bundle));
+            }
+            if t == LinuxNamespaceType::Network
+                && plan.network == Network::Container
+                && let Some((path, _)) = &plan.join_netns
+            {
+                // Another container's namespace (`--network container:NAME`).
+                ns = ns.path(path.clone());
             }
             ns.build()
         })

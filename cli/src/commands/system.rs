@@ -10,7 +10,7 @@ use super::Global;
 
 /// docker's `[y/N]` prompt; `force` answers yes. Without a terminal nothing is removed
 /// unless `-f` is given, as docker does when it reads no answer.
-fn confirm(warning: &str, force: bool) -> Result<bool> {
+pub(crate) fn confirm(warning: &str, force: bool) -> Result<bool> {
     if force {
         return Ok(true);
     }
