@@ -448,6 +448,13 @@ pub struct BuildArgs {
     /// Additional named context (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST]|URL)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// Network of RUN steps without a RUN --network of their own: default (a namespace of
+    /// their own with outbound access), none or host
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Extra /etc/hosts entry of every RUN step: NAME:IP (IP may be host-gateway)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Build cache budget kept after the build (default: the store's config, else 10% of
     /// the disk, at most 20GB)
     #[arg(long = "gc-keep-storage", value_name = "SIZE")]

@@ -14,6 +14,7 @@ pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
 use crate::ops::export;
+pub use crate::ops::exec::RunNetwork;
 pub use crate::ops::export::LayerCompression;
 use crate::ops::mounts::SecretSource;
 use crate::remote::{self, CacheMode, CacheSpec, ExportReport};
@@ -171,6 +172,8 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--build-context NAME=VALUE`, as written.
     pub build_contexts: Vec<String>,
+    /// `--network` and `--add-host` of the RUN steps (BuildKit's semantics; in no cache key).
+    pub network: RunNetwork,
 }
 
 /// The `.dockerignore` patterns of a build: `<Dockerfile>.dockerignore` beside the
@@ -378,6 +381,7 @@ impl<'h> Build<'h> {
             source_date_epoch: self.opts.epoch(),
             secrets: self.opts.secrets.clone(),
             remote,
+            network: self.opts.network.clone(),
         })
     }
 

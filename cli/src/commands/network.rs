@@ -132,11 +132,7 @@ pub fn apply(
     }
     plan.ports = ports;
     for entry in &args.add_host {
-        let Some((name, ip)) = entry.split_once(':').or_else(|| entry.split_once('=')) else {
-            bail!(
-                "invalid argument {entry:?} for \"--add-host\" flag: bad format for add-host: {entry:?}"
-            );
-        };
+        let (name, ip) = parse_add_host(entry)?;
         let ip = if ip == "host-gateway" {
             let gw = match plan.network {
                 Network::Bridge => network::host_gateway(),
@@ -149,14 +145,9 @@ pub fn apply(
                 }
             }
         } else {
-            match ip.trim_matches(['[', ']']).parse::<IpAddr>() {
-                Ok(ip) => ip.to_string(),
-                Err(_) => bail!(
-                    "invalid argument {entry:?} for \"--add-host\" flag: invalid IP address in add-host: {ip:?}"
-                ),
-            }
+            ip
         };
-        plan.extra_hosts.push((name.to_owned(), ip));
+        plan.extra_hosts.push((name, ip));
     }
     for d in &args.dns {
         if d.parse::<IpAddr>().is_err() {
@@ -166,4 +157,23 @@ pub fn apply(
     plan.dns = args.dns.clone();
     plan.dns_search = args.dns_search.clone();
     Ok(())
+}
+
+/// Parses docker's `--add-host NAME:IP` (or `NAME=IP`); the IP is normalized, or
+/// `host-gateway`.
+pub fn parse_add_host(entry: &str) -> Result<(String, String)> {
+    let Some((name, ip)) = entry.split_once(':').or_else(|| entry.split_once('=')) else {
+        bail!(
+            "invalid argument {entry:?} for \"--add-host\" flag: bad format for add-host: {entry:?}"
+        );
+    };
+    if ip == "host-gateway" {
+        return Ok((name.to_owned(), ip.to_owned()));
+    }
+    match ip.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => Ok((name.to_owned(), ip.to_string())),
+        Err(_) => bail!(
+            "invalid argument {entry:?} for \"--add-host\" flag: invalid IP address in add-host: {ip:?}"
+        ),
+    }
 }
