@@ -85,7 +85,9 @@ pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()
         },
         Network::None | Network::Bridge => default_hosts(&hostname),
         // The joined container's own files, when it has a bundle (`container:NAME`).
-        Network::Container => etc_of_joined(plan, "hosts").unwrap_or_else(|| default_hosts(&hostname)),
+        Network::Container => {
+            etc_of_joined(plan, "hosts").unwrap_or_else(|| default_hosts(&hostname))
+        }
     };
     let mut hosts = hosts;
     for (name, ip) in &plan.extra_hosts {
@@ -99,7 +101,9 @@ pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()
     fs_err::write(bundle.join("hosts"), hosts)?;
     fs_err::write(bundle.join("hostname"), format!("{hostname}\n"))?;
     let resolv = match plan.network {
-        Network::Container => etc_of_joined(plan, "resolv.conf").unwrap_or_else(|| resolv_conf(plan)),
+        Network::Container => {
+            etc_of_joined(plan, "resolv.conf").unwrap_or_else(|| resolv_conf(plan))
+        }
         _ => resolv_conf(plan),
     };
     fs_err::write(bundle.join("resolv.conf"), resolv)?;

@@ -809,7 +809,10 @@ impl Container {
 
     /// Replaces the user networks the container joins at start (`network connect` and
     /// `disconnect`); the stored config is rewritten atomically.
-    pub fn set_networks(&mut self, networks: Vec<crate::networks::NetworkAttachment>) -> Result<()> {
+    pub fn set_networks(
+        &mut self,
+        networks: Vec<crate::networks::NetworkAttachment>,
+    ) -> Result<()> {
         let mut config = self.config.clone();
         config.plan.networks = networks;
         write_json(

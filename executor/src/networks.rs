@@ -288,7 +288,9 @@ fn ip_batch(netns: &Path, commands: &str) -> Result<()> {
     }
     Err(net_err(format!(
         "ip: {}",
-        String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ")
+        String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace('\n', "; ")
     )))
 }
 
@@ -566,7 +568,10 @@ fn placeholder() -> NetworkRecord {
 
 /// docker's network name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 fn check_name(name: &str) -> Result<()> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -954,7 +959,13 @@ mod tests {
         assert_eq!(s.first_host().to_string(), "172.20.0.1");
         assert!(s.overlaps(Subnet::parse("172.20.5.0/24").unwrap()));
         assert!(!s.overlaps(Subnet::parse("172.21.0.0/16").unwrap()));
-        for bad in ["172.20.0.1/16", "x/16", "10.0.0.0", "10.0.0.0/31", "10.0.0.0/x"] {
+        for bad in [
+            "172.20.0.1/16",
+            "x/16",
+            "10.0.0.0",
+            "10.0.0.0/31",
+            "10.0.0.0/x",
+        ] {
             assert!(Subnet::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(

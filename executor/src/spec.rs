@@ -373,7 +373,9 @@ pub fn cgroups_path(id: &str) -> String {
 pub fn default_hostname(plan: &ProcessPlan, id: &str) -> String {
     match (&plan.hostname, plan.network) {
         (Some(h), _) => h.clone(),
-        (None, Network::None | Network::Bridge | Network::Container) => id.chars().take(12).collect(),
+        (None, Network::None | Network::Bridge | Network::Container) => {
+            id.chars().take(12).collect()
+        }
         (None, Network::Host) => rustix::system::uname()
             .nodename()
             .to_string_lossy()
@@ -442,7 +444,8 @@ pub fn build_spec(
             let mut env = process_env(plan, user);
             // docker sets HOSTNAME to the container's hostname unless given.
             if matches!(plan.network, Network::Bridge | Network::Container)
-                && !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+                && !env.iter().any(|e| e.starts_with("HOSTNAME="))
+            {
                 env.push(format!("HOSTNAME={}", default_hostname(plan, &id)));
             }
             env

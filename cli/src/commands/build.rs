@@ -11,9 +11,8 @@ use kiln_frontend::lower::{LowerOptions, lower_checked};
 use kiln_oci::Platform;
 use kiln_solver::graph::NetworkMode;
 use kiln_solver::session::{
-    RunNetwork,
     Build, BuildError, BuildOptions, ContextSource, FetchedContext, LayerCompression, Output,
-    Secret,
+    RunNetwork, Secret,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,10 +3,10 @@
 
 use crate::cli::RunArgs;
 use anyhow::{Result, bail};
+use kiln_solver::Host;
 use kiln_solver::containers::network::{
     self, PortMapping, assign_host_ports, parse_exposed, parse_publish,
 };
-use kiln_solver::Host;
 use kiln_solver::containers::{Network, ProcessPlan, Status};
 use kiln_solver::graph::ImageConfig;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,7 +29,10 @@ fn join_container(host: &Host, plan: &mut ProcessPlan, args: &RunArgs, name: &st
     let target = host.containers()?.get(name)?;
     let state = target.state()?;
     let Some(pid) = state.pid.filter(|_| state.status == Status::Running) else {
-        bail!("cannot join network of a non running container: {}", target.id());
+        bail!(
+            "cannot join network of a non running container: {}",
+            target.id()
+        );
     };
     let tplan = &target.config().plan;
     let path = match tplan.network {
@@ -86,9 +89,11 @@ pub fn apply(
             let net = host.networks()?.get(name)?;
             let ip = match &args.ip {
                 Some(ip) => {
-                    let ip: Ipv4Addr = ip
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("invalid argument {ip:?} for \"--ip\" flag: invalid IP address"))?;
+                    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "invalid argument {ip:?} for \"--ip\" flag: invalid IP address"
+                        )
+                    })?;
                     net.check_ip(ip)?;
                     Some(ip)
                 }
@@ -119,7 +124,9 @@ pub fn apply(
         }
     }
     if !ports.is_empty() {
-        if plan.network != Network::Bridge || plan.networks.iter().all(|n| n.internal) && !plan.networks.is_empty() {
+        if plan.network != Network::Bridge
+            || plan.networks.iter().all(|n| n.internal) && !plan.networks.is_empty()
+        {
             // docker ignores them with a warning on host and none (and kiln on an internal
             // network, which has no pasta to listen).
             eprintln!(

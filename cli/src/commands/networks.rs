@@ -52,7 +52,9 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> Result<()> {
             let subnet = subnet.as_deref().map(Subnet::parse).transpose()?;
             let gateway = match gateway {
                 Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| {
-                    anyhow::anyhow!("invalid argument {g:?} for \"--gateway\" flag: invalid IP address")
+                    anyhow::anyhow!(
+                        "invalid argument {g:?} for \"--gateway\" flag: invalid IP address"
+                    )
                 })?),
                 None => None,
             };
@@ -170,7 +172,9 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> Result<()> {
             let ip = match ip {
                 Some(ip) => {
                     let ip: Ipv4Addr = ip.parse().map_err(|_| {
-                        anyhow::anyhow!("invalid argument {ip:?} for \"--ip\" flag: invalid IP address")
+                        anyhow::anyhow!(
+                            "invalid argument {ip:?} for \"--ip\" flag: invalid IP address"
+                        )
                     })?;
                     net.check_ip(ip)?;
                     Some(ip)
@@ -300,7 +304,11 @@ pub fn port(g: &Global, name: &str, filter: Option<&str>) -> Result<()> {
     let c = g.host()?.containers()?.get(name)?;
     // docker shows the bindings of a running container only.
     let running = c.state()?.status == Status::Running;
-    let mut ports: Vec<_> = if running { c.ports().to_vec() } else { Vec::new() };
+    let mut ports: Vec<_> = if running {
+        c.ports().to_vec()
+    } else {
+        Vec::new()
+    };
     ports.sort_by_key(|p| (p.container_port, p.proto, p.host_port));
     match filter {
         None => {
