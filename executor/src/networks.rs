@@ -314,6 +314,8 @@ fn interfaces(netns: &Path) -> Result<Vec<String>> {
 /// Whether `path` is a mounted network namespace (nsfs), not just the file under it.
 fn is_netns(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // `f_type`'s width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
     rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == NSFS_MAGIC)
 }
 
