@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// Network mode of the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Network {
-    /// Share the host's network namespace (BuildKit's default for RUN).
+    /// Share the host's network namespace (`RUN --network=host`, and RUN's default without pasta).
     #[default]
     Host,
     /// A fresh network namespace with only the loopback interface.
