@@ -584,3 +584,66 @@ fn build_network_modes_and_add_host_reach_run_steps_without_changing_keys() {
     );
     no_mounts_left(&k);
 }
+
+#[test]
+fn published_ports_internal_networks_and_a_sigkilled_kiln() {
+    let Some(k) = kiln() else { return };
+    k.ok(&["network", "create", "pub"]);
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    serve(&k, "site", &["--network", "pub", "-p", &publish]);
+    assert!(
+        http_get(port).contains("hello-site"),
+        "-p works on a user network"
+    );
+
+    // --internal: the network's interface only (no pasta), peers still reachable.
+    k.ok(&["network", "create", "--internal", "quiet"]);
+    serve(&k, "inner", &["--network", "quiet"]);
+    let out = k.ok(&[
+        "run", "--rm", "--network", "quiet", "busybox", "sh", "-c",
+        "ls /sys/class/net; for i in $(seq 50); do wget -qO- http://inner/ && exit 0; sleep 0.1; done; exit 1",
+    ]);
+    let ifaces: Vec<&str> = out
+        .lines()
+        .take_while(|l| !l.starts_with("hello"))
+        .collect();
+    assert_eq!(ifaces, ["eth0", "lo"], "{out}");
+    assert!(out.contains("hello-inner"), "{out}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&k.ok(&["network", "inspect", "quiet"])).unwrap();
+    assert_eq!(inspect[0]["Internal"], true);
+
+    // A foreground kiln run killed with SIGKILL: the next command takes its name off the
+    // network, and nothing of it stays.
+    let mut fg = k
+        .command()
+        .args([
+            "run",
+            "--name",
+            "doomed",
+            "--network",
+            "pub",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !hosts(&k, "site").contains("doomed") {
+        assert!(std::time::Instant::now() < deadline, "doomed never joined");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fg.kill().unwrap();
+    fg.wait().unwrap();
+    k.ok(&["ps", "-a"]);
+    assert!(
+        !hosts(&k, "site").contains("doomed"),
+        "{}",
+        hosts(&k, "site")
+    );
+    k.ok(&["rm", "-f", "doomed", "site", "inner"]);
+    k.ok(&["network", "rm", "pub", "quiet"]);
+    no_mounts_left(&k);
+}
