@@ -994,4 +994,61 @@ mod tests {
         };
         assert_eq!(e.names(), ["web", "www", "abc"]);
     }
+
+    #[test]
+    fn hosts_files_are_rewritten_in_place_from_the_endpoints() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let nets = Networks::open(tmp.path().join("networks")).unwrap();
+        let net_dir = nets.dir.join("n1");
+        fs_err::create_dir_all(net_dir.join(ENDPOINTS)).unwrap();
+        let mut record = placeholder();
+        record.id = "f".repeat(64);
+        record.name = "n1".into();
+        record.subnet = Subnet::parse("172.30.0.0/16").unwrap();
+        write_json(&net_dir.join(RECORD), &record).unwrap();
+        let net = open_dir(&net_dir).unwrap();
+        let bundle = |id: &str, ip: &str, name: &str| {
+            let b = tmp.path().join("bundles").join(id);
+            fs_err::create_dir_all(&b).unwrap();
+            fs_err::write(b.join(HOSTS_BASE), "127.0.0.1\tlocalhost\n127.0.1.1\th\n").unwrap();
+            fs_err::write(b.join("hosts"), "old\n").unwrap();
+            write_json(&b.join(BUNDLE_ENDPOINTS), &vec![net_dir.clone()]).unwrap();
+            let e = Endpoint {
+                container_id: id.into(),
+                container_name: name.into(),
+                hostname: format!("{id}-host"),
+                aliases: vec![format!("{name}-alias")],
+                ip: ip.parse().unwrap(),
+                mac: mac_of(ip.parse().unwrap()),
+                veth: String::new(),
+                ifname: "eth0".into(),
+                bundle: b.clone(),
+            };
+            write_json(&net.endpoint_path(id), &e).unwrap();
+            b
+        };
+        let a = bundle("a", "172.30.0.2", "web");
+        let b = bundle("b", "172.30.0.3", "db");
+        let inode = fs_err::metadata(a.join("hosts")).unwrap().ino();
+        net.rewrite_hosts();
+        let hosts = fs_err::read_to_string(a.join("hosts")).unwrap();
+        assert_eq!(
+            hosts,
+            "127.0.0.1\tlocalhost\n172.30.0.2\ta-host\n# kiln network n1\n\
+             172.30.0.2\tweb web-alias a-host\n172.30.0.3\tdb db-alias b-host\n"
+        );
+        assert_eq!(
+            fs_err::metadata(a.join("hosts")).unwrap().ino(),
+            inode,
+            "same inode"
+        );
+        // b's container is gone: the sweep drops its endpoint and a's table forgets it.
+        fs_err::remove_dir_all(&b).unwrap();
+        nets.sweep();
+        let hosts = fs_err::read_to_string(a.join("hosts")).unwrap();
+        assert!(!hosts.contains("db"), "{hosts}");
+        assert!(!net.endpoint_path("b").exists());
+        assert_eq!(net.endpoints().len(), 1);
+    }
 }

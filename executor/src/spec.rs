@@ -828,6 +828,41 @@ mod tests {
     }
 
     #[test]
+    fn bridge_and_container_networks_join_namespaces_by_path() {
+        let netns = |plan: &ProcessPlan| {
+            let v = spec_value(plan);
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["type"] == "network")
+                .map(|n| n["path"].clone())
+        };
+        let mut plan = ProcessPlan::new(["x"]);
+        plan.network = Network::Bridge;
+        assert_eq!(
+            netns(&plan),
+            Some(serde_json::json!("/s/bundles/abc123/netns"))
+        );
+        plan.network = Network::Container;
+        plan.join_netns = Some(("/s/bundles/other/netns".into(), "other".into()));
+        assert_eq!(
+            netns(&plan),
+            Some(serde_json::json!("/s/bundles/other/netns"))
+        );
+        let v = spec_value(&plan);
+        assert_eq!(v["hostname"], "abc123");
+        assert!(
+            strings(&v["process"]["env"]).contains(&"HOSTNAME=abc123".to_owned()),
+            "{}",
+            v["process"]["env"]
+        );
+        plan.network = Network::None;
+        plan.join_netns = None;
+        assert_eq!(netns(&plan), Some(serde_json::Value::Null), "a fresh one");
+    }
+
+    #[test]
     fn network_none_limits_mounts_and_hostname() {
         let mut plan = ProcessPlan::new(["x"]);
         plan.network = Network::None;
