@@ -276,9 +276,12 @@ fn network_rm_is_refused_while_a_container_is_attached_and_nothing_is_left() {
         "1000",
     ]);
     let out = k.ok(&["network", "prune", "-f"]);
-    assert_eq!(out, "Deleted Networks:\nidle\n");
+    assert_eq!(out, "Deleted Networks:\nidle\n\n");
     k.ok(&["rm", "-f", "b"]);
-    k.ok(&["network", "rm", "busy"]);
+    // ... as docker's system prune does.
+    let out = k.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted Networks:\nbusy\n"), "{out}");
+    assert!(!k.ok(&["network", "ls"]).contains(" busy "));
     no_mounts_left(&k);
 }
 

@@ -4,7 +4,7 @@
 use crate::cli::NetworkCommand;
 use crate::commands::Global;
 use crate::commands::container::each;
-use crate::commands::system::confirm;
+use crate::commands::system::{confirm, print_list};
 use crate::format::align;
 use anyhow::{Result, bail};
 use kiln_solver::containers::networks::{CreateOptions, PREDEFINED, Subnet, UserNetwork};
@@ -240,21 +240,22 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> Result<()> {
             )? {
                 return Ok(());
             }
-            let mut deleted = Vec::new();
-            for n in nets.list()? {
-                if n.endpoints().is_empty() && n.remove().is_ok() {
-                    deleted.push(n.record().name.clone());
-                }
-            }
-            if !deleted.is_empty() {
-                println!("Deleted Networks:");
-                for n in deleted {
-                    println!("{n}");
-                }
-            }
+            print_list("Deleted Networks:", &prune(&host)?);
         }
     }
     Ok(())
+}
+
+/// Removes the user networks no running container is attached to; their names.
+pub(crate) fn prune(host: &kiln_solver::Host) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    for n in host.networks()?.list()? {
+        // A network a container joins meanwhile is refused by `remove` and kept.
+        if n.endpoints().is_empty() && n.remove().is_ok() {
+            deleted.push(n.record().name.clone());
+        }
+    }
+    Ok(deleted)
 }
 
 /// docker's `network inspect` document of a user network.
