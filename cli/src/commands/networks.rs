@@ -98,7 +98,6 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> Result<()> {
             println!("{}", align(&lines));
         }
         NetworkCommand::Inspect { names } => {
-            let cs = host.containers()?;
             let mut out = Vec::new();
             let mut missing = Vec::new();
             for n in &names {
@@ -120,7 +119,7 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> Result<()> {
                     continue;
                 }
                 match nets.get(n) {
-                    Ok(net) => out.push(inspect(&net, &cs)),
+                    Ok(net) => out.push(inspect(&net)),
                     Err(e) => missing.push(e),
                 }
             }
@@ -259,7 +258,7 @@ pub(crate) fn prune(host: &kiln_solver::Host) -> Result<Vec<String>> {
 }
 
 /// docker's `network inspect` document of a user network.
-fn inspect(net: &UserNetwork, cs: &kiln_solver::containers::Containers) -> serde_json::Value {
+fn inspect(net: &UserNetwork) -> serde_json::Value {
     let r = net.record();
     let mut containers = serde_json::Map::new();
     for e in net.endpoints() {
@@ -275,7 +274,6 @@ fn inspect(net: &UserNetwork, cs: &kiln_solver::containers::Containers) -> serde
         );
     }
     // Stopped containers keep the network in their config but have no endpoint, as in docker.
-    let _ = cs;
     serde_json::json!({
         "Name": r.name,
         "Id": r.id,
