@@ -136,7 +136,7 @@ fn process_identity(pid: i32) -> Option<String> {
     Some(format!("{pid} {start}"))
 }
 
-fn write_owner(bundle: &Path) -> Result<()> {
+pub(crate) fn write_owner(bundle: &Path) -> Result<()> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let identity = process_identity(me).unwrap_or_else(|| format!("{me} 0"));
     // Atomically: a reaper that read a half-written (empty) owner would take it for dead.

@@ -133,6 +133,10 @@ pub struct ProcessPlan {
     /// belongs to (for `inspect`: `container:<id>`).
     #[serde(default)]
     pub join_netns: Option<(PathBuf, String)>,
+    /// With [`Network::Bridge`] and nothing published: the namespace may come from (and go
+    /// back to) this process's pool of ready ones (RUN steps; see `network`).
+    #[serde(default)]
+    pub reuse_network: bool,
 }
 
 impl Default for ProcessPlan {
@@ -163,6 +167,7 @@ impl Default for ProcessPlan {
             dns_search: Vec::new(),
             networks: Vec::new(),
             join_netns: None,
+            reuse_network: false,
         }
     }
 }

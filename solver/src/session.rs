@@ -130,6 +130,15 @@ impl Output {
     }
 }
 
+/// Removes this process's pooled RUN network namespaces when dropped.
+struct DrainNetworkPool;
+
+impl Drop for DrainNetworkPool {
+    fn drop(&mut self) {
+        kiln_executor::network::drain_pool();
+    }
+}
+
 /// A `--secret` source: a file, or an environment variable of this process.
 pub type Secret = SecretSource;
 
@@ -332,6 +341,8 @@ impl<'h> Build<'h> {
         R: Send + Default + 'static,
     {
         let mut this = self;
+        // The RUN steps' pooled network namespaces go when the build does, however it ends.
+        let _pool = DrainNetworkPool;
         let mut def = def;
         apply_no_cache(&mut def, this.opts.no_cache, &this.opts.no_cache_filter);
         let def = Arc::new(def);

@@ -650,3 +650,43 @@ fn published_ports_internal_networks_and_a_sigkilled_kiln() {
     k.ok(&["network", "rm", "pub", "quiet"]);
     no_mounts_left(&k);
 }
+
+#[test]
+fn run_steps_borrow_pooled_namespaces_and_a_sigkilled_build_leaves_none() {
+    let Some(k) = kiln() else { return };
+    // Sequential steps borrow the same ready namespace (its pasta started once).
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN readlink /proc/self/ns/net > /a\n\
+         RUN readlink /proc/self/ns/net > /b\n\
+         RUN cat /a /b > /both\n",
+    );
+    build(&k, &ctx, &["-t", "pooled", "--jobs", "1"]);
+    let both = k.ok(&["run", "--rm", "--network", "none", "pooled", "cat", "/both"]);
+    let lines: Vec<&str> = both.lines().collect();
+    assert_eq!(lines.len(), 2, "{both}");
+    assert_eq!(lines[0], lines[1], "one pooled namespace: {both}");
+    no_mounts_left(&k);
+
+    // A build killed in a step: the next command removes its pool, pasta and all.
+    let ctx = Context::new().file("Dockerfile", "FROM busybox\nRUN sleep 1000\n");
+    let mut b = k
+        .command()
+        .args(["build", "-q", ctx.arg()])
+        .spawn()
+        .unwrap();
+    let root = k.root.path().display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pasta_processes(&root) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    k.ok(&["ps"]);
+    no_mounts_left(&k);
+}

@@ -171,6 +171,8 @@ pub(crate) fn plan_for(
     plan.user = exec.user.clone();
     plan.hostname = Some("kiln".to_string());
     plan.network = net.resolve(exec.network);
+    // A step's namespace may be a pooled one (nothing is published from a step).
+    plan.reuse_network = plan.network == Network::Bridge;
     for (name, ip) in &net.extra_hosts {
         let ip = if ip == "host-gateway" {
             match plan.network {
