@@ -519,6 +519,8 @@ impl Networks {
             if !dir.is_dir() {
                 continue;
             }
+            // Before the lock: taking it may create its file, which touches the directory.
+            let is_young = young(&dir);
             let Ok(Some(lock)) = Lock::take(&dir, false) else {
                 continue;
             };
@@ -538,6 +540,8 @@ impl Networks {
                         net.rewrite_hosts();
                     }
                 }
+                // One being created right now may not have taken its lock yet.
+                Err(_) if is_young => {}
                 Err(_) => {
                     tracing::info!(dir = %dir.display(), "removing a half-made network");
                     drop(lock);
@@ -550,6 +554,15 @@ impl Networks {
             }
         }
     }
+}
+
+/// Whether `dir` was made less than a minute ago.
+fn young(dir: &Path) -> bool {
+    fs_err::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < std::time::Duration::from_secs(60))
 }
 
 fn placeholder() -> NetworkRecord {
@@ -1050,5 +1063,36 @@ mod tests {
         assert!(!hosts.contains("db"), "{hosts}");
         assert!(!net.endpoint_path("b").exists());
         assert_eq!(net.endpoints().len(), 1);
+    }
+
+    #[test]
+    fn the_sweep_removes_half_made_networks_once_they_are_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let nets = Networks::open(tmp.path()).unwrap();
+        for name in ["old", "new"] {
+            fs_err::create_dir_all(nets.dir.join(name).join(ENDPOINTS)).unwrap();
+        }
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::open(nets.dir.join("old"))
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        nets.sweep();
+        assert!(
+            !nets.dir.join("old").exists(),
+            "a killed creator's leftovers go"
+        );
+        assert!(nets.dir.join("new").exists(), "one being created stays");
+        // A network whose creator holds the lock is left alone, however old.
+        let held = Lock::take(&nets.dir.join("new"), false).unwrap().unwrap();
+        std::fs::File::open(nets.dir.join("new"))
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        nets.sweep();
+        assert!(nets.dir.join("new").exists());
+        drop(held);
+        nets.sweep();
+        assert!(!nets.dir.join("new").exists());
     }
 }
