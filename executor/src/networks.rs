@@ -1073,8 +1073,9 @@ mod tests {
             fs_err::create_dir_all(nets.dir.join(name).join(ENDPOINTS)).unwrap();
         }
         let past = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-        std::fs::File::open(nets.dir.join("old"))
+        fs_err::File::open(nets.dir.join("old"))
             .unwrap()
+            .file()
             .set_modified(past)
             .unwrap();
         nets.sweep();
@@ -1085,8 +1086,9 @@ mod tests {
         assert!(nets.dir.join("new").exists(), "one being created stays");
         // A network whose creator holds the lock is left alone, however old.
         let held = Lock::take(&nets.dir.join("new"), false).unwrap().unwrap();
-        std::fs::File::open(nets.dir.join("new"))
+        fs_err::File::open(nets.dir.join("new"))
             .unwrap()
+            .file()
             .set_modified(past)
             .unwrap();
         nets.sweep();
