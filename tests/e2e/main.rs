@@ -9,6 +9,7 @@ mod interop;
 mod layers;
 mod lifecycle;
 mod network;
+mod networks;
 mod progress;
 mod prune;
 mod registry;

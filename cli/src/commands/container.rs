@@ -99,7 +99,7 @@ fn log_time(text: &str, flag: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 
 /// Runs `op` on each of `names` in turn, as docker does: a failure is printed and the rest
 /// still go; the status is 1 if any failed.
-fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<()> {
+pub(crate) fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<()> {
     let mut failed = false;
     for n in names {
         match op(n) {

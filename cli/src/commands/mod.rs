@@ -3,12 +3,13 @@
 mod about;
 mod build;
 mod checks;
-mod container;
+pub(crate) mod container;
 pub mod debug;
 mod debug_shell;
 mod image;
 mod lifecycle;
 mod network;
+mod networks;
 mod registry;
 mod run;
 mod system;
@@ -180,5 +181,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             ok(system::container_prune(&g, force))
         }
         Command::Volume(cmd) => ok(system::volume(&g, cmd)),
+        Command::Network(cmd) => ok(networks::network(&g, cmd)),
+        Command::Port { container, port } => ok(networks::port(&g, &container, port.as_deref())),
     }
 }
