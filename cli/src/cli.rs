@@ -204,6 +204,77 @@ pub enum Command {
     /// Named volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// User networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// List a container's published ports, or the host address of one
+    Port {
+        container: String,
+        /// PORT[/PROTO]
+        port: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network
+    Create {
+        /// Subnet in CIDR form (a free one of 172.18-31.0.0/16 by default)
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (the subnet's first address by default)
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No outbound connectivity
+        #[arg(long)]
+        internal: bool,
+        /// Driver (only bridge)
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        name: String,
+    },
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+    },
+    /// Show networks (JSON)
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while containers are attached)
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a container to a network
+    Connect {
+        /// Another name of the container on the network
+        #[arg(long)]
+        alias: Vec<String>,
+        /// IPv4 address (on networks created with --subnet)
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+    /// Remove networks no running container uses
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -509,6 +580,13 @@ pub struct BuildArgs {
     /// Additional named context (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST]|URL)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// Network of RUN steps without a RUN --network of their own: default (a namespace of
+    /// their own with outbound access), none or host
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Extra /etc/hosts entry of every RUN step: NAME:IP (IP may be host-gateway)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Build cache budget kept after the build (default: the store's config, else 10% of
     /// the disk, at most 20GB)
     #[arg(long = "gc-keep-storage", value_name = "SIZE")]
@@ -606,9 +684,16 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
-    /// bridge (a namespace of its own, the default), none or host
+    /// bridge (a namespace of its own, the default), none, host, a user network's name, or
+    /// container:NAME
     #[arg(long, alias = "net", default_value = "bridge")]
     pub network: String,
+    /// Another name of the container on its user network
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address on its user network (one created with --subnet)
+    #[arg(long)]
+    pub ip: Option<String>,
     /// Publish a port: [IP:][HOST:]CONTAINER[/tcp|udp]
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER")]
     pub publish: Vec<String>,

@@ -84,16 +84,37 @@ pub fn write_bundle(bundle: &Path, spec: &Spec, plan: &ProcessPlan) -> Result<()
             Err(_) => default_hosts(&hostname),
         },
         Network::None | Network::Bridge => default_hosts(&hostname),
+        // The joined container's own files, when it has a bundle (`container:NAME`).
+        Network::Container => {
+            etc_of_joined(plan, "hosts").unwrap_or_else(|| default_hosts(&hostname))
+        }
     };
     let mut hosts = hosts;
     for (name, ip) in &plan.extra_hosts {
         // docker appends --add-host entries as `IP\tNAME`.
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
+    if plan.network == Network::Bridge {
+        // User networks rewrite `hosts` from it (`networks`).
+        fs_err::write(bundle.join(crate::networks::HOSTS_BASE), &hosts)?;
+    }
     fs_err::write(bundle.join("hosts"), hosts)?;
     fs_err::write(bundle.join("hostname"), format!("{hostname}\n"))?;
-    fs_err::write(bundle.join("resolv.conf"), resolv_conf(plan))?;
+    let resolv = match plan.network {
+        Network::Container => {
+            etc_of_joined(plan, "resolv.conf").unwrap_or_else(|| resolv_conf(plan))
+        }
+        _ => resolv_conf(plan),
+    };
+    fs_err::write(bundle.join("resolv.conf"), resolv)?;
     write_atomic(&bundle.join("config.json"), &spec_json(spec)?)
+}
+
+/// The joined container's generated `/etc` file `name` (`--network container:NAME`), when its
+/// namespace is the one in its bundle.
+fn etc_of_joined(plan: &ProcessPlan, name: &str) -> Option<String> {
+    let (netns, _) = plan.join_netns.as_ref()?;
+    fs_err::read_to_string(netns.parent()?.join(name)).ok()
 }
 
 /// Writes `data` to `path` through a temporary file and a rename.
@@ -115,7 +136,7 @@ fn process_identity(pid: i32) -> Option<String> {
     Some(format!("{pid} {start}"))
 }
 
-fn write_owner(bundle: &Path) -> Result<()> {
+pub(crate) fn write_owner(bundle: &Path) -> Result<()> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let identity = process_identity(me).unwrap_or_else(|| format!("{me} 0"));
     // Atomically: a reaper that read a half-written (empty) owner would take it for dead.

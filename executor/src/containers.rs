@@ -331,6 +331,10 @@ impl Containers {
             .clone()
             .unwrap_or_else(|| format!("kiln_{}", &id[..12]));
         check_id(&name)?;
+        let mut config = config;
+        for n in &mut config.plan.networks {
+            n.container_name = name.clone();
+        }
         if let Some(other) = self.list(true)?.into_iter().find(|c| c.name == name) {
             return Err(Error::NameInUse { name, id: other.id });
         }
@@ -1128,7 +1132,7 @@ impl Container {
                 "Healthcheck": self.config.healthcheck,
             },
             "HostConfig": {
-                "NetworkMode": match plan.network { crate::Network::Host => "host", crate::Network::None => "none", crate::Network::Bridge => "bridge" },
+                "NetworkMode": network_mode(plan),
                 "ReadonlyRootfs": plan.readonly_rootfs,
                 "Memory": plan.memory.unwrap_or(0),
                 "NanoCpus": plan.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
@@ -1145,7 +1149,7 @@ impl Container {
                 "Init": plan.mounts.iter().any(|m| m.destination() == INIT_PATH),
                 "PortBindings": self.ports_json(),
             },
-            "NetworkSettings": { "Ports": self.ports_json() },
+            "NetworkSettings": { "Ports": self.ports_json(), "Networks": self.networks_json() },
             "Mounts": plan.mounts.iter().filter(|m| m.destination() != INIT_PATH).map(|m| match m {
                 crate::MountPlan::Bind { src, dst, readonly } => serde_json::json!({
                     "Type": "bind", "Source": src, "Destination": dst, "RW": !readonly,
@@ -1160,6 +1164,54 @@ impl Container {
     /// The container's published ports (`-p`, `-P`), host ports as chosen at creation.
     pub fn ports(&self) -> &[crate::network::PortMapping] {
         &self.config.plan.ports
+    }
+
+    /// docker's `NetworkSettings.Networks`: per user network, the address while running.
+    pub fn networks_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for n in &self.config.plan.networks {
+            let e = crate::networks::endpoint_of(&n.dir, &self.id);
+            let net = crate::networks::UserNetwork::open(&n.dir).ok();
+            map.insert(
+                n.name.clone(),
+                serde_json::json!({
+                    "Aliases": n.aliases,
+                    "NetworkID": n.id,
+                    "EndpointID": e.as_ref().map(|_| format!("{}{}", &n.id[..32.min(n.id.len())], &self.id[..32])).unwrap_or_default(),
+                    "Gateway": e.as_ref().and(net.as_ref()).map(|n| n.record().gateway.to_string()).unwrap_or_default(),
+                    "IPAddress": e.as_ref().map(|e| e.ip.to_string()).unwrap_or_default(),
+                    "IPPrefixLen": e.as_ref().and(net.as_ref()).map_or(0, |n| n.record().subnet.prefix),
+                    "MacAddress": e.as_ref().map(|e| e.mac.clone()).unwrap_or_default(),
+                    "IPAMConfig": n.ip.map(|ip| serde_json::json!({"IPv4Address": ip.to_string()})),
+                }),
+            );
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// Replaces the user networks the container joins at start (`network connect` and
+    /// `disconnect`); the stored config is rewritten atomically.
+    pub fn set_networks(
+        &mut self,
+        networks: Vec<crate::networks::NetworkAttachment>,
+    ) -> Result<()> {
+        let mut config = self.config.clone();
+        config.plan.networks = networks;
+        write_json(
+            &self.dir().join("config.json"),
+            &StoredConfig {
+                id: self.id.clone(),
+                name: self.name.clone(),
+                config: config.clone(),
+            },
+        )?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// The bundle of the container (its namespace at `netns` while it runs).
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.store.bundle(&self.id)
     }
 
     /// docker's `NetworkSettings.Ports`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
@@ -1200,6 +1252,23 @@ impl Container {
             shim_exe: None,
         };
         store.load(&id)
+    }
+}
+
+/// docker's `HostConfig.NetworkMode`: `bridge`, `host`, `none`, the first user network's name
+/// or `container:<id>`.
+fn network_mode(plan: &ProcessPlan) -> String {
+    match plan.network {
+        crate::Network::Host => "host".to_owned(),
+        crate::Network::None => "none".to_owned(),
+        crate::Network::Bridge => plan
+            .networks
+            .first()
+            .map_or_else(|| "bridge".to_owned(), |n| n.name.clone()),
+        crate::Network::Container => format!(
+            "container:{}",
+            plan.join_netns.as_ref().map_or("", |(_, id)| id.as_str())
+        ),
     }
 }
 

@@ -59,6 +59,12 @@ pub enum Error {
         /// What failed, with its cause.
         reason: String,
     },
+    /// No user network has this name or id (docker's message).
+    #[error("network {name} not found")]
+    NoSuchNetwork {
+        /// What was asked for.
+        name: String,
+    },
     /// A plan field is unusable (relative path, empty args, ...).
     #[error("invalid process plan: {reason}")]
     InvalidPlan {

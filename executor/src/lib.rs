@@ -25,6 +25,7 @@ mod error;
 pub mod health;
 pub mod logfile;
 pub mod network;
+pub mod networks;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;

@@ -265,28 +265,156 @@ pub fn pasta_args(netns: &Path, pid_file: &Path, ports: &[PortMapping]) -> Vec<S
     args
 }
 
-/// Prepares the network of a bundle whose spec joins `<bundle>/netns`: creates the namespace
-/// and starts pasta on it (which returns once its ports listen). On failure whatever was made
-/// is released.
+/// A bundle's file naming the pool entry its namespace was borrowed from.
+const POOL_LINK: &str = "netpool";
+
+/// Namespaces with pasta kept ready for this process's RUN steps, as BuildKit pools the
+/// namespaces of its sandboxes: starting pasta is most of a fresh namespace's cost (~50-80 ms),
+/// so a step's namespace goes back to the pool when it ends and the next step borrows it. A
+/// step cannot change it (no `CAP_NET_ADMIN`, `/proc/sys` read-only) and its sockets die with
+/// its processes. Each entry is a directory beside the bundles (`netpool-<pid>-<n>`) with an
+/// owner file, so the reaper removes the entries of a killed kiln like its bundles;
+/// [`drain_pool`] removes this process's at the end of a build.
+static POOL: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+static POOL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn pool_prefix() -> String {
+    format!("netpool-{}-", std::process::id())
+}
+
+/// Whether the pasta recorded in `dir` still serves it.
+fn pasta_alive(dir: &Path) -> bool {
+    let pid_file = dir.join(PASTA_PID);
+    fs_err::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .and_then(|pid| fs_err::read(format!("/proc/{pid}/cmdline")).ok())
+        .is_some_and(|c| String::from_utf8_lossy(&c).contains(&*pid_file.to_string_lossy()))
+}
+
+/// Starts pasta on the namespace `ns`, its pid file and log in `dir`.
+fn start_pasta(dir: &Path, ns: &Path, ports: &[PortMapping]) -> Result<()> {
+    if !pasta_available() {
+        return Err(Error::Network {
+            reason: "pasta not found: install Debian's passt package \
+                     (or use --network none|host)"
+                .to_owned(),
+        });
+    }
+    let mut pasta = Command::new("pasta");
+    pasta.args(pasta_args(ns, &dir.join(PASTA_PID), ports));
+    run_checked(pasta, "starting pasta")
+}
+
+/// A ready namespace of the pool (made when none is free).
+fn pool_take(bundles: &Path) -> Result<PathBuf> {
+    loop {
+        let Some(entry) = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            break;
+        };
+        if pasta_alive(&entry) {
+            return Ok(entry);
+        }
+        destroy_pool_entry(&entry);
+    }
+    let n = POOL_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let entry = bundles.join(format!("{}{n}", pool_prefix()));
+    fs_err::create_dir_all(&entry)?;
+    let made = crate::bundle::write_owner(&entry).and_then(|()| {
+        let ns = entry.join(NETNS_FILE);
+        crate::networks::make_netns(&ns)?;
+        start_pasta(&entry, &ns, &[])
+    });
+    if let Err(e) = made {
+        destroy_pool_entry(&entry);
+        return Err(e);
+    }
+    Ok(entry)
+}
+
+fn destroy_pool_entry(entry: &Path) {
+    release(entry);
+    let _ = fs_err::remove_dir_all(entry);
+}
+
+/// Gives a borrowed namespace back to this process's pool, or removes it (another process's,
+/// or its pasta is gone).
+fn pool_put(entry: PathBuf) {
+    let mine = entry
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(&pool_prefix()));
+    if mine && pasta_alive(&entry) {
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    } else {
+        destroy_pool_entry(&entry);
+    }
+}
+
+/// Removes every pooled namespace of this process (their pasta included); call it when a build
+/// ends.
+pub fn drain_pool() {
+    let entries = std::mem::take(&mut *POOL.lock().unwrap_or_else(|e| e.into_inner()));
+    for entry in entries {
+        destroy_pool_entry(&entry);
+    }
+}
+
+/// Borrows a pooled namespace for `bundle`: bind-mounted at `<bundle>/netns`.
+fn setup_pooled(bundle: &Path) -> Result<()> {
+    let bundles = bundle.parent().unwrap_or(Path::new("/"));
+    let entry = pool_take(bundles)?;
+    // Recorded first: `release` gives it back whatever happens next.
+    let linked = fs_err::write(bundle.join(POOL_LINK), entry.as_os_str().as_encoded_bytes())
+        .map_err(Error::from)
+        .and_then(|()| {
+            let ns = netns_path(bundle);
+            fs_err::write(&ns, b"")?;
+            rustix::mount::mount_bind(entry.join(NETNS_FILE), &ns).map_err(|e| Error::Network {
+                reason: format!("binding the pooled network namespace: {e}"),
+            })
+        });
+    if let Err(e) = linked {
+        if bundle.join(POOL_LINK).exists() {
+            // `release` unbinds what was bound and gives the entry back.
+            release(bundle);
+        } else {
+            pool_put(entry);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Prepares the network of a bundle whose spec joins `<bundle>/netns`: creates the namespace,
+/// starts pasta on it (which returns once its ports listen) unless every user network of the
+/// plan is `--internal`, and attaches it to those networks ([`crate::networks::attach`]). On
+/// failure whatever was made is released.
 pub fn setup(bundle: &Path, plan: &ProcessPlan) -> Result<()> {
     if plan.network != Network::Bridge {
         return Ok(());
     }
+    if plan.reuse_network && plan.ports.is_empty() && plan.networks.is_empty() {
+        return setup_pooled(bundle);
+    }
     let ns = netns_path(bundle);
-    fs_err::write(&ns, b"")?;
-    let mut unshare = Command::new("unshare");
-    unshare.arg(format!("--net={}", ns.display())).arg("true");
-    let made = run_checked(unshare, "creating the network namespace").and_then(|()| {
-        if !pasta_available() {
-            return Err(Error::Network {
-                reason: "pasta not found: install Debian's passt package \
-                         (or use --network none|host)"
-                    .to_owned(),
-            });
+    let outbound = plan.networks.is_empty() || plan.networks.iter().any(|n| !n.internal);
+    let made = crate::networks::make_netns(&ns).and_then(|()| {
+        if !outbound {
+            // No pasta: only the networks' interfaces (and loopback).
+            return crate::networks::loopback_up(&ns);
         }
-        let mut pasta = Command::new("pasta");
-        pasta.args(pasta_args(&ns, &bundle.join(PASTA_PID), &plan.ports));
-        run_checked(pasta, "starting pasta")
+        start_pasta(bundle, &ns, &plan.ports)
+    });
+    let made = made.and_then(|()| {
+        let id = bundle
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hostname = crate::spec::default_hostname(plan, &id);
+        for att in &plan.networks {
+            crate::networks::attach(bundle, att, &hostname)?;
+        }
+        Ok(())
     });
     if let Err(e) = made {
         release(bundle);
@@ -307,6 +435,17 @@ pub fn setup(bundle: &Path, plan: &ProcessPlan) -> Result<()> {
 /// Stops `bundle`'s pasta and unmounts its network namespace, if it has them. Never fails:
 /// called on every path that removes a bundle.
 pub fn release(bundle: &Path) {
+    // Off its user networks first: the others' hosts files lose its names.
+    crate::networks::release(bundle);
+    let link = bundle.join(POOL_LINK);
+    if let Ok(entry) = fs_err::read(&link) {
+        // A pooled namespace: unbind ours, give the entry back.
+        let entry = PathBuf::from(String::from_utf8_lossy(&entry).into_owned());
+        crate::networks::drop_netns(&netns_path(bundle));
+        let _ = fs_err::remove_file(&link);
+        pool_put(entry);
+        return;
+    }
     let pid_file = bundle.join(PASTA_PID);
     if let Ok(text) = fs_err::read_to_string(&pid_file)
         && let Ok(pid) = text.trim().parse::<i32>()
@@ -320,8 +459,7 @@ pub fn release(bundle: &Path) {
     let _ = fs_err::remove_file(&pid_file);
     let ns = netns_path(bundle);
     if ns.exists() {
-        let _ = rustix::mount::unmount(&ns, rustix::mount::UnmountFlags::DETACH);
-        let _ = fs_err::remove_file(&ns);
+        crate::networks::drop_netns(&ns);
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// Network mode of the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Network {
-    /// Share the host's network namespace (BuildKit's default for RUN).
+    /// Share the host's network namespace (`RUN --network=host`, and RUN's default without pasta).
     #[default]
     Host,
     /// A fresh network namespace with only the loopback interface.
@@ -15,6 +15,9 @@ pub enum Network {
     /// docker's `bridge`: a namespace of its own with outbound connectivity through a
     /// userspace NAT (pasta) and the published [`ProcessPlan::ports`] (see `network`).
     Bridge,
+    /// `--network container:NAME`: the namespace of another container
+    /// ([`ProcessPlan::join_netns`]).
+    Container,
 }
 
 /// The seccomp filter of the sandbox (`--security-opt seccomp=...`).
@@ -122,6 +125,18 @@ pub struct ProcessPlan {
     /// `--dns-search` domains.
     #[serde(default)]
     pub dns_search: Vec<String>,
+    /// User networks joined at start (`--network NAME`, `network connect`), with
+    /// [`Network::Bridge`].
+    #[serde(default)]
+    pub networks: Vec<crate::networks::NetworkAttachment>,
+    /// With [`Network::Container`]: the namespace joined (a path), and the container it
+    /// belongs to (for `inspect`: `container:<id>`).
+    #[serde(default)]
+    pub join_netns: Option<(PathBuf, String)>,
+    /// With [`Network::Bridge`] and nothing published: the namespace may come from (and go
+    /// back to) this process's pool of ready ones (RUN steps; see `network`).
+    #[serde(default)]
+    pub reuse_network: bool,
 }
 
 impl Default for ProcessPlan {
@@ -150,6 +165,9 @@ impl Default for ProcessPlan {
             extra_hosts: Vec::new(),
             dns: Vec::new(),
             dns_search: Vec::new(),
+            networks: Vec::new(),
+            join_netns: None,
+            reuse_network: false,
         }
     }
 }

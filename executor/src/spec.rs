@@ -373,7 +373,9 @@ pub fn cgroups_path(id: &str) -> String {
 pub fn default_hostname(plan: &ProcessPlan, id: &str) -> String {
     match (&plan.hostname, plan.network) {
         (Some(h), _) => h.clone(),
-        (None, Network::None | Network::Bridge) => id.chars().take(12).collect(),
+        (None, Network::None | Network::Bridge | Network::Container) => {
+            id.chars().take(12).collect()
+        }
         (None, Network::Host) => rustix::system::uname()
             .nodename()
             .to_string_lossy()
@@ -441,7 +443,9 @@ pub fn build_spec(
         .env({
             let mut env = process_env(plan, user);
             // docker sets HOSTNAME to the container's hostname unless given.
-            if plan.network == Network::Bridge && !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            if matches!(plan.network, Network::Bridge | Network::Container)
+                && !env.iter().any(|e| e.starts_with("HOSTNAME="))
+            {
                 env.push(format!("HOSTNAME={}", default_hostname(plan, &id)));
             }
             env
@@ -566,6 +570,13 @@ pub fn build_spec(
             if t == LinuxNamespaceType::Network && plan.network == Network::Bridge {
                 // Made and wired before the runtime starts (`network::setup`).
                 ns = ns.path(crate::network::netns_path(bundle));
+            }
+            if t == LinuxNamespaceType::Network
+                && plan.network == Network::Container
+                && let Some((path, _)) = &plan.join_netns
+            {
+                // Another container's namespace (`--network container:NAME`).
+                ns = ns.path(path.clone());
             }
             ns.build()
         })
@@ -814,6 +825,41 @@ mod tests {
             ["PATH=/only", "HOME=/h", "A=b=c", "TERM=xterm"]
         );
         assert_eq!(v["process"]["terminal"], true);
+    }
+
+    #[test]
+    fn bridge_and_container_networks_join_namespaces_by_path() {
+        let netns = |plan: &ProcessPlan| {
+            let v = spec_value(plan);
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["type"] == "network")
+                .map(|n| n["path"].clone())
+        };
+        let mut plan = ProcessPlan::new(["x"]);
+        plan.network = Network::Bridge;
+        assert_eq!(
+            netns(&plan),
+            Some(serde_json::json!("/s/bundles/abc123/netns"))
+        );
+        plan.network = Network::Container;
+        plan.join_netns = Some(("/s/bundles/other/netns".into(), "other".into()));
+        assert_eq!(
+            netns(&plan),
+            Some(serde_json::json!("/s/bundles/other/netns"))
+        );
+        let v = spec_value(&plan);
+        assert_eq!(v["hostname"], "abc123");
+        assert!(
+            strings(&v["process"]["env"]).contains(&"HOSTNAME=abc123".to_owned()),
+            "{}",
+            v["process"]["env"]
+        );
+        plan.network = Network::None;
+        plan.join_netns = None;
+        assert_eq!(netns(&plan), Some(serde_json::Value::Null), "a fresh one");
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub struct LocalSource {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// BuildKit's default: the host's network.
+    /// BuildKit's default: a sandboxed network with outbound access (kiln: a namespace of its
+    /// own with pasta, the host's when pasta is missing), or what `kiln build --network` says.
     #[default]
     Default,
     /// `--network=none`: a namespace with only `lo`.

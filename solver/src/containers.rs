@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub use kiln_executor::cgroup::Usage;
 pub use kiln_executor::network;
+pub use kiln_executor::networks;
 pub use kiln_executor::seccomp::Profile as SeccompProfile;
 pub use kiln_executor::{
     Container, ContainerConfig, ContainerState, Containers, ExecOptions, ExitStatus, Health,
@@ -31,6 +32,13 @@ impl Host {
     pub fn containers_to_run(&self) -> Result<Containers> {
         let runtime = self.runtime()?;
         Ok(self.containers()?.with_runtime(runtime))
+    }
+
+    /// The user networks of this store (`kiln network`).
+    pub fn networks(&self) -> Result<kiln_executor::networks::Networks> {
+        Ok(kiln_executor::networks::Networks::open(
+            self.root().join("networks"),
+        )?)
     }
 
     /// The directory of named volume `name` (`run -v name:/path`).

@@ -270,7 +270,15 @@ impl Host {
         let inputs: Vec<Ref> = step.inputs.iter().map(SavedInput::to_ref).collect();
         let (mounts, mount_env, _held) =
             crate::ops::mounts::prepare(store, &step.exec, &inputs, &opts.secrets)?;
-        let mut plan = crate::ops::exec::plan_for(&step.exec, mounts)?;
+        let mut plan = crate::ops::exec::plan_for(
+            &step.exec,
+            mounts,
+            // The shell keeps the host's network unless the step had none.
+            &crate::session::RunNetwork {
+                mode: kiln_graph::NetworkMode::Host,
+                extra_hosts: Vec::new(),
+            },
+        )?;
         plan.env.extend(mount_env);
         plan.env.push("HISTFILE=/.kiln_history".to_owned());
         plan.args = if opts.command.is_empty() {

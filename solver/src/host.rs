@@ -77,6 +77,13 @@ impl Host {
                 tracing::warn!(error = %e, "reaping orphaned containers");
             }
         }
+        // After the containers: endpoints of containers reaped above are gone by now.
+        let networks = self.root().join("networks");
+        if networks.is_dir()
+            && let Ok(n) = kiln_executor::networks::Networks::open(networks)
+        {
+            n.sweep();
+        }
     }
 
     pub(crate) fn gc_lock(&self) -> &kiln_cache::GcLock {

@@ -13,6 +13,7 @@ use crate::context::named::NamedSpec;
 pub use crate::context::remote::{ContextSource, FetchedContext};
 use crate::error::{Error, Result};
 use crate::host::{Host, tokio_runtime};
+pub use crate::ops::exec::RunNetwork;
 use crate::ops::export;
 pub use crate::ops::export::LayerCompression;
 use crate::ops::mounts::SecretSource;
@@ -129,6 +130,15 @@ impl Output {
     }
 }
 
+/// Removes this process's pooled RUN network namespaces when dropped.
+struct DrainNetworkPool;
+
+impl Drop for DrainNetworkPool {
+    fn drop(&mut self) {
+        kiln_executor::network::drain_pool();
+    }
+}
+
 /// A `--secret` source: a file, or an environment variable of this process.
 pub type Secret = SecretSource;
 
@@ -171,6 +181,8 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--build-context NAME=VALUE`, as written.
     pub build_contexts: Vec<String>,
+    /// `--network` and `--add-host` of the RUN steps (BuildKit's semantics; in no cache key).
+    pub network: RunNetwork,
 }
 
 /// The `.dockerignore` patterns of a build: `<Dockerfile>.dockerignore` beside the
@@ -329,6 +341,8 @@ impl<'h> Build<'h> {
         R: Send + Default + 'static,
     {
         let mut this = self;
+        // The RUN steps' pooled network namespaces go when the build does, however it ends.
+        let _pool = DrainNetworkPool;
         let mut def = def;
         apply_no_cache(&mut def, this.opts.no_cache, &this.opts.no_cache_filter);
         let def = Arc::new(def);
@@ -378,6 +392,7 @@ impl<'h> Build<'h> {
             source_date_epoch: self.opts.epoch(),
             secrets: self.opts.secrets.clone(),
             remote,
+            network: self.opts.network.clone(),
         })
     }
 

@@ -33,6 +33,8 @@ pub struct WorkerOptions {
     /// `--cache-from`: records imported from registries or directories, and the client that
     /// fetches their blobs when (only when) a step needs their bytes.
     pub remote: Option<Arc<RemoteSetup>>,
+    /// `--network`, `--add-host` of the RUN steps (in no key).
+    pub network: crate::ops::exec::RunNetwork,
 }
 
 /// An imported remote cache and the registry client that reads it.
@@ -69,6 +71,7 @@ impl KilnWorker {
                 compression: opts.compression,
                 source_date_epoch: opts.source_date_epoch,
                 secrets: opts.secrets,
+                network: opts.network,
             },
             contexts: opts.contexts,
             remote: opts.remote,

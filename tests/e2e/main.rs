@@ -10,6 +10,7 @@ mod layers;
 mod lifecycle;
 mod lifecycle2;
 mod network;
+mod networks;
 mod progress;
 mod prune;
 mod registry;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-fn kiln() -> Option<Kiln> {
+pub(crate) fn kiln() -> Option<Kiln> {
     let pasta = std::process::Command::new("pasta")
         .arg("--version")
         .output()
@@ -23,7 +23,7 @@ fn kiln() -> Option<Kiln> {
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,7 +32,7 @@ fn free_port() -> u16 {
 }
 
 /// GET / from 127.0.0.1:port, retried until the server answers (20 s deadline).
-fn http_get(port: u16) -> String {
+pub(crate) fn http_get(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
@@ -50,7 +50,7 @@ fn http_get(port: u16) -> String {
     }
 }
 
-fn pasta_processes(root: &str) -> usize {
+pub(crate) fn pasta_processes(root: &str) -> usize {
     let out = std::process::Command::new("ps")
         .args(["-eo", "args"])
         .output()

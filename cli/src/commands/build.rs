@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use kiln_frontend::diagnostic::render;
 use kiln_frontend::lower::{LowerOptions, lower_checked};
 use kiln_oci::Platform;
+use kiln_solver::graph::NetworkMode;
 use kiln_solver::session::{
     Build, BuildError, BuildOptions, ContextSource, FetchedContext, LayerCompression, Output,
-    Secret,
+    RunNetwork, Secret,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,19 @@ pub fn build(g: &Global, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         build_contexts: args.build_contexts.clone(),
+        network: RunNetwork {
+            mode: match args.network.as_str() {
+                "default" => NetworkMode::Default,
+                "none" => NetworkMode::None,
+                "host" => NetworkMode::Host,
+                other => bail!("network mode {other:?} not supported by buildkit"),
+            },
+            extra_hosts: args
+                .add_host
+                .iter()
+                .map(|h| crate::commands::network::parse_add_host(h))
+                .collect::<Result<_>>()?,
+        },
     };
     let build_args = parse_kv(&args.build_args, "--build-arg", true)?;
     if let Some(v) = build_args.get(kiln_frontend::lint::CHECK_BUILD_ARG) {

@@ -3,7 +3,7 @@
 mod about;
 mod build;
 mod checks;
-mod container;
+pub(crate) mod container;
 pub mod debug;
 mod debug_shell;
 mod files;
@@ -11,6 +11,7 @@ mod image;
 mod life;
 mod lifecycle;
 mod network;
+mod networks;
 mod registry;
 mod run;
 mod system;
@@ -184,6 +185,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             ok(system::container_prune(&g, force))
         }
         Command::Volume(cmd) => ok(system::volume(&g, cmd)),
+        Command::Network(cmd) => ok(networks::network(&g, cmd)),
+        Command::Port { container, port } => ok(networks::port(&g, &container, port.as_deref())),
         Command::Life(cmd) | Command::Container(ContainerCommand::Life(cmd)) => {
             dispatch_life(&g, cmd)
         }

@@ -1,24 +1,107 @@
-//! The network flags of `kiln run`: `--network`, `-p`, `-P`, `--add-host`, `--dns`,
-//! `--dns-search`.
+//! The network flags of `kiln run`: `--network`, `--network-alias`, `--ip`, `-p`, `-P`,
+//! `--add-host`, `--dns`, `--dns-search`.
 
 use crate::cli::RunArgs;
 use anyhow::{Result, bail};
+use kiln_solver::Host;
 use kiln_solver::containers::network::{
     self, PortMapping, assign_host_ports, parse_exposed, parse_publish,
 };
-use kiln_solver::containers::{Network, ProcessPlan};
+use kiln_solver::containers::{Network, ProcessPlan, Status};
 use kiln_solver::graph::ImageConfig;
 use std::net::{IpAddr, Ipv4Addr};
 
+/// `--network container:NAME`: the other container's namespace, with docker's refusals of
+/// the flags that would configure a namespace this container does not own.
+fn join_container(host: &Host, plan: &mut ProcessPlan, args: &RunArgs, name: &str) -> Result<()> {
+    if args.hostname.is_some() {
+        bail!("conflicting options: hostname and the network mode");
+    }
+    if !args.add_host.is_empty() {
+        bail!("conflicting options: custom host-to-IP mapping and the network mode");
+    }
+    if !args.dns.is_empty() || !args.dns_search.is_empty() {
+        bail!("conflicting options: dns and the network mode");
+    }
+    if !args.publish.is_empty() || args.publish_all {
+        bail!("conflicting options: port publishing and the container type network mode");
+    }
+    let target = host.containers()?.get(name)?;
+    let state = target.state()?;
+    let Some(pid) = state.pid.filter(|_| state.status == Status::Running) else {
+        bail!(
+            "cannot join network of a non running container: {}",
+            target.id()
+        );
+    };
+    let tplan = &target.config().plan;
+    let path = match tplan.network {
+        Network::Host => {
+            plan.network = Network::Host;
+            return Ok(());
+        }
+        Network::Bridge => target.bundle_dir().join(network::NETNS_FILE),
+        Network::Container => match &tplan.join_netns {
+            Some((p, _)) => p.clone(),
+            None => format!("/proc/{pid}/ns/net").into(),
+        },
+        Network::None => format!("/proc/{pid}/ns/net").into(),
+    };
+    plan.network = Network::Container;
+    plan.join_netns = Some((path, target.id().to_owned()));
+    // docker gives it the other container's hostname.
+    plan.hostname = target.inspect()?["Config"]["Hostname"]
+        .as_str()
+        .map(str::to_owned);
+    Ok(())
+}
+
 /// Sets the plan's network from `args`; checks (and chooses) host ports, so that a taken port
 /// fails before anything is created.
-pub fn apply(plan: &mut ProcessPlan, config: &ImageConfig, args: &RunArgs) -> Result<()> {
+pub fn apply(
+    host: &Host,
+    plan: &mut ProcessPlan,
+    config: &ImageConfig,
+    args: &RunArgs,
+) -> Result<()> {
+    let user_network = !matches!(
+        args.network.as_str(),
+        "bridge" | "default" | "host" | "none"
+    ) && !args.network.starts_with("container:");
+    if !user_network {
+        if !args.network_alias.is_empty() {
+            bail!("network-scoped alias is supported only for containers in user defined networks");
+        }
+        if args.ip.is_some() {
+            bail!("user specified IP address is supported on user defined networks only");
+        }
+    }
     plan.network = match args.network.as_str() {
         "bridge" | "default" => Network::Bridge,
         "host" => Network::Host,
         "none" => Network::None,
-        // docker's message for a network it does not know.
-        other => bail!("network {other} not found"),
+        other if other.starts_with("container:") => {
+            let name = &other["container:".len()..];
+            return join_container(host, plan, args, name);
+        }
+        name => {
+            // docker's message for a network it does not know.
+            let net = host.networks()?.get(name)?;
+            let ip = match &args.ip {
+                Some(ip) => {
+                    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "invalid argument {ip:?} for \"--ip\" flag: invalid IP address"
+                        )
+                    })?;
+                    net.check_ip(ip)?;
+                    Some(ip)
+                }
+                None => None,
+            };
+            plan.networks = vec![net.attachment(args.network_alias.clone(), ip)];
+            Network::Bridge
+        }
     };
     let mut ports: Vec<PortMapping> = Vec::new();
     for spec in &args.publish {
@@ -41,8 +124,11 @@ pub fn apply(plan: &mut ProcessPlan, config: &ImageConfig, args: &RunArgs) -> Re
         }
     }
     if !ports.is_empty() {
-        if plan.network != Network::Bridge {
-            // docker ignores them with a warning on host and none.
+        if plan.network != Network::Bridge
+            || plan.networks.iter().all(|n| n.internal) && !plan.networks.is_empty()
+        {
+            // docker ignores them with a warning on host and none (and kiln on an internal
+            // network, which has no pasta to listen).
             eprintln!(
                 "WARNING: Published ports are discarded when using {} network mode",
                 args.network
@@ -53,11 +139,7 @@ pub fn apply(plan: &mut ProcessPlan, config: &ImageConfig, args: &RunArgs) -> Re
     }
     plan.ports = ports;
     for entry in &args.add_host {
-        let Some((name, ip)) = entry.split_once(':').or_else(|| entry.split_once('=')) else {
-            bail!(
-                "invalid argument {entry:?} for \"--add-host\" flag: bad format for add-host: {entry:?}"
-            );
-        };
+        let (name, ip) = parse_add_host(entry)?;
         let ip = if ip == "host-gateway" {
             let gw = match plan.network {
                 Network::Bridge => network::host_gateway(),
@@ -70,14 +152,9 @@ pub fn apply(plan: &mut ProcessPlan, config: &ImageConfig, args: &RunArgs) -> Re
                 }
             }
         } else {
-            match ip.trim_matches(['[', ']']).parse::<IpAddr>() {
-                Ok(ip) => ip.to_string(),
-                Err(_) => bail!(
-                    "invalid argument {entry:?} for \"--add-host\" flag: invalid IP address in add-host: {ip:?}"
-                ),
-            }
+            ip
         };
-        plan.extra_hosts.push((name.to_owned(), ip));
+        plan.extra_hosts.push((name, ip));
     }
     for d in &args.dns {
         if d.parse::<IpAddr>().is_err() {
@@ -87,4 +164,23 @@ pub fn apply(plan: &mut ProcessPlan, config: &ImageConfig, args: &RunArgs) -> Re
     plan.dns = args.dns.clone();
     plan.dns_search = args.dns_search.clone();
     Ok(())
+}
+
+/// Parses docker's `--add-host NAME:IP` (or `NAME=IP`); the IP is normalized, or
+/// `host-gateway`.
+pub fn parse_add_host(entry: &str) -> Result<(String, String)> {
+    let Some((name, ip)) = entry.split_once(':').or_else(|| entry.split_once('=')) else {
+        bail!(
+            "invalid argument {entry:?} for \"--add-host\" flag: bad format for add-host: {entry:?}"
+        );
+    };
+    if ip == "host-gateway" {
+        return Ok((name.to_owned(), ip.to_owned()));
+    }
+    match ip.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => Ok((name.to_owned(), ip.to_string())),
+        Err(_) => bail!(
+            "invalid argument {entry:?} for \"--add-host\" flag: invalid IP address in add-host: {ip:?}"
+        ),
+    }
 }

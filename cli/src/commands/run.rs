@@ -210,7 +210,7 @@ pub fn plan(host: &Host, config: &ImageConfig, args: &RunArgs) -> Result<Process
         .clone()
         .unwrap_or_else(|| config.config.user.clone());
     plan.hostname = args.hostname.clone();
-    crate::commands::network::apply(&mut plan, config, args)?;
+    crate::commands::network::apply(host, &mut plan, config, args)?;
     plan.readonly_rootfs = args.read_only;
     plan.mounts = volumes(host, &args.volumes)?;
     for t in &args.tmpfs {

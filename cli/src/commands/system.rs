@@ -10,7 +10,7 @@ use super::Global;
 
 /// docker's `[y/N]` prompt; `force` answers yes. Without a terminal nothing is removed
 /// unless `-f` is given, as docker does when it reads no answer.
-fn confirm(warning: &str, force: bool) -> Result<bool> {
+pub(crate) fn confirm(warning: &str, force: bool) -> Result<bool> {
     if force {
         return Ok(true);
     }
@@ -298,7 +298,7 @@ pub fn container_prune(g: &Global, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_list(title: &str, items: &[String]) {
+pub(crate) fn print_list(title: &str, items: &[String]) {
     if !items.is_empty() {
         println!("{title}");
         for i in items {
@@ -325,7 +325,9 @@ pub fn volume_prune(g: &Global, force: bool) -> Result<()> {
 
 /// `kiln system prune [-a] [--volumes]`.
 pub fn system_prune(g: &Global, all: bool, volumes: bool, force: bool) -> Result<()> {
-    let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+    let mut w = String::from(
+        "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n",
+    );
     if volumes {
         w.push_str("  - all volumes not used by at least one container\n");
     }
@@ -343,6 +345,10 @@ pub fn system_prune(g: &Global, all: bool, volumes: bool, force: bool) -> Result
     let (ids, bytes) = host.prune_containers()?;
     print_list("Deleted Containers:", &ids);
     total += bytes;
+    print_list(
+        "Deleted Networks:",
+        &crate::commands::networks::prune(&host)?,
+    );
     if volumes {
         let (names, bytes) = host.prune_volumes()?;
         print_list("Deleted Volumes:", &names);

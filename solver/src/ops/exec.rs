@@ -50,7 +50,7 @@ pub(crate) async fn run(
         let inputs = inputs.clone();
         blocking(move || crate::ops::mounts::prepare(&store, &exec, &inputs, &secrets)).await?
     };
-    let mut plan = plan_for(exec, mounts)?;
+    let mut plan = plan_for(exec, mounts, &env.network)?;
     plan.env.extend(mount_env);
     let base_chain = base.as_ref().clone();
     let step = blocking({
@@ -122,7 +122,38 @@ pub(crate) async fn run(
     Ok(Ref::Layers(Arc::new(chain)))
 }
 
-pub(crate) fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessPlan> {
+/// How a build's RUN steps get their network (`kiln build --network`, `--add-host`). Neither
+/// is part of any cache key, as in BuildKit: they change where a step runs, not what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunNetwork {
+    /// The mode of the steps without a `RUN --network` of their own.
+    pub mode: NetworkMode,
+    /// `--add-host NAME:IP` entries of every step's `/etc/hosts` (IP may be `host-gateway`).
+    pub extra_hosts: Vec<(String, String)>,
+}
+
+impl RunNetwork {
+    /// The sandbox network of a step whose `RUN --network` is `step`.
+    fn resolve(&self, step: NetworkMode) -> Network {
+        let mode = match step {
+            NetworkMode::Default => self.mode,
+            other => other,
+        };
+        match mode {
+            NetworkMode::None => Network::None,
+            NetworkMode::Host => Network::Host,
+            // BuildKit's sandbox: a namespace of its own with outbound access.
+            NetworkMode::Default if kiln_executor::network::pasta_available() => Network::Bridge,
+            NetworkMode::Default => Network::Host,
+        }
+    }
+}
+
+pub(crate) fn plan_for(
+    exec: &ExecOp,
+    mounts: Vec<MountPlan>,
+    net: &RunNetwork,
+) -> Result<ProcessPlan> {
     if exec.security == SecurityMode::Insecure {
         return Err(Error::Unsupported(
             "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant"
@@ -139,10 +170,21 @@ pub(crate) fn plan_for(exec: &ExecOp, mounts: Vec<MountPlan>) -> Result<ProcessP
     };
     plan.user = exec.user.clone();
     plan.hostname = Some("kiln".to_string());
-    plan.network = match exec.network {
-        NetworkMode::None => Network::None,
-        NetworkMode::Default | NetworkMode::Host => Network::Host,
-    };
+    plan.network = net.resolve(exec.network);
+    // A step's namespace may be a pooled one (nothing is published from a step).
+    plan.reuse_network = plan.network == Network::Bridge;
+    for (name, ip) in &net.extra_hosts {
+        let ip = if ip == "host-gateway" {
+            match plan.network {
+                Network::Bridge => kiln_executor::network::host_gateway()
+                    .map_or_else(|| "127.0.0.1".to_owned(), |g| g.to_string()),
+                _ => "127.0.0.1".to_owned(),
+            }
+        } else {
+            ip.clone()
+        };
+        plan.extra_hosts.push((name.clone(), ip));
+    }
     plan.mounts = mounts;
     plan.create_cwd = true;
     Ok(plan)

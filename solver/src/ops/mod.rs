@@ -27,6 +27,8 @@ pub(crate) struct OpEnv {
     pub(crate) source_date_epoch: Option<i64>,
     /// `--secret id=…` (never in a key, a layer or a log).
     pub(crate) secrets: BTreeMap<String, mounts::SecretSource>,
+    /// `--network`, `--add-host` of the build's RUN steps.
+    pub(crate) network: exec::RunNetwork,
 }
 
 impl OpEnv {
