@@ -32,11 +32,20 @@ impl Runner {
     fn until(&self, what: &str, mut check: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !check() {
-            assert!(
-                Instant::now() < deadline,
-                "never: {what}\n{}",
-                self.k.ok(&["ps", "-a"])
-            );
+            if Instant::now() >= deadline {
+                let ids = self.k.ok(&["ps", "-aq"]);
+                let mut states = vec![
+                    "inspect",
+                    "-f",
+                    "{{.Name}} {{.RestartCount}} {{json .State}}",
+                ];
+                states.extend(ids.split_whitespace());
+                panic!(
+                    "never: {what}\n{}\n{}",
+                    self.k.ok(&["ps", "-a"]),
+                    text(&self.k.run(&states).stdout)
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
