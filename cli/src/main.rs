@@ -30,8 +30,9 @@ fn main() -> ExitCode {
         let code = kiln_solver::containers::shim_main(argv);
         return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
     }
+    let argv = container_alias(argv);
     let container_command = runs_a_container(&argv);
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -73,6 +74,34 @@ fn runs_a_container(argv: &[String]) -> bool {
         }
     }
     false
+}
+
+/// docker's `container VERB` names of the top-level container commands (`container ls` is
+/// `ps`); the lifecycle commands kiln has under both names in clap itself.
+fn container_alias(mut argv: Vec<String>) -> Vec<String> {
+    const VERBS: [&str; 9] = [
+        "exec", "inspect", "kill", "logs", "ls", "port", "rm", "run", "stop",
+    ];
+    let mut i = 1;
+    while i < argv.len() {
+        match argv[i].as_str() {
+            "--root" | "--runtime" | "--insecure-registry" => i += 2,
+            w if w.starts_with('-') => i += 1,
+            "container" => {
+                if let Some(verb) = argv.get(i + 1).filter(|v| VERBS.contains(&v.as_str())) {
+                    let verb = if verb == "ls" {
+                        "ps".to_owned()
+                    } else {
+                        verb.clone()
+                    };
+                    argv.splice(i..i + 2, [verb]);
+                }
+                break;
+            }
+            _ => break,
+        }
+    }
+    argv
 }
 
 /// Tracing output is for debugging kiln: full lines only with `--debug` (every crate at
@@ -173,7 +202,20 @@ pub fn one_line(err: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{one_line, runs_a_container};
+    use super::{container_alias, one_line, runs_a_container};
+
+    #[test]
+    fn container_verbs_are_the_top_level_commands() {
+        let alias = |s: &str| container_alias(argv(s)).join(" ");
+        assert_eq!(alias("kiln container ls -a"), "kiln ps -a");
+        assert_eq!(
+            alias("kiln --root /r container run --rm busybox"),
+            "kiln --root /r run --rm busybox"
+        );
+        assert_eq!(alias("kiln container start x"), "kiln container start x");
+        assert_eq!(alias("kiln run container ls"), "kiln run container ls");
+        assert_eq!(alias("kiln container"), "kiln container");
+    }
 
     #[test]
     fn causes_join_on_one_line_without_repeats() {

@@ -157,6 +157,18 @@ fn create_takes_run_s_flags_and_errors_exit_125() {
     assert_eq!(code(&out), Some(125));
     assert!(text(&out.stderr).contains("already in use"));
     assert_eq!(r.k.ok(&["container", "wait", "e"]).trim(), "0");
+    // docker's `container VERB` names of the other container commands.
+    assert_eq!(
+        r.k.ok(&["container", "ls", "-a", "--format", "{{.Names}}"]),
+        "e\n"
+    );
+    assert_eq!(
+        r.k.ok(&["container", "run", "--rm", "busybox", "echo", "hi"]),
+        "hi\n"
+    );
+    assert_eq!(r.k.ok(&["container", "rm", "e"]), "e\n");
+    let out = r.k.run(&["container", "run", "--bogus", "busybox"]);
+    assert_eq!(code(&out), Some(125));
 }
 
 #[test]
