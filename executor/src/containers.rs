@@ -847,6 +847,32 @@ impl Container {
         }
     }
 
+    /// Where the status of a `--rm` container is kept once it is removed (for `wait`).
+    fn last_exit_path(&self) -> PathBuf {
+        self.store.dir.join(".exits").join(&self.id)
+    }
+
+    /// Before a `--rm` container is removed: keeps its exit code for a minute, for a `wait`
+    /// that did not see it exit (older records are dropped now).
+    pub(crate) fn record_last_exit(&self, code: i32) {
+        let dir = self.store.dir.join(".exits");
+        if let Ok(entries) = fs_err::read_dir(&dir) {
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(60));
+                if old {
+                    let _ = fs_err::remove_file(e.path());
+                }
+            }
+        }
+        let _ = fs_err::create_dir_all(&dir)
+            .and_then(|()| fs_err::write(self.last_exit_path(), code.to_string()));
+    }
+
     /// `wait`: blocks until the current (or next, for a created container) run has ended and
     /// returns its exit code; `None` when the container was removed meanwhile (`--rm`).
     pub fn wait(&self) -> Result<Option<i32>> {
@@ -854,9 +880,17 @@ impl Container {
         let mut seen_up = false;
         loop {
             if self.removed() {
-                return Ok(last);
+                let kept = fs_err::read_to_string(self.last_exit_path())
+                    .ok()
+                    .and_then(|c| c.trim().parse().ok());
+                return Ok(kept.or(last));
             }
-            let state = self.state()?;
+            let state = match self.state() {
+                Ok(s) => s,
+                // Removed (`--rm`) between the check and the read.
+                Err(_) if self.removed() => continue,
+                Err(e) => return Err(e),
+            };
             seen_up |= state.status == Status::Running;
             last = state.exit_code;
             match state.status {

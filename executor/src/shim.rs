@@ -53,6 +53,10 @@ pub fn shim_main(args: Vec<String>) -> i32 {
         }
     };
     // `run -d --rm`: the shim is the only one there when the container exits.
+    if container.config().auto_remove {
+        // `wait` of a removed container still gets its status.
+        container.record_last_exit(code);
+    }
     if container.config().auto_remove
         && let Err(e) = container.remove(true)
     {

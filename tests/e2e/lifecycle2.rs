@@ -123,6 +123,19 @@ fn create_start_wait_and_start_again() {
         (code(&out), text(&out.stdout)),
         (Some(4), "fg\n".to_owned())
     );
+    // A `--rm` container's status, whether `wait` sees it exit or finds it removed.
+    r.k.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "gone",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.3; exit 6",
+    ]);
+    assert_eq!(r.k.ok(&["wait", "gone"]).trim(), "6");
     // Unknown containers: the others still go, status 1.
     let out = r.k.run(&["wait", "c2", "nosuch"]);
     assert_eq!(code(&out), Some(1));
