@@ -699,6 +699,11 @@ fn rename_moves_the_name_and_refuses_a_taken_one() {
         "{}",
         text(&out.stderr)
     );
+    assert!(
+        text(&out.stderr).contains("failed to rename container named new"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(r.inspect("new", "{{.Name}}"), "/new");
     r.k.ok(&["container", "rename", "new", "newer"]);
     r.k.ok(&["start", "-a", "newer"]);

@@ -256,30 +256,36 @@ pub fn attach(g: &Global, args: &AttachArgs) -> Result<ExitCode> {
     follow(&c, c.log_len(), !args.no_stdin)
 }
 
-/// `kiln rename OLD NEW`, with docker's messages.
+/// `kiln rename OLD NEW`, with docker's messages: the cause on a line of its own, then
+/// `failed to rename container named OLD` (status 1, as docker's).
 pub fn rename(g: &Global, args: &RenameArgs) -> Result<()> {
     let cs = g.host()?.containers()?;
-    let c = get(&cs, &args.old)?;
-    let new = args.new.trim_start_matches('/');
-    if new.is_empty() {
-        bail!("Error response from daemon: Neither old nor new names may be empty");
+    let new = args.new.trim().trim_start_matches('/');
+    let cause = (|| -> Result<()> {
+        if args.old.trim().is_empty() || new.is_empty() {
+            bail!("Neither old nor new names may be empty");
+        }
+        let c = get(&cs, args.old.trim())?;
+        if c.name() == new {
+            bail!(
+                "Error response from daemon: Renaming a container with the same name as its \
+                 current name"
+            );
+        }
+        if let Some(other) = cs.list(true)?.into_iter().find(|o| o.name() == new) {
+            bail!(
+                "Error response from daemon: Error when allocating new name: Conflict. The \
+                 container name \"/{new}\" is already in use by container \"{}\". You have to \
+                 remove (or rename) that container to be able to reuse that name.",
+                other.id()
+            );
+        }
+        Ok(cs.rename(&c, new)?)
+    })();
+    if let Err(e) = cause {
+        eprintln!("{}", crate::one_line(&e));
+        bail!("failed to rename container named {}", args.old);
     }
-    if c.name() == new {
-        bail!(
-            "Error response from daemon: Renaming a container with the same name as its \
-             current name"
-        );
-    }
-    if let Some(other) = cs.list(true)?.into_iter().find(|o| o.name() == new) {
-        bail!(
-            "Error response from daemon: Conflict. The container name \"/{new}\" is already in \
-             use by container \"{}\". You have to remove (or rename) that container to be able \
-             to reuse that name.",
-            other.id()
-        );
-    }
-    cs.rename(&c, new)
-        .with_context(|| format!("failed to rename container named {}", args.old))?;
     Ok(())
 }
 
