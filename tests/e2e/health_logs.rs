@@ -1,71 +1,19 @@
 //! Health checks while a container runs (`HEALTHCHECK`, `--health-*`, `--no-healthcheck`) and
 //! `kiln logs` with stdout and stderr kept apart, `--tail`, `--since`, `-t`.
 
-use crate::support::{Context, Kiln, build, sandbox_available, text};
-use std::time::{Duration, Instant};
-
-/// A kiln with busybox that force-removes its containers when dropped.
-struct Runner {
-    k: Kiln,
-}
+use crate::support::{Context, Runner, build, text};
+use std::time::Duration;
 
 impl Runner {
-    fn new() -> Option<Runner> {
-        sandbox_available().then(|| Runner {
-            k: Kiln::with_busybox(),
-        })
-    }
-
-    fn status(&self, name: &str) -> String {
-        self.k
-            .ok(&[
-                "ps",
-                "-a",
-                "-f",
-                &format!("name={name}"),
-                "--format",
-                "{{.Status}}",
-            ])
-            .trim()
-            .to_owned()
-    }
-
     /// Waits until `ps` shows `name` with a status ending in `suffix`.
-    fn wait_status(&self, name: &str, suffix: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.status(name);
-            if s.ends_with(suffix) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: status {s:?}, never {suffix:?}; health: {}",
-                text(
-                    &self
-                        .k
-                        .run(&["inspect", "-f", "{{json .State.Health}}", name])
-                        .stdout
-                )
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_health(&self, name: &str, suffix: &str) {
+        self.until(&format!("{name} {suffix}"), || {
+            self.status(name).ends_with(suffix)
+        });
     }
 
     fn health(&self, name: &str) -> serde_json::Value {
-        let out = self
-            .k
-            .ok(&["inspect", "-f", "{{json .State.Health}}", name]);
-        serde_json::from_str(out.trim()).expect("health json")
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let ids = text(&self.k.run(&["ps", "-aq"]).stdout);
-        for id in ids.split_whitespace() {
-            let _ = self.k.run(&["rm", "-f", id]);
-        }
+        serde_json::from_str(&self.inspect_f(name, "{{json .State.Health}}")).expect("health json")
     }
 }
 
@@ -81,7 +29,7 @@ fn the_images_healthcheck_runs_while_the_container_lives() {
     build(&r.k, &ctx, &["-t", "hc"]);
     r.k.ok(&["run", "-d", "--name", "web", "hc"]);
     // No /tmp/ok: two failures make it unhealthy.
-    r.wait_status("web", "(unhealthy)");
+    r.wait_health("web", "(unhealthy)");
     assert!(r.status("web").starts_with("Up "), "{}", r.status("web"));
     let h = r.health("web");
     assert_eq!(h["Status"], "unhealthy");
@@ -93,7 +41,7 @@ fn the_images_healthcheck_runs_while_the_container_lives() {
     );
     // The check passes once the file is there.
     r.k.ok(&["exec", "web", "touch", "/tmp/ok"]);
-    r.wait_status("web", "(healthy)");
+    r.wait_health("web", "(healthy)");
     let h = r.health("web");
     assert_eq!(h["FailingStreak"], 0);
     let last = h["Log"].as_array().unwrap().last().unwrap().clone();
@@ -136,7 +84,7 @@ fn health_flags_override_the_image_and_a_slow_check_times_out() {
         "sleep",
         "60",
     ]);
-    r.wait_status("ok", "(healthy)");
+    r.wait_health("ok", "(healthy)");
     // A check slower than its timeout is killed and counts as a failure.
     r.k.ok(&[
         "run",
@@ -155,7 +103,7 @@ fn health_flags_override_the_image_and_a_slow_check_times_out() {
         "sleep",
         "60",
     ]);
-    r.wait_status("slow", "(unhealthy)");
+    r.wait_health("slow", "(unhealthy)");
     let h = r.health("slow");
     let last = h["Log"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["ExitCode"], -1);

@@ -1,60 +1,20 @@
 //! docker's CLI contract for containers: exit statuses, signals, `--rm` on every path.
 
-use crate::support::{Kiln, sandbox_available, text};
+use crate::support::{Kiln, Runner, text};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A kiln with busybox that force-removes every container it left when dropped.
-struct Runner {
-    k: Kiln,
-}
-
 impl Runner {
-    fn new() -> Option<Runner> {
-        sandbox_available().then(|| Runner {
-            k: Kiln::with_busybox(),
-        })
-    }
-
-    /// The IDs `ps -aq` lists.
-    fn all(&self) -> Vec<String> {
-        text(&self.k.run(&["ps", "-aq"]).stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits until `kiln logs NAME` contains `needle`.
-    fn wait_log(&self, name: &str, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = text(&self.k.run(&["logs", name]).stdout);
-            if log.contains(needle) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "no {needle:?} in log: {log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Waits until `ps -a` lists no container.
     fn wait_none(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.all().is_empty() {
+        while !self.ids().is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "still there: {}",
                 self.k.ok(&["ps", "-a"])
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        for id in self.all() {
-            let _ = self.k.run(&["rm", "-f", &id]);
         }
     }
 }
@@ -78,18 +38,18 @@ fn kiln_own_errors_exit_125_and_change_nothing() {
         "{}",
         text(&out.stderr)
     );
-    assert!(r.all().is_empty());
+    assert!(r.ids().is_empty());
     // A name in use: the first container stays, no second one appears.
     r.k.ok(&["run", "--name", "taken", "busybox", "true"]);
     let out = r.k.run(&["run", "--name", "taken", "busybox", "true"]);
     assert_eq!(code(&out), Some(125), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("taken"), "{}", text(&out.stderr));
-    assert_eq!(r.all().len(), 1);
+    assert_eq!(r.ids().len(), 1);
     // -d fails the same way, before anything starts.
     let out =
         r.k.run(&["run", "-d", "--name", "taken", "busybox", "true"]);
     assert_eq!(code(&out), Some(125), "{}", text(&out.stderr));
-    assert_eq!(r.all().len(), 1);
+    assert_eq!(r.ids().len(), 1);
     // The container's side: a command that is not there is 127, one that cannot run 126.
     let out = r.k.run(&["run", "--rm", "busybox", "/no/such/command"]);
     assert_eq!(code(&out), Some(127), "{}", text(&out.stderr));
@@ -148,7 +108,7 @@ fn every_signal_reaches_a_foreground_container_and_rm_holds() {
             text(&out.stderr)
         );
         assert_eq!(text(&out.stdout), format!("ready\ngot {sig}\n"));
-        assert!(r.all().is_empty(), "{sig}: --rm: {:?}", r.all());
+        assert!(r.ids().is_empty(), "{sig}: --rm: {:?}", r.ids());
     }
 }
 
@@ -210,7 +170,7 @@ fn detached_rm_removes_the_container_once_it_exits() {
         assert!(Instant::now() < deadline, "{}", r.k.ok(&["ps", "-a"]));
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(r.all().len(), 1);
+    assert_eq!(r.ids().len(), 1);
 }
 
 #[test]
@@ -337,7 +297,7 @@ fn ps_inspect_and_rm_speak_docker_s_format() {
         "error: no such container: nosuch",
         "one line, no repeats"
     );
-    assert_eq!(r.all().len(), 1);
+    assert_eq!(r.ids().len(), 1);
 }
 
 #[test]

@@ -2,78 +2,10 @@
 //! restart, wait, attach, cp, diff, export, top, stats, rename, pause/unpause, `--restart`
 //! and `--init`.
 
-use crate::support::{Kiln, sandbox_available, text};
+use crate::support::{Runner, text};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// A kiln with busybox that force-removes every container it left when dropped.
-struct Runner {
-    k: Kiln,
-}
-
-impl Runner {
-    fn new() -> Option<Runner> {
-        sandbox_available().then(|| Runner {
-            k: Kiln::with_busybox(),
-        })
-    }
-
-    /// `inspect -f FORMAT NAME`, trimmed.
-    fn inspect(&self, name: &str, format: &str) -> String {
-        self.k
-            .ok(&["inspect", "-f", format, name])
-            .trim()
-            .to_owned()
-    }
-
-    /// Waits (at most 30 s, then fails) until `check` holds.
-    fn until(&self, what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !check() {
-            if Instant::now() >= deadline {
-                let ids = self.k.ok(&["ps", "-aq"]);
-                let mut states = vec![
-                    "inspect",
-                    "-f",
-                    "{{.Name}} {{.RestartCount}} {{json .State}}",
-                ];
-                states.extend(ids.split_whitespace());
-                panic!(
-                    "never: {what}\n{}\n{}",
-                    self.k.ok(&["ps", "-a"]),
-                    text(&self.k.run(&states).stdout)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The STATUS column of container `name` in `ps -a`.
-    fn status(&self, name: &str) -> String {
-        self.k
-            .ok(&[
-                "ps",
-                "-a",
-                "--filter",
-                &format!("name={name}"),
-                "--format",
-                "{{.Status}}",
-            ])
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let ids = text(&self.k.run(&["ps", "-aq"]).stdout);
-        for id in ids.split_whitespace() {
-            let _ = self.k.run(&["rm", "-f", id]);
-        }
-    }
-}
 
 fn code(out: &Output) -> Option<i32> {
     out.status.code()
@@ -93,7 +25,7 @@ fn create_start_wait_and_start_again() {
     ]);
     assert_eq!(id.trim().len(), 64, "create prints the full ID: {id}");
     assert_eq!(r.status("c1"), "Created");
-    assert_eq!(r.inspect("c1", "{{.State.Status}}"), "created");
+    assert_eq!(r.inspect_f("c1", "{{.State.Status}}"), "created");
     assert!(r.k.ok(&["ps", "-q"]).is_empty(), "created is not running");
     assert_eq!(r.k.ok(&["start", "c1"]).trim(), "c1");
     assert_eq!(r.k.ok(&["wait", "c1"]).trim(), "3");
@@ -107,7 +39,7 @@ fn create_start_wait_and_start_again() {
     assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hi\n");
     assert_eq!(r.k.ok(&["logs", "c1"]), "hi\nhi\n");
-    assert_eq!(r.inspect("c1", "{{.Id}}"), id.trim());
+    assert_eq!(r.inspect_f("c1", "{{.Id}}"), id.trim());
     // `start -a` of a created container runs it in the foreground.
     r.k.ok(&[
         "create",
@@ -200,11 +132,11 @@ fn restart_policy_on_failure_restarts_up_to_its_count() {
         "echo run; exit 1",
     ]);
     r.until("two restarts, then exited for good", || {
-        r.inspect("flaky", "{{.RestartCount}} {{.State.Status}}") == "2 exited"
+        r.inspect_f("flaky", "{{.RestartCount}} {{.State.Status}}") == "2 exited"
     });
     assert_eq!(r.k.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
     assert_eq!(
-        r.inspect(
+        r.inspect_f(
             "flaky",
             "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}} {{.State.ExitCode}}"
         ),
@@ -225,7 +157,7 @@ fn restart_policy_on_failure_restarts_up_to_its_count() {
     assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "fg\n");
     r.until("the foreground run's restart", || {
-        r.inspect("fg", "{{.RestartCount}} {{.State.Status}}") == "1 exited"
+        r.inspect_f("fg", "{{.RestartCount}} {{.State.Status}}") == "1 exited"
     });
     assert_eq!(r.k.ok(&["logs", "fg"]), "fg\nfg\n");
     // A success is not restarted by on-failure.
@@ -241,9 +173,9 @@ fn restart_policy_on_failure_restarts_up_to_its_count() {
     ]);
     assert_eq!(r.k.ok(&["wait", "fine"]).trim(), "0");
     r.until("the shim is done", || {
-        r.inspect("fine", "{{.State.Status}}") == "exited"
+        r.inspect_f("fine", "{{.State.Status}}") == "exited"
     });
-    assert_eq!(r.inspect("fine", "{{.RestartCount}}"), "0");
+    assert_eq!(r.inspect_f("fine", "{{.RestartCount}}"), "0");
 }
 
 #[test]
@@ -267,13 +199,13 @@ fn restart_always_backs_off_shows_restarting_and_stop_ends_it() {
     // Restarting counts as up for `ps`, as docker's.
     assert!(r.k.ok(&["ps"]).contains("loop"));
     r.until("restarted twice", || {
-        r.inspect("loop", "{{.RestartCount}}")
+        r.inspect_f("loop", "{{.RestartCount}}")
             .parse::<u32>()
             .unwrap()
             >= 2
     });
     r.k.ok(&["stop", "loop"]);
-    let after = r.inspect("loop", "{{.State.Status}} {{.State.Restarting}}");
+    let after = r.inspect_f("loop", "{{.State.Status}} {{.State.Restarting}}");
     assert_eq!(after, "exited false");
     assert!(
         r.status("loop").starts_with("Exited (2) "),
@@ -284,7 +216,7 @@ fn restart_always_backs_off_shows_restarting_and_stop_ends_it() {
     // `start` gives the policy back.
     r.k.ok(&["start", "loop"]);
     r.until("restarting again", || {
-        r.inspect("loop", "{{.State.Status}}") == "restarting"
+        r.inspect_f("loop", "{{.State.Status}}") == "restarting"
     });
     r.k.ok(&["rm", "-f", "loop"]);
     assert!(r.k.ok(&["ps", "-aq"]).is_empty());
@@ -353,7 +285,7 @@ fn init_is_pid_1_forwards_signals_and_reaps_zombies() {
     ]);
     r.k.ok(&["kill", "-s", "TERM", "sig"]);
     assert_eq!(r.k.ok(&["wait", "sig"]).trim(), "143");
-    assert_eq!(r.inspect("sig", "{{.HostConfig.Init}}"), "true");
+    assert_eq!(r.inspect_f("sig", "{{.HostConfig.Init}}"), "true");
     // An orphan that ends is reaped by tini; PID 1 `sleep` itself would never reap it.
     r.k.ok(&[
         "run",
@@ -601,7 +533,7 @@ fn export_writes_the_container_s_filesystem() {
 fn top_shows_the_container_s_processes_in_ps_columns() {
     let Some(r) = Runner::new() else { return };
     r.k.ok(&["run", "-d", "--name", "t", "busybox", "sleep", "1000"]);
-    let pid = r.inspect("t", "{{.State.Pid}}");
+    let pid = r.inspect_f("t", "{{.State.Pid}}");
     let out = r.k.ok(&["top", "t"]);
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
@@ -685,13 +617,13 @@ fn rename_moves_the_name_and_refuses_a_taken_one() {
     r.k.ok(&["create", "--name", "taken", "busybox", "true"]);
     r.k.ok(&["rename", "old", "new"]);
     assert_eq!(
-        r.inspect("new", "{{.Id}} {{.Name}}"),
+        r.inspect_f("new", "{{.Id}} {{.Name}}"),
         format!("{} /new", id.trim())
     );
     assert!(r.k.run(&["inspect", "old"]).status.code() != Some(0));
     let out = r.k.run(&["rename", "new", "taken"]);
     assert_eq!(code(&out), Some(1));
-    let taken = r.inspect("taken", "{{.Id}}");
+    let taken = r.inspect_f("taken", "{{.Id}}");
     assert!(
         text(&out.stderr).contains(&format!(
             "Conflict. The container name \"/taken\" is already in use by container \"{taken}\". You have to remove (or rename) that container to be able to reuse that name."
@@ -704,7 +636,7 @@ fn rename_moves_the_name_and_refuses_a_taken_one() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(r.inspect("new", "{{.Name}}"), "/new");
+    assert_eq!(r.inspect_f("new", "{{.Name}}"), "/new");
     r.k.ok(&["container", "rename", "new", "newer"]);
     r.k.ok(&["start", "-a", "newer"]);
 }
@@ -732,14 +664,14 @@ fn pause_freezes_and_unpause_thaws() {
     assert!(r.status("p").ends_with(" (Paused)"), "{}", r.status("p"));
     assert!(r.status("p").starts_with("Up "), "{}", r.status("p"));
     assert_eq!(
-        r.inspect("p", "{{.State.Status}} {{.State.Paused}}"),
+        r.inspect_f("p", "{{.State.Status}} {{.State.Paused}}"),
         "paused true"
     );
     assert!(r.k.fails(&["pause", "p"]).contains("is already paused"));
     r.k.ok(&["unpause", "p"]);
     assert!(!frozen(id));
     assert!(!r.status("p").contains("Paused"), "{}", r.status("p"));
-    assert_eq!(r.inspect("p", "{{.State.Status}}"), "running");
+    assert_eq!(r.inspect_f("p", "{{.State.Status}}"), "running");
     assert!(r.k.fails(&["unpause", "p"]).contains("is not paused"));
     // A paused container still stops.
     r.k.ok(&["pause", "p"]);
@@ -768,15 +700,15 @@ fn restart_runs_the_container_again() {
     r.until("first start logged", || {
         r.k.ok(&["logs", "rs"]) == "start\n"
     });
-    let first = r.inspect("rs", "{{.State.Pid}}");
+    let first = r.inspect_f("rs", "{{.State.Pid}}");
     assert_eq!(r.k.ok(&["restart", "-t", "0", "rs"]).trim(), "rs");
     r.until("second start logged", || {
         r.k.ok(&["logs", "rs"]) == "start\nstart\n"
     });
-    assert_eq!(r.inspect("rs", "{{.State.Status}}"), "running");
-    assert_ne!(r.inspect("rs", "{{.State.Pid}}"), first);
+    assert_eq!(r.inspect_f("rs", "{{.State.Status}}"), "running");
+    assert_ne!(r.inspect_f("rs", "{{.State.Pid}}"), first);
     // A stopped one just starts.
     r.k.ok(&["stop", "-t", "0", "rs"]);
     r.k.ok(&["container", "restart", "rs"]);
-    assert_eq!(r.inspect("rs", "{{.State.Status}}"), "running");
+    assert_eq!(r.inspect_f("rs", "{{.State.Status}}"), "running");
 }

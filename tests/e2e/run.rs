@@ -1,24 +1,12 @@
 //! `kiln run` and the container lifecycle end to end: real runc, overlayfs and store.
 
-use crate::support::{Context, Kiln, sandbox_available, text};
+use crate::support::{Context, Runner, text};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-/// A kiln with busybox that force-removes every container it left when dropped (a failing
-/// assertion must not leave processes or mounts behind).
-struct Runner {
-    k: Kiln,
-}
-
 impl Runner {
-    fn new() -> Option<Runner> {
-        sandbox_available().then(|| Runner {
-            k: Kiln::with_busybox(),
-        })
-    }
-
     /// `kiln run ARGS`, whatever its status.
     fn run(&self, args: &[&str]) -> Output {
         let mut all = vec!["run"];
@@ -56,19 +44,6 @@ impl Runner {
         }
     }
 
-    /// Waits until `kiln logs NAME` contains `needle`.
-    fn wait_log(&self, name: &str, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = self.k.ok(&["logs", name]);
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(Instant::now() < deadline, "no {needle:?} in log: {log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     fn containers_dir(&self) -> std::path::PathBuf {
         self.k.root.path().join("containers")
     }
@@ -82,32 +57,6 @@ impl Runner {
                 .filter(|n| !n.starts_with('.'))
                 .collect(),
             Err(_) => Vec::new(),
-        }
-    }
-
-    /// Mount points below the store root.
-    fn mounts(&self) -> Vec<String> {
-        let prefix = self.k.root.path().to_string_lossy().into_owned();
-        fs_err::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|t| t.starts_with(&prefix))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let ids = text(&self.k.run(&["ps", "-aq"]).stdout);
-        for id in ids.split_whitespace() {
-            let _ = self.k.run(&["rm", "-f", id]);
-        }
-        for m in self.mounts() {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", &m])
-                .status();
         }
     }
 }

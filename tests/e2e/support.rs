@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `kiln` binary cargo built next to this test binary.
 pub fn kiln_bin() -> PathBuf {
@@ -298,4 +299,101 @@ pub fn build(k: &Kiln, ctx: &Context, extra: &[&str]) -> String {
     let out = k.run(&args);
     assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
     text(&out.stderr)
+}
+
+/// A kiln with busybox whose containers are force-removed, and whose leftover mounts are
+/// detached, when it is dropped: a failing assertion must not leave processes or mounts behind.
+/// Test modules add their own helpers in `impl Runner` blocks of their own.
+pub struct Runner {
+    pub k: Kiln,
+}
+
+impl Runner {
+    /// `None` where runc and overlayfs cannot run (the test then passes without running).
+    pub fn new() -> Option<Runner> {
+        sandbox_available().then(|| Runner {
+            k: Kiln::with_busybox(),
+        })
+    }
+
+    /// The IDs `ps -aq` lists.
+    pub fn ids(&self) -> Vec<String> {
+        text(&self.k.run(&["ps", "-aq"]).stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The STATUS column of container `name` in `ps -a`.
+    pub fn status(&self, name: &str) -> String {
+        let filter = format!("name={name}");
+        self.k
+            .ok(&["ps", "-a", "--filter", &filter, "--format", "{{.Status}}"])
+            .trim()
+            .to_owned()
+    }
+
+    /// `inspect -f FORMAT NAME`, trimmed.
+    pub fn inspect_f(&self, name: &str, format: &str) -> String {
+        self.k
+            .ok(&["inspect", "-f", format, name])
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits (at most 30 s, then fails showing every container's state) until `check` holds.
+    pub fn until(&self, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            if Instant::now() >= deadline {
+                let mut states = vec![
+                    "inspect".to_owned(),
+                    "-f".to_owned(),
+                    "{{.Name}} {{.RestartCount}} {{json .State}}".to_owned(),
+                ];
+                states.extend(self.ids());
+                let states: Vec<&str> = states.iter().map(String::as_str).collect();
+                panic!(
+                    "never: {what}\n{}\n{}",
+                    text(&self.k.run(&["ps", "-a"]).stdout),
+                    text(&self.k.run(&states).stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `kiln logs NAME` (both streams) contains `needle`; the log.
+    pub fn wait_log(&self, name: &str, needle: &str) -> String {
+        let mut log = String::new();
+        self.until(&format!("{needle:?} in the log of {name}"), || {
+            let out = self.k.run(&["logs", name]);
+            log = text(&out.stdout) + &text(&out.stderr);
+            log.contains(needle)
+        });
+        log
+    }
+
+    /// Mount points below the store root.
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.k.root.path().to_string_lossy().into_owned();
+        fs_err::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|t| t.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            let _ = self.k.run(&["rm", "-f", &id]);
+        }
+        for m in self.mounts() {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+    }
 }
