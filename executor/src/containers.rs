@@ -232,7 +232,8 @@ impl ContainerState {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+/// Reads a JSON state file.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = fs_err::read(path)?;
     serde_json::from_slice(&text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
@@ -240,7 +241,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     })
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes a JSON state file atomically (readers see the old or the new whole file).
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,

@@ -21,7 +21,7 @@
 //! The bundle of an attached container lists its endpoints (`<bundle>/endpoints.json`), so
 //! [`release`] (called wherever a bundle is removed, the reaper included) detaches them.
 
-use crate::bundle::write_atomic;
+use crate::containers::{read_json, write_json};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -219,22 +219,6 @@ fn random_id() -> Result<String> {
     let mut bytes = [0u8; 32];
     fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = fs_err::read(path)?;
-    serde_json::from_slice(&text).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let data = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_atomic(path, &data)
 }
 
 fn net_err(reason: impl Into<String>) -> Error {

@@ -7,6 +7,7 @@ use kiln_solver::Host;
 use kiln_solver::containers::network::{
     self, PortMapping, assign_host_ports, parse_exposed, parse_publish,
 };
+use kiln_solver::containers::networks::UserNetwork;
 use kiln_solver::containers::{Network, ProcessPlan, Status};
 use kiln_solver::graph::ImageConfig;
 use std::net::{IpAddr, Ipv4Addr};
@@ -87,18 +88,7 @@ pub fn apply(
         name => {
             // docker's message for a network it does not know.
             let net = host.networks()?.get(name)?;
-            let ip = match &args.ip {
-                Some(ip) => {
-                    let ip: Ipv4Addr = ip.parse().map_err(|_| {
-                        anyhow::anyhow!(
-                            "invalid argument {ip:?} for \"--ip\" flag: invalid IP address"
-                        )
-                    })?;
-                    net.check_ip(ip)?;
-                    Some(ip)
-                }
-                None => None,
-            };
+            let ip = requested_ip(&net, args.ip.as_deref())?;
             plan.networks = vec![net.attachment(args.network_alias.clone(), ip)];
             Network::Bridge
         }
@@ -164,6 +154,16 @@ pub fn apply(
     plan.dns = args.dns.clone();
     plan.dns_search = args.dns_search.clone();
     Ok(())
+}
+
+/// `--ip`: an address of `net`'s subnet, checked (docker's messages).
+pub fn requested_ip(net: &UserNetwork, ip: Option<&str>) -> Result<Option<Ipv4Addr>> {
+    let Some(ip) = ip else { return Ok(None) };
+    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+        anyhow::anyhow!("invalid argument {ip:?} for \"--ip\" flag: invalid IP address")
+    })?;
+    net.check_ip(ip)?;
+    Ok(Some(ip))
 }
 
 /// Parses docker's `--add-host NAME:IP` (or `NAME=IP`); the IP is normalized, or

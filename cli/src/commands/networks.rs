@@ -168,18 +168,7 @@ pub fn network(g: &Global, cmd: NetworkCommand) -> Result<()> {
                     net.record().name
                 );
             }
-            let ip = match ip {
-                Some(ip) => {
-                    let ip: Ipv4Addr = ip.parse().map_err(|_| {
-                        anyhow::anyhow!(
-                            "invalid argument {ip:?} for \"--ip\" flag: invalid IP address"
-                        )
-                    })?;
-                    net.check_ip(ip)?;
-                    Some(ip)
-                }
-                None => None,
-            };
+            let ip = crate::commands::network::requested_ip(&net, ip.as_deref())?;
             let mut att = net.attachment(alias, ip);
             att.container_name = c.name().to_owned();
             let mut list = plan.networks.clone();
