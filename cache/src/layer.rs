@@ -162,15 +162,21 @@ pub struct TarOptions {
 /// empty user/group names, permission bits only, PAX records (sorted) for long names and
 /// xattrs, hardlinks for files sharing an inode. Sockets are skipped.
 pub fn write_tar(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<()> {
+    write_tar_counted(dir, opts, w).map(|_| ())
+}
+
+/// [`write_tar`], returning how many whiteouts and opaque markers it wrote.
+fn write_tar_counted(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<u64> {
     let mut tw = TarWriter {
         opts: *opts,
         out: w,
         links: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
+        whiteouts: 0,
     };
     tw.walk_dir(dir, b"")?;
     tw.out.write_all(&[0u8; 1024])?;
-    Ok(())
+    Ok(tw.whiteouts)
 }
 
 struct TarWriter<'a> {
@@ -179,6 +185,8 @@ struct TarWriter<'a> {
     /// (dev, ino) → first archive path, for hardlinks
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    /// Whiteouts and opaque markers written.
+    whiteouts: u64,
 }
 
 struct Entry<'a> {
@@ -212,6 +220,7 @@ impl TarWriter<'_> {
         let mtime = self.clamp(md.mtime());
         let mode = md.mode() & 0o7777;
         if self.opts.source == LayerSource::OverlayUpper && ft.is_char_device() && md.rdev() == 0 {
+            self.whiteouts += 1;
             return self.header(&Entry {
                 name: arch,
                 kind: tar::EntryType::Regular,
@@ -254,6 +263,7 @@ impl TarWriter<'_> {
             e.kind = tar::EntryType::Directory;
             self.header(&e)?;
             if opaque {
+                self.whiteouts += 1;
                 let mut wh = name.clone();
                 wh.extend_from_slice(b".wh..wh..opq");
                 self.header(&Entry {
@@ -470,6 +480,17 @@ impl Store {
     /// Writes `dir` as a layer into the blob store: tar, compression and both digests in
     /// one pass. Records diffID ↔ blob in the index.
     pub fn create_layer(&self, dir: &Path, opts: &LayerOptions) -> Result<LayerInfo> {
+        self.create_layer_counted(dir, opts).map(|(info, _)| info)
+    }
+
+    /// [`Store::create_layer`], also returning how many whiteouts and opaque markers the
+    /// layer has (an overlay upperdir's deletions).
+    pub fn create_layer_counted(
+        &self,
+        dir: &Path,
+        opts: &LayerOptions,
+    ) -> Result<(LayerInfo, u64)> {
+        let whiteouts;
         let tar_opts = TarOptions {
             mtime_clamp: opts.mtime_clamp,
             source: opts.source,
@@ -478,7 +499,7 @@ impl Store {
         let (diff_id, digest, size) = if opts.compression == Encoding::None {
             // The blob is the tar: one hash serves as both digests.
             let mut bw = bw;
-            write_tar(dir, &tar_opts, &mut bw)?;
+            whiteouts = write_tar_counted(dir, &tar_opts, &mut bw)?;
             let (digest, size) = bw.commit(None)?;
             (digest.clone(), digest, size)
         } else {
@@ -491,7 +512,7 @@ impl Store {
             let enc =
                 Encoder::with_members(bw, opts.compression, members.as_ref().map(|m| m.0.clone()))?;
             let mut diff = HashWriter::new(FixedBlocks::new(enc));
-            write_tar(dir, &tar_opts, &mut diff)?;
+            whiteouts = write_tar_counted(dir, &tar_opts, &mut diff)?;
             let (blocks, diff_id, _) = diff.finish();
             let bw = blocks.finish()?.finish()?;
             let (digest, size) = bw.commit(None)?;
@@ -510,7 +531,7 @@ impl Store {
         };
         self.record_layer(&info)?;
         tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
-        Ok(info)
+        Ok((info, whiteouts))
     }
 
     /// The layer of `layer`'s diffID as a blob encoded with `enc`: `layer` itself when it

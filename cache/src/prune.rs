@@ -514,6 +514,12 @@ impl Store {
                 keep_snaps.insert(d.hex());
             }
         }
+        // A stacked snapshot needs the layers it goes over.
+        let stacked: Vec<String> = keep_snaps
+            .iter()
+            .flat_map(|c| self.stack_below(c))
+            .collect();
+        keep_snaps.extend(stacked);
         Ok((keep, keep_snaps))
     }
 
