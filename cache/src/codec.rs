@@ -266,11 +266,9 @@ impl MemberCache {
         file.seek(SeekFrom::Start(off)).ok()?;
         let mut out = vec![0u8; len];
         file.read_exact(&mut out).ok()?;
-        let mut crc = flate2::Crc::new();
-        crc.update(data);
         let trailer = &out[len - 8..];
         let ok = out[..3] == [0x1f, 0x8b, 8]
-            && trailer[..4] == crc.sum().to_le_bytes()
+            && trailer[..4] == libdeflater::crc32(data).to_le_bytes()
             && trailer[4..] == (data.len() as u32).to_le_bytes();
         ok.then_some(out)
     }
@@ -469,7 +467,10 @@ impl<W: Write> ParGzip<W> {
 
     fn send_block(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.block));
-        self.crc.update(&data);
+        if self.kind == BlockKind::Deflate {
+            // Members carry their own CRC; only the one-member stream needs the whole one.
+            self.crc.update(&data);
+        }
         // Keep at most a few blocks in flight.
         while self.sent - self.written >= self.window as u64 {
             self.collect(true)?;

@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
@@ -206,6 +205,52 @@ pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
+/// What the tar writer needs of a `stat`.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    /// Full `st_mode`.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    size: u64,
+    nlink: u64,
+    dev: u64,
+    ino: u64,
+    rdev: u64,
+}
+
+impl Stat {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn of(st: &rustix::fs::Stat) -> Stat {
+        Stat {
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            mtime: st.st_mtime as i64,
+            size: st.st_size as u64,
+            nlink: st.st_nlink as u64,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            rdev: st.st_rdev as u64,
+        }
+    }
+
+    fn kind(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.mode)
+    }
+
+    /// An overlay whiteout (char 0/0).
+    fn is_whiteout(&self) -> bool {
+        self.kind() == rustix::fs::FileType::CharacterDevice && self.rdev == 0
+    }
+}
+
+/// `O_RDONLY | O_NOFOLLOW | O_CLOEXEC`, plus `extra`.
+fn open_flags(extra: rustix::fs::OFlags) -> rustix::fs::OFlags {
+    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | extra
+}
+
 impl TarWriter<'_> {
     fn clamp(&self, mtime: i64) -> i64 {
         match self.opts.mtime_clamp {
@@ -214,12 +259,22 @@ impl TarWriter<'_> {
         }
     }
 
-    fn entry(&mut self, arch: &[u8], p: &Path, md: &std::fs::Metadata) -> Result<()> {
-        let ft = md.file_type();
+    /// One entry `name` of the directory `dir` (at `p`). Every call is relative to the
+    /// directory's descriptor, so no path is walked again.
+    fn entry(
+        &mut self,
+        arch: &[u8],
+        dir: &std::os::fd::OwnedFd,
+        name: &std::ffi::CStr,
+        p: &Path,
+        md: &Stat,
+    ) -> Result<()> {
+        use rustix::fs::{FileType, OFlags};
         let empty = BTreeMap::new();
-        let mtime = self.clamp(md.mtime());
-        let mode = md.mode() & 0o7777;
-        if self.opts.source == LayerSource::OverlayUpper && ft.is_char_device() && md.rdev() == 0 {
+        let kind = md.kind();
+        let mtime = self.clamp(md.mtime);
+        let mode = md.mode & 0o7777;
+        if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
             self.whiteouts += 1;
             return self.header(&Entry {
                 name: arch,
@@ -234,9 +289,35 @@ impl TarWriter<'_> {
                 xattrs: &empty,
             });
         }
-        let xattrs = read_xattrs(p)?;
+        // Files and directories are opened (their xattrs come from the descriptor); other
+        // kinds are read by path.
+        let fd = match kind {
+            FileType::RegularFile => Some(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    open_flags(OFlags::empty()),
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| Error::sys("open", p, e))?,
+            ),
+            FileType::Directory => Some(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    open_flags(OFlags::DIRECTORY),
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| Error::sys("open", p, e))?,
+            ),
+            _ => None,
+        };
+        let xattrs = match &fd {
+            Some(fd) => read_xattrs_fd(fd, p)?,
+            None => read_xattrs(p)?,
+        };
         let opaque = self.opts.source == LayerSource::OverlayUpper
-            && ft.is_dir()
+            && kind == FileType::Directory
             && ["trusted.overlay.opaque", "user.overlay.opaque"]
                 .iter()
                 .any(|k| xattrs.get(k.as_bytes()).map(Vec::as_slice) == Some(b"y"));
@@ -248,111 +329,140 @@ impl TarWriter<'_> {
             name: arch,
             kind: tar::EntryType::Regular,
             mode,
-            uid: md.uid().into(),
-            gid: md.gid().into(),
+            uid: md.uid.into(),
+            gid: md.gid.into(),
             mtime,
             size: 0,
             link: None,
             dev: None,
             xattrs: &xattrs,
         };
-        if ft.is_dir() {
-            let mut name = arch.to_vec();
-            name.push(b'/');
-            e.name = &name;
-            e.kind = tar::EntryType::Directory;
-            self.header(&e)?;
-            if opaque {
-                self.whiteouts += 1;
-                let mut wh = name.clone();
-                wh.extend_from_slice(b".wh..wh..opq");
-                self.header(&Entry {
-                    name: &wh,
-                    kind: tar::EntryType::Regular,
-                    mode: 0,
-                    uid: 0,
-                    gid: 0,
-                    mtime,
-                    size: 0,
-                    link: None,
-                    dev: None,
-                    xattrs: &empty,
-                })?;
-            }
-            self.walk_dir(p, &name)
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = self.links.get(&key).cloned() {
-                    e.kind = tar::EntryType::Link;
-                    e.link = Some(&first);
-                    return self.header(&e);
+        match kind {
+            FileType::Directory => {
+                let mut name = arch.to_vec();
+                name.push(b'/');
+                e.name = &name;
+                e.kind = tar::EntryType::Directory;
+                self.header(&e)?;
+                if opaque {
+                    self.whiteouts += 1;
+                    let mut wh = name.clone();
+                    wh.extend_from_slice(b".wh..wh..opq");
+                    self.header(&Entry {
+                        name: &wh,
+                        kind: tar::EntryType::Regular,
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        mtime,
+                        size: 0,
+                        link: None,
+                        dev: None,
+                        xattrs: &empty,
+                    })?;
                 }
-                self.links.insert(key, arch.to_vec());
+                let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
+                self.walk_fd(fd, p, &name)
             }
-            e.size = md.len();
-            self.header(&e)?;
-            let mut f = fs_err::File::open(p)?;
-            let mut left = md.len();
-            while left > 0 {
-                let want = (self.buf.len() as u64).min(left) as usize;
-                let n = f.read(&mut self.buf[..want])?;
-                if n == 0 {
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{} shrank while being archived", p.display()),
-                    )));
+            FileType::RegularFile => {
+                if md.nlink > 1 {
+                    let key = (md.dev, md.ino);
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        e.kind = tar::EntryType::Link;
+                        e.link = Some(&first);
+                        return self.header(&e);
+                    }
+                    self.links.insert(key, arch.to_vec());
                 }
-                self.out.write_all(&self.buf[..n])?;
-                left -= n as u64;
+                e.size = md.size;
+                self.header(&e)?;
+                let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
+                let mut f = std::fs::File::from(fd);
+                let mut left = md.size;
+                while left > 0 {
+                    let want = (self.buf.len() as u64).min(left) as usize;
+                    let n = f.read(&mut self.buf[..want]).map_err(|e| {
+                        Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+                    })?;
+                    if n == 0 {
+                        return Err(Error::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{} shrank while being archived", p.display()),
+                        )));
+                    }
+                    self.out.write_all(&self.buf[..n])?;
+                    left -= n as u64;
+                }
+                let pad = (512 - (md.size % 512) as usize) % 512;
+                self.out.write_all(&[0u8; 512][..pad])?;
+                Ok(())
             }
-            let pad = (512 - (md.len() % 512) as usize) % 512;
-            self.out.write_all(&[0u8; 512][..pad])?;
-            Ok(())
-        } else if ft.is_symlink() {
-            let target = fs_err::read_link(p)?.into_os_string().into_vec();
-            e.kind = tar::EntryType::Symlink;
-            e.mode = 0o777;
-            e.link = Some(&target);
-            self.header(&e)
-        } else if ft.is_char_device() || ft.is_block_device() {
-            e.kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else {
-                tar::EntryType::Block
-            };
-            let rdev = md.rdev();
-            e.dev = Some((rustix::fs::major(rdev), rustix::fs::minor(rdev)));
-            self.header(&e)
-        } else if ft.is_fifo() {
-            e.kind = tar::EntryType::Fifo;
-            self.header(&e)
-        } else {
-            tracing::warn!(path = %p.display(), "skipping socket in layer");
-            Ok(())
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(dir, name, Vec::new())
+                    .map_err(|e| Error::sys("readlink", p, e))?
+                    .into_bytes();
+                e.kind = tar::EntryType::Symlink;
+                e.mode = 0o777;
+                e.link = Some(&target);
+                self.header(&e)
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                e.kind = if kind == FileType::CharacterDevice {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                e.dev = Some((rustix::fs::major(md.rdev), rustix::fs::minor(md.rdev)));
+                self.header(&e)
+            }
+            FileType::Fifo => {
+                e.kind = tar::EntryType::Fifo;
+                self.header(&e)
+            }
+            _ => {
+                tracing::warn!(path = %p.display(), "skipping socket in layer");
+                Ok(())
+            }
         }
     }
 
     fn walk_dir(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
-        // Sorted on the archive names (in an upperdir, whiteouts are renamed).
+        let fd = rustix::fs::open(
+            dir,
+            open_flags(rustix::fs::OFlags::DIRECTORY),
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", dir, e))?;
+        self.walk_fd(fd, dir, prefix)
+    }
+
+    /// The entries of the directory `fd` (at `dir`), sorted on their archive names (in an
+    /// upperdir, whiteouts are renamed).
+    fn walk_fd(&mut self, fd: std::os::fd::OwnedFd, dir: &Path, prefix: &[u8]) -> Result<()> {
         let mut items = Vec::new();
-        for e in fs_err::read_dir(dir)? {
-            let n = e?.file_name();
-            let p = dir.join(&n);
-            let md = fs_err::symlink_metadata(&p)?;
+        let mut list = rustix::fs::Dir::read_from(&fd).map_err(|e| Error::sys("read", dir, e))?;
+        while let Some(ent) = list.read() {
+            let ent = ent.map_err(|e| Error::sys("read", dir, e))?;
+            let name = ent.file_name().to_owned();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let p = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            let st =
+                rustix::fs::statat(&fd, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::sys("stat", &p, e))?;
+            let md = Stat::of(&st);
             let mut arch = prefix.to_vec();
-            if self.opts.source == LayerSource::OverlayUpper
-                && md.file_type().is_char_device()
-                && md.rdev() == 0
-            {
+            if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
                 arch.extend_from_slice(b".wh.");
             }
-            arch.extend_from_slice(n.as_bytes());
-            items.push((arch, p, md));
+            arch.extend_from_slice(name.to_bytes());
+            items.push((arch, name, p, md));
         }
+        drop(list);
         items.sort_by(|a, b| a.0.cmp(&b.0));
-        for (arch, p, md) in items {
-            self.entry(&arch, &p, &md)?;
+        for (arch, name, p, md) in items {
+            self.entry(&arch, &fd, &name, &p, &md)?;
         }
         Ok(())
     }
@@ -444,6 +554,41 @@ fn pax_record(k: &[u8], v: &[u8]) -> Vec<u8> {
     r.extend_from_slice(v);
     r.push(b'\n');
     r
+}
+
+/// All xattrs of the open file `fd` (at `p`), sorted by name.
+fn read_xattrs_fd(fd: &std::os::fd::OwnedFd, p: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut list = [0u8; 1024];
+    let mut big = Vec::new();
+    let names: &[u8] = match rustix::fs::flistxattr(fd, &mut list[..]) {
+        Ok(0) => return Ok(out),
+        Ok(n) => &list[..n],
+        Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+        Err(rustix::io::Errno::RANGE) => {
+            big.resize(64 * 1024, 0);
+            let n = rustix::fs::flistxattr(fd, &mut big[..])
+                .map_err(|e| Error::sys("listxattr", p, e))?;
+            &big[..n]
+        }
+        Err(e) => return Err(Error::sys("listxattr", p, e)),
+    };
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::fgetxattr(fd, name, &mut val[..]) {
+                Ok(l) => break Some(l),
+                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 4, 0),
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(Error::sys("getxattr", p, e)),
+            }
+        };
+        if let Some(len) = len {
+            val.truncate(len);
+            out.insert(name.to_vec(), val);
+        }
+    }
+    Ok(out)
 }
 
 /// All xattrs of `p` (not following symlinks), sorted by name.

@@ -738,15 +738,18 @@ impl DestTree {
     /// Copies a source file (not multiply linked) whose destination parent already exists.
     /// `Ok(false)` when the parent is missing (the caller then uses [`entry`](Self::entry)).
     fn write_plain(&self, entry: &Entry, path: &str, walker: &Walker<'_>) -> Result<bool> {
+        // A kept file needs nothing, not even its directory opened. (When the directory is
+        // missing, `entry` asks again and the file is noted as written twice: it is not
+        // kept next time either, which only costs a copy.)
+        if self.kept(entry, path) {
+            return Ok(true);
+        }
         let (parent, leaf) = split_parent(path);
         let parent_fd = match self.open_dir(parent) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(false),
             Err(e) => return Err(self.err("open directory", parent)(e)),
         };
-        if self.kept(entry, path) {
-            return Ok(true);
-        }
         self.remove_non_dir(&parent_fd, leaf, path)?;
         self.write_at(&parent_fd, leaf, path, entry, walker)?;
         Ok(true)
