@@ -21,6 +21,10 @@
 //! full copy: a recorded entry the source no longer has (removing it would take a whiteout,
 //! which could hide the base's file of that name), a delta with whiteouts or opaque
 //! directories (a type change), any error, or a stack [`MAX_STACK`] deep.
+//!
+//! What a later step sees differs in one way: a directory both the previous layer and the
+//! delta hold is an overlay merged directory, whose link count is 1 (as for any directory
+//! several layers of an image have); names, contents, modes, owners and times are the same.
 
 use crate::context::checksum::RACY_WINDOW_NS;
 use crate::context::walk::Meta;
