@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use kiln_oci::{Compression, Digest};
@@ -161,11 +161,13 @@ pub struct TarOptions {
 /// empty user/group names, permission bits only, PAX records (sorted) for long names and
 /// xattrs, hardlinks for files sharing an inode. Sockets are skipped.
 pub fn write_tar(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<()> {
-    write_tar_counted(dir, opts, w).map(|_| ())
+    write_tar_counted(&[dir], opts, w).map(|_| ())
 }
 
-/// [`write_tar`], returning how many whiteouts and opaque markers it wrote.
-fn write_tar_counted(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<u64> {
+/// [`write_tar`] of the tree `dirs` (bottom first) make as overlay lower directories with
+/// neither whiteouts nor opaque directories (plain directories only), returning how many
+/// whiteouts and opaque markers it wrote.
+fn write_tar_counted(dirs: &[&Path], opts: &TarOptions, w: &mut dyn Write) -> Result<u64> {
     let mut tw = TarWriter {
         opts: *opts,
         out: w,
@@ -173,7 +175,18 @@ fn write_tar_counted(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result
         buf: vec![0u8; 256 * 1024],
         whiteouts: 0,
     };
-    tw.walk_dir(dir, b"")?;
+    let mut fds = Vec::new();
+    for dir in dirs.iter().rev() {
+        let fd = rustix::fs::open(
+            *dir,
+            open_flags(rustix::fs::OFlags::DIRECTORY),
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", *dir, e))?;
+        fds.push(fd);
+    }
+    let top = dirs.last().map_or_else(|| Path::new("/"), |d| *d);
+    tw.walk_fd(fds, top, b"")?;
     tw.out.write_all(&[0u8; 1024])?;
     Ok(tw.whiteouts)
 }
@@ -259,12 +272,14 @@ impl TarWriter<'_> {
         }
     }
 
-    /// One entry `name` of the directory `dir` (at `p`). Every call is relative to the
-    /// directory's descriptor, so no path is walked again.
+    /// One entry `name` of the directory `dir` (at `p`), over the same directory of lower
+    /// layers `lower` (top first). Every call is relative to a directory's descriptor, so no
+    /// path is walked again.
     fn entry(
         &mut self,
         arch: &[u8],
         dir: &std::os::fd::OwnedFd,
+        lower: &[std::os::fd::OwnedFd],
         name: &std::ffi::CStr,
         p: &Path,
         md: &Stat,
@@ -339,14 +354,14 @@ impl TarWriter<'_> {
         };
         match kind {
             FileType::Directory => {
-                let mut name = arch.to_vec();
-                name.push(b'/');
-                e.name = &name;
+                let mut dname = arch.to_vec();
+                dname.push(b'/');
+                e.name = &dname;
                 e.kind = tar::EntryType::Directory;
                 self.header(&e)?;
                 if opaque {
                     self.whiteouts += 1;
-                    let mut wh = name.clone();
+                    let mut wh = dname.clone();
                     wh.extend_from_slice(b".wh..wh..opq");
                     self.header(&Entry {
                         name: &wh,
@@ -362,7 +377,23 @@ impl TarWriter<'_> {
                     })?;
                 }
                 let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
-                self.walk_fd(fd, p, &name)
+                // As overlayfs merges: the same directory in the layers below, down to the
+                // first layer where the name is not a directory.
+                let mut fds = vec![fd];
+                for l in lower {
+                    match rustix::fs::openat(
+                        l,
+                        name,
+                        open_flags(OFlags::DIRECTORY),
+                        rustix::fs::Mode::empty(),
+                    ) {
+                        Ok(fd) => fds.push(fd),
+                        Err(rustix::io::Errno::NOENT) => {}
+                        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => break,
+                        Err(e) => return Err(Error::sys("open", p, e)),
+                    }
+                }
+                self.walk_fd(fds, p, &dname)
             }
             FileType::RegularFile => {
                 if md.nlink > 1 {
@@ -426,43 +457,43 @@ impl TarWriter<'_> {
         }
     }
 
-    fn walk_dir(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
-        let fd = rustix::fs::open(
-            dir,
-            open_flags(rustix::fs::OFlags::DIRECTORY),
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| Error::sys("open", dir, e))?;
-        self.walk_fd(fd, dir, prefix)
-    }
-
-    /// The entries of the directory `fd` (at `dir`), sorted on their archive names (in an
-    /// upperdir, whiteouts are renamed).
-    fn walk_fd(&mut self, fd: std::os::fd::OwnedFd, dir: &Path, prefix: &[u8]) -> Result<()> {
-        let mut items = Vec::new();
-        let mut list = rustix::fs::Dir::read_from(&fd).map_err(|e| Error::sys("read", dir, e))?;
-        while let Some(ent) = list.read() {
-            let ent = ent.map_err(|e| Error::sys("read", dir, e))?;
-            let name = ent.file_name().to_owned();
-            if matches!(name.to_bytes(), b"." | b"..") {
-                continue;
+    /// The entries of the directory `fds` (its layers, top first; at `dir`), sorted on
+    /// their archive names (in an upperdir, whiteouts are renamed). A name in several layers
+    /// is the top one's.
+    fn walk_fd(&mut self, fds: Vec<std::os::fd::OwnedFd>, dir: &Path, prefix: &[u8]) -> Result<()> {
+        let mut items: BTreeMap<Vec<u8>, (usize, std::ffi::CString, PathBuf, Stat)> =
+            BTreeMap::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for (layer, fd) in fds.iter().enumerate() {
+            let mut list =
+                rustix::fs::Dir::read_from(fd).map_err(|e| Error::sys("read", dir, e))?;
+            while let Some(ent) = list.read() {
+                let ent = ent.map_err(|e| Error::sys("read", dir, e))?;
+                let name = ent.file_name().to_owned();
+                if matches!(name.to_bytes(), b"." | b"..") {
+                    continue;
+                }
+                if layer > 0 && !seen.insert(name.to_bytes().to_vec()) {
+                    continue;
+                }
+                let p = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                let st =
+                    rustix::fs::statat(fd, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| Error::sys("stat", &p, e))?;
+                let md = Stat::of(&st);
+                let mut arch = prefix.to_vec();
+                if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
+                    arch.extend_from_slice(b".wh.");
+                }
+                arch.extend_from_slice(name.to_bytes());
+                if layer == 0 && fds.len() > 1 {
+                    seen.insert(name.to_bytes().to_vec());
+                }
+                items.insert(arch, (layer, name, p, md));
             }
-            let p = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-            let st =
-                rustix::fs::statat(&fd, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::sys("stat", &p, e))?;
-            let md = Stat::of(&st);
-            let mut arch = prefix.to_vec();
-            if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
-                arch.extend_from_slice(b".wh.");
-            }
-            arch.extend_from_slice(name.to_bytes());
-            items.push((arch, name, p, md));
         }
-        drop(list);
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        for (arch, name, p, md) in items {
-            self.entry(&arch, &fd, &name, &p, &md)?;
+        for (arch, (layer, name, p, md)) in items {
+            self.entry(&arch, &fds[layer], &fds[layer + 1..], &name, &p, &md)?;
         }
         Ok(())
     }
@@ -635,6 +666,18 @@ impl Store {
         dir: &Path,
         opts: &LayerOptions,
     ) -> Result<(LayerInfo, u64)> {
+        self.create_layer_of(&[dir], opts)
+    }
+
+    /// The layer of the tree the plain directories `dirs` (bottom first) make as overlay
+    /// lower directories (a stacked snapshot's), as [`Store::create_layer`] writes the tree
+    /// itself.
+    pub fn create_layer_stacked(&self, dirs: &[PathBuf], opts: &LayerOptions) -> Result<LayerInfo> {
+        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        self.create_layer_of(&dirs, opts).map(|(info, _)| info)
+    }
+
+    fn create_layer_of(&self, dirs: &[&Path], opts: &LayerOptions) -> Result<(LayerInfo, u64)> {
         let whiteouts;
         let tar_opts = TarOptions {
             mtime_clamp: opts.mtime_clamp,
@@ -644,7 +687,7 @@ impl Store {
         let (diff_id, digest, size) = if opts.compression == Encoding::None {
             // The blob is the tar: one hash serves as both digests.
             let mut bw = bw;
-            whiteouts = write_tar_counted(dir, &tar_opts, &mut bw)?;
+            whiteouts = write_tar_counted(dirs, &tar_opts, &mut bw)?;
             let (digest, size) = bw.commit(None)?;
             (digest.clone(), digest, size)
         } else {
@@ -657,7 +700,7 @@ impl Store {
             let enc =
                 Encoder::with_members(bw, opts.compression, members.as_ref().map(|m| m.0.clone()))?;
             let mut diff = HashWriter::new(FixedBlocks::new(enc));
-            whiteouts = write_tar_counted(dir, &tar_opts, &mut diff)?;
+            whiteouts = write_tar_counted(dirs, &tar_opts, &mut diff)?;
             let (blocks, diff_id, _) = diff.finish();
             let bw = blocks.finish()?.finish()?;
             let (digest, size) = bw.commit(None)?;
@@ -675,7 +718,7 @@ impl Store {
             media_type: opts.compression.media_type().to_owned(),
         };
         self.record_layer(&info)?;
-        tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
+        tracing::debug!(dir = ?dirs.last(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
         Ok((info, whiteouts))
     }
 

@@ -120,7 +120,7 @@ impl StepMount {
 
     /// For a step prepared over a previous layer (`below`, the snapshot whose top layer
     /// `below_dirs` are): unmounts, and makes the layer from that layer with the changes over
-    /// it, read through a read-only overlay, so the tar is the one the whole tree gives; the
+    /// it, merged as overlayfs would, so the tar is the one the whole tree gives; the
     /// changes are kept stacked over `below`. `None` when the changes hold whiteouts or opaque
     /// directories (that layer with them over it is not what a fresh step makes).
     pub fn finish_over(
@@ -144,15 +144,11 @@ impl StepMount {
         }
         let mut dirs = below_dirs.to_vec();
         dirs.push(upper.clone());
-        let merged = self.rootfs();
-        let guard = kiln_cache::mount_overlay(&dirs, None, &merged)?;
         let layer_opts = LayerOptions {
             source: LayerSource::Directory,
             ..opts.clone()
         };
-        let layer = store.create_layer(&merged, &layer_opts);
-        guard.unmount()?;
-        let layer = layer?;
+        let layer = store.create_layer_stacked(&dirs, &layer_opts)?;
         let snap = store.commit_stacked_snapshot(&self.snapshot, &upper, &layer, below)?;
         let mut chain = self.base.as_ref().clone();
         chain.layers.push(ChainLayer {
