@@ -40,8 +40,8 @@ pub enum Encoding {
         /// libdeflate compression level 1-12.
         level: u32,
     },
-    /// zstd at `level` (1-22), always in multithreaded mode with a fixed number of workers
-    /// so the bytes do not depend on the machine.
+    /// zstd at `level` (1-22), in independent frames of 1-4 MiB cut by content and
+    /// compressed in parallel (the bytes do not depend on the number of threads).
     Zstd {
         /// Compression level.
         level: i32,
@@ -86,7 +86,8 @@ fn encoding_tag(enc: Encoding) -> String {
         Encoding::Gzip { level } => format!("gzip-{level}"),
         Encoding::GzipParallel { level } => format!("gzip-parallel-{level}"),
         Encoding::GzipMembers { level } => format!("gzip-members-{level}"),
-        Encoding::Zstd { level } => format!("zstd-{level}"),
+        // Frames cut by content since the format's second version.
+        Encoding::Zstd { level } => format!("zstd-frames-{level}"),
     }
 }
 
@@ -694,7 +695,14 @@ impl Store {
             // gzip members are reused by content: a rebuild that changed a few files
             // compresses only the members around them again (the bytes are the same).
             let members = match opts.compression {
-                Encoding::GzipMembers { level } => Some((MemberCache::new(self.clone()), level)),
+                Encoding::GzipMembers { level } => {
+                    Some((MemberCache::new(self.clone()), false, level.clamp(1, 12)))
+                }
+                Encoding::Zstd { level } => Some((
+                    MemberCache::new(self.clone()),
+                    true,
+                    level.clamp(-7, 22) as u32,
+                )),
                 _ => None,
             };
             let enc =
@@ -704,8 +712,8 @@ impl Store {
             let (blocks, diff_id, _) = diff.finish();
             let bw = blocks.finish()?.finish()?;
             let (digest, size) = bw.commit(None)?;
-            if let Some((m, level)) = &members {
-                m.record((*level).clamp(1, 12), &digest)?;
+            if let Some((m, zstd, level)) = &members {
+                m.record(*zstd, *level, &digest)?;
                 let (reused, compressed) = m.counts();
                 tracing::debug!(reused, compressed, "gzip members");
             }
