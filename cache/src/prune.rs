@@ -422,7 +422,8 @@ impl Store {
                         let snap = if in_use_snaps.contains(&c) {
                             0
                         } else {
-                            du(&self.root().join("snapshots").join(&c))
+                            let snaps = self.root().join("snapshots");
+                            du(&snaps.join(&c)) + du(&snaps.join(format!("{c}.stack")))
                         };
                         let blob = if image_blobs.contains(&l.digest.hex()) {
                             0
