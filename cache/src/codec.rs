@@ -751,7 +751,7 @@ mod tests {
         // zstd(1) reads it as one stream too.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.zst");
-        std::fs::write(&path, &a).unwrap();
+        fs_err::write(&path, &a).unwrap();
         if let Ok(out) = std::process::Command::new("zstd")
             .arg("-dc")
             .arg(&path)

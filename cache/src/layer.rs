@@ -715,7 +715,11 @@ impl Store {
             if let Some((m, zstd, level)) = &members {
                 m.record(*zstd, *level, &digest)?;
                 let (reused, compressed) = m.counts();
-                tracing::debug!(reused, compressed, "gzip members");
+                tracing::debug!(
+                    reused,
+                    compressed,
+                    "compressed blocks (gzip members, zstd frames)"
+                );
             }
             (diff_id, digest, size)
         };

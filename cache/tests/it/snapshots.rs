@@ -211,7 +211,7 @@ fn a_stacked_layer_is_the_tar_of_its_merged_tree_and_its_snapshot_mounts_so() {
         )
         .unwrap();
     assert_eq!(snap.lowerdirs.len(), 2, "the layer below and the delta");
-    let again = s.prepare_snapshot(&[stacked.clone()]).unwrap();
+    let again = s.prepare_snapshot(std::slice::from_ref(&stacked)).unwrap();
     assert_eq!(again, snap);
     let g = mount_overlay(&again.lowerdirs, None, &mnt).unwrap();
     assert_eq!(fs_err::read(mnt.join("a/edit")).unwrap(), b"new, longer");
@@ -231,14 +231,17 @@ fn a_stacked_layer_is_the_tar_of_its_merged_tree_and_its_snapshot_mounts_so() {
         s.layer_dirs(&below_chain).unwrap().is_some(),
         "kept for the stack"
     );
-    assert_eq!(s.prepare_snapshot(&[stacked.clone()]).unwrap(), snap);
+    assert_eq!(
+        s.prepare_snapshot(std::slice::from_ref(&stacked)).unwrap(),
+        snap
+    );
     fs_err::remove_dir_all(s.snapshot_dir(&below_chain)).unwrap();
     assert!(
         s.layer_dirs(snap.chain_id.as_ref().unwrap())
             .unwrap()
             .is_none()
     );
-    let unpacked = s.prepare_snapshot(&[stacked.clone()]).unwrap();
+    let unpacked = s.prepare_snapshot(std::slice::from_ref(&stacked)).unwrap();
     assert_eq!(unpacked.lowerdirs.len(), 1, "unpacked from its blob");
     let g = mount_overlay(&unpacked.lowerdirs, None, &mnt).unwrap();
     assert_eq!(fs_err::read(mnt.join("a/edit")).unwrap(), b"new, longer");

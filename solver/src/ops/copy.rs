@@ -648,7 +648,7 @@ impl DestTree {
         }
         let same_mode = now
             .as_ref()
-            .is_some_and(|st| st.st_mode as u32 & 0o7777 == mode);
+            .is_some_and(|st| Meta::from_stat(st).mode & 0o7777 == mode);
         if !same_mode || !same_owner {
             rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(self.err("chmod", path))?;
         }
