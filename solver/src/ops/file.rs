@@ -84,7 +84,7 @@ fn copy_over(
     for action in &op.actions {
         apply(store, &root, action, inputs, Some(reuse.clone()))?;
     }
-    if reuse.lost_entries() {
+    if reuse.lost_entries() || !reuse.worth_stacking() {
         return Ok(None);
     }
     let kept = reuse.kept();

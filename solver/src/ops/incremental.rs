@@ -20,7 +20,8 @@
 //! timestamp tick would be invisible). Anything the manifest does not cover falls back to a
 //! full copy: a recorded entry the source no longer has (removing it would take a whiteout,
 //! which could hide the base's file of that name), a delta with whiteouts or opaque
-//! directories (a type change), any error, or a stack [`MAX_STACK`] deep.
+//! directories (a type change), any error, a stack [`MAX_STACK`] deep, or fewer than half of
+//! the files kept (then the stack would hold on to a layer it hardly uses).
 //!
 //! What a later step sees differs in one way: a directory both the previous layer and the
 //! delta hold is an overlay merged directory, whose link count is 1 (as for any directory
@@ -209,6 +210,15 @@ impl Reuse {
     /// Files kept from the previous layer.
     pub(crate) fn kept(&self) -> u64 {
         self.state().kept
+    }
+
+    /// Whether keeping the result stacked is worth it: at least half of the files were kept
+    /// (a stack holds on to the layer below it; when most of it was copied again anyway, a
+    /// layer of its own is better).
+    pub(crate) fn worth_stacking(&self) -> bool {
+        let kept = self.kept();
+        let files = self.prev.as_ref().map_or(0, |p| p.files.len() as u64);
+        kept > 0 && kept * 2 >= files
     }
 
     fn take(&self) -> Manifest {
