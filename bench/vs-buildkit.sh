@@ -5,6 +5,7 @@
 # Debian's busybox-static. Needs root, docker-registry, and for the BuildKit column dockerd
 # (Debian's docker.io; skipped when missing). Prints a Markdown table.
 #   usage: bench/vs-buildkit.sh [RUNS]        (KILN_BENCH_WORK=DIR keeps the work dir)
+# Figures of the last run and the conditions: bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
