@@ -99,6 +99,12 @@ pub(crate) fn key(
 pub(crate) fn previous(store: &Store, key: &str) -> Option<(Manifest, Vec<PathBuf>)> {
     let raw = store.kv_get(TABLE, key).ok()??;
     let m: Manifest = serde_json::from_slice(&raw).ok()?;
+    // Files whose source was racy then cannot be kept: with fewer than half of them
+    // recorded, the attempt could not be worth it.
+    let recorded = m.files.values().filter(|i| i.is_some()).count();
+    if recorded == 0 || recorded * 2 < m.files.len() {
+        return None;
+    }
     let dirs = store.layer_dirs(m.chain.as_ref()?).ok()??;
     (dirs.len() < MAX_STACK).then_some((m, dirs))
 }
