@@ -40,4 +40,20 @@ fn main() {
             mb / secs
         );
     }
+    // kiln's zstd before frames: one libzstd stream, multithreaded with 2 workers.
+    if only.is_empty() || only.split(',').any(|o| "zstd-3 one stream".starts_with(o)) {
+        use std::io::Write;
+        let start = Instant::now();
+        let mut e = zstd::stream::write::Encoder::new(Vec::with_capacity(tar.len()), 3).unwrap();
+        e.multithread(2).unwrap();
+        e.write_all(&tar).unwrap();
+        let out = e.finish().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "| zstd-3 one stream, 2 workers | {} | {:.3} | {:.0} |",
+            out.len(),
+            out.len() as f64 / tar.len() as f64,
+            mb / secs
+        );
+    }
 }

@@ -10,6 +10,10 @@
 //! eStargz layers are made the same way). libdeflate level 5 over these blocks is smaller than
 //! Go's `compress/gzip` default level over the whole stream (BuildKit's and docker's layers)
 //! and several times as fast.
+//!
+//! zstd ([`Encoding::Zstd`]) is cut the same way, each block an independent zstd frame (with
+//! its content size) compressed on every core and reused the same way; RFC 8878 decoders
+//! (klauspost's in containerd and docker, libzstd's) read concatenated frames as one stream.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -75,7 +79,6 @@ pub(crate) enum Encoder<W: Write> {
     Plain(W),
     Gzip(flate2::write::GzEncoder<W>),
     ParGzip(ParGzip<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Encoder<W> {
@@ -105,13 +108,12 @@ impl<W: Write> Encoder<W> {
                 BlockKind::Member,
                 members,
             )),
-            Encoding::Zstd { level } => {
-                let mut e = zstd::stream::write::Encoder::new(w, level)?;
-                // Fixed worker count, never the core count (zstd's multithreaded output does
-                // not depend on the worker count once it is >= 1; a unit test checks this).
-                e.multithread(ZSTD_WORKERS)?;
-                Encoder::Zstd(e)
-            }
+            Encoding::Zstd { level } => Encoder::ParGzip(ParGzip::new(
+                w,
+                level.clamp(-7, 22) as u32,
+                BlockKind::ZstdFrame,
+                members,
+            )),
         })
     }
 
@@ -120,7 +122,6 @@ impl<W: Write> Encoder<W> {
             Encoder::Plain(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),
             Encoder::ParGzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
         }
     }
 }
@@ -131,7 +132,6 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Plain(w) => w.write(buf),
             Encoder::Gzip(e) => e.write(buf),
             Encoder::ParGzip(e) => e.write(buf),
-            Encoder::Zstd(e) => e.write(buf),
         }
     }
 
@@ -140,13 +140,10 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Plain(w) => w.flush(),
             Encoder::Gzip(e) => e.flush(),
             Encoder::ParGzip(_) => Ok(()),
-            Encoder::Zstd(e) => e.flush(),
         }
     }
 }
 
-/// zstd worker threads (fixed).
-const ZSTD_WORKERS: u32 = 2;
 /// Parallel gzip: block size (the bytes depend on the block size only, never on the number of
 /// workers).
 const PAR_GZIP_BLOCK: usize = 1 << 20;
@@ -166,6 +163,15 @@ enum BlockKind {
     Deflate,
     /// A whole gzip member (libdeflate).
     Member,
+    /// A whole zstd frame (libzstd, single-threaded per block; the level as `i32` bits).
+    ZstdFrame,
+}
+
+impl BlockKind {
+    /// Cut where the content says (and cached by content).
+    fn content_defined(self) -> bool {
+        matches!(self, BlockKind::Member | BlockKind::ZstdFrame)
+    }
 }
 
 type GzJob = (u64, Vec<u8>);
@@ -221,6 +227,8 @@ pub(crate) const GZ_MEMBERS: &str = "gz-member";
 /// Names the compressor in member cache keys (other bytes for the same input would make a
 /// cached member differ from a fresh one).
 const MEMBER_ENCODER: &str = "libdeflate-1.26";
+/// The same for zstd frames.
+const FRAME_ENCODER: &str = "zstd-frame-1.5";
 
 /// gzip members reused by content: a store to look compressed members up in; after the blob
 /// is committed, [`MemberCache::record`] keeps where each member of it is.
@@ -242,47 +250,58 @@ impl MemberCache {
         }
     }
 
-    fn key(level: u32, sum: &Digest) -> String {
-        format!("{MEMBER_ENCODER}-{level}-{}", sum.hex())
+    fn key(zstd: bool, level: u32, sum: &Digest) -> String {
+        if zstd {
+            format!("{FRAME_ENCODER}-{}-{}", level as i32, sum.hex())
+        } else {
+            format!("{MEMBER_ENCODER}-{level}-{}", sum.hex())
+        }
     }
 
     /// A member compressed before for this input, read back from its blob; checked against
-    /// the input's CRC-32 and length in the member's trailer.
-    fn lookup(&self, level: u32, sum: &Digest, data: &[u8]) -> Option<Vec<u8>> {
+    /// the input's CRC-32 and length in the member's trailer (a zstd frame: its magic and
+    /// the content size in its header).
+    fn lookup(&self, zstd: bool, level: u32, sum: &Digest, data: &[u8]) -> Option<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
         let raw = self
             .store
-            .kv_get(GZ_MEMBERS, &Self::key(level, sum))
+            .kv_get(GZ_MEMBERS, &Self::key(zstd, level, sum))
             .ok()??;
         let text = String::from_utf8(raw).ok()?;
         let mut f = text.split(' ');
         let blob = crate::digest::parse_digest(f.next()?).ok()?;
         let off: u64 = f.next()?.parse().ok()?;
         let len: usize = f.next()?.parse().ok()?;
-        if len < 18 || len > data.len() + data.len() / 8 + 4096 {
+        if len < 9 || len > data.len() + data.len() / 8 + 4096 {
             return None;
         }
         let mut file = self.store.open_blob(&blob).ok()?;
         file.seek(SeekFrom::Start(off)).ok()?;
         let mut out = vec![0u8; len];
         file.read_exact(&mut out).ok()?;
-        let mut crc = flate2::Crc::new();
-        crc.update(data);
+        if zstd {
+            let ok = out[..4] == [0x28, 0xb5, 0x2f, 0xfd]
+                && zstd::zstd_safe::get_frame_content_size(&out).ok()? == Some(data.len() as u64);
+            return ok.then_some(out);
+        }
+        if len < 18 {
+            return None;
+        }
         let trailer = &out[len - 8..];
         let ok = out[..3] == [0x1f, 0x8b, 8]
-            && trailer[..4] == crc.sum().to_le_bytes()
+            && trailer[..4] == libdeflater::crc32(data).to_le_bytes()
             && trailer[4..] == (data.len() as u32).to_le_bytes();
         ok.then_some(out)
     }
 
     /// Records where the members of the committed blob `blob` are (one index transaction).
-    pub(crate) fn record(&self, level: u32, blob: &Digest) -> crate::error::Result<()> {
+    pub(crate) fn record(&self, zstd: bool, level: u32, blob: &Digest) -> crate::error::Result<()> {
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
         let entries: Vec<(String, Vec<u8>)> = written
             .iter()
             .map(|(sum, off, len)| {
                 (
-                    Self::key(level, sum),
+                    Self::key(zstd, level, sum),
                     format!("{blob} {off} {len}").into_bytes(),
                 )
             })
@@ -340,6 +359,22 @@ fn deflate_block(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
+/// A worker's compressor of whole blocks.
+enum BlockCompressor {
+    Gzip(libdeflater::Compressor),
+    Zstd(zstd::bulk::Compressor<'static>),
+}
+
+impl BlockCompressor {
+    fn block(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            BlockCompressor::Gzip(c) => member_block(c, data),
+            // One frame with its content size (deterministic for a level and input).
+            BlockCompressor::Zstd(c) => c.compress(data),
+        }
+    }
+}
+
 /// One block as a whole gzip member (libdeflate: MTIME 0, deterministic for a level).
 fn member_block(c: &mut libdeflater::Compressor, data: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
@@ -363,11 +398,22 @@ impl<W: Write> ParGzip<W> {
                 let rtx = rtx.clone();
                 let cache = members.clone();
                 std::thread::spawn(move || {
-                    let mut members = (kind == BlockKind::Member).then(|| {
-                        let lvl =
-                            libdeflater::CompressionLvl::new(level as i32).unwrap_or_default();
-                        libdeflater::Compressor::new(lvl)
-                    });
+                    let mut members = match kind {
+                        BlockKind::Member => {
+                            let lvl =
+                                libdeflater::CompressionLvl::new(level as i32).unwrap_or_default();
+                            Some(BlockCompressor::Gzip(libdeflater::Compressor::new(lvl)))
+                        }
+                        BlockKind::ZstdFrame => match zstd::bulk::Compressor::new(level as i32) {
+                            Ok(c) => Some(BlockCompressor::Zstd(c)),
+                            Err(e) => {
+                                let _ = rtx.send((0, Err(e)));
+                                return;
+                            }
+                        },
+                        BlockKind::Deflate => None,
+                    };
+                    let zstd = kind == BlockKind::ZstdFrame;
                     loop {
                         let job = match jrx.lock() {
                             Ok(rx) => rx.recv(),
@@ -378,18 +424,18 @@ impl<W: Write> ParGzip<W> {
                             (Some(c), Some(cache)) => {
                                 use std::sync::atomic::Ordering::Relaxed;
                                 let sum = kiln_oci::sha256(&data);
-                                match cache.lookup(level, &sum, &data) {
+                                match cache.lookup(zstd, level, &sum, &data) {
                                     Some(bytes) => {
                                         cache.stats.0.fetch_add(1, Relaxed);
                                         Ok((bytes, Some(sum)))
                                     }
                                     None => {
                                         cache.stats.1.fetch_add(1, Relaxed);
-                                        member_block(c, &data).map(|b| (b, Some(sum)))
+                                        c.block(&data).map(|b| (b, Some(sum)))
                                     }
                                 }
                             }
-                            (Some(c), None) => member_block(c, &data).map(|b| (b, None)),
+                            (Some(c), None) => c.block(&data).map(|b| (b, None)),
                             (None, _) => deflate_block(level, &data).map(|b| (b, None)),
                         };
                         if rtx.send((seq, done)).is_err() {
@@ -469,7 +515,10 @@ impl<W: Write> ParGzip<W> {
 
     fn send_block(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.block));
-        self.crc.update(&data);
+        if self.kind == BlockKind::Deflate {
+            // Members carry their own CRC; only the one-member stream needs the whole one.
+            self.crc.update(&data);
+        }
         // Keep at most a few blocks in flight.
         while self.sent - self.written >= self.window as u64 {
             self.collect(true)?;
@@ -486,7 +535,7 @@ impl<W: Write> ParGzip<W> {
 
     fn finish(mut self) -> io::Result<W> {
         // An empty stream is still one (empty) gzip member.
-        if !self.buf.is_empty() || (self.sent == 0 && self.kind != BlockKind::Deflate) {
+        if !self.buf.is_empty() || (self.sent == 0 && self.kind.content_defined()) {
             self.send_block()?;
         }
         while self.written < self.sent {
@@ -511,7 +560,7 @@ impl<W: Write> ParGzip<W> {
 impl<W: Write> Write for ParGzip<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
-        if self.kind == BlockKind::Member {
+        if self.kind.content_defined() {
             while !data.is_empty() {
                 match member_cut(self.buf.len(), data, &mut self.hash) {
                     Some(take) => {
@@ -686,19 +735,33 @@ mod tests {
     }
 
     #[test]
-    fn zstd_bytes_do_not_depend_on_worker_count() {
-        let data = sample(24 << 20);
-        let with = |workers: u32| {
-            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-            e.multithread(workers).unwrap();
-            for c in data.chunks(BLOCK) {
-                e.write_all(c).unwrap();
-            }
-            e.finish().unwrap()
-        };
-        let one = with(1);
-        assert_eq!(one, with(2));
-        assert_eq!(one, with(3));
-        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+    fn zstd_frames_are_the_sequential_frames_and_read_as_one_stream() {
+        let data = sample(9 << 20);
+        let a = compress(Encoding::ZSTD, &data, 1000);
+        assert_eq!(a, compress(Encoding::ZSTD, &data, 3 << 20));
+        // The same bytes as one thread cutting and compressing frame after frame.
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let seq: Vec<u8> = cuts(&data)
+            .iter()
+            .flat_map(|m| c.compress(m).unwrap())
+            .collect();
+        assert_eq!(a, seq);
+        assert!(cuts(&data).len() > 1);
+        assert_eq!(zstd::decode_all(&a[..]).unwrap(), data);
+        // zstd(1) reads it as one stream too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.zst");
+        fs_err::write(&path, &a).unwrap();
+        if let Ok(out) = std::process::Command::new("zstd")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+        {
+            assert!(out.status.success());
+            assert_eq!(out.stdout, data);
+        }
+        let empty = compress(Encoding::ZSTD, b"", 1);
+        assert!(!empty.is_empty());
+        assert!(zstd::decode_all(&empty[..]).unwrap().is_empty());
     }
 }

@@ -87,7 +87,8 @@ impl Store {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             let md = fs_err::symlink_metadata(e.path())?;
-            if keep_snaps.contains(&name) || !old(&md) {
+            let chain = name.strip_suffix(".stack").unwrap_or(&name);
+            if keep_snaps.contains(chain) || !old(&md) {
                 continue;
             }
             // Rename first so no reader ever sees a half-deleted snapshot.
@@ -96,7 +97,7 @@ impl Store {
             fs_err::rename(e.path(), &doomed)?;
             fs_err::remove_dir_all(&doomed)?;
             stats.snapshots_removed += 1;
-            removed_snaps.push(format!("sha256:{name}"));
+            removed_snaps.push(format!("sha256:{chain}"));
         }
         for e in fs_err::read_dir(self.tmp_root())? {
             let e = e?;

@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use kiln_oci::{Compression, Digest};
@@ -41,8 +40,8 @@ pub enum Encoding {
         /// libdeflate compression level 1-12.
         level: u32,
     },
-    /// zstd at `level` (1-22), always in multithreaded mode with a fixed number of workers
-    /// so the bytes do not depend on the machine.
+    /// zstd at `level` (1-22), in independent frames of 1-4 MiB cut by content and
+    /// compressed in parallel (the bytes do not depend on the number of threads).
     Zstd {
         /// Compression level.
         level: i32,
@@ -87,7 +86,8 @@ fn encoding_tag(enc: Encoding) -> String {
         Encoding::Gzip { level } => format!("gzip-{level}"),
         Encoding::GzipParallel { level } => format!("gzip-parallel-{level}"),
         Encoding::GzipMembers { level } => format!("gzip-members-{level}"),
-        Encoding::Zstd { level } => format!("zstd-{level}"),
+        // Frames cut by content since the format's second version.
+        Encoding::Zstd { level } => format!("zstd-frames-{level}"),
     }
 }
 
@@ -162,15 +162,34 @@ pub struct TarOptions {
 /// empty user/group names, permission bits only, PAX records (sorted) for long names and
 /// xattrs, hardlinks for files sharing an inode. Sockets are skipped.
 pub fn write_tar(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<()> {
+    write_tar_counted(&[dir], opts, w).map(|_| ())
+}
+
+/// [`write_tar`] of the tree `dirs` (bottom first) make as overlay lower directories with
+/// neither whiteouts nor opaque directories (plain directories only), returning how many
+/// whiteouts and opaque markers it wrote.
+fn write_tar_counted(dirs: &[&Path], opts: &TarOptions, w: &mut dyn Write) -> Result<u64> {
     let mut tw = TarWriter {
         opts: *opts,
         out: w,
         links: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
+        whiteouts: 0,
     };
-    tw.walk_dir(dir, b"")?;
+    let mut fds = Vec::new();
+    for dir in dirs.iter().rev() {
+        let fd = rustix::fs::open(
+            *dir,
+            open_flags(rustix::fs::OFlags::DIRECTORY),
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", *dir, e))?;
+        fds.push(fd);
+    }
+    let top = dirs.last().map_or_else(|| Path::new("/"), |d| *d);
+    tw.walk_fd(fds, top, b"")?;
     tw.out.write_all(&[0u8; 1024])?;
-    Ok(())
+    Ok(tw.whiteouts)
 }
 
 struct TarWriter<'a> {
@@ -179,6 +198,8 @@ struct TarWriter<'a> {
     /// (dev, ino) → first archive path, for hardlinks
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    /// Whiteouts and opaque markers written.
+    whiteouts: u64,
 }
 
 struct Entry<'a> {
@@ -198,6 +219,52 @@ pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
+/// What the tar writer needs of a `stat`.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    /// Full `st_mode`.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    size: u64,
+    nlink: u64,
+    dev: u64,
+    ino: u64,
+    rdev: u64,
+}
+
+impl Stat {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn of(st: &rustix::fs::Stat) -> Stat {
+        Stat {
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            mtime: st.st_mtime as i64,
+            size: st.st_size as u64,
+            nlink: st.st_nlink as u64,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            rdev: st.st_rdev as u64,
+        }
+    }
+
+    fn kind(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.mode)
+    }
+
+    /// An overlay whiteout (char 0/0).
+    fn is_whiteout(&self) -> bool {
+        self.kind() == rustix::fs::FileType::CharacterDevice && self.rdev == 0
+    }
+}
+
+/// `O_RDONLY | O_NOFOLLOW | O_CLOEXEC`, plus `extra`.
+fn open_flags(extra: rustix::fs::OFlags) -> rustix::fs::OFlags {
+    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | extra
+}
+
 impl TarWriter<'_> {
     fn clamp(&self, mtime: i64) -> i64 {
         match self.opts.mtime_clamp {
@@ -206,12 +273,25 @@ impl TarWriter<'_> {
         }
     }
 
-    fn entry(&mut self, arch: &[u8], p: &Path, md: &std::fs::Metadata) -> Result<()> {
-        let ft = md.file_type();
+    /// One entry `name` of the directory `dir` (at `p`), over the same directory of lower
+    /// layers `lower` (top first). Every call is relative to a directory's descriptor, so no
+    /// path is walked again.
+    fn entry(
+        &mut self,
+        arch: &[u8],
+        dir: &std::os::fd::OwnedFd,
+        lower: &[std::os::fd::OwnedFd],
+        name: &std::ffi::CStr,
+        p: &Path,
+        md: &Stat,
+    ) -> Result<()> {
+        use rustix::fs::{FileType, OFlags};
         let empty = BTreeMap::new();
-        let mtime = self.clamp(md.mtime());
-        let mode = md.mode() & 0o7777;
-        if self.opts.source == LayerSource::OverlayUpper && ft.is_char_device() && md.rdev() == 0 {
+        let kind = md.kind();
+        let mtime = self.clamp(md.mtime);
+        let mode = md.mode & 0o7777;
+        if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
+            self.whiteouts += 1;
             return self.header(&Entry {
                 name: arch,
                 kind: tar::EntryType::Regular,
@@ -225,9 +305,35 @@ impl TarWriter<'_> {
                 xattrs: &empty,
             });
         }
-        let xattrs = read_xattrs(p)?;
+        // Files and directories are opened (their xattrs come from the descriptor); other
+        // kinds are read by path.
+        let fd = match kind {
+            FileType::RegularFile => Some(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    open_flags(OFlags::empty()),
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| Error::sys("open", p, e))?,
+            ),
+            FileType::Directory => Some(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    open_flags(OFlags::DIRECTORY),
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| Error::sys("open", p, e))?,
+            ),
+            _ => None,
+        };
+        let xattrs = match &fd {
+            Some(fd) => read_xattrs_fd(fd, p)?,
+            None => read_xattrs(p)?,
+        };
         let opaque = self.opts.source == LayerSource::OverlayUpper
-            && ft.is_dir()
+            && kind == FileType::Directory
             && ["trusted.overlay.opaque", "user.overlay.opaque"]
                 .iter()
                 .any(|k| xattrs.get(k.as_bytes()).map(Vec::as_slice) == Some(b"y"));
@@ -239,110 +345,156 @@ impl TarWriter<'_> {
             name: arch,
             kind: tar::EntryType::Regular,
             mode,
-            uid: md.uid().into(),
-            gid: md.gid().into(),
+            uid: md.uid.into(),
+            gid: md.gid.into(),
             mtime,
             size: 0,
             link: None,
             dev: None,
             xattrs: &xattrs,
         };
-        if ft.is_dir() {
-            let mut name = arch.to_vec();
-            name.push(b'/');
-            e.name = &name;
-            e.kind = tar::EntryType::Directory;
-            self.header(&e)?;
-            if opaque {
-                let mut wh = name.clone();
-                wh.extend_from_slice(b".wh..wh..opq");
-                self.header(&Entry {
-                    name: &wh,
-                    kind: tar::EntryType::Regular,
-                    mode: 0,
-                    uid: 0,
-                    gid: 0,
-                    mtime,
-                    size: 0,
-                    link: None,
-                    dev: None,
-                    xattrs: &empty,
-                })?;
-            }
-            self.walk_dir(p, &name)
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = self.links.get(&key).cloned() {
-                    e.kind = tar::EntryType::Link;
-                    e.link = Some(&first);
-                    return self.header(&e);
+        match kind {
+            FileType::Directory => {
+                let mut dname = arch.to_vec();
+                dname.push(b'/');
+                e.name = &dname;
+                e.kind = tar::EntryType::Directory;
+                self.header(&e)?;
+                if opaque {
+                    self.whiteouts += 1;
+                    let mut wh = dname.clone();
+                    wh.extend_from_slice(b".wh..wh..opq");
+                    self.header(&Entry {
+                        name: &wh,
+                        kind: tar::EntryType::Regular,
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        mtime,
+                        size: 0,
+                        link: None,
+                        dev: None,
+                        xattrs: &empty,
+                    })?;
                 }
-                self.links.insert(key, arch.to_vec());
-            }
-            e.size = md.len();
-            self.header(&e)?;
-            let mut f = fs_err::File::open(p)?;
-            let mut left = md.len();
-            while left > 0 {
-                let want = (self.buf.len() as u64).min(left) as usize;
-                let n = f.read(&mut self.buf[..want])?;
-                if n == 0 {
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{} shrank while being archived", p.display()),
-                    )));
+                let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
+                // As overlayfs merges: the same directory in the layers below, down to the
+                // first layer where the name is not a directory.
+                let mut fds = vec![fd];
+                for l in lower {
+                    match rustix::fs::openat(
+                        l,
+                        name,
+                        open_flags(OFlags::DIRECTORY),
+                        rustix::fs::Mode::empty(),
+                    ) {
+                        Ok(fd) => fds.push(fd),
+                        Err(rustix::io::Errno::NOENT) => {}
+                        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => break,
+                        Err(e) => return Err(Error::sys("open", p, e)),
+                    }
                 }
-                self.out.write_all(&self.buf[..n])?;
-                left -= n as u64;
+                self.walk_fd(fds, p, &dname)
             }
-            let pad = (512 - (md.len() % 512) as usize) % 512;
-            self.out.write_all(&[0u8; 512][..pad])?;
-            Ok(())
-        } else if ft.is_symlink() {
-            let target = fs_err::read_link(p)?.into_os_string().into_vec();
-            e.kind = tar::EntryType::Symlink;
-            e.mode = 0o777;
-            e.link = Some(&target);
-            self.header(&e)
-        } else if ft.is_char_device() || ft.is_block_device() {
-            e.kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else {
-                tar::EntryType::Block
-            };
-            let rdev = md.rdev();
-            e.dev = Some((rustix::fs::major(rdev), rustix::fs::minor(rdev)));
-            self.header(&e)
-        } else if ft.is_fifo() {
-            e.kind = tar::EntryType::Fifo;
-            self.header(&e)
-        } else {
-            tracing::warn!(path = %p.display(), "skipping socket in layer");
-            Ok(())
+            FileType::RegularFile => {
+                if md.nlink > 1 {
+                    let key = (md.dev, md.ino);
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        e.kind = tar::EntryType::Link;
+                        e.link = Some(&first);
+                        return self.header(&e);
+                    }
+                    self.links.insert(key, arch.to_vec());
+                }
+                e.size = md.size;
+                self.header(&e)?;
+                let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
+                let mut f = std::fs::File::from(fd);
+                let mut left = md.size;
+                while left > 0 {
+                    let want = (self.buf.len() as u64).min(left) as usize;
+                    let n = f.read(&mut self.buf[..want]).map_err(|e| {
+                        Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+                    })?;
+                    if n == 0 {
+                        return Err(Error::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{} shrank while being archived", p.display()),
+                        )));
+                    }
+                    self.out.write_all(&self.buf[..n])?;
+                    left -= n as u64;
+                }
+                let pad = (512 - (md.size % 512) as usize) % 512;
+                self.out.write_all(&[0u8; 512][..pad])?;
+                Ok(())
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(dir, name, Vec::new())
+                    .map_err(|e| Error::sys("readlink", p, e))?
+                    .into_bytes();
+                e.kind = tar::EntryType::Symlink;
+                e.mode = 0o777;
+                e.link = Some(&target);
+                self.header(&e)
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                e.kind = if kind == FileType::CharacterDevice {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                e.dev = Some((rustix::fs::major(md.rdev), rustix::fs::minor(md.rdev)));
+                self.header(&e)
+            }
+            FileType::Fifo => {
+                e.kind = tar::EntryType::Fifo;
+                self.header(&e)
+            }
+            _ => {
+                tracing::warn!(path = %p.display(), "skipping socket in layer");
+                Ok(())
+            }
         }
     }
 
-    fn walk_dir(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
-        // Sorted on the archive names (in an upperdir, whiteouts are renamed).
-        let mut items = Vec::new();
-        for e in fs_err::read_dir(dir)? {
-            let n = e?.file_name();
-            let p = dir.join(&n);
-            let md = fs_err::symlink_metadata(&p)?;
-            let mut arch = prefix.to_vec();
-            if self.opts.source == LayerSource::OverlayUpper
-                && md.file_type().is_char_device()
-                && md.rdev() == 0
-            {
-                arch.extend_from_slice(b".wh.");
+    /// The entries of the directory `fds` (its layers, top first; at `dir`), sorted on
+    /// their archive names (in an upperdir, whiteouts are renamed). A name in several layers
+    /// is the top one's.
+    fn walk_fd(&mut self, fds: Vec<std::os::fd::OwnedFd>, dir: &Path, prefix: &[u8]) -> Result<()> {
+        let mut items: BTreeMap<Vec<u8>, (usize, std::ffi::CString, PathBuf, Stat)> =
+            BTreeMap::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for (layer, fd) in fds.iter().enumerate() {
+            let mut list =
+                rustix::fs::Dir::read_from(fd).map_err(|e| Error::sys("read", dir, e))?;
+            while let Some(ent) = list.read() {
+                let ent = ent.map_err(|e| Error::sys("read", dir, e))?;
+                let name = ent.file_name().to_owned();
+                if matches!(name.to_bytes(), b"." | b"..") {
+                    continue;
+                }
+                if layer > 0 && !seen.insert(name.to_bytes().to_vec()) {
+                    continue;
+                }
+                let p = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                let st =
+                    rustix::fs::statat(fd, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| Error::sys("stat", &p, e))?;
+                let md = Stat::of(&st);
+                let mut arch = prefix.to_vec();
+                if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
+                    arch.extend_from_slice(b".wh.");
+                }
+                arch.extend_from_slice(name.to_bytes());
+                if layer == 0 && fds.len() > 1 {
+                    seen.insert(name.to_bytes().to_vec());
+                }
+                items.insert(arch, (layer, name, p, md));
             }
-            arch.extend_from_slice(n.as_bytes());
-            items.push((arch, p, md));
         }
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        for (arch, p, md) in items {
-            self.entry(&arch, &p, &md)?;
+        for (arch, (layer, name, p, md)) in items {
+            self.entry(&arch, &fds[layer], &fds[layer + 1..], &name, &p, &md)?;
         }
         Ok(())
     }
@@ -436,6 +588,41 @@ fn pax_record(k: &[u8], v: &[u8]) -> Vec<u8> {
     r
 }
 
+/// All xattrs of the open file `fd` (at `p`), sorted by name.
+fn read_xattrs_fd(fd: &std::os::fd::OwnedFd, p: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut list = [0u8; 1024];
+    let mut big = Vec::new();
+    let names: &[u8] = match rustix::fs::flistxattr(fd, &mut list[..]) {
+        Ok(0) => return Ok(out),
+        Ok(n) => &list[..n],
+        Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+        Err(rustix::io::Errno::RANGE) => {
+            big.resize(64 * 1024, 0);
+            let n = rustix::fs::flistxattr(fd, &mut big[..])
+                .map_err(|e| Error::sys("listxattr", p, e))?;
+            &big[..n]
+        }
+        Err(e) => return Err(Error::sys("listxattr", p, e)),
+    };
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::fgetxattr(fd, name, &mut val[..]) {
+                Ok(l) => break Some(l),
+                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 4, 0),
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(Error::sys("getxattr", p, e)),
+            }
+        };
+        if let Some(len) = len {
+            val.truncate(len);
+            out.insert(name.to_vec(), val);
+        }
+    }
+    Ok(out)
+}
+
 /// All xattrs of `p` (not following symlinks), sorted by name.
 pub(crate) fn read_xattrs(p: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
@@ -470,6 +657,29 @@ impl Store {
     /// Writes `dir` as a layer into the blob store: tar, compression and both digests in
     /// one pass. Records diffID ↔ blob in the index.
     pub fn create_layer(&self, dir: &Path, opts: &LayerOptions) -> Result<LayerInfo> {
+        self.create_layer_counted(dir, opts).map(|(info, _)| info)
+    }
+
+    /// [`Store::create_layer`], also returning how many whiteouts and opaque markers the
+    /// layer has (an overlay upperdir's deletions).
+    pub fn create_layer_counted(
+        &self,
+        dir: &Path,
+        opts: &LayerOptions,
+    ) -> Result<(LayerInfo, u64)> {
+        self.create_layer_of(&[dir], opts)
+    }
+
+    /// The layer of the tree the plain directories `dirs` (bottom first) make as overlay
+    /// lower directories (a stacked snapshot's), as [`Store::create_layer`] writes the tree
+    /// itself.
+    pub fn create_layer_stacked(&self, dirs: &[PathBuf], opts: &LayerOptions) -> Result<LayerInfo> {
+        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        self.create_layer_of(&dirs, opts).map(|(info, _)| info)
+    }
+
+    fn create_layer_of(&self, dirs: &[&Path], opts: &LayerOptions) -> Result<(LayerInfo, u64)> {
+        let whiteouts;
         let tar_opts = TarOptions {
             mtime_clamp: opts.mtime_clamp,
             source: opts.source,
@@ -478,27 +688,38 @@ impl Store {
         let (diff_id, digest, size) = if opts.compression == Encoding::None {
             // The blob is the tar: one hash serves as both digests.
             let mut bw = bw;
-            write_tar(dir, &tar_opts, &mut bw)?;
+            whiteouts = write_tar_counted(dirs, &tar_opts, &mut bw)?;
             let (digest, size) = bw.commit(None)?;
             (digest.clone(), digest, size)
         } else {
             // gzip members are reused by content: a rebuild that changed a few files
             // compresses only the members around them again (the bytes are the same).
             let members = match opts.compression {
-                Encoding::GzipMembers { level } => Some((MemberCache::new(self.clone()), level)),
+                Encoding::GzipMembers { level } => {
+                    Some((MemberCache::new(self.clone()), false, level.clamp(1, 12)))
+                }
+                Encoding::Zstd { level } => Some((
+                    MemberCache::new(self.clone()),
+                    true,
+                    level.clamp(-7, 22) as u32,
+                )),
                 _ => None,
             };
             let enc =
                 Encoder::with_members(bw, opts.compression, members.as_ref().map(|m| m.0.clone()))?;
             let mut diff = HashWriter::new(FixedBlocks::new(enc));
-            write_tar(dir, &tar_opts, &mut diff)?;
+            whiteouts = write_tar_counted(dirs, &tar_opts, &mut diff)?;
             let (blocks, diff_id, _) = diff.finish();
             let bw = blocks.finish()?.finish()?;
             let (digest, size) = bw.commit(None)?;
-            if let Some((m, level)) = &members {
-                m.record((*level).clamp(1, 12), &digest)?;
+            if let Some((m, zstd, level)) = &members {
+                m.record(*zstd, *level, &digest)?;
                 let (reused, compressed) = m.counts();
-                tracing::debug!(reused, compressed, "gzip members");
+                tracing::debug!(
+                    reused,
+                    compressed,
+                    "compressed blocks (gzip members, zstd frames)"
+                );
             }
             (diff_id, digest, size)
         };
@@ -509,8 +730,8 @@ impl Store {
             media_type: opts.compression.media_type().to_owned(),
         };
         self.record_layer(&info)?;
-        tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
-        Ok(info)
+        tracing::debug!(dir = ?dirs.last(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
+        Ok((info, whiteouts))
     }
 
     /// The layer of `layer`'s diffID as a blob encoded with `enc`: `layer` itself when it

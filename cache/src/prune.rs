@@ -422,7 +422,8 @@ impl Store {
                         let snap = if in_use_snaps.contains(&c) {
                             0
                         } else {
-                            du(&self.root().join("snapshots").join(&c))
+                            let snaps = self.root().join("snapshots");
+                            du(&snaps.join(&c)) + du(&snaps.join(format!("{c}.stack")))
                         };
                         let blob = if image_blobs.contains(&l.digest.hex()) {
                             0
@@ -514,6 +515,12 @@ impl Store {
                 keep_snaps.insert(d.hex());
             }
         }
+        // A stacked snapshot needs the layers it goes over.
+        let stacked: Vec<String> = keep_snaps
+            .iter()
+            .flat_map(|c| self.stack_below(c))
+            .collect();
+        keep_snaps.extend(stacked);
         Ok((keep, keep_snaps))
     }
 

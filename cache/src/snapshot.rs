@@ -1,5 +1,13 @@
 //! Snapshots: unpacked layer stacks keyed by chain ID, one directory per layer in overlay
 //! lowerdir format (whiteouts as char 0/0, opaque dirs as `trusted.overlay.opaque=y`).
+//!
+//! A layer made incrementally from the layer below it in another chain (a COPY rebuilt after
+//! a few files changed) is kept *stacked*: `snapshots/HEX.stack/` holds `delta/` (only what
+//! changed, no whiteouts or opaque directories) and `below` (the chain ID of the snapshot
+//! whose top layer it goes over). Its directories are those of `below`'s top layer followed by
+//! `delta`, so mounting them gives the layer's tree without copying the unchanged files. A
+//! full `snapshots/HEX/` always wins over a stack; a stack whose `below` is gone is not used
+//! (the layer is unpacked from its blob instead). Stacks are at most [`MAX_STACK`] deep.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -13,6 +21,9 @@ use crate::index::SNAPSHOTS;
 use crate::layer::LayerInfo;
 use crate::store::Store;
 use kiln_oci::{chain_id, sha256};
+
+/// Layer directories a stacked snapshot may have at most (the previous layer's plus deltas).
+pub const MAX_STACK: usize = 8;
 
 /// A stack of unpacked layers, ready to be overlay lowerdirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +50,66 @@ impl Store {
         self.root().join("snapshots").join(chain.hex())
     }
 
+    /// The directory of a stacked snapshot (see the module docs).
+    fn stack_dir(&self, chain: &Digest) -> PathBuf {
+        self.root()
+            .join("snapshots")
+            .join(format!("{}.stack", chain.hex()))
+    }
+
+    /// The directories of the top layer of the snapshot `chain`, bottom first: its unpacked
+    /// directory, or for a stacked snapshot the directories of the layer it goes over and its
+    /// delta; `None` when it is not there (or a stack lost what it goes over).
+    pub fn layer_dirs(&self, chain: &Digest) -> Result<Option<Vec<PathBuf>>> {
+        self.layer_dirs_at(chain, 0)
+    }
+
+    fn layer_dirs_at(&self, chain: &Digest, depth: usize) -> Result<Option<Vec<PathBuf>>> {
+        let full = self.snapshot_dir(chain);
+        if full.is_dir() {
+            return Ok(Some(vec![full]));
+        }
+        if depth >= MAX_STACK {
+            return Ok(None);
+        }
+        let stack = self.stack_dir(chain);
+        let below = match fs_err::read_to_string(stack.join("below")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(below) = crate::digest::parse_digest(below.trim()) else {
+            return Ok(None);
+        };
+        let Some(mut dirs) = self.layer_dirs_at(&below, depth + 1)? else {
+            return Ok(None);
+        };
+        dirs.push(stack.join("delta"));
+        Ok(Some(dirs))
+    }
+
+    /// The chain IDs (hex) a kept snapshot needs besides itself: those its stack goes over.
+    pub(crate) fn stack_below(&self, chain_hex: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = chain_hex.to_string();
+        while out.len() < MAX_STACK && !self.root().join("snapshots").join(&at).is_dir() {
+            let path = self
+                .root()
+                .join("snapshots")
+                .join(format!("{at}.stack"))
+                .join("below");
+            let Ok(text) = fs_err::read_to_string(path) else {
+                break;
+            };
+            let Ok(below) = crate::digest::parse_digest(text.trim()) else {
+                break;
+            };
+            at = below.hex().to_string();
+            out.push(at.clone());
+        }
+        out
+    }
+
     /// Unpacks whatever layers of the stack are missing (concurrency-safe: each is unpacked
     /// in scratch space and renamed into place; a loser of a race discards its copy) and
     /// returns the lowerdirs. Each layer's diffID is verified while unpacking.
@@ -50,7 +121,9 @@ impl Store {
             ids.push(l.diff_id.clone());
             let c = chain_id(&ids).ok_or_else(|| Error::invalid("snapshot", "empty chain"))?;
             let dir = self.snapshot_dir(&c);
-            if !dir.is_dir() {
+            if let Some(dirs) = self.layer_dirs(&c)? {
+                lowerdirs.extend(dirs);
+            } else {
                 let tmp = tempfile::Builder::new()
                     .prefix("snap-")
                     .tempdir_in(self.tmp_dir())?;
@@ -70,8 +143,8 @@ impl Store {
                 }
                 self.install_snapshot_dir(tmp.keep(), &c)?;
                 tracing::debug!(chain = %c, layer = %l.digest, "snapshot unpacked");
+                lowerdirs.push(dir);
             }
-            lowerdirs.push(dir);
             chain = Some(c);
         }
         Ok(Snapshot {
@@ -120,6 +193,80 @@ impl Store {
         self.install_snapshot_dir(upper.to_owned(), &c)?;
         let mut lowerdirs = parent.lowerdirs.clone();
         lowerdirs.push(self.snapshot_dir(&c));
+        Ok(Snapshot {
+            chain_id: Some(c),
+            lowerdirs,
+        })
+    }
+
+    /// The chain ID of `parent` + `layer`.
+    pub fn child_chain(parent: &Snapshot, layer: &LayerInfo) -> Digest {
+        match &parent.chain_id {
+            None => layer.diff_id.clone(),
+            Some(p) => sha256(format!("{p} {}", layer.diff_id).as_bytes()),
+        }
+    }
+
+    /// Keeps `delta` (a captured upperdir with no whiteouts or opaque directories, on the
+    /// store's filesystem) as the snapshot of `parent` + `layer`, stacked over the top layer
+    /// of the snapshot `below` (whose directories must be there): the layer's tree is
+    /// `below`'s top layer with `delta` over it. Nothing happens when the snapshot exists.
+    pub fn commit_stacked_snapshot(
+        &self,
+        parent: &Snapshot,
+        delta: &std::path::Path,
+        layer: &LayerInfo,
+        below: &Digest,
+    ) -> Result<Snapshot> {
+        let c = Self::child_chain(parent, layer);
+        if let Some(existing) = self.layer_dirs(&c)? {
+            fs_err::remove_dir_all(delta)?;
+            let mut lowerdirs = parent.lowerdirs.clone();
+            lowerdirs.extend(existing);
+            return Ok(Snapshot {
+                chain_id: Some(c),
+                lowerdirs,
+            });
+        }
+        let Some(dirs) = self.layer_dirs(below)? else {
+            return Err(Error::invalid(
+                "snapshot",
+                format!("stacked snapshot {c}: {below} is missing"),
+            ));
+        };
+        if dirs.len() >= MAX_STACK {
+            return Err(Error::invalid(
+                "snapshot",
+                format!("stacked snapshot {c}: {below} is {} deep", dirs.len()),
+            ));
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("stack-")
+            .tempdir_in(self.tmp_dir())?;
+        fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+        fs_err::write(tmp.path().join("below"), format!("{below}\n"))?;
+        fs_err::rename(delta, tmp.path().join("delta"))?;
+        let src = tmp.keep();
+        let dest = self.stack_dir(&c);
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &src,
+            rustix::fs::CWD,
+            &dest,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => fs_err::remove_dir_all(&src)?,
+            Err(e) => return Err(Error::sys("rename", &dest, e)),
+        }
+        self.index().write(|txn| {
+            txn.open_table(SNAPSHOTS)?
+                .insert(c.to_string().as_str(), c.hex().as_str())?;
+            Ok(())
+        })?;
+        let mut lowerdirs = parent.lowerdirs.clone();
+        lowerdirs.extend(dirs);
+        lowerdirs.push(dest.join("delta"));
         Ok(Snapshot {
             chain_id: Some(c),
             lowerdirs,

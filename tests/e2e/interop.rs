@@ -1025,3 +1025,53 @@ fn hostile_layers_and_names_are_refused_at_the_door() {
     assert!(err.contains("invalid reference format"), "{err}");
     assert_eq!(k.ok(&["images"]), before, "nothing was added");
 }
+
+#[test]
+fn zstd_layers_in_many_frames_are_read_by_skopeo_and_umoci() {
+    if !sandbox_available() || !have("skopeo") || !have("umoci") {
+        return;
+    }
+    // A layer of several frames (they are cut at 1-4 MiB): Go's zstd decoder (skopeo,
+    // containerd, docker) reads concatenated frames as one stream.
+    let mut big = String::new();
+    let mut x: u64 = 11;
+    while big.len() < 9 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big.push_str(&format!("{x:x}\n"));
+    }
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY big /big\n")
+        .file("big", &big);
+    let k = Kiln::with_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("img.tar");
+    let out = format!(
+        "type=oci,dest={},compression=zstd,force-compression=true",
+        archive.display()
+    );
+    k.ok(&["build", "-q", "--output", &out, ctx.arg()]);
+    // skopeo decodes every zstd layer and writes it as gzip; umoci unpacks that and checks
+    // the diffIDs.
+    let layout = dir.path().join("layout");
+    sh(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--dest-compress-format",
+        "gzip",
+        "--dest-compress",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("oci:{}:x", layout.display()),
+    ]));
+    let bundle = dir.path().join("bundle");
+    sh(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:x", layout.display()))
+        .arg(&bundle));
+    assert_eq!(
+        fs_err::read_to_string(bundle.join("rootfs/big")).unwrap(),
+        big
+    );
+    assert!(bundle.join("rootfs/bin/busybox").is_file());
+}

@@ -158,3 +158,93 @@ fn concurrent_prepare_of_one_chain() {
         .collect();
     assert_eq!(left, ["lock"], "losers cleaned up");
 }
+
+#[test]
+fn a_stacked_layer_is_the_tar_of_its_merged_tree_and_its_snapshot_mounts_so() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    // The previous layer, and a delta over it: a file replaced, one added in an old and in
+    // a new directory, a directory over a lower file, a file over a lower directory.
+    let below = s.tmp_dir().join("below");
+    file(&below, "a/keep", b"1");
+    file(&below, "a/edit", b"old");
+    file(&below, "b/deep/x", b"x");
+    file(&below, "f-then-dir", b"f");
+    file(&below, "dir-then-f/inside", b"i");
+    let delta = s.tmp_dir().join("delta");
+    file(&delta, "a/edit", b"new, longer");
+    file(&delta, "a/added", b"2");
+    file(&delta, "c/new", b"3");
+    file(&delta, "f-then-dir/in", b"d");
+    file(&delta, "dir-then-f", b"now a file");
+    let opts = LayerOptions {
+        mtime_clamp: Some(0),
+        ..LayerOptions::default()
+    };
+    let l0 = s.create_layer(&below, &opts).unwrap();
+    let snap0 = s
+        .commit_upper_as_snapshot(&kiln_cache::Snapshot::empty(), &below, &l0)
+        .unwrap();
+    let below_chain = snap0.chain_id.clone().unwrap();
+    let dirs = s.layer_dirs(&below_chain).unwrap().unwrap();
+    let mut stacked_dirs = dirs.clone();
+    stacked_dirs.push(delta.clone());
+    let stacked = s.create_layer_stacked(&stacked_dirs, &opts).unwrap();
+    // The reference: the same directories merged by overlayfs, tarred as a plain tree.
+    let mnt = t.path().join("mnt");
+    fs_err::create_dir_all(&mnt).unwrap();
+    let g = mount_overlay(&stacked_dirs, None, &mnt).unwrap();
+    let merged = s.create_layer(&mnt, &opts).unwrap();
+    g.unmount().unwrap();
+    assert_eq!(stacked.diff_id, merged.diff_id);
+    assert_eq!(stacked.digest, merged.digest);
+
+    let snap = s
+        .commit_stacked_snapshot(
+            &kiln_cache::Snapshot::empty(),
+            &delta,
+            &stacked,
+            &below_chain,
+        )
+        .unwrap();
+    assert_eq!(snap.lowerdirs.len(), 2, "the layer below and the delta");
+    let again = s.prepare_snapshot(std::slice::from_ref(&stacked)).unwrap();
+    assert_eq!(again, snap);
+    let g = mount_overlay(&again.lowerdirs, None, &mnt).unwrap();
+    assert_eq!(fs_err::read(mnt.join("a/edit")).unwrap(), b"new, longer");
+    assert_eq!(fs_err::read(mnt.join("a/keep")).unwrap(), b"1");
+    assert_eq!(fs_err::read(mnt.join("dir-then-f")).unwrap(), b"now a file");
+    assert!(!mnt.join("f-then-dir/inside").exists());
+    g.unmount().unwrap();
+
+    // GC keeps what a kept stack goes over; without its layer below, a stack is unpacked.
+    s.lease(
+        "test",
+        &[snap.chain_id.clone().unwrap(), stacked.digest.clone()],
+    )
+    .unwrap();
+    s.gc_with_grace(std::time::Duration::ZERO).unwrap();
+    assert!(
+        s.layer_dirs(&below_chain).unwrap().is_some(),
+        "kept for the stack"
+    );
+    assert_eq!(
+        s.prepare_snapshot(std::slice::from_ref(&stacked)).unwrap(),
+        snap
+    );
+    fs_err::remove_dir_all(s.snapshot_dir(&below_chain)).unwrap();
+    assert!(
+        s.layer_dirs(snap.chain_id.as_ref().unwrap())
+            .unwrap()
+            .is_none()
+    );
+    let unpacked = s.prepare_snapshot(std::slice::from_ref(&stacked)).unwrap();
+    assert_eq!(unpacked.lowerdirs.len(), 1, "unpacked from its blob");
+    let g = mount_overlay(&unpacked.lowerdirs, None, &mnt).unwrap();
+    assert_eq!(fs_err::read(mnt.join("a/edit")).unwrap(), b"new, longer");
+    assert_eq!(fs_err::read(mnt.join("b/deep/x")).unwrap(), b"x");
+    g.unmount().unwrap();
+}

@@ -27,7 +27,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::incremental::Reuse;
 
 /// Errors of COPY/ADD.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +108,26 @@ pub struct CopyStats {
 /// archive's owners; created parent directories are owned by `ids`, else root.
 ///
 /// All sources are resolved (and missing ones reported) before anything is written.
-#[tracing::instrument(skip_all, fields(dest = %action.dest))]
 pub fn copy(
     src_root: &Path,
     dest_root: &Path,
     action: &CopyAction,
     ids: Option<CopyIds>,
     exclude_from_context: Option<&Matcher>,
+) -> Result<CopyStats> {
+    copy_with(src_root, dest_root, action, ids, exclude_from_context, None)
+}
+
+/// [`copy`], noting what it writes in `reuse` and leaving the files it says are already
+/// there as they are (an incremental copy, [`super::incremental`]).
+#[tracing::instrument(skip_all, fields(dest = %action.dest))]
+pub(crate) fn copy_with(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &CopyAction,
+    ids: Option<CopyIds>,
+    exclude_from_context: Option<&Matcher>,
+    reuse: Option<Arc<Reuse>>,
 ) -> Result<CopyStats> {
     let owner = match (ids, exclude_from_context) {
         (Some(ids), _) => Owner {
@@ -208,6 +224,7 @@ pub fn copy(
     }
     let dest_rel = rel(&action.dest);
     let mut out = DestTree::open(dest_root, owner, chmod)?;
+    out.reuse = reuse;
     let dest_exists_dir = out.open_dir(&dest_rel).is_ok();
 
     for (name, kept, entries) in &matches {
@@ -479,6 +496,8 @@ pub(super) struct DestTree {
     /// Source (dev, inode) of multiply-linked files → where the first copy went.
     links: HashMap<(u64, u64), String>,
     pub(super) stats: Counters,
+    /// An incremental copy's manifest ([`super::incremental`]).
+    reuse: Option<Arc<Reuse>>,
 }
 
 impl DestTree {
@@ -495,6 +514,7 @@ impl DestTree {
             chmod,
             links: HashMap::new(),
             stats: Counters::default(),
+            reuse: None,
         })
     }
 
@@ -568,7 +588,13 @@ impl DestTree {
     /// Makes `path` a directory with the source directory's mode and owner (an existing one is
     /// kept as is, merged into). Returns whether it was created.
     pub(super) fn dir(&mut self, path: &str, meta: Option<&Meta>) -> Result<bool> {
-        if self.open_dir(path).is_ok() {
+        if let Ok(fd) = self.open_dir(path) {
+            // The previous layer's directory, made by the copy this one repeats: made again.
+            if let Some(r) = self.reuse.as_ref().filter(|r| r.made_dir(path)) {
+                r.dir(path);
+                self.set_dir_meta(&fd, path, meta, true)?;
+                return Ok(true);
+            }
             return Ok(false);
         }
         let (parent, leaf) = split_parent(path);
@@ -586,22 +612,60 @@ impl DestTree {
             Mode::empty(),
         )
         .map_err(self.err("open directory", path))?;
+        self.set_dir_meta(&fd, path, meta, false)?;
+        if let Some(r) = &self.reuse {
+            r.dir(path);
+        }
+        Counters::add(&self.stats.dirs, 1);
+        Ok(true)
+    }
+
+    /// Owner and mode of a directory this copy makes (`only_changes`: only what differs, so
+    /// an overlay copies up no directory that stays the same).
+    fn set_dir_meta(
+        &self,
+        fd: &OwnedFd,
+        path: &str,
+        meta: Option<&Meta>,
+        only_changes: bool,
+    ) -> Result<()> {
         let (uid, gid) = self.owner(meta);
-        rustix::fs::fchown(&fd, uid, gid).map_err(self.err("chown", path))?;
         let source_mode = meta.map_or(0o755, |m| m.mode & 0o7777);
         let mode = self
             .chmod
             .as_ref()
             .map_or(source_mode, |c| c.apply(source_mode, true));
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(self.err("chmod", path))?;
-        Counters::add(&self.stats.dirs, 1);
-        Ok(true)
+        let now = if only_changes {
+            Some(rustix::fs::fstat(fd).map_err(self.err("stat", path))?)
+        } else {
+            None
+        };
+        let same_owner = now.as_ref().is_some_and(|st| {
+            Some(Uid::from_raw(st.st_uid)) == uid && Some(Gid::from_raw(st.st_gid)) == gid
+        });
+        if !same_owner {
+            rustix::fs::fchown(fd, uid, gid).map_err(self.err("chown", path))?;
+        }
+        let same_mode = now
+            .as_ref()
+            .is_some_and(|st| Meta::from_stat(st).mode & 0o7777 == mode);
+        if !same_mode || !same_owner {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(self.err("chmod", path))?;
+        }
+        Ok(())
     }
 
     fn set_dir_times(&self, path: &str, meta: &Meta) -> Result<()> {
         let fd = self
             .open_dir(path)
             .map_err(self.err("open directory", path))?;
+        if self.reuse.is_some() {
+            // Over a previous layer: a directory whose time is right is left alone.
+            let st = rustix::fs::fstat(&fd).map_err(self.err("stat", path))?;
+            if Meta::from_stat(&st).mtime_ns == meta.mtime_ns {
+                return Ok(());
+            }
+        }
         rustix::fs::futimens(&fd, &times(meta.mtime_ns)).map_err(self.err("set times of", path))
     }
 
@@ -634,6 +698,9 @@ impl DestTree {
             });
         }
         let parent_fd = self.mkdir_all(parent)?;
+        if self.kept(entry, path) {
+            return Ok(());
+        }
         self.remove_non_dir(&parent_fd, leaf, path)?;
         let meta = entry.meta;
         if meta.nlink > 1 && meta.kind() == EntryKind::File {
@@ -654,9 +721,29 @@ impl DestTree {
         self.write_at(&parent_fd, leaf, path, entry, walker)
     }
 
+    /// Whether `path` already is this entry's copy (a file of the previous layer an
+    /// incremental copy keeps); otherwise notes that it is written.
+    fn kept(&self, entry: &Entry, path: &str) -> bool {
+        let Some(r) = &self.reuse else { return false };
+        if entry.meta.kind() == EntryKind::File {
+            r.keep_file(path, &entry.meta)
+        } else {
+            if entry.meta.kind() != EntryKind::Dir {
+                r.wrote(path);
+            }
+            false
+        }
+    }
+
     /// Copies a source file (not multiply linked) whose destination parent already exists.
     /// `Ok(false)` when the parent is missing (the caller then uses [`entry`](Self::entry)).
     fn write_plain(&self, entry: &Entry, path: &str, walker: &Walker<'_>) -> Result<bool> {
+        // A kept file needs nothing, not even its directory opened. (When the directory is
+        // missing, `entry` asks again and the file is noted as written twice: it is not
+        // kept next time either, which only costs a copy.)
+        if self.kept(entry, path) {
+            return Ok(true);
+        }
         let (parent, leaf) = split_parent(path);
         let parent_fd = match self.open_dir(parent) {
             Ok(fd) => fd,

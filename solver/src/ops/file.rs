@@ -6,6 +6,7 @@ use crate::engine::Job;
 use crate::error::{Error, Result};
 use crate::ops::copy::{self, CopyIds};
 use crate::ops::exec::blocking;
+use crate::ops::incremental::{self, Reuse};
 use crate::ops::step::{ReadOnlyMount, StepMount};
 use crate::refs::{Chain, Ref};
 use kiln_graph::{ChownOpt, FileAction, FileOp};
@@ -30,15 +31,69 @@ pub(crate) async fn run(env: &OpEnv, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref
     let digest = job.digest.clone();
     let op = op.clone();
     let chain = blocking(move || {
+        let ids: Vec<_> = base.infos().iter().map(|l| l.diff_id.clone()).collect();
+        let reuse_key = incremental::key(&digest, kiln_oci::chain_id(&ids).as_ref(), &op, &inputs);
+        if let Some(key) = &reuse_key
+            && let Some((prev, dirs)) = incremental::previous(&store, key)
+        {
+            match copy_over(
+                &store, &base, &op, &inputs, &digest, &opts, key, prev, &dirs,
+            ) {
+                Ok(Some(chain)) => return Ok(chain),
+                Ok(None) => tracing::debug!("incremental copy not possible: full copy"),
+                Err(e) => tracing::debug!("incremental copy failed ({e}): full copy"),
+            }
+        }
+        let reuse = reuse_key.as_ref().map(|_| Arc::new(Reuse::new(None)));
         let step = StepMount::prepare(&store, base)?;
         let root = step.rootfs();
         for action in &op.actions {
-            apply(&store, &root, action, &inputs)?;
+            apply(&store, &root, action, &inputs, reuse.clone())?;
         }
-        step.finish(&store, &digest, &opts)
+        let (chain, made) = step.finish_counted(&store, &digest, &opts)?;
+        if let (Some(key), Some(reuse), Some((snapshot, 0))) = (&reuse_key, &reuse, made) {
+            incremental::record(&store, key, reuse, snapshot);
+        }
+        Ok(chain)
     })
     .await?;
     Ok(Ref::Layers(Arc::new(chain)))
+}
+
+/// An incremental copy ([`incremental`]): the copy again over the layer `prev` describes
+/// (`dirs`), writing only what changed. `None` when it cannot be done so.
+#[allow(clippy::too_many_arguments)]
+fn copy_over(
+    store: &kiln_cache::Store,
+    base: &Arc<Chain>,
+    op: &FileOp,
+    inputs: &[Ref],
+    digest: &kiln_oci::Digest,
+    opts: &kiln_cache::LayerOptions,
+    key: &str,
+    prev: incremental::Manifest,
+    dirs: &[std::path::PathBuf],
+) -> Result<Option<Chain>> {
+    let below = prev
+        .chain
+        .clone()
+        .ok_or_else(|| Error::other("incremental copy", "a manifest without a snapshot"))?;
+    let reuse = Arc::new(Reuse::new(Some(prev)));
+    let step = StepMount::prepare_over(store, base.clone(), dirs)?;
+    let root = step.rootfs();
+    for action in &op.actions {
+        apply(store, &root, action, inputs, Some(reuse.clone()))?;
+    }
+    if reuse.lost_entries() || !reuse.worth_stacking() {
+        return Ok(None);
+    }
+    let kept = reuse.kept();
+    let Some((chain, snapshot)) = step.finish_over(store, digest, opts, &below, dirs)? else {
+        return Ok(None);
+    };
+    tracing::debug!(kept, "incremental copy");
+    incremental::record(store, key, &reuse, snapshot);
+    Ok(Some(chain))
 }
 
 fn apply(
@@ -46,6 +101,7 @@ fn apply(
     root: &Path,
     action: &FileAction,
     inputs: &[Ref],
+    reuse: Option<Arc<Reuse>>,
 ) -> Result<()> {
     match action {
         FileAction::Copy(c) => {
@@ -57,7 +113,7 @@ fn apply(
                 Ref::Local { root: ctx, source } => {
                     let ignore = crate::context::Matcher::new(&source.exclude)
                         .map_err(|e| Error::Copy(e.to_string()))?;
-                    copy::copy(ctx, root, c, ids, Some(&ignore))
+                    copy::copy_with(ctx, root, c, ids, Some(&ignore), reuse)
                         .map_err(|e| Error::Copy(e.to_string()))?;
                 }
                 Ref::Layers(chain) => {

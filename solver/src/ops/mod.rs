@@ -7,6 +7,7 @@ pub mod exec;
 pub mod export;
 pub mod file;
 pub mod http;
+pub(crate) mod incremental;
 pub mod mounts;
 pub mod source;
 pub mod step;

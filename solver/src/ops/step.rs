@@ -19,6 +19,12 @@ pub struct StepMount {
 impl StepMount {
     /// Unpacks what `base` lacks and mounts it writable at a fresh rootfs.
     pub fn prepare(store: &Store, base: Arc<Chain>) -> Result<StepMount> {
+        Self::prepare_over(store, base, &[])
+    }
+
+    /// [`StepMount::prepare`] with the directories `over` (bottom first) mounted over the
+    /// base too: the layer an incremental copy starts from.
+    pub fn prepare_over(store: &Store, base: Arc<Chain>, over: &[PathBuf]) -> Result<StepMount> {
         let snapshot = store.prepare_snapshot(&base.infos())?;
         let dir = tempfile::Builder::new()
             .prefix("step-")
@@ -40,8 +46,10 @@ impl StepMount {
             base,
             dir,
         };
+        let mut lowers = step.snapshot.lowerdirs.clone();
+        lowers.extend_from_slice(over);
         let guard = kiln_cache::mount_overlay(
-            &step.snapshot.lowerdirs,
+            &lowers,
             Some((&step.upper(), &step.dir.path().join("work"))),
             &step.rootfs(),
         )?;
@@ -76,26 +84,81 @@ impl StepMount {
     }
 
     /// Unmounts and turns the changes into the step's layer (none when nothing changed).
-    pub fn finish(mut self, store: &Store, step: &Digest, opts: &LayerOptions) -> Result<Chain> {
+    pub fn finish(self, store: &Store, step: &Digest, opts: &LayerOptions) -> Result<Chain> {
+        self.finish_counted(store, step, opts)
+            .map(|(chain, _)| chain)
+    }
+
+    /// [`StepMount::finish`], also returning, when a layer was made, its snapshot's chain ID
+    /// and how many whiteouts and opaque markers it has.
+    pub fn finish_counted(
+        mut self,
+        store: &Store,
+        step: &Digest,
+        opts: &LayerOptions,
+    ) -> Result<(Chain, Option<(Digest, u64)>)> {
         if let Some(m) = self.mount.take() {
             m.unmount()?;
         }
         let upper = self.upper();
         if is_empty_dir(&upper)? {
-            return Ok(self.base.as_ref().clone());
+            return Ok((self.base.as_ref().clone(), None));
         }
         let layer_opts = LayerOptions {
             source: LayerSource::OverlayUpper,
             ..opts.clone()
         };
-        let layer = store.create_layer(&upper, &layer_opts)?;
-        store.commit_upper_as_snapshot(&self.snapshot, &upper, &layer)?;
+        let (layer, whiteouts) = store.create_layer_counted(&upper, &layer_opts)?;
+        let snap = store.commit_upper_as_snapshot(&self.snapshot, &upper, &layer)?;
         let mut chain = self.base.as_ref().clone();
         chain.layers.push(ChainLayer {
             layer,
             step: step.clone(),
         });
-        Ok(chain)
+        Ok((chain, snap.chain_id.map(|c| (c, whiteouts))))
+    }
+
+    /// For a step prepared over a previous layer (`below`, the snapshot whose top layer
+    /// `below_dirs` are): unmounts, and makes the layer from that layer with the changes over
+    /// it, merged as overlayfs would, so the tar is the one the whole tree gives; the
+    /// changes are kept stacked over `below`. `None` when the changes hold whiteouts or opaque
+    /// directories (that layer with them over it is not what a fresh step makes).
+    pub fn finish_over(
+        mut self,
+        store: &Store,
+        step: &Digest,
+        opts: &LayerOptions,
+        below: &Digest,
+        below_dirs: &[PathBuf],
+    ) -> Result<Option<(Chain, Digest)>> {
+        if let Some(m) = self.mount.take() {
+            m.unmount()?;
+        }
+        let upper = self.upper();
+        let marked = super::incremental::has_overlay_marks(&upper).map_err(|e| Error::Io {
+            path: upper.clone(),
+            source: e,
+        })?;
+        if marked {
+            return Ok(None);
+        }
+        let mut dirs = below_dirs.to_vec();
+        dirs.push(upper.clone());
+        let layer_opts = LayerOptions {
+            source: LayerSource::Directory,
+            ..opts.clone()
+        };
+        let layer = store.create_layer_stacked(&dirs, &layer_opts)?;
+        let snap = store.commit_stacked_snapshot(&self.snapshot, &upper, &layer, below)?;
+        let mut chain = self.base.as_ref().clone();
+        chain.layers.push(ChainLayer {
+            layer,
+            step: step.clone(),
+        });
+        let c = snap
+            .chain_id
+            .ok_or_else(|| Error::other("incremental copy", "a snapshot without a chain ID"))?;
+        Ok(Some((chain, c)))
     }
 }
 

@@ -1,0 +1,262 @@
+//! Incremental COPY: a `COPY` from the build context rebuilt over the same base as its last
+//! build writes only what changed, over the layer that build left.
+//!
+//! Every COPY of one local source (one action, no archive extraction) keeps a manifest of
+//! what it wrote (index `kv` table `copy-reuse`, keyed by the step's vertex digest, the base
+//! snapshot's chain ID and the context root): each destination path, for a regular file the
+//! stat identity of its source (device, inode, size, mtime, ctime, mode, owner), the
+//! directories it created, and the snapshot its layer is. The next build of that step mounts
+//! that layer's directories over the base and copies again with the manifest in hand: a file
+//! whose source identity is the recorded one is left as it is (it is that layer's file),
+//! every other entry is written as always. The change lands in a fresh upperdir (the delta),
+//! and the new layer's tar is written from the merged view (the previous layer with the delta
+//! over it), so it is the tar a fresh copy makes, byte for byte; the snapshot is kept stacked
+//! (`kiln_cache` `Store::commit_stacked_snapshot`): no unchanged file is copied again.
+//!
+//! Stat identity is what the context checksum's stat cache trusts too (as BuildKit's content
+//! hash cache does): a file rewritten in place with the same size, mtime and ctime on the
+//! same inode would be missed, which needs a clock set back by root. A file whose ctime is
+//! within [`RACY_WINDOW_NS`] of the copy is never recorded (a second write in the same
+//! timestamp tick would be invisible). Anything the manifest does not cover falls back to a
+//! full copy: a recorded entry the source no longer has (removing it would take a whiteout,
+//! which could hide the base's file of that name), a delta with whiteouts or opaque
+//! directories (a type change), any error, a stack [`MAX_STACK`] deep, or fewer than half of
+//! the files kept (then the stack would hold on to a layer it hardly uses).
+//!
+//! What a later step sees differs in one way: a directory both the previous layer and the
+//! delta hold is an overlay merged directory, whose link count is 1 (as for any directory
+//! several layers of an image have); names, contents, modes, owners and times are the same.
+
+use crate::context::checksum::RACY_WINDOW_NS;
+use crate::context::walk::Meta;
+use crate::refs::Ref;
+use kiln_cache::Store;
+use kiln_cache::snapshot::MAX_STACK;
+use kiln_graph::{FileAction, FileOp};
+use kiln_oci::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The `kv` table of COPY manifests: reuse key → [`Manifest`] (JSON).
+const TABLE: &str = "copy-reuse";
+
+/// What identifies a source file's state without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Ident([u64; 8]);
+
+impl Ident {
+    fn of(m: &Meta) -> Ident {
+        Ident([
+            m.dev,
+            m.ino,
+            m.size,
+            m.mtime_ns as u64,
+            m.ctime_ns as u64,
+            m.mode.into(),
+            m.uid.into(),
+            m.gid.into(),
+        ])
+    }
+}
+
+/// What one COPY wrote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    /// The snapshot (chain ID) whose top layer this copy made.
+    pub(crate) chain: Option<Digest>,
+    /// Every non-directory destination path; regular files written once from a source
+    /// that was not racy carry its identity.
+    files: HashMap<String, Option<Ident>>,
+    /// Directories the copy created.
+    dirs: HashSet<String>,
+}
+
+/// The reuse key of a file op, when it is one incremental copies handle: one COPY of a
+/// local source without archive extraction.
+pub(crate) fn key(
+    step: &Digest,
+    base: Option<&Digest>,
+    op: &FileOp,
+    inputs: &[Ref],
+) -> Option<String> {
+    let [FileAction::Copy(c)] = op.actions.as_slice() else {
+        return None;
+    };
+    if c.extract_archive {
+        return None;
+    }
+    let Some(Ref::Local { root, .. }) = inputs.get(c.src_input) else {
+        return None;
+    };
+    let base = base.map_or_else(|| "scratch".to_string(), |d| d.to_string());
+    let text = format!("copy-reuse-1\n{step}\n{base}\n{}", root.display());
+    Some(kiln_oci::sha256(text.as_bytes()).hex().to_string())
+}
+
+/// The manifest recorded under `key` whose layer directories are still there, with them.
+pub(crate) fn previous(store: &Store, key: &str) -> Option<(Manifest, Vec<PathBuf>)> {
+    let raw = store.kv_get(TABLE, key).ok()??;
+    let m: Manifest = serde_json::from_slice(&raw).ok()?;
+    // Files whose source was racy then cannot be kept: with fewer than half of them
+    // recorded, the attempt could not be worth it.
+    let recorded = m.files.values().filter(|i| i.is_some()).count();
+    if recorded == 0 || recorded * 2 < m.files.len() {
+        return None;
+    }
+    let dirs = store.layer_dirs(m.chain.as_ref()?).ok()??;
+    (dirs.len() < MAX_STACK).then_some((m, dirs))
+}
+
+/// Records what a copy wrote (its layer is the snapshot `chain`).
+pub(crate) fn record(store: &Store, key: &str, reuse: &Reuse, chain: Digest) {
+    let mut m = reuse.take();
+    m.chain = Some(chain);
+    match serde_json::to_vec(&m) {
+        Ok(json) => {
+            if let Err(e) = store.kv_put(TABLE, key, &json) {
+                tracing::warn!("could not record the copy manifest: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("could not record the copy manifest: {e}"),
+    }
+}
+
+/// A copy's manifest being made, and the previous one it may keep files of.
+#[derive(Debug)]
+pub(crate) struct Reuse {
+    prev: Option<Manifest>,
+    /// Sources changed (ctime) at or after this are not recorded.
+    racy_from_ns: i64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next: Manifest,
+    /// Paths written (or kept) so far.
+    written: HashSet<String>,
+    kept: u64,
+}
+
+impl Reuse {
+    /// `prev`: the manifest of the layer mounted under the destination (`None`: a full copy,
+    /// only recording).
+    pub(crate) fn new(prev: Option<Manifest>) -> Reuse {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Reuse {
+            prev,
+            racy_from_ns: now - RACY_WINDOW_NS,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before a regular file is written to `path` from a source with `meta`: whether the
+    /// file there already is that copy (then nothing is written).
+    pub(crate) fn keep_file(&self, path: &str, meta: &Meta) -> bool {
+        let id = (meta.nlink == 1).then(|| Ident::of(meta));
+        let mut st = self.state();
+        if !st.written.insert(path.to_string()) {
+            // Written twice: what is there is no longer the previous layer's.
+            st.next.files.insert(path.to_string(), None);
+            return false;
+        }
+        let recorded = self
+            .prev
+            .as_ref()
+            .and_then(|p| p.files.get(path).copied().flatten());
+        if id.is_some() && recorded == id {
+            st.next.files.insert(path.to_string(), id);
+            st.kept += 1;
+            return true;
+        }
+        let id = id.filter(|_| meta.ctime_ns < self.racy_from_ns);
+        st.next.files.insert(path.to_string(), id);
+        false
+    }
+
+    /// A non-directory other than a kept file was written to `path`.
+    pub(crate) fn wrote(&self, path: &str) {
+        let mut st = self.state();
+        st.written.insert(path.to_string());
+        st.next.files.insert(path.to_string(), None);
+    }
+
+    /// An existing directory at `path`: whether the previous copy created it (then this copy
+    /// makes it its own again, as it would create it).
+    pub(crate) fn made_dir(&self, path: &str) -> bool {
+        self.prev.as_ref().is_some_and(|p| p.dirs.contains(path))
+    }
+
+    /// This copy created (or took over) the directory `path`.
+    pub(crate) fn dir(&self, path: &str) {
+        let mut st = self.state();
+        st.written.insert(path.to_string());
+        st.next.dirs.insert(path.to_string());
+    }
+
+    /// Whether the previous copy wrote something this one did not (it would have to go).
+    pub(crate) fn lost_entries(&self) -> bool {
+        let st = self.state();
+        self.prev.as_ref().is_some_and(|p| {
+            p.files
+                .keys()
+                .chain(p.dirs.iter())
+                .any(|k| !st.written.contains(k))
+        })
+    }
+
+    /// Files kept from the previous layer.
+    pub(crate) fn kept(&self) -> u64 {
+        self.state().kept
+    }
+
+    /// Whether keeping the result stacked is worth it: at least half of the files were kept
+    /// (a stack holds on to the layer below it; when most of it was copied again anyway, a
+    /// layer of its own is better).
+    pub(crate) fn worth_stacking(&self) -> bool {
+        let kept = self.kept();
+        let files = self.prev.as_ref().map_or(0, |p| p.files.len() as u64);
+        kept > 0 && kept * 2 >= files
+    }
+
+    fn take(&self) -> Manifest {
+        std::mem::take(&mut self.state().next)
+    }
+}
+
+/// Whether a captured upperdir holds whiteouts (char 0/0) or opaque directories.
+pub(crate) fn has_overlay_marks(dir: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs_err::read_dir(&d)? {
+            let e = e?;
+            let p = e.path();
+            let md = fs_err::symlink_metadata(&p)?;
+            let ft = md.file_type();
+            if ft.is_char_device() && md.rdev() == 0 {
+                return Ok(true);
+            }
+            if ft.is_dir() {
+                for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+                    let mut v = [0u8; 8];
+                    if let Ok(n) = rustix::fs::lgetxattr(&p, name, &mut v)
+                        && v[..n] == *b"y"
+                    {
+                        return Ok(true);
+                    }
+                }
+                todo.push(p);
+            }
+        }
+    }
+    Ok(false)
+}
