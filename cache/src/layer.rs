@@ -605,10 +605,24 @@ fn read_xattrs_fd(fd: &std::os::fd::OwnedFd, p: &Path) -> Result<BTreeMap<Vec<u8
         }
         Err(e) => return Err(Error::sys("listxattr", p, e)),
     };
+    xattr_values(names, &mut out, p, |name, buf| {
+        rustix::fs::fgetxattr(fd, name, buf)
+    })?;
+    Ok(out)
+}
+
+/// Reads the value of each name of a NUL-separated xattr name list into `out` with `get`
+/// (a name gone meanwhile is skipped).
+fn xattr_values(
+    names: &[u8],
+    out: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    p: &Path,
+    mut get: impl FnMut(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<()> {
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let mut val = vec![0u8; 256];
         let len = loop {
-            match rustix::fs::fgetxattr(fd, name, &mut val[..]) {
+            match get(name, &mut val[..]) {
                 Ok(l) => break Some(l),
                 Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 4, 0),
                 Err(rustix::io::Errno::NODATA) => break None,
@@ -620,7 +634,7 @@ fn read_xattrs_fd(fd: &std::os::fd::OwnedFd, p: &Path) -> Result<BTreeMap<Vec<u8
             out.insert(name.to_vec(), val);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// All xattrs of `p` (not following symlinks), sorted by name.
@@ -635,21 +649,9 @@ pub(crate) fn read_xattrs(p: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
             Err(e) => return Err(Error::sys("listxattr", p, e)),
         }
     };
-    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let mut val = vec![0u8; 256];
-        let len = loop {
-            match rustix::fs::lgetxattr(p, name, &mut val[..]) {
-                Ok(l) => break Some(l),
-                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 4, 0),
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(Error::sys("getxattr", p, e)),
-            }
-        };
-        if let Some(len) = len {
-            val.truncate(len);
-            out.insert(name.to_vec(), val);
-        }
-    }
+    xattr_values(&list[..n], &mut out, p, |name, buf| {
+        rustix::fs::lgetxattr(p, name, buf)
+    })?;
     Ok(out)
 }
 

@@ -8,6 +8,7 @@
 //! process be killed, [`Container::state`] reports the container as exited (code 255), exactly as
 //! for a vanished shim.
 
+use crate::containers::now;
 use crate::containers::{Container, ContainerState, Status, identity};
 use crate::logfile::{LogStream, LogWriter};
 use crate::rootfs::StubLease;
@@ -41,10 +42,6 @@ pub struct ExecOptions {
     pub stdin: bool,
     /// Where the runtime writes the process's host pid (to kill it: a health check's timeout).
     pub pid_file: Option<PathBuf>,
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// Sets `K=V` in an environment list, replacing an earlier `K`.

@@ -187,11 +187,13 @@ const STOPPED: &str = "stopped";
 /// Marker file: the container's processes are frozen (`pause`).
 const PAUSED: &str = "paused";
 
-fn now() -> String {
+/// The current time in RFC 3339 with nanoseconds, as docker writes its times.
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-fn random_id() -> Result<String> {
+/// 64 random hex digits: a container's or a network's ID.
+pub(crate) fn random_id() -> Result<String> {
     let mut bytes = [0u8; 32];
     fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -9,6 +9,7 @@
 //! consecutive failures make it unhealthy; a check that outlives its timeout is killed and
 //! fails. The last five results are kept, each output cut at 4 KiB.
 
+use crate::containers::now;
 use crate::containers::{Container, Status};
 use crate::runtime::{Output, OutputChunk};
 use crate::{ExecOptions, Result};
@@ -116,10 +117,6 @@ impl Health {
             self.log.drain(..extra);
         }
     }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 impl Container {

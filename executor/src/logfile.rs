@@ -9,6 +9,7 @@
 //! (plain text) read back as stdout.
 
 use crate::Result;
+use crate::containers::now;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -29,10 +30,6 @@ struct Entry<'a> {
     log: std::borrow::Cow<'a, str>,
     stream: LogStream,
     time: std::borrow::Cow<'a, str>,
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// Appends entries to a log file. Writes go straight to the file (one `write` per entry), so

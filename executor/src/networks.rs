@@ -21,11 +21,12 @@
 //! The bundle of an attached container lists its endpoints (`<bundle>/endpoints.json`), so
 //! [`release`] (called wherever a bundle is removed, the reaper included) detaches them.
 
+use crate::containers::{now, random_id};
 use crate::containers::{read_json, write_json};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -209,16 +210,6 @@ impl Endpoint {
 fn mac_of(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
-fn random_id() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn net_err(reason: impl Into<String>) -> Error {

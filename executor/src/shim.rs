@@ -1,5 +1,6 @@
 //! The supervisor of a detached container (like podman's conmon): `kiln __kiln-shim DIR RUNTIME`.
 
+use crate::containers::now;
 use crate::containers::{Container, ContainerState, Status, identity};
 use crate::logfile::{LogStream, LogWriter};
 use crate::runtime::{RUNTIME_LOG, Runtime, interpret, prepare_bundle};
@@ -12,10 +13,6 @@ use std::time::{Duration, Instant};
 
 /// The hidden first argument that makes the `kiln` binary act as a shim.
 pub const SHIM_ARG: &str = "__kiln-shim";
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
 
 /// Entry point of the shim; call it from `main` when `args[1] == SHIM_ARG` and exit with the
 /// returned code. It detaches (setsid), runs the container in the foreground with its stdio on
