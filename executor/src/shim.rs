@@ -202,6 +202,14 @@ fn run_once(container: &Container) -> Result<RunEnd> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait()? {
+            // A short process may end before the first look: the pid file says it started,
+            // and its time is when (without it the runtime failed to start the process).
+            if let Ok(t) = fs_err::metadata(&pid_file).and_then(|m| m.modified()) {
+                let t: chrono::DateTime<chrono::Utc> = t.into();
+                state.started_at = Some(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+                state.error = None;
+                container.write_state(&state)?;
+            }
             break status;
         }
         if let Ok(pid) = fs_err::read_to_string(&pid_file)
