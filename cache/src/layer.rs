@@ -286,48 +286,25 @@ impl TarWriter<'_> {
         md: &Stat,
     ) -> Result<()> {
         use rustix::fs::{FileType, OFlags};
-        let empty = BTreeMap::new();
         let kind = md.kind();
         let mtime = self.clamp(md.mtime);
         let mode = md.mode & 0o7777;
         if self.opts.source == LayerSource::OverlayUpper && md.is_whiteout() {
-            self.whiteouts += 1;
-            return self.header(&Entry {
-                name: arch,
-                kind: tar::EntryType::Regular,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                mtime,
-                size: 0,
-                link: None,
-                dev: None,
-                xattrs: &empty,
-            });
+            return self.whiteout(arch, mtime);
         }
         // Files and directories are opened (their xattrs come from the descriptor); other
         // kinds are read by path.
-        let fd = match kind {
-            FileType::RegularFile => Some(
-                rustix::fs::openat(
-                    dir,
-                    name,
-                    open_flags(OFlags::empty()),
-                    rustix::fs::Mode::empty(),
-                )
-                .map_err(|e| Error::sys("open", p, e))?,
-            ),
-            FileType::Directory => Some(
-                rustix::fs::openat(
-                    dir,
-                    name,
-                    open_flags(OFlags::DIRECTORY),
-                    rustix::fs::Mode::empty(),
-                )
-                .map_err(|e| Error::sys("open", p, e))?,
-            ),
+        let flags = match kind {
+            FileType::RegularFile => Some(OFlags::empty()),
+            FileType::Directory => Some(OFlags::DIRECTORY),
             _ => None,
         };
+        let fd = flags
+            .map(|f| {
+                rustix::fs::openat(dir, name, open_flags(f), rustix::fs::Mode::empty())
+                    .map_err(|e| Error::sys("open", p, e))
+            })
+            .transpose()?;
         let xattrs = match &fd {
             Some(fd) => read_xattrs_fd(fd, p)?,
             None => read_xattrs(p)?,
@@ -361,21 +338,9 @@ impl TarWriter<'_> {
                 e.kind = tar::EntryType::Directory;
                 self.header(&e)?;
                 if opaque {
-                    self.whiteouts += 1;
                     let mut wh = dname.clone();
                     wh.extend_from_slice(b".wh..wh..opq");
-                    self.header(&Entry {
-                        name: &wh,
-                        kind: tar::EntryType::Regular,
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime,
-                        size: 0,
-                        link: None,
-                        dev: None,
-                        xattrs: &empty,
-                    })?;
+                    self.whiteout(&wh, mtime)?;
                 }
                 let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
                 // As overlayfs merges: the same directory in the layers below, down to the
@@ -497,6 +462,23 @@ impl TarWriter<'_> {
             self.entry(&arch, &fds[layer], &fds[layer + 1..], &name, &p, &md)?;
         }
         Ok(())
+    }
+
+    /// An empty whiteout entry (`.wh.NAME` or `.wh..wh..opq`), counted.
+    fn whiteout(&mut self, name: &[u8], mtime: i64) -> Result<()> {
+        self.whiteouts += 1;
+        self.header(&Entry {
+            name,
+            kind: tar::EntryType::Regular,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: &BTreeMap::new(),
+        })
     }
 
     fn header(&mut self, e: &Entry<'_>) -> Result<()> {

@@ -97,13 +97,21 @@ fn log_time(text: &str, flag: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     )
 }
 
-/// Runs `op` on each of `names` in turn, as docker does: a failure is printed and the rest
-/// still go; the status is 1 if any failed.
+/// Runs `op` on each of `names` in turn, as docker does: each name is printed once done, a
+/// failure is printed and the rest still go; the status is 1 if any failed.
 pub(crate) fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    each_line(names, |n| op(n).map(|()| n.to_owned()))
+}
+
+/// [`each`], printing the line `op` returns for each name instead of the name.
+pub(crate) fn each_line(
+    names: &[String],
+    mut op: impl FnMut(&str) -> Result<String>,
+) -> Result<()> {
     let mut failed = false;
     for n in names {
         match op(n) {
-            Ok(()) => println!("{n}"),
+            Ok(line) => println!("{line}"),
             Err(e) => {
                 failed = true;
                 eprintln!("error: {}", crate::one_line(&e));

@@ -3,7 +3,7 @@
 
 use crate::cli::{AttachArgs, RenameArgs, RestartArgs, RunArgs, StartArgs};
 use crate::commands::Global;
-use crate::commands::container::{each, get};
+use crate::commands::container::{each, each_line, get};
 use anyhow::{Context, Result, bail};
 use kiln_solver::Host;
 use kiln_solver::containers::{
@@ -11,7 +11,6 @@ use kiln_solver::containers::{
 };
 use kiln_solver::graph::ImageConfig;
 use kiln_solver::images::ImageRecord;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -221,24 +220,7 @@ pub fn restart(g: &Global, args: &RestartArgs) -> Result<()> {
 /// `kiln wait`: the exit code of each container once it has stopped, one per line.
 pub fn wait(g: &Global, names: &[String]) -> Result<()> {
     let cs = g.host()?.containers()?;
-    let mut failed = false;
-    for n in names {
-        match get(&cs, n).and_then(|c| Ok(c.wait()?)) {
-            Ok(code) => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{}", code.unwrap_or(0))?;
-                out.flush()?;
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("error: {}", crate::one_line(&e));
-            }
-        }
-    }
-    if failed {
-        return Err(crate::Reported(1).into());
-    }
-    Ok(())
+    each_line(names, |n| Ok(get(&cs, n)?.wait()?.unwrap_or(0).to_string()))
 }
 
 /// `kiln attach`: the output of a running container from now on (and our stdin to it when it
