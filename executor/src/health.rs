@@ -65,8 +65,10 @@ impl HealthConfig {
     pub fn command(&self) -> Option<Vec<String>> {
         match self.test.split_first() {
             Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
-            Some((kind, [script])) if kind == "CMD-SHELL" => {
-                Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script.clone()])
+            // docker joins the words of a CMD-SHELL another tool split (buildah's
+            // `config --healthcheck 'CMD-SHELL a b'` stores ["CMD-SHELL", "a", "b"]).
+            Some((kind, words)) if kind == "CMD-SHELL" && !words.is_empty() => {
+                Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), words.join(" ")])
             }
             _ => None,
         }
@@ -359,6 +361,13 @@ mod tests {
             c(&["CMD-SHELL", "curl -f x || exit 1"]).command().unwrap(),
             ["/bin/sh", "-c", "curl -f x || exit 1"]
         );
+        assert_eq!(
+            c(&["CMD-SHELL", "test", "-f", "/tmp/ok"])
+                .command()
+                .unwrap(),
+            ["/bin/sh", "-c", "test -f /tmp/ok"]
+        );
+        assert_eq!(c(&["CMD-SHELL"]).command(), None);
         assert_eq!(c(&["CMD", "true"]).command().unwrap(), ["true"]);
         assert_eq!(c(&["NONE"]).command(), None);
         assert_eq!(c(&[]).command(), None);

@@ -1075,3 +1075,57 @@ fn zstd_layers_in_many_frames_are_read_by_skopeo_and_umoci() {
     );
     assert!(bundle.join("rootfs/bin/busybox").is_file());
 }
+
+#[test]
+fn a_buildah_images_healthcheck_runs_in_kiln() {
+    if !sandbox_available() || !have("buildah") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = rootfs(dir.path());
+    for applet in ["sleep", "touch"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs_err::create_dir_all(root.join("tmp")).unwrap();
+    let c = sh(buildah(dir.path()).args(["from", "scratch"]));
+    let c = c.trim();
+    sh(buildah(dir.path()).arg("copy").arg(c).arg(&root).arg("/"));
+    // buildah splits a CMD-SHELL into words: ["CMD-SHELL", "test", "-f", "/tmp/ok"].
+    sh(buildah(dir.path()).args([
+        "config",
+        "--healthcheck",
+        "CMD-SHELL test -f /tmp/ok",
+        "--healthcheck-interval",
+        "200ms",
+        "--healthcheck-retries",
+        "2",
+        "--cmd",
+        "sleep 60",
+        c,
+    ]));
+    sh(buildah(dir.path()).args(["commit", "--format", "docker", c, "bh-health"]));
+    let tar = dir.path().join("health.tar");
+    sh(buildah(dir.path()).args([
+        "push",
+        "bh-health",
+        &format!("docker-archive:{}:kiln-test/health:1", tar.display()),
+    ]));
+    let k = Kiln::empty();
+    k.ok(&["load", "-i", tar.to_str().unwrap()]);
+    k.ok(&["run", "-d", "--name", "hc", "kiln-test/health:1"]);
+    let status = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = k.ok(&["ps", "--format", "{{.Status}}"]);
+            if s.trim().ends_with(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never {want}: {s}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    status("(unhealthy)");
+    k.ok(&["exec", "hc", "touch", "/tmp/ok"]);
+    status("(healthy)");
+    k.ok(&["rm", "-f", "hc"]);
+}
