@@ -91,6 +91,35 @@ fn encoding_tag(enc: Encoding) -> String {
     }
 }
 
+/// The `layer-variant` key of `layer` encoded with `enc`.
+fn variant_key(layer: &LayerInfo, enc: Encoding) -> String {
+    format!("{} {}", layer.diff_id, encoding_tag(enc))
+}
+
+/// A new blob's writer that also hands every byte to a second writer (see
+/// [`Store::layer_as_teed`]).
+struct Tee<'a> {
+    blob: crate::store::BlobWriter,
+    tee: Option<&'a mut dyn Write>,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(t) = self.tee.as_mut() {
+            t.write_all(buf)?;
+        }
+        self.blob.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(t) = self.tee.as_mut() {
+            t.flush()?;
+        }
+        self.blob.flush()
+    }
+}
+
 /// The compression a layer media type names (`None` for one that is not a layer's).
 pub fn media_compression(media_type: &str) -> Option<Compression> {
     if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
@@ -727,28 +756,66 @@ impl Store {
         if media_compression(&layer.media_type) == Some(enc.compression()) {
             return Ok(layer.clone());
         }
-        let key = format!("{} {}", layer.diff_id, encoding_tag(enc));
-        if let Some(raw) = self.kv_get(LAYER_VARIANTS, &key)? {
-            let info: LayerInfo =
-                serde_json::from_slice(&raw).map_err(|e| Error::json("layer variant", e))?;
-            if self.has_blob(&info.digest) {
-                return Ok(info);
-            }
+        if let Some(info) = self.layer_variant(layer, enc)? {
+            return Ok(info);
         }
+        self.convert_layer(layer, enc, None)
+    }
+
+    /// The blob [`Store::layer_as`] made of `layer` for `enc` and keeps, if it is here.
+    pub fn layer_variant(&self, layer: &LayerInfo, enc: Encoding) -> Result<Option<LayerInfo>> {
+        let Some(raw) = self.kv_get(LAYER_VARIANTS, &variant_key(layer, enc))? else {
+            return Ok(None);
+        };
+        let info: LayerInfo =
+            serde_json::from_slice(&raw).map_err(|e| Error::json("layer variant", e))?;
+        Ok(self.has_blob(&info.digest).then_some(info))
+    }
+
+    /// [`Store::layer_as`] for a layer that is not encoded with `enc`, every byte of the blob
+    /// also written to `tee` as it is made (a push streams them to the registry while the
+    /// layer compresses). The blob is kept and recorded as `layer_as` keeps it, once all of
+    /// it is written; a failed write to `tee` stops the conversion and stores nothing. A
+    /// variant made meanwhile (by another push) is copied to `tee` as it is.
+    pub fn layer_as_teed(
+        &self,
+        layer: &LayerInfo,
+        enc: Encoding,
+        tee: &mut dyn Write,
+    ) -> Result<LayerInfo> {
+        if let Some(info) = self.layer_variant(layer, enc)? {
+            io::copy(&mut self.open_blob(&info.digest)?, tee)?;
+            return Ok(info);
+        }
+        self.convert_layer(layer, enc, Some(tee))
+    }
+
+    /// Decompresses `layer` and compresses it again with `enc` into a new blob (and `tee`),
+    /// recorded as `layer`'s variant.
+    fn convert_layer(
+        &self,
+        layer: &LayerInfo,
+        enc: Encoding,
+        tee: Option<&mut dyn Write>,
+    ) -> Result<LayerInfo> {
         let src = self.open_blob(&layer.digest)?;
         let mut tar = crate::apply::decompress(src)?;
+        let out = Tee {
+            blob: self.blob_writer()?,
+            tee,
+        };
         let (diff_id, digest, size) = if enc == Encoding::None {
-            let mut bw = HashWriter::new(self.blob_writer()?);
+            let mut bw = HashWriter::new(out);
             io::copy(&mut tar, &mut bw)?;
-            let (bw, diff_id, _) = bw.finish();
-            let (digest, size) = bw.commit(None)?;
+            let (out, diff_id, _) = bw.finish();
+            let (digest, size) = out.blob.commit(None)?;
             (diff_id, digest, size)
         } else {
-            let enc_w = Encoder::new(self.blob_writer()?, enc)?;
+            let enc_w = Encoder::new(out, enc)?;
             let mut diff = HashWriter::new(FixedBlocks::new(enc_w));
             io::copy(&mut tar, &mut diff)?;
             let (blocks, diff_id, _) = diff.finish();
-            let (digest, size) = blocks.finish()?.finish()?.commit(None)?;
+            let (digest, size) = blocks.finish()?.finish()?.blob.commit(None)?;
             (diff_id, digest, size)
         };
         if diff_id != layer.diff_id {
@@ -768,7 +835,7 @@ impl Store {
         };
         self.record_layer(&info)?;
         let json = serde_json::to_vec(&info).map_err(|e| Error::json("layer variant", e))?;
-        self.kv_put(LAYER_VARIANTS, &key, &json)?;
+        self.kv_put(LAYER_VARIANTS, &variant_key(layer, enc), &json)?;
         tracing::debug!(diff_id = %info.diff_id, from = %layer.digest, to = %info.digest, "layer compressed again");
         Ok(info)
     }

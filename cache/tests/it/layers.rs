@@ -455,3 +455,92 @@ fn a_rebuild_after_one_edit_reuses_members_and_equals_a_fresh_layer() {
     let third = old.create_layer(&src, &opts).unwrap();
     assert_eq!(third, second);
 }
+
+/// A writer that takes `left` bytes and then fails, as an upload that broke mid-stream.
+struct Breaks {
+    got: Vec<u8>,
+    left: usize,
+}
+
+impl std::io::Write for Breaks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "upload stopped",
+            ));
+        }
+        self.left -= buf.len();
+        self.got.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_teed_conversion_writes_the_bytes_layer_as_makes_and_keeps_them_only_when_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    many_files(&src);
+    let plain_opts = LayerOptions {
+        compression: Encoding::None,
+        ..LayerOptions::default()
+    };
+    // What layer_as makes in a store of its own...
+    let reference = Store::open(t.path().join("reference")).unwrap();
+    let plain = reference.create_layer(&src, &plain_opts).unwrap();
+    let want = reference.layer_as(&plain, Encoding::GZIP).unwrap();
+    let want_bytes = reference.read_blob(&want.digest).unwrap();
+
+    let store = Store::open(t.path().join("store")).unwrap();
+    assert_eq!(store.create_layer(&src, &plain_opts).unwrap(), plain);
+    // ...a tee that breaks halfway stops the conversion: no blob, no variant.
+    let blobs = || fs_err::read_dir(t.path().join("store/blobs/sha256")).unwrap().count();
+    let before = blobs();
+    let mut broken = Breaks {
+        got: Vec::new(),
+        left: want_bytes.len() / 2,
+    };
+    let err = store
+        .layer_as_teed(&plain, Encoding::GZIP, &mut broken)
+        .unwrap_err();
+    assert!(err.to_string().contains("upload stopped"), "{err}");
+    assert_eq!(broken.got, want_bytes[..broken.got.len()]);
+    assert_eq!(blobs(), before, "a broken conversion left a blob");
+    assert_eq!(store.layer_variant(&plain, Encoding::GZIP).unwrap(), None);
+    assert!(!store.has_blob(&want.digest));
+    // A whole one gives the tee and the store layer_as's bytes, recorded as its variant.
+    let mut whole = Breaks {
+        got: Vec::new(),
+        left: usize::MAX,
+    };
+    let got = store
+        .layer_as_teed(&plain, Encoding::GZIP, &mut whole)
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(whole.got, want_bytes);
+    assert_eq!(store.read_blob(&got.digest).unwrap(), want_bytes);
+    assert_eq!(
+        store.layer_variant(&plain, Encoding::GZIP).unwrap(),
+        Some(want.clone())
+    );
+    assert_eq!(store.layer_as(&plain, Encoding::GZIP).unwrap(), want);
+    assert_eq!(
+        store.diff_id_for_blob(&want.digest).unwrap(),
+        Some(plain.diff_id.clone())
+    );
+    // Once kept, a teed call sends the kept blob.
+    let mut again = Breaks {
+        got: Vec::new(),
+        left: usize::MAX,
+    };
+    assert_eq!(
+        store
+            .layer_as_teed(&plain, Encoding::GZIP, &mut again)
+            .unwrap(),
+        want
+    );
+    assert_eq!(again.got, want_bytes);
+}
