@@ -312,6 +312,14 @@ pub enum Error {
         /// The I/O error (part of the message, not a `source()`).
         error: std::io::Error,
     },
+    /// Making a blob while it uploads failed (see [`BlobMaker`](crate::BlobMaker)).
+    #[error("making {what} for upload: {error}")]
+    Make {
+        /// What was being made.
+        what: String,
+        /// The I/O error (part of the message, not a `source()`).
+        error: std::io::Error,
+    },
     /// Other I/O (fs-err errors name their path).
     #[error(transparent)]
     Io(#[from] std::io::Error),

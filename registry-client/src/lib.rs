@@ -44,6 +44,6 @@ pub use login::{Stored, login, logout, normalize_registry};
 pub use pull::{
     MAX_BLOB_SIZE, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, Progress, PullEvent, Resolved,
 };
-pub use push::{BlobPush, PushEvent, PushProgress, PushReport};
+pub use push::{BlobPush, PushBlob, PushEvent, PushProgress, PushReport, PushedBlob};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError};
-pub use store::{BlobSink, BlobStore};
+pub use store::{BlobMaker, BlobSink, BlobStore};

@@ -1,5 +1,7 @@
 //! Push: HEAD before upload, cross-repository mounts, monolithic and chunked uploads, manifests.
 
+use std::sync::Arc;
+
 use futures::{StreamExt as _, TryStreamExt as _};
 use kiln_oci::{Descriptor, Digest};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -10,8 +12,8 @@ use crate::client::{Client, repo_scope};
 use crate::deadline::{Activity, Deadline};
 use crate::error::{Error, Result};
 use crate::reference::Reference;
-use crate::store::BlobStore;
-use crate::transfer::{ChunkedBody, store_body};
+use crate::store::{BlobMaker, BlobStore};
+use crate::transfer::{ChunkedBody, made_body, store_body};
 use crate::verify::verify_bytes;
 
 /// What happened to one blob during a push.
@@ -36,6 +38,8 @@ pub struct PushReport {
     pub skipped: usize,
     /// Blobs mounted from another repository.
     pub mounted: usize,
+    /// Of the uploaded blobs, those made (layers compressed) while they uploaded.
+    pub made: usize,
 }
 
 impl Client {
@@ -165,6 +169,137 @@ impl Client {
         }
     }
 
+    /// `POST …/blobs/uploads/`: a new upload session.
+    async fn open_session(&self, target: &Reference) -> Result<Url> {
+        let registry = &target.registry;
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        let path = format!("/v2/{}/blobs/uploads/", target.repository);
+        let url = self.url(registry, &path)?;
+        let resp = self
+            .send(
+                registry,
+                &scope,
+                Method::POST,
+                url,
+                &|r| Ok(r.header(CONTENT_LENGTH, 0)),
+                &Deadline::small(&self.opts),
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(&Method::POST, resp).await);
+        }
+        location(&resp)
+    }
+
+    /// Uploads a blob made while it uploads: attempts stream it as it is made (see
+    /// [`stream_upload`](Self::stream_upload)); a retry after an attempt that got to keep the
+    /// blob uploads it from the store. Returns its descriptor.
+    #[instrument(skip_all, fields(target = %target, blob = %maker.name()))]
+    pub async fn push_made(
+        &self,
+        target: &Reference,
+        maker: &Arc<dyn BlobMaker>,
+        store: &dyn BlobStore,
+    ) -> Result<Descriptor> {
+        self.retrying(|_| async {
+            let made = maker.made().map_err(|error| Error::Make {
+                what: maker.name(),
+                error,
+            })?;
+            match made {
+                Some(desc) => {
+                    debug!(digest = %desc.digest, "made before: uploading it from the store");
+                    self.upload(target, &desc, store, None).await?;
+                    Ok(desc)
+                }
+                None => self.stream_upload(target, maker).await,
+            }
+        })
+        .await
+    }
+
+    /// One streamed upload attempt: a session, one PATCH whose body is the blob as `maker`
+    /// makes it (chunked transfer encoding: its length is unknown up front), then
+    /// `PUT ?digest=` with the digest the maker ends with. The registry checks the bytes
+    /// against it.
+    async fn stream_upload(
+        &self,
+        target: &Reference,
+        maker: &Arc<dyn BlobMaker>,
+    ) -> Result<Descriptor> {
+        let registry = &target.registry;
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        let location = self.open_session(target).await?;
+        let activity = Activity::new();
+        let made = made_body(maker.clone(), &activity);
+        // The body streams once: a second build (re-authentication) restarts the upload.
+        let body = std::sync::Mutex::new(Some(made.body));
+        let build = |r: reqwest::RequestBuilder| {
+            let taken = body.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let Some(body) = taken else {
+                return Err(Error::UploadInterrupted {
+                    url: location.to_string(),
+                });
+            };
+            Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                .body(body))
+        };
+        let deadline = Deadline::upload(&self.opts, activity);
+        let sent = match self
+            .send(
+                registry,
+                &scope,
+                Method::PATCH,
+                location.clone(),
+                &build,
+                &deadline,
+            )
+            .await
+        {
+            Ok(resp) if resp.status() == StatusCode::ACCEPTED => location_from(&resp, &location),
+            Ok(resp) => Err(self.status_error(&Method::PATCH, resp).await),
+            Err(e) => Err(e),
+        };
+        if sent.is_err() {
+            // Stop the maker whether or not the body was dropped: nothing is kept.
+            drop(made.cancel);
+        }
+        let done = made
+            .done
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let (mut location, desc) = match (sent, done) {
+            (Ok(location), Ok(desc)) => (location, desc),
+            // The maker stopped because the upload broke: the upload's error says why.
+            (Err(e), Err(_)) if made.stopped.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Err(e);
+            }
+            (_, Err(error)) => {
+                return Err(Error::Make {
+                    what: maker.name(),
+                    error,
+                });
+            }
+            (Err(e), Ok(_)) => return Err(e),
+        };
+        debug!(digest = %desc.digest, size = desc.size, "streamed");
+        location
+            .query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
+        let resp = self
+            .send(
+                registry,
+                &scope,
+                Method::PUT,
+                location,
+                &|r| Ok(r.header(CONTENT_LENGTH, 0)),
+                &Deadline::small(&self.opts),
+            )
+            .await?;
+        self.finish(resp).await?;
+        Ok(desc)
+    }
+
     /// One upload attempt: open a session (unless given one), then PUT the whole blob or PATCH
     /// it in chunks and close with PUT.
     async fn upload(
@@ -179,24 +314,7 @@ impl Client {
         let scope = [repo_scope(&target.repository, "pull,push")];
         let mut location = match session {
             Some(url) => url,
-            None => {
-                let path = format!("/v2/{}/blobs/uploads/", target.repository);
-                let url = self.url(registry, &path)?;
-                let resp = self
-                    .send(
-                        registry,
-                        &scope,
-                        Method::POST,
-                        url,
-                        &|r| Ok(r.header(CONTENT_LENGTH, 0)),
-                        &Deadline::small(&self.opts),
-                    )
-                    .await?;
-                if resp.status() != StatusCode::ACCEPTED {
-                    return Err(self.status_error(&Method::POST, resp).await);
-                }
-                location(&resp)?
-            }
+            None => self.open_session(target).await?,
         };
         let size = store.blob_size(digest).map_err(|error| Error::Store {
             digest: digest.clone(),
@@ -356,25 +474,11 @@ impl Client {
         mount_from: &[Reference],
         progress: Option<PushProgress<'_>>,
     ) -> Result<PushReport> {
-        // Futures made up front (they are lazy) keep the push future `Send`.
-        let pushes: Vec<_> = blobs
-            .iter()
-            .map(|d| async move {
-                let outcome = self.push_blob(target, d, store, mount_from).await?;
-                if let Some(p) = progress {
-                    p(PushEvent::Blob {
-                        digest: d.digest.clone(),
-                        size: d.size,
-                        outcome,
-                    });
-                }
-                Ok::<_, Error>(outcome)
-            })
-            .collect();
-        let outcomes: Vec<BlobPush> = futures::stream::iter(pushes)
-            .buffer_unordered(self.opts.concurrency.max(1))
-            .try_collect()
+        let blobs: Vec<PushBlob> = blobs.iter().cloned().map(PushBlob::Stored).collect();
+        let pushed = self
+            .push_blobs(target, &blobs, store, mount_from, progress)
             .await?;
+        let outcomes: Vec<BlobPush> = pushed.iter().map(|p| p.outcome).collect();
         let digest = self
             .put_manifest(target, manifest_bytes, media_type)
             .await?;
@@ -389,10 +493,81 @@ impl Client {
             uploaded: count(BlobPush::Uploaded),
             skipped: count(BlobPush::Existed),
             mounted: count(BlobPush::Mounted),
+            made: 0,
         };
         info!(digest = %report.digest, report.uploaded, report.skipped, report.mounted, "pushed");
         Ok(report)
     }
+}
+
+impl Client {
+    /// Puts every blob of `blobs` in the target repository, several at once: stored ones as
+    /// [`Client::push_blob`], made ones as [`Client::push_made`] (compressed while they
+    /// upload, alongside the others). Returns each blob's descriptor (a made one's is known
+    /// only now: the manifest that lists it is built after) and outcome, in `blobs`' order.
+    #[instrument(skip_all, fields(target = %target))]
+    pub async fn push_blobs(
+        &self,
+        target: &Reference,
+        blobs: &[PushBlob],
+        store: &dyn BlobStore,
+        mount_from: &[Reference],
+        progress: Option<PushProgress<'_>>,
+    ) -> Result<Vec<PushedBlob>> {
+        // Futures made up front (they are lazy) keep the push future `Send`.
+        let pushes: Vec<_> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| async move {
+                let pushed = match b {
+                    PushBlob::Stored(d) => PushedBlob {
+                        descriptor: d.clone(),
+                        outcome: self.push_blob(target, d, store, mount_from).await?,
+                        made: false,
+                    },
+                    PushBlob::Made(maker) => PushedBlob {
+                        descriptor: self.push_made(target, maker, store).await?,
+                        outcome: BlobPush::Uploaded,
+                        made: true,
+                    },
+                };
+                if let Some(p) = progress {
+                    p(PushEvent::Blob {
+                        digest: pushed.descriptor.digest.clone(),
+                        size: pushed.descriptor.size,
+                        outcome: pushed.outcome,
+                    });
+                }
+                Ok::<_, Error>((i, pushed))
+            })
+            .collect();
+        let mut pushed: Vec<(usize, PushedBlob)> = futures::stream::iter(pushes)
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .try_collect()
+            .await?;
+        pushed.sort_by_key(|(i, _)| *i);
+        Ok(pushed.into_iter().map(|(_, p)| p).collect())
+    }
+}
+
+/// A blob for [`Client::push_blobs`].
+#[derive(Clone)]
+pub enum PushBlob {
+    /// A blob of the store.
+    Stored(Descriptor),
+    /// A blob made while it uploads.
+    Made(Arc<dyn BlobMaker>),
+}
+
+/// A blob [`Client::push_blobs`] put in the target repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedBlob {
+    /// The blob.
+    pub descriptor: Descriptor,
+    /// How it got there.
+    pub outcome: BlobPush,
+    /// Whether it was made while it uploaded.
+    pub made: bool,
 }
 
 /// Progress of a push, for the CLI's display.

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
@@ -12,7 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::deadline::{Activity, Deadline};
 use crate::error::{Error, Result};
-use crate::store::BlobStore;
+use crate::store::{BlobMaker, BlobStore};
 use crate::verify::Verifier;
 
 /// Size of the pieces streamed through the channels.
@@ -125,6 +126,113 @@ impl ChunkedBody {
         });
         let activity = activity.clone();
         Body::wrap_stream(stream.inspect(move |_| activity.touch()))
+    }
+}
+
+/// A blob being made into a request body: [`made_body`].
+pub(crate) struct Made {
+    /// The body: the bytes as they are made; it fails if making them fails.
+    pub(crate) body: Body,
+    /// The maker's outcome.
+    pub(crate) done: tokio::task::JoinHandle<std::io::Result<kiln_oci::Descriptor>>,
+    /// Set when the maker stopped because the body was gone (the upload broke).
+    pub(crate) stopped: Arc<AtomicBool>,
+    /// Dropping it stops the maker at its next piece, however the body fares.
+    pub(crate) cancel: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Runs `maker` on a blocking thread into a streaming request body (of unknown length),
+/// touching `activity` for each piece sent.
+pub(crate) fn made_body(maker: Arc<dyn BlobMaker>, activity: &Activity) -> Made {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(DEPTH);
+    let (cancel, cancelled) = tokio::sync::oneshot::channel();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let handle = tokio::runtime::Handle::current();
+    let mut out = PieceWriter {
+        tx,
+        buf: BytesMut::with_capacity(PIECE),
+        cancelled,
+        handle,
+        stopped: stopped.clone(),
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let made = maker.make(&mut out).and_then(|desc| {
+            out.send_buffered()?;
+            Ok(desc)
+        });
+        if made.is_err() && !out.stopped.load(Ordering::Relaxed) {
+            // The body must fail, not end as if the blob were whole.
+            let _ = out
+                .tx
+                .blocking_send(Err(std::io::Error::other("blob not made")));
+        }
+        made
+    });
+    let activity = activity.clone();
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+            .inspect(move |_| activity.touch());
+    Made {
+        body: Body::wrap_stream(stream),
+        done,
+        stopped,
+        cancel,
+    }
+}
+
+/// A maker's output: pieces of [`PIECE`] bytes into a body's channel, from a blocking thread.
+struct PieceWriter {
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    buf: BytesMut,
+    cancelled: tokio::sync::oneshot::Receiver<()>,
+    handle: tokio::runtime::Handle,
+    stopped: Arc<AtomicBool>,
+}
+
+impl PieceWriter {
+    /// Sends what is buffered; fails once the body is gone or the upload was given up.
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "upload stopped",
+            ));
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = self.buf.split().freeze();
+        let tx = &self.tx;
+        let cancelled = &mut self.cancelled;
+        let sent = self.handle.block_on(async move {
+            let send = std::pin::pin!(tx.send(Ok(piece)));
+            match futures::future::select(send, cancelled).await {
+                futures::future::Either::Left((sent, _)) => sent.is_ok(),
+                futures::future::Either::Right(_) => false,
+            }
+        });
+        if sent {
+            return Ok(());
+        }
+        self.stopped.store(true, Ordering::Relaxed);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "upload stopped",
+        ))
+    }
+}
+
+impl Write for PieceWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIECE {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

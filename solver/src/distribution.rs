@@ -4,7 +4,9 @@
 use crate::error::{Error, Result};
 use kiln_cache::{BlobWriter, ImageRecord, Store};
 use kiln_oci::{Descriptor, Digest, Platform};
-use kiln_registry_client::{BlobSink, BlobStore, Client, PushReport, Reference};
+use kiln_registry_client::{
+    BlobMaker, BlobPush, BlobSink, BlobStore, Client, PushBlob, PushReport, Reference,
+};
 use std::io::{self, Read, Write};
 
 /// The store as the registry client's blob storage (atomic, verified writes).
@@ -114,47 +116,86 @@ pub async fn push(
     push_except(client, store, rec, target, mount_from, &[]).await
 }
 
-/// A stored image with uncompressed layers (loaded from a docker archive) as it leaves the
-/// machine: those layers compressed with the default gzip (once: the blobs are kept and the
-/// next push reuses them) and the manifest that lists them; `None` when every layer is
-/// compressed already or its blob is not here.
-fn compressed_for_push(store: &Store, rec: &ImageRecord) -> Result<Option<(ImageRecord, Vec<u8>)>> {
-    use kiln_cache::layer::media_compression;
-    let plain = |d: &Descriptor| {
-        media_compression(&d.media_type) == Some(kiln_oci::Compression::None)
-            && store.has_blob(&d.digest)
-    };
-    if !rec.manifest.layers.iter().any(plain) {
-        return Ok(None);
+/// A layer stored uncompressed (loaded from a docker archive, or imported) as it leaves the
+/// machine: compressed with the default gzip while it uploads, the blob kept and recorded as
+/// [`Store::layer_as`] keeps it, so the next push or export reuses it.
+struct Compressing {
+    store: Store,
+    layer: kiln_cache::LayerInfo,
+    /// The layer's descriptor in the manifest.
+    stored: Descriptor,
+    /// The manifest is docker's: the blob gets docker's gzip layer media type.
+    docker: bool,
+}
+
+impl Compressing {
+    fn descriptor(&self, gz: kiln_cache::LayerInfo) -> Descriptor {
+        Descriptor {
+            media_type: if self.docker {
+                kiln_oci::media_type::DOCKER_LAYER_GZIP.to_owned()
+            } else {
+                gz.media_type
+            },
+            digest: gz.digest,
+            size: gz.size,
+            ..self.stored.clone()
+        }
     }
-    let docker = rec.manifest_media_type == kiln_oci::media_type::DOCKER_MANIFEST;
-    let mut out = rec.clone();
-    for d in out.manifest.layers.iter_mut().filter(|d| plain(d)) {
-        let Some(diff_id) = store.diff_id_for_blob(&d.digest)? else {
-            continue;
-        };
-        let layer = kiln_cache::LayerInfo {
+}
+
+impl BlobMaker for Compressing {
+    fn name(&self) -> String {
+        format!("layer {} as gzip", self.layer.digest)
+    }
+    fn make(&self, out: &mut dyn Write) -> io::Result<Descriptor> {
+        let gz = self
+            .store
+            .layer_as_teed(&self.layer, kiln_cache::Encoding::GZIP, out)
+            .map_err(io::Error::other)?;
+        tracing::debug!(from = %self.layer.digest, to = %gz.digest, "layer compressed while it uploaded");
+        Ok(self.descriptor(gz))
+    }
+    fn made(&self) -> io::Result<Option<Descriptor>> {
+        let gz = self
+            .store
+            .layer_variant(&self.layer, kiln_cache::Encoding::GZIP)
+            .map_err(io::Error::other)?;
+        Ok(gz.map(|gz| self.descriptor(gz)))
+    }
+}
+
+/// How a manifest layer goes out: as stored, as the gzip variant kept from an earlier push,
+/// or compressed while it uploads (stored uncompressed, with no variant yet).
+fn layer_push(store: &Store, d: &Descriptor, docker: bool) -> Result<PushBlob> {
+    use kiln_cache::layer::media_compression;
+    if media_compression(&d.media_type) != Some(kiln_oci::Compression::None)
+        || !store.has_blob(&d.digest)
+    {
+        return Ok(PushBlob::Stored(d.clone()));
+    }
+    let Some(diff_id) = store.diff_id_for_blob(&d.digest)? else {
+        return Ok(PushBlob::Stored(d.clone()));
+    };
+    let compressing = Compressing {
+        store: store.clone(),
+        layer: kiln_cache::LayerInfo {
             diff_id,
             digest: d.digest.clone(),
             size: d.size,
             media_type: d.media_type.clone(),
-        };
-        let gz = store.layer_as(&layer, kiln_cache::Encoding::GZIP)?;
-        d.digest = gz.digest;
-        d.size = gz.size;
-        d.media_type = if docker {
-            kiln_oci::media_type::DOCKER_LAYER_GZIP.to_owned()
-        } else {
-            gz.media_type
-        };
-    }
-    let value = serde_json::to_value(&out.manifest).map_err(|e| Error::other("manifest", e))?;
-    let bytes = kiln_oci::canonical_json(&value).map_err(|e| Error::other("manifest", e))?;
-    out.manifest_digest = kiln_oci::sha256(&bytes);
-    Ok(Some((out, bytes)))
+        },
+        stored: d.clone(),
+        docker,
+    };
+    Ok(match compressing.made().map_err(|e| Error::other("layer", e))? {
+        Some(kept) => PushBlob::Stored(kept),
+        None => PushBlob::Made(std::sync::Arc::new(compressing)),
+    })
 }
 
-/// [`push`], leaving out the layers in `placed` (already in the target repository).
+/// [`push`], leaving out the layers in `placed` (already in the target repository). Layers
+/// stored uncompressed go out as gzip (see [`layer_push`]); the manifest, which lists the
+/// compressed digests, is built once every blob is in and pushed last.
 pub async fn push_except(
     client: &Client,
     store: &Store,
@@ -163,28 +204,47 @@ pub async fn push_except(
     mount_from: &[Reference],
     placed: &[&Digest],
 ) -> Result<PushReport> {
-    let compressed = compressed_for_push(store, rec)?;
-    let (rec, bytes) = match &compressed {
-        Some((rec, bytes)) => (rec, bytes.clone()),
-        None => (rec, store.manifest_bytes(rec)?),
-    };
-    let mut blobs: Vec<Descriptor> = vec![rec.manifest.config.clone()];
-    blobs.extend(
-        rec.manifest
-            .layers
-            .iter()
-            .filter(|d| !placed.contains(&&d.digest))
-            .cloned(),
-    );
-    client
-        .push_image(
-            target,
-            &bytes,
-            &rec.manifest_media_type,
-            &blobs,
-            &StoreBlobs(store.clone()),
-            mount_from,
-        )
+    let what = || format!("push {}", target.familiar());
+    let docker = rec.manifest_media_type == kiln_oci::media_type::DOCKER_MANIFEST;
+    let mut blobs = vec![PushBlob::Stored(rec.manifest.config.clone())];
+    // Manifest index of each pushed layer.
+    let mut pushed_layers = Vec::new();
+    for (i, d) in rec.manifest.layers.iter().enumerate() {
+        if placed.contains(&&d.digest) {
+            continue;
+        }
+        blobs.push(layer_push(store, d, docker)?);
+        pushed_layers.push(i);
+    }
+    let pushed = client
+        .push_blobs(target, &blobs, &StoreBlobs(store.clone()), mount_from, None)
         .await
-        .map_err(|e| Error::other(format!("push {}", target.familiar()), e))
+        .map_err(|e| Error::other(what(), e))?;
+    let mut manifest = rec.manifest.clone();
+    for (i, p) in pushed_layers.iter().zip(&pushed[1..]) {
+        let layer = &mut manifest.layers[*i];
+        layer.media_type = p.descriptor.media_type.clone();
+        layer.digest = p.descriptor.digest.clone();
+        layer.size = p.descriptor.size;
+    }
+    let bytes = if manifest.layers == rec.manifest.layers {
+        store.manifest_bytes(rec)?
+    } else {
+        let value = serde_json::to_value(&manifest).map_err(|e| Error::other("manifest", e))?;
+        kiln_oci::canonical_json(&value).map_err(|e| Error::other("manifest", e))?
+    };
+    let digest = client
+        .put_manifest(target, &bytes, &rec.manifest_media_type)
+        .await
+        .map_err(|e| Error::other(what(), e))?;
+    let count = |k| pushed.iter().filter(|p| p.outcome == k).count();
+    let report = PushReport {
+        digest,
+        uploaded: count(BlobPush::Uploaded),
+        skipped: count(BlobPush::Existed),
+        mounted: count(BlobPush::Mounted),
+        made: pushed.iter().filter(|p| p.made).count(),
+    };
+    tracing::info!(digest = %report.digest, report.uploaded, report.made, report.skipped, report.mounted, "pushed");
+    Ok(report)
 }

@@ -39,8 +39,12 @@ pub fn push(g: &Global, r: &str, quiet: bool) -> Result<()> {
     let target = reference(r)?;
     let report = host.images().push(&rec, &target)?;
     if !quiet {
+        let made = match report.made {
+            0 => String::new(),
+            n => format!(" ({n} compressed while uploading)"),
+        };
         eprintln!(
-            "pushed {}: {} blobs uploaded, {} already there, {} mounted",
+            "pushed {}: {} blobs uploaded{made}, {} already there, {} mounted",
             target.familiar(),
             report.uploaded,
             report.skipped,
