@@ -187,10 +187,12 @@ fn layer_push(store: &Store, d: &Descriptor, docker: bool) -> Result<PushBlob> {
         stored: d.clone(),
         docker,
     };
-    Ok(match compressing.made().map_err(|e| Error::other("layer", e))? {
-        Some(kept) => PushBlob::Stored(kept),
-        None => PushBlob::Made(std::sync::Arc::new(compressing)),
-    })
+    Ok(
+        match compressing.made().map_err(|e| Error::other("layer", e))? {
+            Some(kept) => PushBlob::Stored(kept),
+            None => PushBlob::Made(std::sync::Arc::new(compressing)),
+        },
+    )
 }
 
 /// [`push`], leaving out the layers in `placed` (already in the target repository). Layers

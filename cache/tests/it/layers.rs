@@ -497,7 +497,11 @@ fn a_teed_conversion_writes_the_bytes_layer_as_makes_and_keeps_them_only_when_wh
     let store = Store::open(t.path().join("store")).unwrap();
     assert_eq!(store.create_layer(&src, &plain_opts).unwrap(), plain);
     // ...a tee that breaks halfway stops the conversion: no blob, no variant.
-    let blobs = || fs_err::read_dir(t.path().join("store/blobs/sha256")).unwrap().count();
+    let blobs = || {
+        fs_err::read_dir(t.path().join("store/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
     let before = blobs();
     let mut broken = Breaks {
         got: Vec::new(),

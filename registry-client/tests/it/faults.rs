@@ -30,6 +30,8 @@ struct Reply {
     stall_at: Option<usize>,
     /// Read the request and never answer it.
     silent: bool,
+    /// Close the connection without an answer.
+    hang_up: bool,
     /// No `Content-Length`: the body ends when the connection closes.
     close_delimited: bool,
     /// Send the body in pieces of this many bytes with this pause between them.
@@ -45,6 +47,7 @@ impl Reply {
             cut_at: None,
             stall_at: None,
             silent: false,
+            hang_up: false,
             close_delimited: false,
             trickle: None,
         }
@@ -91,6 +94,9 @@ impl FaultServer {
                         log.push(req);
                         reply
                     };
+                    if reply.hang_up {
+                        return;
+                    }
                     if reply.silent {
                         // Hold the connection open; the test's runtime ends it.
                         std::future::pending::<()>().await;
@@ -167,16 +173,27 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Seen> {
     let path = first.next()?.to_owned();
     let mut len = 0usize;
     let mut authorization = None;
+    let mut chunked = false;
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
             match k.trim().to_ascii_lowercase().as_str() {
                 "content-length" => len = v.trim().parse().unwrap_or(0),
                 "authorization" => authorization = Some(v.trim().to_owned()),
+                "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
                 _ => {}
             }
         }
     }
     let mut body = buf[head_end..].to_vec();
+    if chunked {
+        let body = read_chunked(sock, body).await?;
+        return Some(Seen {
+            method,
+            path,
+            authorization,
+            body,
+        });
+    }
     while body.len() < len {
         let n = sock.read(&mut tmp).await.ok()?;
         if n == 0 {
@@ -190,6 +207,49 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Seen> {
         authorization,
         body,
     })
+}
+
+/// Most of a chunked request body the server reads; past it, it stops reading (and the
+/// handler sees the bytes so far).
+const CHUNKED_CAP: usize = 1 << 20;
+
+/// Decodes a chunked request body whose first bytes are `raw`, up to [`CHUNKED_CAP`].
+async fn read_chunked(sock: &mut tokio::net::TcpStream, mut raw: Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut tmp = [0u8; 8192];
+    loop {
+        // The next chunk's size line.
+        let line_end = loop {
+            if let Some(i) = raw.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            let n = sock.read(&mut tmp).await.ok()?;
+            if n == 0 {
+                return Some(body);
+            }
+            raw.extend_from_slice(&tmp[..n]);
+        };
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw.drain(..line_end + 2);
+        while raw.len() < size + 2 {
+            if body.len() + raw.len() >= CHUNKED_CAP {
+                body.extend_from_slice(&raw);
+                return Some(body);
+            }
+            let n = sock.read(&mut tmp).await.ok()?;
+            if n == 0 {
+                body.extend_from_slice(&raw);
+                return Some(body);
+            }
+            raw.extend_from_slice(&tmp[..n]);
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw.drain(..size + 2);
+        if size == 0 {
+            return Some(body);
+        }
+    }
 }
 
 fn fast_client(max_attempts: u32) -> Client {
@@ -921,4 +981,92 @@ async fn manifests_are_limited_and_checked_against_their_index_entry() {
         let msg = text(&got);
         assert!(msg.contains(want), "{msg}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_blob_cut_off_mid_stream_is_made_again_and_nothing_half_made_is_kept() {
+    // More than the body's channel and the sockets' buffers hold: the maker cannot be done
+    // when the registry hangs up.
+    let maker = crate::support::TestMaker::new(crate::support::noise(40 << 20));
+    let server = FaultServer::start(move |req, earlier| match req.method.as_str() {
+        "POST" => {
+            let n = count(earlier, "POST", "/v2/app/blobs/uploads/");
+            Reply::new(202).header("Location", &format!("/v2/app/blobs/uploads/s{n}"))
+        }
+        // The registry goes away in the middle of the stream.
+        "PATCH" => Reply {
+            hang_up: true,
+            ..Reply::new(500)
+        },
+        _ => Reply::new(400),
+    })
+    .await;
+    let target: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let blobs = [kiln_registry_client::PushBlob::Made(maker.clone())];
+    let err = fast_client(3)
+        .push_blobs(&target, &blobs, &maker.store, &[], None)
+        .await
+        .err()
+        .or_die_opt();
+    assert!(matches!(err, Error::Http { .. }), "{err:?}");
+    assert!(err.to_string().contains("PATCH"), "{err}");
+    let seen = server.seen();
+    assert_eq!(
+        count(&seen, "PATCH", "/v2/app/blobs/uploads/"),
+        3,
+        "{:?}",
+        server.lines()
+    );
+    assert!(
+        seen.iter().all(|s| s.method != "PUT"),
+        "{:?}",
+        server.lines()
+    );
+    // Each attempt made the blob again, and none of them kept anything.
+    assert_eq!(maker.runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(!maker.store.has_blob(&maker.descriptor().digest));
+    assert_eq!(maker.store.staged(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_blob_whose_close_failed_is_retried_from_the_store() {
+    let maker = crate::support::TestMaker::new(crate::support::noise(600_000));
+    let want = maker.data.clone();
+    let server = FaultServer::start(move |req, earlier| match req.method.as_str() {
+        "POST" => {
+            let n = count(earlier, "POST", "/v2/app/blobs/uploads/");
+            Reply::new(202).header("Location", &format!("/v2/app/blobs/uploads/s{n}"))
+        }
+        "PATCH" => {
+            assert_eq!(req.body, want, "the stream carries the whole blob");
+            Reply::new(202).header("Location", &req.path)
+        }
+        "PUT" if req.path.starts_with("/v2/app/blobs/uploads/s0") => Reply::new(503),
+        "PUT" => {
+            assert_eq!(req.body, want, "the retry sends the kept blob");
+            Reply::new(201)
+        }
+        _ => Reply::new(400),
+    })
+    .await;
+    let target: Reference = format!("{}/app:v1", server.host()).parse().or_die("ref");
+    let blobs = [kiln_registry_client::PushBlob::Made(maker.clone())];
+    let pushed = fast_client(3)
+        .push_blobs(&target, &blobs, &maker.store, &[], None)
+        .await
+        .or_die("push");
+    let desc = maker.descriptor();
+    assert_eq!(pushed[0].descriptor, desc);
+    assert_eq!(maker.runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let digest = desc.digest.to_string().replace(':', "%3A");
+    assert_eq!(
+        server.lines(),
+        vec![
+            "POST /v2/app/blobs/uploads/".to_owned(),
+            "PATCH /v2/app/blobs/uploads/s0".to_owned(),
+            format!("PUT /v2/app/blobs/uploads/s0?digest={digest}"),
+            "POST /v2/app/blobs/uploads/".to_owned(),
+            format!("PUT /v2/app/blobs/uploads/s1?digest={digest}"),
+        ]
+    );
 }

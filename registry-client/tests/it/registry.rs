@@ -9,7 +9,9 @@ use kiln_registry_client::{
     login, logout,
 };
 
-use crate::support::{DirStore, OrDie, Registry, TestImage, build_image, require, tar_layer};
+use crate::support::{
+    DirStore, OrDie, OrDieOpt, Registry, TestImage, build_image, require, tar_layer,
+};
 
 fn client() -> Client {
     Client::new(ClientOptions::default()).or_die("client")
@@ -568,4 +570,76 @@ async fn docker_schema2_and_manifest_lists() {
             .or_die("head missing"),
         None
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_made_while_it_uploads_streams_in_one_patch_and_closes_with_its_digest() {
+    let reg = Registry::start();
+    let c = client();
+    let target = reference(&reg, "kiln/made:v1");
+    // Larger than the monolithic limit and several pieces: its length is not known up front.
+    let maker = crate::support::TestMaker::new(crate::support::noise(3 << 20 | 12345));
+    let want = maker.descriptor();
+    let stored = maker
+        .store
+        .put("application/octet-stream", b"a stored blob alongside");
+    let blobs = [
+        kiln_registry_client::PushBlob::Made(maker.clone()),
+        kiln_registry_client::PushBlob::Stored(stored),
+    ];
+    let pushed = c
+        .push_blobs(&target, &blobs, &maker.store, &[], None)
+        .await
+        .or_die("push blobs");
+    assert_eq!(pushed.len(), 2);
+    assert_eq!(pushed[0].descriptor, want);
+    assert!(pushed[0].made);
+    assert_eq!(pushed[0].outcome, BlobPush::Uploaded);
+    assert!(!pushed[1].made);
+    assert_eq!(maker.runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The registry has exactly the maker's bytes under the digest given at the end.
+    let back = DirStore::new();
+    c.fetch_blob(&target, &want, &back).await.or_die("fetch");
+    assert_eq!(back.read(&want.digest), maker.data);
+    assert!(maker.store.has_blob(&want.digest), "the made blob is kept");
+    let digest = want.digest.to_string().replace(':', "%3A");
+    assert_eq!(reg.count("PATCH", "/v2/kiln/made/blobs/uploads/"), 1);
+    assert_eq!(
+        reg.count("PUT", &format!("?digest={digest}"))
+            + reg.count("PUT", &format!("&digest={digest}")),
+        1,
+        "{:?}",
+        reg.requests()
+    );
+    assert_eq!(
+        reg.count("HEAD", &want.digest.to_string()),
+        0,
+        "its digest was unknown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_blob_whose_digest_is_wrong_is_refused_by_the_registry() {
+    let reg = Registry::start();
+    let c = client();
+    let target = reference(&reg, "kiln/liar:v1");
+    let mut maker = crate::support::TestMaker::new(crate::support::noise(1 << 20));
+    let lie = kiln_oci::sha256(b"other bytes");
+    std::sync::Arc::get_mut(&mut maker).or_die_opt().claim = Some(lie.clone());
+    let blobs = [kiln_registry_client::PushBlob::Made(maker.clone())];
+    let err = c
+        .push_blobs(&target, &blobs, &maker.store, &[], None)
+        .await
+        .err()
+        .or_die_opt();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Status { status: 400, .. }), "{err:?}");
+    assert!(text.contains("DIGEST_INVALID"), "{text}");
+    assert!(text.contains("PUT"), "{text}");
+    assert_eq!(
+        maker.runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a refused digest is not retried"
+    );
+    assert!(!c.has_blob(&target, &lie).await.or_die("head"));
 }

@@ -349,3 +349,69 @@ pub fn build_image(store: &DirStore, arch: &str, layers: &[Vec<u8>]) -> TestImag
         layers: layer_descs,
     }
 }
+
+/// A [`BlobMaker`](kiln_registry_client::BlobMaker) over a store of its own: writes `data`
+/// in 64 KiB pieces into the upload and a store sink, keeping the blob once all of it is
+/// written (as the solver's layer compressor does). `claim` is the digest it reports instead
+/// of the real one (a maker that lies).
+pub struct TestMaker {
+    pub store: DirStore,
+    pub data: Vec<u8>,
+    pub claim: Option<Digest>,
+    /// Times `make` ran.
+    pub runs: AtomicUsize,
+}
+
+impl TestMaker {
+    pub fn new(data: Vec<u8>) -> std::sync::Arc<TestMaker> {
+        std::sync::Arc::new(TestMaker {
+            store: DirStore::new(),
+            data,
+            claim: None,
+            runs: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(
+            "application/octet-stream",
+            self.data.len() as u64,
+            self.claim
+                .clone()
+                .unwrap_or_else(|| kiln_oci::sha256(&self.data)),
+        )
+    }
+}
+
+impl kiln_registry_client::BlobMaker for TestMaker {
+    fn name(&self) -> String {
+        "test blob".to_owned()
+    }
+    fn make(&self, out: &mut dyn Write) -> std::io::Result<Descriptor> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let mut sink = self.store.begin_blob()?;
+        for piece in self.data.chunks(64 * 1024) {
+            out.write_all(piece)?;
+            sink.write_all(piece)?;
+        }
+        sink.commit(&kiln_oci::sha256(&self.data))?;
+        Ok(self.descriptor())
+    }
+    fn made(&self) -> std::io::Result<Option<Descriptor>> {
+        let desc = self.descriptor();
+        Ok(self.store.has_blob(&desc.digest).then_some(desc))
+    }
+}
+
+/// `n` bytes that do not compress.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
