@@ -13,6 +13,7 @@ mod network;
 mod networks;
 mod progress;
 mod prune;
+mod push;
 mod registry;
 mod remote_cache;
 mod run;
