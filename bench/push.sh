@@ -64,11 +64,10 @@ PY
   rm -f "$work/layer.tar"
 fi
 
-echo "| kiln | first push (ms) | second push (ms) | pushed bytes |"
-echo "|---|---:|---:|---:|"
-for kiln in "${bins[@]}"; do
-  first=(); second=(); bytes=0
-  for i in $(seq "$runs"); do
+# Runs alternate between the binaries, so a change of load on a shared machine hits each alike.
+declare -A first second bytes
+for i in $(seq "$runs"); do
+  for kiln in "${bins[@]}"; do
     export KILN_ROOT="$work/store"
     rm -rf "$KILN_ROOT"
     "$kiln" load -q -i "$work/archive.tar" >/dev/null
@@ -76,13 +75,18 @@ for kiln in "${bins[@]}"; do
     registry "$work/reg"
     sync
     t0=$(now); nice "$kiln" push -q "127.0.0.1:$port/big:plain" >/dev/null; t1=$(now)
-    first+=($(ms "$t0" "$t1"))
-    bytes=$(pushed_bytes "$work/reg")
+    first[$kiln]+=" $(ms "$t0" "$t1")"
+    bytes[$kiln]=$(pushed_bytes "$work/reg")
     stop_registry
     registry "$work/reg"
     t0=$(now); nice "$kiln" push -q "127.0.0.1:$port/big:plain" >/dev/null; t1=$(now)
-    second+=($(ms "$t0" "$t1"))
+    second[$kiln]+=" $(ms "$t0" "$t1")"
     stop_registry
   done
-  echo "| $kiln | $(median "${first[@]}") | $(median "${second[@]}") | $bytes |"
+done
+echo "| kiln | first push (ms) | second push (ms) | pushed bytes |"
+echo "|---|---:|---:|---:|"
+for kiln in "${bins[@]}"; do
+  # shellcheck disable=SC2086
+  echo "| $kiln | $(median ${first[$kiln]}) | $(median ${second[$kiln]}) | ${bytes[$kiln]} |"
 done

@@ -103,6 +103,17 @@ struct Tee<'a> {
     tee: Option<&'a mut dyn Write>,
 }
 
+impl Tee<'_> {
+    /// The blob's last byte is written: flushes the second writer (a streamed upload ends
+    /// its body there, while the blob is made durable) and hands back the blob writer.
+    fn end(self) -> io::Result<crate::store::BlobWriter> {
+        if let Some(t) = self.tee {
+            t.flush()?;
+        }
+        Ok(self.blob)
+    }
+}
+
 impl Write for Tee<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(t) = self.tee.as_mut() {
@@ -112,10 +123,8 @@ impl Write for Tee<'_> {
         Ok(buf.len())
     }
 
+    /// The blob writer only: the second writer is flushed once, at the end ([`Tee::end`]).
     fn flush(&mut self) -> io::Result<()> {
-        if let Some(t) = self.tee.as_mut() {
-            t.flush()?;
-        }
         self.blob.flush()
     }
 }
@@ -774,9 +783,10 @@ impl Store {
 
     /// [`Store::layer_as`] for a layer that is not encoded with `enc`, every byte of the blob
     /// also written to `tee` as it is made (a push streams them to the registry while the
-    /// layer compresses). The blob is kept and recorded as `layer_as` keeps it, once all of
-    /// it is written; a failed write to `tee` stops the conversion and stores nothing. A
-    /// variant made meanwhile (by another push) is copied to `tee` as it is.
+    /// layer compresses), and `tee` flushed once, after the last byte, before the blob is made
+    /// durable. The blob is kept and recorded as `layer_as` keeps it, once all of it is
+    /// written; a failed write to `tee` stops the conversion and stores nothing. A variant
+    /// made meanwhile (by another push) is copied to `tee` as it is.
     pub fn layer_as_teed(
         &self,
         layer: &LayerInfo,
@@ -785,6 +795,7 @@ impl Store {
     ) -> Result<LayerInfo> {
         if let Some(info) = self.layer_variant(layer, enc)? {
             io::copy(&mut self.open_blob(&info.digest)?, tee)?;
+            tee.flush()?;
             return Ok(info);
         }
         self.convert_layer(layer, enc, Some(tee))
@@ -808,14 +819,14 @@ impl Store {
             let mut bw = HashWriter::new(out);
             io::copy(&mut tar, &mut bw)?;
             let (out, diff_id, _) = bw.finish();
-            let (digest, size) = out.blob.commit(None)?;
+            let (digest, size) = out.end()?.commit(None)?;
             (diff_id, digest, size)
         } else {
             let enc_w = Encoder::new(out, enc)?;
             let mut diff = HashWriter::new(FixedBlocks::new(enc_w));
             io::copy(&mut tar, &mut diff)?;
             let (blocks, diff_id, _) = diff.finish();
-            let (digest, size) = blocks.finish()?.finish()?.blob.commit(None)?;
+            let (digest, size) = blocks.finish()?.finish()?.end()?.commit(None)?;
             (diff_id, digest, size)
         };
         if diff_id != layer.diff_id {

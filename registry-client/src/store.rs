@@ -27,8 +27,10 @@ pub trait BlobMaker: Send + Sync {
     /// What is made, for messages (e.g. the source layer's digest).
     fn name(&self) -> String;
     /// Writes the blob's bytes into `out` as they are made, on a blocking thread, keeping
-    /// the blob in the store too; returns its descriptor once the store has it. A failed
-    /// write to `out` must stop it and keep nothing.
+    /// the blob in the store too; returns its descriptor once the store has it. `out` is
+    /// flushed once, after the last byte: that ends the upload's body (making the blob
+    /// durable may follow, overlapping the registry's answer). A failed write to `out` must
+    /// stop it and keep nothing.
     fn make(&self, out: &mut dyn std::io::Write) -> std::io::Result<kiln_oci::Descriptor>;
     /// The blob an earlier [`make`](Self::make) kept, if one did (a retry uploads it from
     /// the store instead of making it again).

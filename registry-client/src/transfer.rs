@@ -149,7 +149,7 @@ pub(crate) fn made_body(maker: Arc<dyn BlobMaker>, activity: &Activity) -> Made 
     let stopped = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
     let mut out = PieceWriter {
-        tx,
+        tx: Some(tx),
         buf: BytesMut::with_capacity(PIECE),
         cancelled,
         handle,
@@ -157,14 +157,16 @@ pub(crate) fn made_body(maker: Arc<dyn BlobMaker>, activity: &Activity) -> Made 
     };
     let done = tokio::task::spawn_blocking(move || {
         let made = maker.make(&mut out).and_then(|desc| {
-            out.send_buffered()?;
+            // A maker that did not flush ends the body now.
+            out.end()?;
             Ok(desc)
         });
-        if made.is_err() && !out.stopped.load(Ordering::Relaxed) {
+        if made.is_err()
+            && !out.stopped.load(Ordering::Relaxed)
+            && let Some(tx) = out.tx.take()
+        {
             // The body must fail, not end as if the blob were whole.
-            let _ = out
-                .tx
-                .blocking_send(Err(std::io::Error::other("blob not made")));
+            let _ = tx.blocking_send(Err(std::io::Error::other("blob not made")));
         }
         made
     });
@@ -181,8 +183,10 @@ pub(crate) fn made_body(maker: Arc<dyn BlobMaker>, activity: &Activity) -> Made 
 }
 
 /// A maker's output: pieces of [`PIECE`] bytes into a body's channel, from a blocking thread.
+/// A flush sends the rest and ends the body (see [`BlobMaker::make`]).
 struct PieceWriter {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    /// `None` once the body ended.
+    tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
     buf: BytesMut,
     cancelled: tokio::sync::oneshot::Receiver<()>,
     handle: tokio::runtime::Handle,
@@ -193,16 +197,15 @@ impl PieceWriter {
     /// Sends what is buffered; fails once the body is gone or the upload was given up.
     fn send_buffered(&mut self) -> std::io::Result<()> {
         if self.stopped.load(Ordering::Relaxed) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "upload stopped",
-            ));
+            return Err(upload_stopped());
         }
         if self.buf.is_empty() {
             return Ok(());
         }
+        let Some(tx) = &self.tx else {
+            return Err(std::io::Error::other("blob written past its end"));
+        };
         let piece = self.buf.split().freeze();
-        let tx = &self.tx;
         let cancelled = &mut self.cancelled;
         let sent = self.handle.block_on(async move {
             let send = std::pin::pin!(tx.send(Ok(piece)));
@@ -215,11 +218,21 @@ impl PieceWriter {
             return Ok(());
         }
         self.stopped.store(true, Ordering::Relaxed);
-        Err(std::io::Error::new(
-            std::io::ErrorKind::BrokenPipe,
-            "upload stopped",
-        ))
+        Err(upload_stopped())
     }
+
+    /// Sends the rest and ends the body (once).
+    fn end(&mut self) -> std::io::Result<()> {
+        if self.tx.is_some() {
+            self.send_buffered()?;
+            self.tx = None;
+        }
+        Ok(())
+    }
+}
+
+fn upload_stopped() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped")
 }
 
 impl Write for PieceWriter {
@@ -232,7 +245,7 @@ impl Write for PieceWriter {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.end()
     }
 }
 
