@@ -321,7 +321,7 @@ fn a_stack_over_a_stack_is_flattened_into_one_delta_with_the_same_tree() {
     };
     rustix::fs::utimensat(
         rustix::fs::CWD,
-        &d1.join("n1"),
+        d1.join("n1"),
         &old,
         rustix::fs::AtFlags::empty(),
     )
