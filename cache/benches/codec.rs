@@ -5,8 +5,13 @@
 //! the CPU time of the row (user + system, every thread) with the rate that time allows when
 //! the row has every core to itself: on a machine shared with other work the wall-clock rate
 //! says how busy the machine was, the CPU time what the encoding costs.
+//! `KILN_BENCH_ENCODINGS=zstd,default` runs only the rows whose names start so;
+//! `KILN_BENCH_RUNS=N` prints each row N times.
 
 use std::time::Instant;
+
+use kiln_cache::Encoding;
+use kiln_cache::codec::compress;
 
 /// User + system CPU seconds of this process so far, every thread (ended ones included).
 fn cpu_secs() -> f64 {
@@ -19,26 +24,32 @@ fn cpu_secs() -> f64 {
     ticks as f64 / 100.0
 }
 
-/// One row: bytes, ratio, wall MB/s, CPU seconds, and MB/s if that CPU time were spread over
-/// all `cores` with nothing else running.
-fn row(name: &str, out: usize, tar: usize, secs: f64, cpu: f64, cores: f64) {
-    let mb = tar as f64 / 1e6;
+/// Runs `f` on the tar and prints its row: bytes, ratio, wall MB/s, CPU seconds, and MB/s if
+/// that CPU time were spread over all `cores` with nothing else running.
+fn row(name: &str, tar: &[u8], cores: f64, f: impl Fn(&[u8]) -> Vec<u8>) {
+    let (start, cpu) = (Instant::now(), cpu_secs());
+    let out = f(tar);
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let mb = tar.len() as f64 / 1e6;
     println!(
-        "| {name} | {out} | {:.3} | {:.0} | {cpu:.2} | {:.0} |",
-        out as f64 / tar as f64,
+        "| {name} | {} | {:.3} | {:.0} | {cpu:.2} | {:.0} |",
+        out.len(),
+        out.len() as f64 / tar.len() as f64,
         mb / secs,
         mb * cores / cpu,
     );
 }
-
-use kiln_cache::Encoding;
-use kiln_cache::codec::compress;
 
 fn main() {
     let path = std::env::var("KILN_BENCH_TAR").expect("KILN_BENCH_TAR=FILE (a tar)");
     let tar = fs_err::read(&path).expect("read the tar");
     let mb = tar.len() as f64 / 1e6;
     let only = std::env::var("KILN_BENCH_ENCODINGS").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.starts_with(o));
+    let runs: usize = std::env::var("KILN_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let all = [
         ("gzip-parallel-1", Encoding::GzipParallel { level: 1 }),
         ("gzip-parallel-6", Encoding::GzipParallel { level: 6 }),
@@ -54,24 +65,27 @@ fn main() {
     println!("| encoding | bytes | ratio | MB/s | CPU s | CPU-bound MB/s |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, enc) in all {
-        if !only.is_empty() && !only.split(',').any(|o| name.starts_with(o)) {
+        if !wanted(name) {
             continue;
         }
-        let (start, cpu) = (Instant::now(), cpu_secs());
-        let out = compress(&mut &tar[..], Vec::with_capacity(tar.len()), enc).unwrap();
-        let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_secs() - cpu);
-        row(name, out.len(), tar.len(), secs, cpu, cores);
+        for _ in 0..runs {
+            row(name, &tar, cores, |tar| {
+                compress(&mut &tar[..], Vec::with_capacity(tar.len()), enc).unwrap()
+            });
+        }
     }
     // kiln's zstd before frames: one libzstd stream, multithreaded with 2 workers.
-    if only.is_empty() || only.split(',').any(|o| "zstd-3 one stream".starts_with(o)) {
-        use std::io::Write;
-        let (start, cpu) = (Instant::now(), cpu_secs());
-        let mut e = zstd::stream::write::Encoder::new(Vec::with_capacity(tar.len()), 3).unwrap();
-        e.multithread(2).unwrap();
-        e.write_all(&tar).unwrap();
-        let out = e.finish().unwrap();
-        let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_secs() - cpu);
-        let name = "zstd-3 one stream, 2 workers";
-        row(name, out.len(), tar.len(), secs, cpu, cores);
+    let name = "zstd-3 one stream, 2 workers";
+    if wanted(name) {
+        for _ in 0..runs {
+            row(name, &tar, cores, |tar| {
+                use std::io::Write;
+                let mut e =
+                    zstd::stream::write::Encoder::new(Vec::with_capacity(tar.len()), 3).unwrap();
+                e.multithread(2).unwrap();
+                e.write_all(tar).unwrap();
+                e.finish().unwrap()
+            });
+        }
     }
 }
