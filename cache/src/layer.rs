@@ -10,7 +10,7 @@ use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use kiln_oci::{Compression, Digest};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Encoder, FixedBlocks, MemberCache};
+use crate::codec::{Encoder, FixedBlocks, MemberCache, Offload};
 use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS};
@@ -663,6 +663,7 @@ impl Store {
     }
 
     fn create_layer_of(&self, dirs: &[&Path], opts: &LayerOptions) -> Result<(LayerInfo, u64)> {
+        tracing::debug!(dir = ?dirs.last(), layers = dirs.len(), "layer: writing");
         let whiteouts;
         let tar_opts = TarOptions {
             mtime_clamp: opts.mtime_clamp,
@@ -689,12 +690,27 @@ impl Store {
                 )),
                 _ => None,
             };
-            let enc =
-                Encoder::with_members(bw, opts.compression, members.as_ref().map(|m| m.0.clone()))?;
-            let mut diff = HashWriter::new(FixedBlocks::new(enc));
-            whiteouts = write_tar_counted(dirs, &tar_opts, &mut diff)?;
-            let (blocks, diff_id, _) = diff.finish();
-            let bw = blocks.finish()?.finish()?;
+            // The blob is hashed and written on a thread of its own; a parallel encoder hashes
+            // the tar on another (beside its compressing workers), leaving this thread the
+            // walk of the tree.
+            let mut enc = Encoder::with_members(
+                Offload::new(bw),
+                opts.compression,
+                members.as_ref().map(|m| m.0.clone()),
+            )?;
+            let (bw, diff_id) = if enc.hash_input() {
+                // Its blocks are cut by content or by size, never by how writes come.
+                whiteouts = write_tar_counted(dirs, &tar_opts, &mut enc)?;
+                let (out, hashed) = enc.finish_hashed()?;
+                let (diff_id, _) =
+                    hashed.ok_or_else(|| Error::Io(io::Error::other("no diffID")))?;
+                (out.finish()?, diff_id)
+            } else {
+                let mut diff = HashWriter::new(FixedBlocks::new(enc));
+                whiteouts = write_tar_counted(dirs, &tar_opts, &mut diff)?;
+                let (blocks, diff_id, _) = diff.finish();
+                (blocks.finish()?.finish()?.finish()?, diff_id)
+            };
             let (digest, size) = bw.commit(None)?;
             if let Some((m, zstd, level)) = &members {
                 m.record(*zstd, *level, &digest)?;

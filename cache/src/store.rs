@@ -251,6 +251,28 @@ impl Store {
         })
     }
 
+    /// Writes `put` and removes `remove` in a generic small table, in one transaction.
+    pub fn kv_update(
+        &self,
+        table: &str,
+        put: &[(String, Vec<u8>)],
+        remove: &[String],
+    ) -> Result<()> {
+        if put.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        self.index().write(|txn| {
+            let mut t = txn.open_table(KV)?;
+            for (key, value) in put {
+                t.insert(format!("{table}\0{key}").as_str(), value.as_slice())?;
+            }
+            for key in remove {
+                t.remove(format!("{table}\0{key}").as_str())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Removes from a generic small table; returns whether the key existed.
     pub fn kv_remove(&self, table: &str, key: &str) -> Result<bool> {
         let k = format!("{table}\0{key}");

@@ -248,3 +248,38 @@ fn a_stacked_layer_is_the_tar_of_its_merged_tree_and_its_snapshot_mounts_so() {
     assert_eq!(fs_err::read(mnt.join("b/deep/x")).unwrap(), b"x");
     g.unmount().unwrap();
 }
+
+#[test]
+fn snapshot_sizes_are_walked_once_and_follow_snapshots_made_and_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let d = t.path().join("d");
+    for i in 0..50 {
+        file(&d, &format!("dir{}/f{i}", i % 5), &vec![b'x'; 10_000]);
+    }
+    let l = s.create_layer(&d, &LayerOptions::default()).unwrap();
+    let empty = s.disk_usage().unwrap().snapshot_bytes;
+    let snap = s.prepare_snapshot(std::slice::from_ref(&l)).unwrap();
+    let walked = kiln_cache::prune::du(&t.path().join("s/snapshots"));
+    let first = s.disk_usage().unwrap().snapshot_bytes;
+    assert_eq!(first, walked, "the first look walks the snapshot");
+    assert!(first >= empty + 50 * 10_000, "{first}");
+    // Remembered: the same figure without walking (a file slipped into the immutable
+    // snapshot is not seen), and walked again once the snapshot is another directory.
+    fs_err::write(snap.lowerdirs[0].join("dir0/extra"), vec![b'y'; 100_000]).unwrap();
+    assert_eq!(s.disk_usage().unwrap().snapshot_bytes, first);
+    let dir = snap.lowerdirs[0].clone();
+    let moved = t.path().join("moved");
+    fs_err::rename(&dir, &moved).unwrap();
+    assert_eq!(
+        s.disk_usage().unwrap().snapshot_bytes,
+        empty,
+        "a removed snapshot counts 0"
+    );
+    assert!(
+        s.kv_list("snapshot-du").unwrap().is_empty(),
+        "and is forgotten"
+    );
+    fs_err::rename(&moved, &dir).unwrap();
+    assert!(s.disk_usage().unwrap().snapshot_bytes >= first + 100_000);
+}
