@@ -328,6 +328,56 @@ impl Store {
         Ok((images, refs, snaps))
     }
 
+    /// Disk bytes of `snapshots/`. A committed snapshot never changes (it is only ever a
+    /// read-only lower directory, then removed whole), so each one's size is walked once and
+    /// remembered (`kv` table `snapshot-du`: name → inode, ctime and bytes of its directory,
+    /// so a snapshot removed and made again is walked again); entries of removed snapshots
+    /// are dropped.
+    fn snapshots_du(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        const TABLE: &str = "snapshot-du";
+        let dir = self.root().join("snapshots");
+        let Ok(md) = fs_err::symlink_metadata(&dir) else {
+            return 0;
+        };
+        let known: HashMap<String, Vec<u8>> = self
+            .kv_list(TABLE)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut total = md.blocks() * 512;
+        let mut seen = HashSet::new();
+        let mut fresh = Vec::new();
+        for e in fs_err::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if !m.is_dir() {
+                total += m.blocks() * 512;
+                continue;
+            }
+            let tag = format!("{} {}.{}", m.ino(), m.ctime(), m.ctime_nsec());
+            let cached = known.get(&name).and_then(|v| {
+                let v = std::str::from_utf8(v).ok()?;
+                let (t, bytes) = v.rsplit_once(' ')?;
+                (t == tag).then(|| bytes.parse::<u64>().ok()).flatten()
+            });
+            let bytes = cached.unwrap_or_else(|| {
+                let b = du(&e.path());
+                fresh.push((name.clone(), format!("{tag} {b}").into_bytes()));
+                b
+            });
+            total += bytes;
+            seen.insert(name);
+        }
+        let gone: Vec<String> = known.into_keys().filter(|k| !seen.contains(k)).collect();
+        if let Err(e) = self.kv_update(TABLE, &fresh, &gone) {
+            tracing::debug!("snapshot sizes not remembered: {e}");
+        }
+        total
+    }
+
     /// What the store takes, by kind.
     pub fn disk_usage(&self) -> Result<DiskUsage> {
         let root = self.root();
@@ -358,7 +408,7 @@ impl Store {
             }
         }
         usage.cache = self.cache_entries()?;
-        usage.snapshot_bytes = du(&root.join("snapshots"));
+        usage.snapshot_bytes = self.snapshots_du();
         usage.cache_mount_bytes = du(&root.join("cache-mounts"));
         usage.debug_bytes = du(&root.join("debug"));
         usage.container_bytes = du(&root.join("containers"));

@@ -7,10 +7,12 @@
 //! whose top layer it goes over). Its directories are those of `below`'s top layer followed by
 //! `delta`, so mounting them gives the layer's tree without copying the unchanged files. A
 //! full `snapshots/HEX/` always wins over a stack; a stack whose `below` is gone is not used
-//! (the layer is unpacked from its blob instead). Stacks are at most [`MAX_STACK`] deep.
+//! (the layer is unpacked from its blob instead). A stack made over a stack is flattened:
+//! the deltas below are merged under the new one (files linked, not copied), so a stack is one
+//! delta over a full snapshot however many edits made it; [`MAX_STACK`] bounds what is read.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_oci::Digest;
 use rustix::fs::RenameFlags;
@@ -86,6 +88,23 @@ impl Store {
         };
         dirs.push(stack.join("delta"));
         Ok(Some(dirs))
+    }
+
+    /// The full snapshot at the bottom of the stack `chain`.
+    fn stack_base(&self, chain: &Digest) -> Result<Option<Digest>> {
+        let mut at = chain.clone();
+        for _ in 0..=MAX_STACK {
+            if self.snapshot_dir(&at).is_dir() {
+                return Ok(Some(at));
+            }
+            let text = match fs_err::read_to_string(self.stack_dir(&at).join("below")) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            at = crate::digest::parse_digest(text.trim())?;
+        }
+        Ok(None)
     }
 
     /// The chain IDs (hex) a kept snapshot needs besides itself: those its stack goes over.
@@ -228,24 +247,35 @@ impl Store {
                 lowerdirs,
             });
         }
-        let Some(dirs) = self.layer_dirs(below)? else {
+        let Some(mut dirs) = self.layer_dirs(below)? else {
             return Err(Error::invalid(
                 "snapshot",
                 format!("stacked snapshot {c}: {below} is missing"),
             ));
         };
-        if dirs.len() >= MAX_STACK {
-            return Err(Error::invalid(
-                "snapshot",
-                format!("stacked snapshot {c}: {below} is {} deep", dirs.len()),
-            ));
-        }
         let tmp = tempfile::Builder::new()
             .prefix("stack-")
             .tempdir_in(self.tmp_dir())?;
         fs_err::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-        fs_err::write(tmp.path().join("below"), format!("{below}\n"))?;
         fs_err::rename(delta, tmp.path().join("delta"))?;
+        // A stack over a stack is flattened: the deltas below are merged under the new one
+        // (what a higher delta has wins, as in the overlay), so that every stack is one delta
+        // over a full snapshot however many edits it took.
+        let mut below = below.clone();
+        if dirs.len() > 1 {
+            let base = self.stack_base(&below)?.ok_or_else(|| {
+                Error::invalid(
+                    "snapshot",
+                    format!("stacked snapshot {c}: {below} has no base"),
+                )
+            })?;
+            for older in dirs[1..].iter().rev() {
+                merge_under(older, &tmp.path().join("delta"))?;
+            }
+            below = base;
+            dirs.truncate(1);
+        }
+        fs_err::write(tmp.path().join("below"), format!("{below}\n"))?;
         let src = tmp.keep();
         let dest = self.stack_dir(&c);
         match rustix::fs::renameat_with(
@@ -272,4 +302,58 @@ impl Store {
             lowerdirs,
         })
     }
+}
+
+/// Merges the delta `src` under the delta `dst` (both plain trees of a stack, neither with
+/// whiteouts nor opaque directories): what `dst` has wins; a file only `src` has is linked
+/// into `dst` (the same inode: deltas are immutable, so nothing is copied; a RUN over the
+/// stack sees its link count one higher); a directory only `src` has is made with its mode,
+/// owner, extended attributes and mtime.
+fn merge_under(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for e in fs_err::read_dir(src)? {
+        let e = e?;
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let md = fs_err::symlink_metadata(&from)?;
+        let there = match fs_err::symlink_metadata(&to) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        match (md.is_dir(), there) {
+            (true, Some(t)) if t.is_dir() => merge_under(&from, &to)?,
+            (_, Some(_)) => {}
+            (false, None) => fs_err::hard_link(&from, &to)?,
+            (true, None) => {
+                fs_err::create_dir(&to)?;
+                merge_under(&from, &to)?;
+                std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()))?;
+                fs_err::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+                for (k, v) in crate::layer::read_xattrs(&from)? {
+                    if crate::layer::is_overlay_xattr(&k) {
+                        continue;
+                    }
+                    rustix::fs::lsetxattr(&to, &k[..], &v, rustix::fs::XattrFlags::empty())
+                        .map_err(|e| Error::sys("setxattr", &to, e))?;
+                }
+                let at = |s: i64, ns: i64| rustix::fs::Timespec {
+                    tv_sec: s,
+                    tv_nsec: ns as _,
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: at(md.atime(), md.atime_nsec()),
+                    last_modification: at(md.mtime(), md.mtime_nsec()),
+                };
+                rustix::fs::utimensat(
+                    rustix::fs::CWD,
+                    &to,
+                    &times,
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Error::sys("utimensat", &to, e))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -461,6 +461,21 @@ fn stacked_snapshots(k: &Kiln) -> usize {
         .count()
 }
 
+/// Whether every stacked snapshot is one delta over a full snapshot (stacks are flattened).
+fn stacks_are_flat(k: &Kiln) -> bool {
+    let snaps = k.root.path().join("snapshots");
+    fs_err::read_dir(&snaps).unwrap().all(|e| {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".stack") {
+            return true;
+        }
+        let below = fs_err::read_to_string(e.path().join("below")).unwrap();
+        let hex = below.trim().trim_start_matches("sha256:");
+        snaps.join(hex).is_dir()
+    })
+}
+
 #[test]
 fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
     if !sandbox_available() {
@@ -536,6 +551,10 @@ fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
     .unwrap();
     let third = image_id(&warm, &ctx, &[], &[]);
     assert_eq!(stacked_snapshots(&warm), 2, "copied incrementally again");
+    assert!(
+        stacks_are_flat(&warm),
+        "the stack over a stack was flattened"
+    );
     same_as_fresh(&warm, &third, "new file, mode change");
 
     // A file removed: the layer cannot be the previous one with changes over it (the
@@ -557,4 +576,62 @@ fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
         "/data/src/p3/f3",
     ]);
     assert!(out.ends_with("and another\n"), "{out}");
+}
+
+/// (reused, compressed) gzip members of the layers a build wrote, from its debug log.
+fn member_counts(stderr: &str) -> (u64, u64) {
+    let mut total = (0, 0);
+    for line in stderr.lines().filter(|l| l.contains("compressed blocks")) {
+        let field = |name: &str| -> u64 {
+            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        total.0 += field("reused");
+        total.1 += field("compressed");
+    }
+    total
+}
+
+#[test]
+fn a_run_rerun_over_a_changed_input_reuses_the_unchanged_parts_of_its_layer() {
+    if !sandbox_available() {
+        return;
+    }
+    // A RUN that writes ~12 MB of the same files every time, and one small file from an
+    // input that changes: run again, its layer is compressed again only where it changed
+    // (members found by content), and the image is the one an empty store builds.
+    let dockerfile = "FROM busybox\nCOPY version /version\nRUN mkdir /out && for i in $(seq 1 30); do seq 1 9000 | sed \"s/.*/line & of file $i, which is the same every time/\" > /out/f$i; done && cp /version /out/zz-version\n";
+    let ctx = Context::new()
+        .file("Dockerfile", dockerfile)
+        .file("version", "1\n");
+    let build = |k: &Kiln| -> (String, (u64, u64)) {
+        let mut c = k.command();
+        c.args(["build", "-q", "--network", "none"]).arg(ctx.arg());
+        c.env_remove("SOURCE_DATE_EPOCH");
+        c.env("KILN_LOG", "kiln_cache::layer=debug");
+        let out = c.output().expect("spawn kiln");
+        assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+        let id = text(&out.stdout).trim().to_string();
+        (id, member_counts(&text(&out.stderr)))
+    };
+    let warm = Kiln::with_busybox();
+    let (first, (reused, compressed)) = build(&warm);
+    assert!(compressed >= 4, "a layer of several members: {compressed}");
+    assert_eq!(reused, 0, "nothing to reuse in an empty store");
+    ctx.write("version", "2\n");
+    let (second, (reused, compressed)) = build(&warm);
+    assert_ne!(first, second);
+    assert!(
+        reused >= 3 && compressed <= 3,
+        "members reused {reused}, compressed again {compressed}"
+    );
+    let cold = Kiln::with_busybox();
+    let (fresh, (reused, _)) = build(&cold);
+    assert_eq!(reused, 0);
+    assert_eq!(second, fresh, "the same image as a fresh build's");
 }

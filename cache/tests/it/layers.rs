@@ -548,3 +548,38 @@ fn a_teed_conversion_writes_the_bytes_layer_as_makes_and_keeps_them_only_when_wh
     );
     assert_eq!(again.got, want_bytes);
 }
+
+#[test]
+fn files_read_ahead_of_the_walk_and_read_in_it_are_all_archived_in_order() {
+    // Deep directories of small files and files of a few MiB: more than the read-ahead
+    // window holds, so some files are read ahead by the readers and some in the walk.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("tree");
+    let mut want = Vec::new();
+    let mut dir = String::new();
+    for level in 0..4 {
+        dir.push_str(&format!("d{level}/"));
+        for i in 0..6 {
+            let size = if i % 2 == 0 { 3 << 20 } else { 100 + i * level };
+            let data: Vec<u8> = (0..size).map(|b| (b * 31 + i + level) as u8).collect();
+            let path = format!("{dir}f{i}");
+            file(&root, &path, &data);
+            want.push((path, data));
+        }
+    }
+    let tar = tar_bytes(&root, None);
+    let mut got = Vec::new();
+    for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        got.push((path, data));
+    }
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "every file, whole, in name order");
+}

@@ -248,3 +248,122 @@ fn a_stacked_layer_is_the_tar_of_its_merged_tree_and_its_snapshot_mounts_so() {
     assert_eq!(fs_err::read(mnt.join("b/deep/x")).unwrap(), b"x");
     g.unmount().unwrap();
 }
+
+#[test]
+fn snapshot_sizes_are_walked_once_and_follow_snapshots_made_and_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let d = t.path().join("d");
+    for i in 0..50 {
+        file(&d, &format!("dir{}/f{i}", i % 5), &vec![b'x'; 10_000]);
+    }
+    let l = s.create_layer(&d, &LayerOptions::default()).unwrap();
+    let empty = s.disk_usage().unwrap().snapshot_bytes;
+    let snap = s.prepare_snapshot(std::slice::from_ref(&l)).unwrap();
+    let walked = kiln_cache::prune::du(&t.path().join("s/snapshots"));
+    let first = s.disk_usage().unwrap().snapshot_bytes;
+    assert_eq!(first, walked, "the first look walks the snapshot");
+    assert!(first >= empty + 50 * 10_000, "{first}");
+    // Remembered: the same figure without walking (a file slipped into the immutable
+    // snapshot is not seen), and walked again once the snapshot is another directory.
+    fs_err::write(snap.lowerdirs[0].join("dir0/extra"), vec![b'y'; 100_000]).unwrap();
+    assert_eq!(s.disk_usage().unwrap().snapshot_bytes, first);
+    let dir = snap.lowerdirs[0].clone();
+    let moved = t.path().join("moved");
+    fs_err::rename(&dir, &moved).unwrap();
+    assert_eq!(
+        s.disk_usage().unwrap().snapshot_bytes,
+        empty,
+        "a removed snapshot counts 0"
+    );
+    assert!(
+        s.kv_list("snapshot-du").unwrap().is_empty(),
+        "and is forgotten"
+    );
+    fs_err::rename(&moved, &dir).unwrap();
+    assert!(s.disk_usage().unwrap().snapshot_bytes >= first + 100_000);
+}
+
+#[test]
+fn a_stack_over_a_stack_is_flattened_into_one_delta_with_the_same_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let opts = LayerOptions::default();
+    let base = s.tmp_dir().join("base");
+    file(&base, "a/keep", b"1");
+    file(&base, "a/edit", b"old");
+    file(&base, "b/x", b"x");
+    let l0 = s.create_layer(&base, &opts).unwrap();
+    let snap0 = s
+        .commit_upper_as_snapshot(&kiln_cache::Snapshot::empty(), &base, &l0)
+        .unwrap();
+    let base_chain = snap0.chain_id.clone().unwrap();
+    // Two edits, each a delta over what the one before made.
+    let d1 = s.tmp_dir().join("d1");
+    file(&d1, "a/edit", b"first edit");
+    file(&d1, "a/only-in-d1", b"d1");
+    file(&d1, "n1/new1", b"n1");
+    fs_err::set_permissions(d1.join("n1"), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::os::unix::fs::lchown(d1.join("n1"), Some(1234), Some(5678)).unwrap();
+    let old = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 1_000_000,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 1_000_000,
+            tv_nsec: 0,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        d1.join("n1"),
+        &old,
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    let mut dirs1 = s.layer_dirs(&base_chain).unwrap().unwrap();
+    dirs1.push(d1.clone());
+    let l1 = s.create_layer_stacked(&dirs1, &opts).unwrap();
+    let snap1 = s
+        .commit_stacked_snapshot(&kiln_cache::Snapshot::empty(), &d1, &l1, &base_chain)
+        .unwrap();
+    let chain1 = snap1.chain_id.clone().unwrap();
+    let d2 = s.tmp_dir().join("d2");
+    file(&d2, "a/edit", b"second edit, longer");
+    file(&d2, "n2/new2", b"n2");
+    let mut dirs2 = s.layer_dirs(&chain1).unwrap().unwrap();
+    assert_eq!(dirs2.len(), 2);
+    dirs2.push(d2.clone());
+    let l2 = s.create_layer_stacked(&dirs2, &opts).unwrap();
+    let snap2 = s
+        .commit_stacked_snapshot(&kiln_cache::Snapshot::empty(), &d2, &l2, &chain1)
+        .unwrap();
+    let chain2 = snap2.chain_id.clone().unwrap();
+    let flat = s.layer_dirs(&chain2).unwrap().unwrap();
+    assert_eq!(flat.len(), 2, "one merged delta over the base: {flat:?}");
+    assert_eq!(flat, snap2.lowerdirs);
+    // The flattened tree is the tree the layer was made of, byte for byte.
+    assert_eq!(s.create_layer_stacked(&flat, &opts).unwrap(), l2);
+    let mnt = t.path().join("mnt");
+    fs_err::create_dir_all(&mnt).unwrap();
+    let g = mount_overlay(&flat, None, &mnt).unwrap();
+    assert_eq!(
+        fs_err::read(mnt.join("a/edit")).unwrap(),
+        b"second edit, longer"
+    );
+    assert_eq!(fs_err::read(mnt.join("a/only-in-d1")).unwrap(), b"d1");
+    assert_eq!(fs_err::read(mnt.join("a/keep")).unwrap(), b"1");
+    assert_eq!(fs_err::read(mnt.join("n1/new1")).unwrap(), b"n1");
+    assert_eq!(fs_err::read(mnt.join("n2/new2")).unwrap(), b"n2");
+    g.unmount().unwrap();
+    // GC keeps only the base for it; the delta of the first edit can go.
+    s.lease("test", &[chain2.clone(), l2.digest.clone()])
+        .unwrap();
+    s.gc_with_grace(std::time::Duration::ZERO).unwrap();
+    assert_eq!(s.layer_dirs(&chain2).unwrap().unwrap(), flat);
+}

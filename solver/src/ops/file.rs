@@ -84,6 +84,7 @@ fn copy_over(
     for action in &op.actions {
         apply(store, &root, action, inputs, Some(reuse.clone()))?;
     }
+    tracing::debug!(kept = reuse.kept(), "incremental copy: sources compared");
     if reuse.lost_entries() || !reuse.worth_stacking() {
         return Ok(None);
     }

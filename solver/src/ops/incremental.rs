@@ -20,7 +20,8 @@
 //! timestamp tick would be invisible). Anything the manifest does not cover falls back to a
 //! full copy: a recorded entry the source no longer has (removing it would take a whiteout,
 //! which could hide the base's file of that name), a delta with whiteouts or opaque
-//! directories (a type change), any error, a stack [`MAX_STACK`] deep, or fewer than half of
+//! directories (a type change), any error, a stack [`MAX_STACK`] deep (stacks are flattened as
+//! they are made, so only a store of an older kiln has those), or fewer than half of
 //! the files kept (then the stack would hold on to a layer it hardly uses).
 //!
 //! What a later step sees differs in one way: a directory both the previous layer and the
