@@ -213,8 +213,6 @@ fn write_tar_counted(dirs: &[&Path], opts: &TarOptions, w: &mut dyn Write) -> Re
         links: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
         whiteouts: 0,
-        readers: Readers::new(),
-        ahead: (0, 0),
     };
     let mut fds = Vec::new();
     for dir in dirs.iter().rev() {
@@ -240,125 +238,6 @@ struct TarWriter<'a> {
     buf: Vec<u8>,
     /// Whiteouts and opaque markers written.
     whiteouts: u64,
-    /// Threads reading small files ahead of the walk.
-    readers: Readers,
-    /// Bytes and files read ahead and not yet written.
-    ahead: (u64, usize),
-}
-
-/// A regular file read ahead of the tar walk: its extended attributes and contents.
-struct ReadAhead {
-    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    data: Vec<u8>,
-}
-
-type ReadReply = std::sync::mpsc::Receiver<Result<ReadAhead>>;
-
-/// One file for [`Readers`]: `name` in the directory `dir` (at `path`), `size` bytes.
-struct ReadJob {
-    dir: std::sync::Arc<std::os::fd::OwnedFd>,
-    name: std::ffi::CString,
-    path: PathBuf,
-    size: u64,
-    reply: std::sync::mpsc::SyncSender<Result<ReadAhead>>,
-}
-
-/// Files at most this big are read ahead (bigger ones stream through the walk's buffer).
-const READ_AHEAD_MAX: u64 = 4 << 20;
-/// Files read ahead of the walk at most...
-const READ_AHEAD_FILES: usize = 64;
-/// ...and bytes.
-const READ_AHEAD_BYTES: u64 = 16 << 20;
-
-/// Threads that open, read the extended attributes of, and read whole the small files of a
-/// directory ahead of the tar walk, which then only writes them in order: the opens, reads
-/// and closes of 20,000 files leave the walk's thread (the critical path of a layer).
-struct Readers {
-    jobs: Option<std::sync::mpsc::SyncSender<ReadJob>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    pool: crate::codec::Pool,
-}
-
-impl Readers {
-    fn new() -> Readers {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 4);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<ReadJob>(READ_AHEAD_FILES);
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let pool = crate::codec::Pool::default();
-        let threads = (0..n)
-            .map(|_| {
-                let rx = rx.clone();
-                let pool = pool.clone();
-                std::thread::spawn(move || {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let _ = job.reply.send(read_ahead(&job, &pool));
-                    }
-                })
-            })
-            .collect();
-        Readers {
-            jobs: Some(tx),
-            threads,
-            pool,
-        }
-    }
-
-    fn submit(&self, job: ReadJob) -> Result<()> {
-        self.jobs
-            .as_ref()
-            .and_then(|tx| tx.send(job).ok())
-            .ok_or_else(|| Error::Io(io::Error::other("file readers stopped")))
-    }
-}
-
-impl Drop for Readers {
-    fn drop(&mut self) {
-        self.jobs = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_ahead(job: &ReadJob, pool: &crate::codec::Pool) -> Result<ReadAhead> {
-    let fd = rustix::fs::openat(
-        &*job.dir,
-        &job.name,
-        open_flags(rustix::fs::OFlags::empty()),
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Error::sys("open", &job.path, e))?;
-    let xattrs = read_xattrs_fd(&fd, &job.path)?;
-    let mut data = pool.take(job.size as usize);
-    let mut f = std::fs::File::from(fd);
-    (&mut f)
-        .take(job.size)
-        .read_to_end(&mut data)
-        .map_err(|e| {
-            Error::Io(io::Error::new(
-                e.kind(),
-                format!("{}: {e}", job.path.display()),
-            ))
-        })?;
-    if (data.len() as u64) < job.size {
-        return Err(shrank(&job.path));
-    }
-    Ok(ReadAhead { xattrs, data })
-}
-
-fn shrank(p: &Path) -> Error {
-    Error::Io(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!("{} shrank while being archived", p.display()),
-    ))
 }
 
 struct Entry<'a> {
@@ -435,16 +314,14 @@ impl TarWriter<'_> {
     /// One entry `name` of the directory `dir` (at `p`), over the same directory of lower
     /// layers `lower` (top first). Every call is relative to a directory's descriptor, so no
     /// path is walked again.
-    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         arch: &[u8],
         dir: &std::os::fd::OwnedFd,
-        lower: &[&std::os::fd::OwnedFd],
+        lower: &[std::os::fd::OwnedFd],
         name: &std::ffi::CStr,
         p: &Path,
         md: &Stat,
-        pre: Option<ReadAhead>,
     ) -> Result<()> {
         use rustix::fs::{FileType, OFlags};
         let kind = md.kind();
@@ -460,21 +337,15 @@ impl TarWriter<'_> {
             FileType::Directory => Some(OFlags::DIRECTORY),
             _ => None,
         };
-        let (fd, xattrs, pre) = match pre {
-            Some(ReadAhead { xattrs, data }) => (None, xattrs, Some(data)),
-            None => {
-                let fd = flags
-                    .map(|f| {
-                        rustix::fs::openat(dir, name, open_flags(f), rustix::fs::Mode::empty())
-                            .map_err(|e| Error::sys("open", p, e))
-                    })
-                    .transpose()?;
-                let xattrs = match &fd {
-                    Some(fd) => read_xattrs_fd(fd, p)?,
-                    None => read_xattrs(p)?,
-                };
-                (fd, xattrs, None)
-            }
+        let fd = flags
+            .map(|f| {
+                rustix::fs::openat(dir, name, open_flags(f), rustix::fs::Mode::empty())
+                    .map_err(|e| Error::sys("open", p, e))
+            })
+            .transpose()?;
+        let xattrs = match &fd {
+            Some(fd) => read_xattrs_fd(fd, p)?,
+            None => read_xattrs(p)?,
         };
         let opaque = self.opts.source == LayerSource::OverlayUpper
             && kind == FileType::Directory
@@ -540,13 +411,6 @@ impl TarWriter<'_> {
                 }
                 e.size = md.size;
                 self.header(&e)?;
-                if let Some(data) = pre {
-                    self.out.write_all(&data)?;
-                    self.readers.pool.give(data);
-                    let pad = (512 - (md.size % 512) as usize) % 512;
-                    self.out.write_all(&[0u8; 512][..pad])?;
-                    return Ok(());
-                }
                 let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
                 let mut f = std::fs::File::from(fd);
                 let mut left = md.size;
@@ -556,7 +420,10 @@ impl TarWriter<'_> {
                         Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
                     })?;
                     if n == 0 {
-                        return Err(shrank(p));
+                        return Err(Error::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{} shrank while being archived", p.display()),
+                        )));
                     }
                     self.out.write_all(&self.buf[..n])?;
                     left -= n as u64;
@@ -629,59 +496,8 @@ impl TarWriter<'_> {
                 items.insert(arch, (layer, name, p, md));
             }
         }
-        // Small regular files are read ahead by the readers, in order, a window at a time.
-        let fds: Vec<std::sync::Arc<std::os::fd::OwnedFd>> =
-            fds.into_iter().map(std::sync::Arc::new).collect();
-        let ahead = |md: &Stat| {
-            md.kind() == rustix::fs::FileType::RegularFile
-                && md.nlink <= 1
-                && md.size <= READ_AHEAD_MAX
-                && !(self.opts.source == LayerSource::OverlayUpper && md.is_whiteout())
-        };
-        let items: Vec<_> = items.into_iter().collect();
-        let wanted: Vec<usize> = (0..items.len()).filter(|i| ahead(&items[*i].1.3)).collect();
-        let mut queued: std::collections::VecDeque<(usize, u64, ReadReply)> = Default::default();
-        let mut next = 0;
-        for (i, (arch, (layer, name, p, md))) in items.iter().enumerate() {
-            // The window is the whole walk's (so a deep tree holds no more than it).
-            while let Some(&at) = wanted.get(next) {
-                let (_, (l, n, path, m)) = &items[at];
-                if self.ahead.1 >= READ_AHEAD_FILES || self.ahead.0 + m.size > READ_AHEAD_BYTES {
-                    break;
-                }
-                let (reply, rx) = std::sync::mpsc::sync_channel(1);
-                self.readers.submit(ReadJob {
-                    dir: fds[*l].clone(),
-                    name: n.clone(),
-                    path: path.clone(),
-                    size: m.size,
-                    reply,
-                })?;
-                queued.push_back((at, m.size, rx));
-                self.ahead.0 += m.size;
-                self.ahead.1 += 1;
-                next += 1;
-            }
-            let pre = match queued.front() {
-                Some((at, _, _)) if *at == i => {
-                    let (_, size, rx) = queued.pop_front().expect("front");
-                    self.ahead.0 -= size;
-                    self.ahead.1 -= 1;
-                    Some(
-                        rx.recv()
-                            .map_err(|_| Error::Io(io::Error::other("a file reader stopped")))??,
-                    )
-                }
-                _ => {
-                    // Not read ahead (the window was full): read here.
-                    if wanted.get(next) == Some(&i) {
-                        next += 1;
-                    }
-                    None
-                }
-            };
-            let lower: Vec<&std::os::fd::OwnedFd> = fds[layer + 1..].iter().map(|f| &**f).collect();
-            self.entry(arch, &fds[*layer], &lower, name, p, md, pre)?;
+        for (arch, (layer, name, p, md)) in items {
+            self.entry(&arch, &fds[layer], &fds[layer + 1..], &name, &p, &md)?;
         }
         Ok(())
     }

@@ -550,9 +550,9 @@ fn a_teed_conversion_writes_the_bytes_layer_as_makes_and_keeps_them_only_when_wh
 }
 
 #[test]
-fn files_read_ahead_of_the_walk_and_read_in_it_are_all_archived_in_order() {
-    // Deep directories of small files and files of a few MiB: more than the read-ahead
-    // window holds, so some files are read ahead by the readers and some in the walk.
+fn big_and_small_files_in_deep_directories_are_archived_whole_in_name_order() {
+    // Deep directories of small files and of files of a few MiB (several of the walk's
+    // reads each).
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("tree");
     let mut want = Vec::new();
