@@ -268,7 +268,7 @@ impl Client {
             .done
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        let (mut location, desc) = match (sent, done) {
+        let (location, desc) = match (sent, done) {
             (Ok(location), Ok(desc)) => (location, desc),
             // The maker stopped because the upload broke: the upload's error says why.
             (Err(e), Err(_)) if made.stopped.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -283,20 +283,7 @@ impl Client {
             (Err(e), Ok(_)) => return Err(e),
         };
         debug!(digest = %desc.digest, size = desc.size, "streamed");
-        location
-            .query_pairs_mut()
-            .append_pair("digest", &desc.digest.to_string());
-        let resp = self
-            .send(
-                registry,
-                &scope,
-                Method::PUT,
-                location,
-                &|r| Ok(r.header(CONTENT_LENGTH, 0)),
-                &Deadline::small(&self.opts),
-            )
-            .await?;
-        self.finish(resp).await?;
+        self.close_session(target, location, &desc.digest).await?;
         Ok(desc)
     }
 
@@ -367,20 +354,7 @@ impl Client {
                 location = location_from(&resp, &location)?;
                 offset += len;
             }
-            location
-                .query_pairs_mut()
-                .append_pair("digest", &digest.to_string());
-            let resp = self
-                .send(
-                    registry,
-                    &scope,
-                    Method::PUT,
-                    location,
-                    &|r| Ok(r.header(CONTENT_LENGTH, 0)),
-                    &Deadline::small(&self.opts),
-                )
-                .await?;
-            return self.finish(resp).await;
+            return self.close_session(target, location, digest).await;
         }
         location
             .query_pairs_mut()
@@ -598,6 +572,30 @@ enum Mount {
 }
 
 impl Client {
+    /// Ends an upload session whose bytes were all sent: `PUT ?digest=` with no body.
+    async fn close_session(
+        &self,
+        target: &Reference,
+        mut location: Url,
+        digest: &Digest,
+    ) -> Result<()> {
+        let scope = [repo_scope(&target.repository, "pull,push")];
+        location
+            .query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let resp = self
+            .send(
+                &target.registry,
+                &scope,
+                Method::PUT,
+                location,
+                &|r| Ok(r.header(CONTENT_LENGTH, 0)),
+                &Deadline::small(&self.opts),
+            )
+            .await?;
+        self.finish(resp).await
+    }
+
     /// The final PUT must answer 201 Created.
     async fn finish(&self, resp: Response) -> Result<()> {
         if resp.status() == StatusCode::CREATED {

@@ -437,14 +437,7 @@ fn uncompressed_layers_are_compressed_once_when_pushed() {
     k.ok(&["push", &other]);
     assert_eq!(raw(&other)["layers"], pushed["layers"]);
     // skopeo reads what was pushed back as a valid image (digests and diffIDs verified).
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(format!("docker://{target}"))
-        .arg(format!("oci:{}:x", dir.path().display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    crate::support::skopeo_copies(&target);
 }
 
 /// Snapshots of a store kept stacked (an incremental COPY's delta over the previous layer).

@@ -304,14 +304,7 @@ fn a_docker_archive_is_compressed_while_it_uploads_once_and_the_kept_blobs_go_ne
     assert_eq!(raw(&elsewhere)["layers"], pushed["layers"]);
 
     // skopeo reads what was pushed as a valid image (digests and diffIDs verified)...
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(format!("docker://{target}"))
-        .arg(format!("oci:{}:x", dir.path().display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    crate::support::skopeo_copies(&target);
     // ...and a pull of it into another store gives the same layers back.
     let fresh = Kiln::empty();
     fresh.ok(&["pull", &elsewhere]);

@@ -397,3 +397,16 @@ impl Drop for Runner {
         }
     }
 }
+
+/// Asserts that skopeo copies the image `target` from a plain-HTTP registry into an OCI
+/// layout (it verifies every digest and diffID on the way).
+pub fn skopeo_copies(target: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .arg(format!("oci:{}:x", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
