@@ -24,30 +24,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s%N; }
+. bench/lib.sh
 # ext4 scans past recently deleted inodes when it allocates new ones (find_inode_bit ->
 # recently_deleted): a cold build right after removing a 20,000-file store creates its files
 # many times slower. Every cold build (kiln's and BuildKit's) starts after what was removed
 # before it has been synced and has aged past that window.
 settle() { sync; sleep "${KILN_BENCH_SETTLE:-40}"; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 [ -d "$work/ctx" ] || python3 bench/gen-context.py "$work/ctx"
 printf 'FROM busybox\nCOPY . /data\n' > "$work/Dockerfile"
 edit_file=$(find "$work/ctx" -name '*.rs' | sort | sed -n 1p)
 
-registry() { # DIR: a fresh registry on $port
-  rm -rf "$1"; mkdir -p "$1"
-  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$1" "$port" > "$1.yml"
-  docker-registry serve "$1.yml" >/dev/null 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.1; done
-  echo "registry did not start" >&2; exit 1
-}
-stop_registry() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
-# bytes of the blobs a registry dir holds (what was pushed)
-pushed_bytes() { find "$1" -path '*/blobs/*' -name data -printf '%s\n' | awk '{s+=$1} END {print s}'; }
 
 # --- kiln
 declare -A K

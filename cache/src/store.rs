@@ -238,17 +238,7 @@ impl Store {
 
     /// Writes (replacing) many entries of a generic small table in one transaction.
     pub fn kv_put_many(&self, table: &str, entries: &[(String, Vec<u8>)]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        self.index().write(|txn| {
-            let mut t = txn.open_table(KV)?;
-            for (key, value) in entries {
-                let k = format!("{table}\0{key}");
-                t.insert(k.as_str(), value.as_slice())?;
-            }
-            Ok(())
-        })
+        self.kv_update(table, entries, &[])
     }
 
     /// Writes `put` and removes `remove` in a generic small table, in one transaction.

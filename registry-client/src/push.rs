@@ -13,7 +13,7 @@ use crate::deadline::{Activity, Deadline};
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::store::{BlobMaker, BlobStore};
-use crate::transfer::{ChunkedBody, made_body, store_body};
+use crate::transfer::{ChunkedBody, OnceBody, made_body, store_body};
 use crate::verify::verify_bytes;
 
 /// What happened to one blob during a push.
@@ -232,17 +232,10 @@ impl Client {
         let location = self.open_session(target).await?;
         let activity = Activity::new();
         let made = made_body(maker.clone(), &activity);
-        // The body streams once: a second build (re-authentication) restarts the upload.
-        let body = std::sync::Mutex::new(Some(made.body));
+        let body = OnceBody::new(made.body);
         let build = |r: reqwest::RequestBuilder| {
-            let taken = body.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let Some(body) = taken else {
-                return Err(Error::UploadInterrupted {
-                    url: location.to_string(),
-                });
-            };
             Ok(r.header(CONTENT_TYPE, "application/octet-stream")
-                .body(body))
+                .body(body.take(&location)?))
         };
         let deadline = Deadline::upload(&self.opts, activity);
         let sent = match self
@@ -321,21 +314,13 @@ impl Client {
             while offset < size {
                 let len = chunk_size.min(size - offset);
                 let range = format!("{offset}-{}", offset + len - 1);
-                // A chunk's body streams once: a second build (re-authentication) restarts
-                // the whole upload instead.
                 let activity = Activity::new();
-                let chunk = std::sync::Mutex::new(Some(body.next_chunk(len, &activity)));
+                let chunk = OnceBody::new(body.next_chunk(len, &activity));
                 let build = |r: reqwest::RequestBuilder| {
-                    let taken = chunk.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    let Some(chunk) = taken else {
-                        return Err(Error::UploadInterrupted {
-                            url: location.to_string(),
-                        });
-                    };
                     Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                         .header("content-range", range.as_str())
                         .header(CONTENT_LENGTH, len)
-                        .body(chunk))
+                        .body(chunk.take(&location)?))
                 };
                 let deadline = Deadline::upload(&self.opts, activity);
                 let resp = self

@@ -16,6 +16,24 @@ use crate::error::{Error, Result};
 use crate::store::{BlobMaker, BlobStore};
 use crate::verify::Verifier;
 
+/// A request body that streams once: the request builder may run again (a
+/// re-authentication), and then the upload must restart instead.
+pub(crate) struct OnceBody(std::sync::Mutex<Option<Body>>);
+
+impl OnceBody {
+    pub(crate) fn new(body: Body) -> Self {
+        OnceBody(std::sync::Mutex::new(Some(body)))
+    }
+
+    /// The body, the first time; after that an interrupted upload of `url`.
+    pub(crate) fn take(&self, url: &reqwest::Url) -> Result<Body> {
+        let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        taken.ok_or_else(|| Error::UploadInterrupted {
+            url: url.to_string(),
+        })
+    }
+}
+
 /// Size of the pieces streamed through the channels.
 const PIECE: usize = 512 * 1024;
 /// Pieces buffered between the network and the store.

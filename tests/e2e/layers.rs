@@ -404,15 +404,7 @@ fn uncompressed_layers_are_compressed_once_when_pushed() {
     k.ok(&["tag", "kiln-fixture/buildkit:1", &target]);
     let first = k.run(&["push", &target]);
     assert!(first.status.success(), "{}", text(&first.stderr));
-    let raw = |r: &str| -> Value {
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{r}"))
-            .output()
-            .expect("skopeo");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let raw = crate::support::skopeo_raw;
     let pushed = raw(&target);
     let layers = pushed["layers"].as_array().unwrap();
     assert!(!layers.is_empty());

@@ -4,12 +4,11 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::{Kiln, Registry, repo_root, sandbox_available, text};
+use crate::support::{Kiln, Registry, repo_root, sandbox_available, skopeo_raw, text};
 
 fn sha256(b: &[u8]) -> String {
     let d = sha2::Sha256::digest(b);
@@ -193,17 +192,6 @@ fn push(k: &Kiln, target: &str) -> (bool, String) {
     (out.status.success(), text(&out.stderr))
 }
 
-/// `skopeo inspect --raw` of a pushed manifest.
-fn raw(r: &str) -> Value {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{r}"))
-        .output()
-        .expect("skopeo");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn a_docker_archive_is_compressed_while_it_uploads_once_and_the_kept_blobs_go_next_time() {
     if !sandbox_available() {
@@ -273,7 +261,7 @@ fn a_docker_archive_is_compressed_while_it_uploads_once_and_the_kept_blobs_go_ne
         })
         .collect();
     assert_eq!(made.len(), 2, "{err}");
-    let pushed = raw(&target);
+    let pushed = skopeo_raw(&target);
     let pushed_layers = pushed["layers"].as_array().unwrap();
     assert_eq!(pushed_layers.len(), 2);
     for l in pushed_layers {
@@ -301,7 +289,7 @@ fn a_docker_archive_is_compressed_while_it_uploads_once_and_the_kept_blobs_go_ne
     assert!(err.contains("3 blobs uploaded, "), "{err}");
     assert!(!err.contains("compressed while"), "{err}");
     assert!(!err.contains("layer compressed again"), "{err}");
-    assert_eq!(raw(&elsewhere)["layers"], pushed["layers"]);
+    assert_eq!(skopeo_raw(&elsewhere)["layers"], pushed["layers"]);
 
     // skopeo reads what was pushed as a valid image (digests and diffIDs verified)...
     crate::support::skopeo_copies(&target);
