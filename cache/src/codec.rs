@@ -352,14 +352,26 @@ fn member_cut(buf_len: usize, data: &[u8], hash: &mut u64) -> Option<usize> {
     if warm >= data.len() {
         return None;
     }
-    for (i, b) in data.iter().enumerate().skip(warm) {
-        *hash = (*hash << 1).wrapping_add(GEAR[*b as usize]);
-        let len = buf_len + i + 1;
-        if len >= MEMBER_MAX || (len >= MEMBER_MIN && *hash & MEMBER_MASK == 0) {
-            return Some(i + 1);
+    // Bytes before the minimum only feed the hash; from it on, each may end the member; the
+    // maximum ends it anyway.
+    let check = MEMBER_MIN
+        .saturating_sub(buf_len + 1)
+        .max(warm)
+        .min(data.len());
+    let end = (MEMBER_MAX - buf_len).min(data.len());
+    let mut h = *hash;
+    for b in &data[warm..check] {
+        h = (h << 1).wrapping_add(GEAR[*b as usize]);
+    }
+    for (i, b) in data[check..end].iter().enumerate() {
+        h = (h << 1).wrapping_add(GEAR[*b as usize]);
+        if h & MEMBER_MASK == 0 {
+            *hash = h;
+            return Some(check + i + 1);
         }
     }
-    None
+    *hash = h;
+    (buf_len + end >= MEMBER_MAX).then_some(end)
 }
 
 /// The `kv` table of compressed gzip members by the BLAKE3 hash of their input:
@@ -411,7 +423,6 @@ impl MemberCache {
         data: &[u8],
         pool: &Pool,
     ) -> Option<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
         let raw = self
             .store
             .kv_get(GZ_MEMBERS, &Self::key(zstd, level, sum))
@@ -424,11 +435,14 @@ impl MemberCache {
         if len < 9 || len > data.len() + data.len() / 8 + 4096 {
             return None;
         }
-        let mut file = self.store.open_blob(&blob).ok()?;
-        file.seek(SeekFrom::Start(off)).ok()?;
-        let mut out = pool.take(len);
-        out.resize(len, 0);
-        file.read_exact(&mut out).ok()?;
+        let (mut out, at) = self
+            .store
+            .read_blob_range(&blob, off, len, pool.take(len + 8192))
+            .ok()?;
+        if at > 0 {
+            out.copy_within(at..at + len, 0);
+        }
+        out.truncate(len);
         if zstd {
             let ok = out[..4] == [0x28, 0xb5, 0x2f, 0xfd]
                 && zstd::zstd_safe::get_frame_content_size(&out).ok()? == Some(data.len() as u64);

@@ -171,6 +171,64 @@ impl Store {
         }
     }
 
+    /// `len` bytes of the blob `d` from `off`, into `buf` (its contents are dropped):
+    /// read around the page cache (`O_DIRECT`, in aligned blocks) where the filesystem allows,
+    /// as blobs are written, so that reading back parts of a blob (reused gzip members) fills
+    /// no page-cache pages; else an ordinary read. Returns the buffer and where in it the
+    /// bytes start.
+    pub(crate) fn read_blob_range(
+        &self,
+        d: &Digest,
+        off: u64,
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> io::Result<(Vec<u8>, usize)> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.blob_path(d);
+        let align = DIRECT_ALIGN as u64;
+        let direct = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|_| direct_io());
+        if let Some(fd) = direct {
+            let start = off / align * align;
+            let end = (off + len as u64).div_ceil(align) * align;
+            let n = (end - start) as usize;
+            buf.clear();
+            buf.resize(n + DIRECT_ALIGN, 0);
+            let skew = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            let want = (off - start) as usize + len;
+            let mut got = 0;
+            let mut refused = false;
+            while got < want {
+                match rustix::io::pread(&fd, &mut buf[skew + got..skew + n], start + got as u64) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(rustix::io::Errno::INVAL) if got == 0 => {
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !refused {
+                if got < want {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                return Ok((buf, skew + (off - start) as usize));
+            }
+        }
+        let f = fs_err::File::open(&path)?;
+        buf.clear();
+        buf.resize(len, 0);
+        std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut buf, off)?;
+        Ok((buf, 0))
+    }
+
     /// Writes a blob from memory; returns its digest.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let d = sha256(bytes);
@@ -190,7 +248,7 @@ impl Store {
             .tempfile_in(self.tmp_dir())?;
         Ok(BlobWriter {
             store: self.clone(),
-            out: HashWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)),
+            out: HashWriter::new(BlobFile::new(tmp)),
             unsynced: 0,
             syncing: None,
         })
@@ -291,11 +349,164 @@ impl Store {
 /// nothing visible.
 pub struct BlobWriter {
     store: Store,
-    out: HashWriter<io::BufWriter<tempfile::NamedTempFile>>,
+    out: HashWriter<BlobFile>,
     /// bytes written since writeback was last started
     unsynced: u64,
     /// background fdatasync, so disk writeback overlaps with producing the data
     syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+/// A blob's temp file, written around the page cache (`O_DIRECT`) in aligned chunks when the
+/// filesystem allows: the data is on disk as it goes (the commit's fsync has little left to
+/// do) and no page-cache pages are filled (on this VM filling fresh pages cost more than the
+/// copy: a 107 MB layer blob took 0.2 s of system time buffered). The last partial block
+/// goes through the ordinary descriptor. Without `O_DIRECT` (tmpfs, some overlays), or if a
+/// direct write is refused, it is an ordinary buffered file.
+pub(crate) struct BlobFile {
+    tmp: tempfile::NamedTempFile,
+    direct: Option<std::fs::File>,
+    /// The chunk being filled: `buf[start..start + len]`, `start` aligned in memory.
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+    /// File offset of the chunk.
+    pos: u64,
+}
+
+/// Whether blobs are written and parts of them read around the page cache (`O_DIRECT`) where
+/// the filesystem allows: yes unless `KILN_BLOB_DIRECT=0` (for comparing the two).
+fn direct_io() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("KILN_BLOB_DIRECT").is_none_or(|v| v != "0"))
+}
+
+/// Alignment of direct writes (memory, offset and length).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes per direct write.
+const DIRECT_CHUNK: usize = 4 << 20;
+
+impl BlobFile {
+    fn new(tmp: tempfile::NamedTempFile) -> Self {
+        use rustix::fs::{Mode, OFlags};
+        let direct = rustix::fs::open(
+            tmp.path(),
+            OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|_| direct_io())
+        .map(std::fs::File::from);
+        let (buf, start) = if direct.is_some() {
+            let buf = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+            let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            (buf, start)
+        } else {
+            (Vec::with_capacity(1 << 20), 0)
+        };
+        BlobFile {
+            tmp,
+            direct,
+            buf,
+            start,
+            len: 0,
+            pos: 0,
+        }
+    }
+
+    fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    fn file(&self) -> &std::fs::File {
+        self.tmp.as_file()
+    }
+
+    fn capacity(&self) -> usize {
+        if self.direct.is_some() {
+            DIRECT_CHUNK
+        } else {
+            self.buf.capacity().max(1)
+        }
+    }
+
+    fn window(&self) -> &[u8] {
+        if self.direct.is_some() {
+            &self.buf[self.start..self.start + self.len]
+        } else {
+            &self.buf[..]
+        }
+    }
+
+    /// Writes out the first `n` bytes of the chunk (`n` aligned when direct).
+    fn write_out(&mut self, n: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let at = self.pos;
+        if let Some(d) = &self.direct {
+            let chunk = &self.buf[self.start..self.start + n];
+            match d.write_all_at(chunk, at) {
+                Ok(()) => {}
+                // Refused (an odd device or filesystem): buffered from here on.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    self.tmp.as_file().write_all_at(chunk, at)?;
+                    let mut rest = Vec::with_capacity(1 << 20);
+                    rest.extend_from_slice(&self.buf[self.start + n..self.start + self.len]);
+                    self.direct = None;
+                    self.buf = rest;
+                    self.start = 0;
+                    self.pos += n as u64;
+                    self.len = self.buf.len();
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            self.buf
+                .copy_within(self.start + n..self.start + self.len, self.start);
+        } else {
+            self.tmp.as_file().write_all_at(&self.buf[..n], at)?;
+            self.buf.drain(..n);
+        }
+        self.pos += n as u64;
+        self.len -= n;
+        Ok(())
+    }
+
+    /// Everything written out; the temp file back.
+    fn finish(mut self) -> io::Result<tempfile::NamedTempFile> {
+        if self.direct.is_some() {
+            let aligned = self.len / DIRECT_ALIGN * DIRECT_ALIGN;
+            if aligned > 0 {
+                self.write_out(aligned)?;
+            }
+        }
+        if self.len > 0 {
+            use std::os::unix::fs::FileExt;
+            let tail = self.window().to_vec();
+            self.tmp.as_file().write_all_at(&tail, self.pos)?;
+        }
+        Ok(self.tmp)
+    }
+}
+
+impl Write for BlobFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let cap = self.capacity();
+        let take = (cap - self.len).min(data.len());
+        if self.direct.is_some() {
+            self.buf[self.start + self.len..self.start + self.len + take]
+                .copy_from_slice(&data[..take]);
+        } else {
+            self.buf.extend_from_slice(&data[..take]);
+        }
+        self.len += take;
+        if self.len == cap {
+            self.write_out(cap)?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Start background writeback every this many bytes.
@@ -333,7 +544,7 @@ impl BlobWriter {
                 actual: digest,
             });
         }
-        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
+        let tmp = buf.finish()?;
         let dest = self.store.blob_path(&digest);
         if dest.is_file() {
             return Ok((digest, size, false));
@@ -352,14 +563,16 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.unsynced += n as u64;
-        if self.unsynced >= WRITEBACK_EVERY && self.syncing.as_ref().is_none_or(|h| h.is_finished())
+        if self.unsynced >= WRITEBACK_EVERY
+            && !self.out.inner.is_direct()
+            && self.syncing.as_ref().is_none_or(|h| h.is_finished())
         {
             if let Some(h) = self.syncing.take() {
                 h.join()
                     .map_err(|_| io::Error::other("writeback thread panicked"))??;
             }
             self.unsynced = 0;
-            let f = self.out.inner.get_ref().as_file().try_clone()?;
+            let f = self.out.inner.file().try_clone()?;
             self.syncing = Some(std::thread::spawn(move || f.sync_data()));
         }
         Ok(n)
@@ -397,16 +610,18 @@ mod tests {
     }
 
     #[test]
-    fn blobs_of_sizes_around_the_buffer_and_writeback_read_back_whole() {
+    fn blobs_of_sizes_around_the_direct_chunks_and_writeback_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         for size in [
             0,
             1,
-            4095,
-            (1 << 20) - 1,
-            1 << 20,
-            (1 << 20) + 1,
+            DIRECT_ALIGN - 1,
+            DIRECT_ALIGN,
+            DIRECT_ALIGN + 1,
+            DIRECT_CHUNK - 1,
+            DIRECT_CHUNK,
+            DIRECT_CHUNK + 1,
             (33 << 20) + 12_345,
         ] {
             let data: Vec<u8> = (0..size).map(|i: usize| (i * 7 + i / 4093) as u8).collect();
@@ -418,6 +633,32 @@ mod tests {
             assert_eq!((d.clone(), n), (sha256(&data), size as u64));
             assert_eq!(s.read_blob(&d).unwrap(), data, "{size} bytes");
         }
+    }
+
+    #[test]
+    fn ranges_of_a_blob_read_back_at_any_offset_and_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..3 * DIRECT_ALIGN + 123)
+            .map(|i: usize| (i * 31 + i / 4099) as u8)
+            .collect();
+        let d = s.write_blob(&data).unwrap();
+        let len = data.len();
+        for (off, n) in [
+            (0, 1),
+            (0, len),
+            (DIRECT_ALIGN - 1, 2),
+            (5_000, 7_000),
+            (len - 5, 5),
+            (DIRECT_ALIGN, DIRECT_ALIGN),
+        ] {
+            let (buf, at) = s
+                .read_blob_range(&d, off as u64, n, Vec::new())
+                .unwrap_or_else(|e| panic!("{off}+{n}: {e}"));
+            assert_eq!(&buf[at..at + n], &data[off..off + n], "{off}+{n}");
+        }
+        let past = s.read_blob_range(&d, (len - 5) as u64, 6, Vec::new());
+        assert_eq!(past.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
