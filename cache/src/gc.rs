@@ -87,6 +87,14 @@ impl Store {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             let md = fs_err::symlink_metadata(e.path())?;
+            // A snapshot's tar index goes with it (an index without its snapshot is never read).
+            if let Some(chain) = name.strip_suffix(".index") {
+                if !keep_snaps.contains(chain) && old(&md) {
+                    stats.bytes_freed += crate::prune::du(&e.path());
+                    fs_err::remove_file(e.path())?;
+                }
+                continue;
+            }
             let chain = name.strip_suffix(".stack").unwrap_or(&name);
             if keep_snaps.contains(chain) || !old(&md) {
                 continue;

@@ -15,6 +15,7 @@ use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS};
 use crate::store::Store;
+use crate::tarindex::{self, IndexEntry, TarIndex};
 
 /// How kiln's layer writer encodes a blob: a [`Compression`] with its level and, for gzip,
 /// whether blocks are compressed in parallel (the algorithm alone is [`Encoding::compression`]).
@@ -206,28 +207,262 @@ pub fn write_tar(dir: &Path, opts: &TarOptions, w: &mut dyn Write) -> Result<()>
 /// [`write_tar`] of the tree `dirs` (bottom first) make as overlay lower directories with
 /// neither whiteouts nor opaque directories (plain directories only), returning how many
 /// whiteouts and opaque markers it wrote.
+/// Writes a layer's tar, returning how many whiteouts and opaque markers it has and its
+/// index when one was made.
+type WriteTar<'a> = dyn FnMut(&mut dyn Write) -> Result<(u64, Option<TarIndex>)> + 'a;
+
+fn tar_options(opts: &LayerOptions) -> TarOptions {
+    TarOptions {
+        mtime_clamp: opts.mtime_clamp,
+        source: opts.source,
+    }
+}
+
 fn write_tar_counted(dirs: &[&Path], opts: &TarOptions, w: &mut dyn Write) -> Result<u64> {
-    let mut tw = TarWriter {
-        opts: *opts,
-        out: w,
-        links: HashMap::new(),
-        buf: vec![0u8; 256 * 1024],
-        whiteouts: 0,
-    };
+    write_tar_indexed(dirs, opts, w, false).map(|(n, _)| n)
+}
+
+/// [`write_tar_counted`], also making the tar's [`TarIndex`] when `index` asks for one and
+/// the tree can have one (no whiteouts, opaque directories or hardlinks).
+fn write_tar_indexed(
+    dirs: &[&Path],
+    opts: &TarOptions,
+    w: &mut dyn Write,
+    index: bool,
+) -> Result<(u64, Option<TarIndex>)> {
+    let mut tw = TarWriter::new(opts, w, index);
     let mut fds = Vec::new();
-    for dir in dirs.iter().rev() {
+    for (i, dir) in dirs.iter().enumerate().rev() {
         let fd = rustix::fs::open(
             *dir,
             open_flags(rustix::fs::OFlags::DIRECTORY),
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| Error::sys("open", *dir, e))?;
-        fds.push(fd);
+        fds.push((fd, i.min(1) as u8));
     }
     let top = dirs.last().map_or_else(|| Path::new("/"), |d| *d);
     tw.walk_fd(fds, top, b"")?;
     tw.out.write_all(&[0u8; 1024])?;
-    Ok(tw.whiteouts)
+    let index = tw.index.take().map(|entries| TarIndex {
+        entries,
+        tag: [0; 3],
+    });
+    Ok((tw.whiteouts, index))
+}
+
+/// The tar of the tree the plain directories `below` (bottom first, the top layer of a
+/// snapshot whose index is `index`) make with the plain directory `upper` over them (no
+/// whiteouts, no opaque directories), written from `index` and a walk of `upper` alone:
+/// the bytes [`write_tar_counted`] writes for `below` + `upper`. With `keep`, also the
+/// index of the result (for the stack `upper` becomes the delta of).
+fn write_tar_over(
+    index: &TarIndex,
+    below: &[&Path],
+    upper: &Path,
+    opts: &TarOptions,
+    w: &mut dyn Write,
+    keep: bool,
+) -> Result<Option<TarIndex>> {
+    let mut below: Vec<OpenDirs> = below
+        .iter()
+        .map(|d| OpenDirs::open(d))
+        .collect::<Result<_>>()?;
+    let mut ups = Vec::new();
+    let top = rustix::fs::open(
+        upper,
+        open_flags(rustix::fs::OFlags::DIRECTORY),
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", upper, e))?;
+    list_tree(std::rc::Rc::new(top), upper, b"", &mut ups)?;
+    let mut tw = TarWriter::new(opts, w, keep);
+    let mut old = index.entries.iter().peekable();
+    let mut new = ups.into_iter().peekable();
+    // The directory of the index a non-directory of `upper` replaced: nothing below it is
+    // in the merged tree.
+    let mut hidden: Option<&[u8]> = None;
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(o), Some(n)) => tarindex::walk_order(o.path(), &n.arch),
+        };
+        if order == std::cmp::Ordering::Greater {
+            if let Some(n) = new.next() {
+                tw.upper_entry(&n)?;
+            }
+            continue;
+        }
+        let Some(o) = old.next() else { break };
+        if hidden.is_some_and(|h| tarindex::is_below(o.path(), h)) {
+            continue;
+        }
+        hidden = None;
+        if order == std::cmp::Ordering::Less {
+            tw.indexed_entry(o, &mut below)?;
+            continue;
+        }
+        // The same path: the upper one is in the tree (over a directory, only its own
+        // header: what both hold is merged as the walk goes on).
+        if let Some(n) = new.next() {
+            if o.is_dir() && n.md.kind() != rustix::fs::FileType::Directory {
+                hidden = Some(o.path());
+            }
+            tw.upper_entry(&n)?;
+        }
+    }
+    tw.out.write_all(&[0u8; 1024])?;
+    Ok(tw.index.take().map(|entries| TarIndex {
+        entries,
+        tag: [0; 3],
+    }))
+}
+
+/// The directories of one tree that [`write_tar_over`] reads files from, opened one name
+/// at a time (`O_NOFOLLOW`, so no symlink is followed on the way) and kept open while the
+/// walk order stays in them.
+struct OpenDirs {
+    root: std::os::fd::OwnedFd,
+    at: PathBuf,
+    /// The names from the root down to the directory open last, each with its descriptor.
+    open: Vec<(Vec<u8>, std::os::fd::OwnedFd)>,
+}
+
+impl OpenDirs {
+    fn open(dir: &Path) -> Result<OpenDirs> {
+        let root = rustix::fs::open(
+            dir,
+            open_flags(rustix::fs::OFlags::DIRECTORY),
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", dir, e))?;
+        Ok(OpenDirs {
+            root,
+            at: dir.to_path_buf(),
+            open: Vec::new(),
+        })
+    }
+
+    /// Opens the file at the relative path `path` for reading.
+    fn open_file(&mut self, path: &[u8]) -> Result<std::fs::File> {
+        let bad = || {
+            Error::invalid(
+                "tar index",
+                format!("bad path {:?}", String::from_utf8_lossy(path)),
+            )
+        };
+        let (parent, leaf) = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], path),
+        };
+        let names: Vec<&[u8]> = if parent.is_empty() {
+            Vec::new()
+        } else {
+            parent.split(|b| *b == b'/').collect()
+        };
+        if names
+            .iter()
+            .chain([&leaf])
+            .any(|n| matches!(*n, b"" | b"." | b".."))
+        {
+            return Err(bad());
+        }
+        let same = self
+            .open
+            .iter()
+            .zip(&names)
+            .take_while(|((a, _), b)| a.as_slice() == **b)
+            .count();
+        self.open.truncate(same);
+        for name in &names[same..] {
+            let dir = self.open.last().map_or(&self.root, |(_, fd)| fd);
+            let fd = rustix::fs::openat(
+                dir,
+                std::ffi::OsStr::from_bytes(name),
+                open_flags(rustix::fs::OFlags::DIRECTORY),
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| {
+                Error::sys("open", self.at.join(std::ffi::OsStr::from_bytes(parent)), e)
+            })?;
+            self.open.push((name.to_vec(), fd));
+        }
+        let dir = self.open.last().map_or(&self.root, |(_, fd)| fd);
+        let fd = rustix::fs::openat(
+            dir,
+            std::ffi::OsStr::from_bytes(leaf),
+            open_flags(rustix::fs::OFlags::empty()),
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", self.at.join(std::ffi::OsStr::from_bytes(path)), e))?;
+        Ok(std::fs::File::from(fd))
+    }
+}
+
+/// An entry of a plain directory tree listed for [`write_tar_over`].
+struct Listed {
+    /// Its path in the tree.
+    arch: Vec<u8>,
+    /// Its directory (open) and name in it.
+    parent: std::rc::Rc<std::os::fd::OwnedFd>,
+    name: std::ffi::CString,
+    p: PathBuf,
+    md: Stat,
+}
+
+/// Appends the entries of the tree at `dir` (open as `fd`, at `prefix` in the archive) to
+/// `out` in walk order: each directory's entries sorted by name, a directory right before
+/// what it holds.
+fn list_tree(
+    fd: std::rc::Rc<std::os::fd::OwnedFd>,
+    dir: &Path,
+    prefix: &[u8],
+    out: &mut Vec<Listed>,
+) -> Result<()> {
+    let mut names = Vec::new();
+    let mut list = rustix::fs::Dir::read_from(&*fd).map_err(|e| Error::sys("read", dir, e))?;
+    while let Some(ent) = list.read() {
+        let ent = ent.map_err(|e| Error::sys("read", dir, e))?;
+        let name = ent.file_name().to_owned();
+        if !matches!(name.to_bytes(), b"." | b"..") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    for name in names {
+        let p = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let st = rustix::fs::statat(&*fd, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::sys("stat", &p, e))?;
+        let md = Stat::of(&st);
+        let mut arch = prefix.to_vec();
+        arch.extend_from_slice(name.to_bytes());
+        let sub = (md.kind() == rustix::fs::FileType::Directory)
+            .then(|| {
+                rustix::fs::openat(
+                    &*fd,
+                    name.as_c_str(),
+                    open_flags(rustix::fs::OFlags::DIRECTORY),
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| Error::sys("open", &p, e))
+            })
+            .transpose()?;
+        let mut sub_prefix = arch.clone();
+        sub_prefix.push(b'/');
+        out.push(Listed {
+            arch,
+            parent: fd.clone(),
+            name,
+            p: p.clone(),
+            md,
+        });
+        if let Some(sub) = sub {
+            list_tree(std::rc::Rc::new(sub), &p, &sub_prefix, out)?;
+        }
+    }
+    Ok(())
 }
 
 struct TarWriter<'a> {
@@ -238,6 +473,8 @@ struct TarWriter<'a> {
     buf: Vec<u8>,
     /// Whiteouts and opaque markers written.
     whiteouts: u64,
+    /// The index being made (`None`: not asked for, or the tree cannot have one).
+    index: Option<Vec<IndexEntry>>,
 }
 
 struct Entry<'a> {
@@ -303,7 +540,119 @@ fn open_flags(extra: rustix::fs::OFlags) -> rustix::fs::OFlags {
     rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | extra
 }
 
-impl TarWriter<'_> {
+impl<'a> TarWriter<'a> {
+    fn new(opts: &TarOptions, out: &'a mut dyn Write, index: bool) -> Self {
+        TarWriter {
+            opts: *opts,
+            out,
+            links: HashMap::new(),
+            buf: vec![0u8; 256 * 1024],
+            whiteouts: 0,
+            index: index.then(Vec::new),
+        }
+    }
+
+    /// Notes the entry `e` just written in the index (`mtime`: before clamping).
+    fn record(&mut self, e: &Entry<'_>, mtime: i64, src: u8, inode: Option<(u64, u64)>) {
+        if let Some(index) = &mut self.index {
+            index.push(IndexEntry {
+                name: e.name.to_vec(),
+                kind: e.kind.as_byte(),
+                src,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime,
+                size: e.size,
+                link: e.link.unwrap_or_default().to_vec(),
+                dev: e.dev.unwrap_or_default(),
+                xattrs: e.xattrs.clone(),
+                inode,
+            });
+        }
+    }
+
+    /// Writes an entry of a snapshot's index, its data read from the snapshot's directory
+    /// the index names (`below`, bottom first).
+    fn indexed_entry(&mut self, o: &IndexEntry, below: &mut [OpenDirs]) -> Result<()> {
+        let e = Entry {
+            name: &o.name,
+            kind: tar::EntryType::new(o.kind),
+            mode: o.mode,
+            uid: o.uid,
+            gid: o.gid,
+            mtime: self.clamp(o.mtime),
+            size: o.size,
+            link: (!o.link.is_empty()).then_some(o.link.as_slice()),
+            dev: matches!(o.kind, b'3' | b'4').then_some(o.dev),
+            xattrs: &o.xattrs,
+        };
+        if let Some(key) = o.inode {
+            self.links.entry(key).or_insert_with(|| o.name.clone());
+        }
+        self.header(&e)?;
+        self.record(&e, o.mtime, o.src, o.inode);
+        if o.kind != b'0' {
+            return Ok(());
+        }
+        let dir = below.get_mut(usize::from(o.src)).ok_or_else(|| {
+            Error::invalid("tar index", "an entry of a directory the snapshot lacks")
+        })?;
+        let f = dir.open_file(o.path())?;
+        self.copy_data(f, o.size, Path::new(std::ffi::OsStr::from_bytes(o.path())))
+    }
+
+    /// Writes an entry of the tree over a snapshot ([`write_tar_over`]): a directory's own
+    /// header, anything else as the walk writes it.
+    fn upper_entry(&mut self, n: &Listed) -> Result<()> {
+        if n.md.kind() != rustix::fs::FileType::Directory {
+            return self.entry(&n.arch, &n.parent, 1, &[], &n.name, &n.p, &n.md);
+        }
+        let xattrs: BTreeMap<Vec<u8>, Vec<u8>> = read_xattrs(&n.p)?
+            .into_iter()
+            .filter(|(k, _)| !is_overlay_xattr(k))
+            .collect();
+        let mut name = n.arch.clone();
+        name.push(b'/');
+        let e = Entry {
+            name: &name,
+            kind: tar::EntryType::Directory,
+            mode: n.md.mode & 0o7777,
+            uid: n.md.uid.into(),
+            gid: n.md.gid.into(),
+            mtime: self.clamp(n.md.mtime),
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: &xattrs,
+        };
+        self.header(&e)?;
+        self.record(&e, n.md.mtime, 1, None);
+        Ok(())
+    }
+
+    /// Copies `size` bytes of the file `f` (at `p`) as an entry's data, padded.
+    fn copy_data(&mut self, mut f: std::fs::File, size: u64, p: &Path) -> Result<()> {
+        let mut left = size;
+        while left > 0 {
+            let want = (self.buf.len() as u64).min(left) as usize;
+            let n = f.read(&mut self.buf[..want]).map_err(|e| {
+                Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+            })?;
+            if n == 0 {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} shrank while being archived", p.display()),
+                )));
+            }
+            self.out.write_all(&self.buf[..n])?;
+            left -= n as u64;
+        }
+        let pad = (512 - (size % 512) as usize) % 512;
+        self.out.write_all(&[0u8; 512][..pad])?;
+        Ok(())
+    }
+
     fn clamp(&self, mtime: i64) -> i64 {
         match self.opts.mtime_clamp {
             Some(c) if mtime > c => c,
@@ -314,11 +663,13 @@ impl TarWriter<'_> {
     /// One entry `name` of the directory `dir` (at `p`), over the same directory of lower
     /// layers `lower` (top first). Every call is relative to a directory's descriptor, so no
     /// path is walked again.
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         arch: &[u8],
         dir: &std::os::fd::OwnedFd,
-        lower: &[std::os::fd::OwnedFd],
+        src: u8,
+        lower: &[(std::os::fd::OwnedFd, u8)],
         name: &std::ffi::CStr,
         p: &Path,
         md: &Stat,
@@ -345,7 +696,21 @@ impl TarWriter<'_> {
             .transpose()?;
         let xattrs = match &fd {
             Some(fd) => read_xattrs_fd(fd, p)?,
-            None => read_xattrs(p)?,
+            // By the directory's descriptor: in a stack `p` names the top layer's directory,
+            // the entry may be a lower one's.
+            None => {
+                use std::os::fd::AsRawFd;
+                let mut at = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+                at.extend_from_slice(name.to_bytes());
+                read_xattrs(Path::new(std::ffi::OsStr::from_bytes(&at))).map_err(|e| match e {
+                    Error::Sys { op, source, .. } => Error::Sys {
+                        op,
+                        path: p.to_path_buf(),
+                        source,
+                    },
+                    e => e,
+                })?
+            }
         };
         let opaque = self.opts.source == LayerSource::OverlayUpper
             && kind == FileType::Directory
@@ -375,6 +740,7 @@ impl TarWriter<'_> {
                 e.name = &dname;
                 e.kind = tar::EntryType::Directory;
                 self.header(&e)?;
+                self.record(&e, md.mtime, src, None);
                 if opaque {
                     let mut wh = dname.clone();
                     wh.extend_from_slice(b".wh..wh..opq");
@@ -383,15 +749,15 @@ impl TarWriter<'_> {
                 let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
                 // As overlayfs merges: the same directory in the layers below, down to the
                 // first layer where the name is not a directory.
-                let mut fds = vec![fd];
-                for l in lower {
+                let mut fds = vec![(fd, src)];
+                for (l, lsrc) in lower {
                     match rustix::fs::openat(
                         l,
                         name,
                         open_flags(OFlags::DIRECTORY),
                         rustix::fs::Mode::empty(),
                     ) {
-                        Ok(fd) => fds.push(fd),
+                        Ok(fd) => fds.push((fd, *lsrc)),
                         Err(rustix::io::Errno::NOENT) => {}
                         Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => break,
                         Err(e) => return Err(Error::sys("open", p, e)),
@@ -400,37 +766,24 @@ impl TarWriter<'_> {
                 self.walk_fd(fds, p, &dname)
             }
             FileType::RegularFile => {
+                let mut inode = None;
                 if md.nlink > 1 {
                     let key = (md.dev, md.ino);
                     if let Some(first) = self.links.get(&key).cloned() {
+                        // The entry names another path (which a later delta may replace).
+                        self.index = None;
                         e.kind = tar::EntryType::Link;
                         e.link = Some(&first);
                         return self.header(&e);
                     }
                     self.links.insert(key, arch.to_vec());
+                    inode = Some(key);
                 }
                 e.size = md.size;
                 self.header(&e)?;
+                self.record(&e, md.mtime, src, inode);
                 let fd = fd.ok_or_else(|| Error::sys("open", p, rustix::io::Errno::BADF))?;
-                let mut f = std::fs::File::from(fd);
-                let mut left = md.size;
-                while left > 0 {
-                    let want = (self.buf.len() as u64).min(left) as usize;
-                    let n = f.read(&mut self.buf[..want]).map_err(|e| {
-                        Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
-                    })?;
-                    if n == 0 {
-                        return Err(Error::Io(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("{} shrank while being archived", p.display()),
-                        )));
-                    }
-                    self.out.write_all(&self.buf[..n])?;
-                    left -= n as u64;
-                }
-                let pad = (512 - (md.size % 512) as usize) % 512;
-                self.out.write_all(&[0u8; 512][..pad])?;
-                Ok(())
+                self.copy_data(std::fs::File::from(fd), md.size, p)
             }
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(dir, name, Vec::new())
@@ -439,7 +792,9 @@ impl TarWriter<'_> {
                 e.kind = tar::EntryType::Symlink;
                 e.mode = 0o777;
                 e.link = Some(&target);
-                self.header(&e)
+                self.header(&e)?;
+                self.record(&e, md.mtime, src, None);
+                Ok(())
             }
             FileType::CharacterDevice | FileType::BlockDevice => {
                 e.kind = if kind == FileType::CharacterDevice {
@@ -448,11 +803,15 @@ impl TarWriter<'_> {
                     tar::EntryType::Block
                 };
                 e.dev = Some((rustix::fs::major(md.rdev), rustix::fs::minor(md.rdev)));
-                self.header(&e)
+                self.header(&e)?;
+                self.record(&e, md.mtime, src, None);
+                Ok(())
             }
             FileType::Fifo => {
                 e.kind = tar::EntryType::Fifo;
-                self.header(&e)
+                self.header(&e)?;
+                self.record(&e, md.mtime, src, None);
+                Ok(())
             }
             _ => {
                 tracing::warn!(path = %p.display(), "skipping socket in layer");
@@ -464,11 +823,16 @@ impl TarWriter<'_> {
     /// The entries of the directory `fds` (its layers, top first; at `dir`), sorted on
     /// their archive names (in an upperdir, whiteouts are renamed). A name in several layers
     /// is the top one's.
-    fn walk_fd(&mut self, fds: Vec<std::os::fd::OwnedFd>, dir: &Path, prefix: &[u8]) -> Result<()> {
+    fn walk_fd(
+        &mut self,
+        fds: Vec<(std::os::fd::OwnedFd, u8)>,
+        dir: &Path,
+        prefix: &[u8],
+    ) -> Result<()> {
         let mut items: BTreeMap<Vec<u8>, (usize, std::ffi::CString, PathBuf, Stat)> =
             BTreeMap::new();
         let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        for (layer, fd) in fds.iter().enumerate() {
+        for (layer, (fd, _)) in fds.iter().enumerate() {
             let mut list =
                 rustix::fs::Dir::read_from(fd).map_err(|e| Error::sys("read", dir, e))?;
             while let Some(ent) = list.read() {
@@ -497,7 +861,8 @@ impl TarWriter<'_> {
             }
         }
         for (arch, (layer, name, p, md)) in items {
-            self.entry(&arch, &fds[layer], &fds[layer + 1..], &name, &p, &md)?;
+            let (fd, src) = &fds[layer];
+            self.entry(&arch, fd, *src, &fds[layer + 1..], &name, &p, &md)?;
         }
         Ok(())
     }
@@ -505,6 +870,7 @@ impl TarWriter<'_> {
     /// An empty whiteout entry (`.wh.NAME` or `.wh..wh..opq`), counted.
     fn whiteout(&mut self, name: &[u8], mtime: i64) -> Result<()> {
         self.whiteouts += 1;
+        self.index = None;
         self.header(&Entry {
             name,
             kind: tar::EntryType::Regular,
@@ -689,29 +1055,108 @@ impl Store {
         dir: &Path,
         opts: &LayerOptions,
     ) -> Result<(LayerInfo, u64)> {
-        self.create_layer_of(&[dir], opts)
+        self.create_layer_indexed(dir, opts, false)
+            .map(|(info, n, _)| (info, n))
+    }
+
+    /// [`Store::create_layer_counted`], with the layer's [`TarIndex`] when `index` asks for
+    /// one and the tree can have one (to keep with its snapshot: [`Store::keep_tar_index`]).
+    pub fn create_layer_indexed(
+        &self,
+        dir: &Path,
+        opts: &LayerOptions,
+        index: bool,
+    ) -> Result<(LayerInfo, u64, Option<TarIndex>)> {
+        tracing::debug!(dir = %dir.display(), "layer: writing");
+        let tar_opts = tar_options(opts);
+        self.create_layer_of(opts, &mut |w| {
+            write_tar_indexed(&[dir], &tar_opts, w, index)
+        })
     }
 
     /// The layer of the tree the plain directories `dirs` (bottom first) make as overlay
     /// lower directories (a stacked snapshot's), as [`Store::create_layer`] writes the tree
-    /// itself.
-    pub fn create_layer_stacked(&self, dirs: &[PathBuf], opts: &LayerOptions) -> Result<LayerInfo> {
+    /// itself, with its [`TarIndex`] (for the stack the top directory becomes the delta of).
+    /// When `dirs` but the top one are the top layer of the snapshot `below` and that
+    /// snapshot has an index, the tar is written from it and a walk of the top directory
+    /// alone (the same bytes).
+    pub fn create_layer_stacked(
+        &self,
+        dirs: &[PathBuf],
+        opts: &LayerOptions,
+        below: Option<&Digest>,
+    ) -> Result<(LayerInfo, Option<TarIndex>)> {
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-        self.create_layer_of(&dirs, opts).map(|(info, _)| info)
+        let tar_opts = tar_options(opts);
+        let index = below.and_then(|b| self.tar_index(b));
+        tracing::debug!(
+            dir = ?dirs.last(),
+            layers = dirs.len(),
+            from_index = index.as_ref().map_or(0, TarIndex::len),
+            "layer: writing"
+        );
+        let (info, _, index) = match (&index, dirs.split_last()) {
+            (Some(index), Some((upper, below))) if !below.is_empty() => self
+                .create_layer_of(opts, &mut |w| {
+                    write_tar_over(index, below, upper, &tar_opts, w, true).map(|i| (0, i))
+                })?,
+            _ => {
+                self.create_layer_of(opts, &mut |w| write_tar_indexed(&dirs, &tar_opts, w, true))?
+            }
+        };
+        Ok((info, index))
     }
 
-    fn create_layer_of(&self, dirs: &[&Path], opts: &LayerOptions) -> Result<(LayerInfo, u64)> {
-        tracing::debug!(dir = ?dirs.last(), layers = dirs.len(), "layer: writing");
-        let whiteouts;
-        let tar_opts = TarOptions {
-            mtime_clamp: opts.mtime_clamp,
-            source: opts.source,
+    /// Keeps `index` as the tar index of the snapshot `chain` (whose top layer's tar it
+    /// describes). Best effort: a snapshot without one only writes its next stacked layer by
+    /// walking.
+    pub fn keep_tar_index(&self, chain: &Digest, index: &TarIndex) {
+        let Some(tag) = self.snapshot_tag(chain) else {
+            return;
         };
+        let path = self.tar_index_path(chain);
+        let kept = tempfile::NamedTempFile::new_in(self.tmp_dir())
+            .map_err(Error::from)
+            .and_then(|mut f| {
+                f.write_all(&index.encode(tag))?;
+                f.persist(&path).map_err(|e| Error::Io(e.error))?;
+                Ok(())
+            });
+        if let Err(e) = kept {
+            tracing::debug!(%chain, "tar index not kept: {e}");
+        }
+    }
+
+    /// The tar index kept for the snapshot `chain`, when there is a whole one.
+    pub fn tar_index(&self, chain: &Digest) -> Option<TarIndex> {
+        let bytes = fs_err::read(self.tar_index_path(chain)).ok()?;
+        let index = TarIndex::decode(&bytes);
+        if index.is_none() {
+            tracing::debug!(%chain, "ignoring a damaged tar index");
+        }
+        index.filter(|i| Some(i.tag) == self.snapshot_tag(chain))
+    }
+
+    fn tar_index_path(&self, chain: &Digest) -> PathBuf {
+        self.root()
+            .join("snapshots")
+            .join(format!("{}.index", chain.hex()))
+    }
+
+    /// Writes a layer whose tar `write` writes (returning its whiteout count and index):
+    /// compressed and hashed in one pass into the blob store, recorded in the index.
+    fn create_layer_of(
+        &self,
+        opts: &LayerOptions,
+        write: &mut WriteTar<'_>,
+    ) -> Result<(LayerInfo, u64, Option<TarIndex>)> {
+        let whiteouts;
+        let index;
         let bw = self.blob_writer()?;
         let (diff_id, digest, size) = if opts.compression == Encoding::None {
             // The blob is the tar: one hash serves as both digests.
             let mut bw = bw;
-            whiteouts = write_tar_counted(dirs, &tar_opts, &mut bw)?;
+            (whiteouts, index) = write(&mut bw)?;
             let (digest, size) = bw.commit(None)?;
             (digest.clone(), digest, size)
         } else {
@@ -738,14 +1183,14 @@ impl Store {
             )?;
             let (bw, diff_id) = if enc.hash_input() {
                 // Its blocks are cut by content or by size, never by how writes come.
-                whiteouts = write_tar_counted(dirs, &tar_opts, &mut enc)?;
+                (whiteouts, index) = write(&mut enc)?;
                 let (out, hashed) = enc.finish_hashed()?;
                 let (diff_id, _) =
                     hashed.ok_or_else(|| Error::Io(io::Error::other("no diffID")))?;
                 (out.finish()?, diff_id)
             } else {
                 let mut diff = HashWriter::new(FixedBlocks::new(enc));
-                whiteouts = write_tar_counted(dirs, &tar_opts, &mut diff)?;
+                (whiteouts, index) = write(&mut diff)?;
                 let (blocks, diff_id, _) = diff.finish();
                 (blocks.finish()?.finish()?.finish()?, diff_id)
             };
@@ -768,8 +1213,8 @@ impl Store {
             media_type: opts.compression.media_type().to_owned(),
         };
         self.record_layer(&info)?;
-        tracing::debug!(dir = ?dirs.last(), diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
-        Ok((info, whiteouts))
+        tracing::debug!(diff_id = %info.diff_id, digest = %info.digest, size, "layer created");
+        Ok((info, whiteouts, index))
     }
 
     /// The layer of `layer`'s diffID as a blob encoded with `enc`: `layer` itself when it

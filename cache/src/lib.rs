@@ -21,6 +21,7 @@ pub mod prune;
 pub mod scratch;
 pub mod snapshot;
 pub mod store;
+pub mod tarindex;
 pub mod testutil;
 pub mod vet;
 

@@ -473,7 +473,9 @@ impl Store {
                             0
                         } else {
                             let snaps = self.root().join("snapshots");
-                            du(&snaps.join(&c)) + du(&snaps.join(format!("{c}.stack")))
+                            du(&snaps.join(&c))
+                                + du(&snaps.join(format!("{c}.stack")))
+                                + du(&snaps.join(format!("{c}.index")))
                         };
                         let blob = if image_blobs.contains(&l.digest.hex()) {
                             0

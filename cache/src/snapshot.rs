@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::index::SNAPSHOTS;
 use crate::layer::LayerInfo;
 use crate::store::Store;
+use crate::tarindex::TarIndex;
 use kiln_oci::{chain_id, sha256};
 
 /// Layer directories a stacked snapshot may have at most (the previous layer's plus deltas).
@@ -174,26 +175,39 @@ impl Store {
 
     /// Renames `src` to the snapshot dir of `chain` unless it exists already (then `src` is
     /// removed), and records it in the index.
-    fn install_snapshot_dir(&self, src: PathBuf, chain: &Digest) -> Result<()> {
+    /// Returns whether `src` became the snapshot.
+    fn install_snapshot_dir(&self, src: PathBuf, chain: &Digest) -> Result<bool> {
         let dir = self.snapshot_dir(chain);
-        match rustix::fs::renameat_with(
+        let installed = match rustix::fs::renameat_with(
             rustix::fs::CWD,
             &src,
             rustix::fs::CWD,
             &dir,
             RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(rustix::io::Errno::EXIST) => {
                 fs_err::remove_dir_all(&src)?;
+                false
             }
             Err(e) => return Err(Error::sys("rename", &dir, e)),
-        }
+        };
         self.index().write(|txn| {
             txn.open_table(SNAPSHOTS)?
                 .insert(chain.to_string().as_str(), chain.hex().as_str())?;
             Ok(())
-        })
+        })?;
+        Ok(installed)
+    }
+
+    /// What tells this very snapshot directory of `chain` (full or stacked) from any made
+    /// before or after under the same name: its inode and change time.
+    pub(crate) fn snapshot_tag(&self, chain: &Digest) -> Option<[u64; 3]> {
+        use std::os::unix::fs::MetadataExt;
+        let md = fs_err::symlink_metadata(self.snapshot_dir(chain))
+            .or_else(|_| fs_err::symlink_metadata(self.stack_dir(chain)))
+            .ok()?;
+        Some([md.ino(), md.ctime() as u64, md.ctime_nsec() as u64])
     }
 
     /// Moves a captured overlay upperdir (already in lowerdir format) into place as the
@@ -205,11 +219,27 @@ impl Store {
         upper: &std::path::Path,
         layer: &LayerInfo,
     ) -> Result<Snapshot> {
+        self.commit_upper_indexed(parent, upper, layer, None)
+    }
+
+    /// [`Store::commit_upper_as_snapshot`], keeping `index` (the layer's tar index) with the
+    /// snapshot when this call made it.
+    pub fn commit_upper_indexed(
+        &self,
+        parent: &Snapshot,
+        upper: &std::path::Path,
+        layer: &LayerInfo,
+        index: Option<&TarIndex>,
+    ) -> Result<Snapshot> {
         let c = match &parent.chain_id {
             None => layer.diff_id.clone(),
             Some(p) => sha256(format!("{p} {}", layer.diff_id).as_bytes()),
         };
-        self.install_snapshot_dir(upper.to_owned(), &c)?;
+        if self.install_snapshot_dir(upper.to_owned(), &c)?
+            && let Some(index) = index
+        {
+            self.keep_tar_index(&c, index);
+        }
         let mut lowerdirs = parent.lowerdirs.clone();
         lowerdirs.push(self.snapshot_dir(&c));
         Ok(Snapshot {
@@ -236,6 +266,19 @@ impl Store {
         delta: &std::path::Path,
         layer: &LayerInfo,
         below: &Digest,
+    ) -> Result<Snapshot> {
+        self.commit_stacked_indexed(parent, delta, layer, below, None)
+    }
+
+    /// [`Store::commit_stacked_snapshot`], keeping `index` (the layer's tar index, made for
+    /// the stack `delta` becomes the delta of) with the snapshot when this call made it.
+    pub fn commit_stacked_indexed(
+        &self,
+        parent: &Snapshot,
+        delta: &std::path::Path,
+        layer: &LayerInfo,
+        below: &Digest,
+        index: Option<&TarIndex>,
     ) -> Result<Snapshot> {
         let c = Self::child_chain(parent, layer);
         if let Some(existing) = self.layer_dirs(&c)? {
@@ -278,22 +321,28 @@ impl Store {
         fs_err::write(tmp.path().join("below"), format!("{below}\n"))?;
         let src = tmp.keep();
         let dest = self.stack_dir(&c);
-        match rustix::fs::renameat_with(
+        let installed = match rustix::fs::renameat_with(
             rustix::fs::CWD,
             &src,
             rustix::fs::CWD,
             &dest,
             RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => fs_err::remove_dir_all(&src)?,
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => {
+                fs_err::remove_dir_all(&src)?;
+                false
+            }
             Err(e) => return Err(Error::sys("rename", &dest, e)),
-        }
+        };
         self.index().write(|txn| {
             txn.open_table(SNAPSHOTS)?
                 .insert(c.to_string().as_str(), c.hex().as_str())?;
             Ok(())
         })?;
+        if installed && let Some(index) = index {
+            self.keep_tar_index(&c, index);
+        }
         let mut lowerdirs = parent.lowerdirs.clone();
         lowerdirs.extend(dirs);
         lowerdirs.push(dest.join("delta"));

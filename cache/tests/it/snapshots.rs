@@ -192,7 +192,10 @@ fn a_stacked_layer_is_the_tar_of_its_merged_tree_and_its_snapshot_mounts_so() {
     let dirs = s.layer_dirs(&below_chain).unwrap().unwrap();
     let mut stacked_dirs = dirs.clone();
     stacked_dirs.push(delta.clone());
-    let stacked = s.create_layer_stacked(&stacked_dirs, &opts).unwrap();
+    let stacked = s
+        .create_layer_stacked(&stacked_dirs, &opts, None)
+        .unwrap()
+        .0;
     // The reference: the same directories merged by overlayfs, tarred as a plain tree.
     let mnt = t.path().join("mnt");
     fs_err::create_dir_all(&mnt).unwrap();
@@ -328,7 +331,7 @@ fn a_stack_over_a_stack_is_flattened_into_one_delta_with_the_same_tree() {
     .unwrap();
     let mut dirs1 = s.layer_dirs(&base_chain).unwrap().unwrap();
     dirs1.push(d1.clone());
-    let l1 = s.create_layer_stacked(&dirs1, &opts).unwrap();
+    let l1 = s.create_layer_stacked(&dirs1, &opts, None).unwrap().0;
     let snap1 = s
         .commit_stacked_snapshot(&kiln_cache::Snapshot::empty(), &d1, &l1, &base_chain)
         .unwrap();
@@ -339,7 +342,7 @@ fn a_stack_over_a_stack_is_flattened_into_one_delta_with_the_same_tree() {
     let mut dirs2 = s.layer_dirs(&chain1).unwrap().unwrap();
     assert_eq!(dirs2.len(), 2);
     dirs2.push(d2.clone());
-    let l2 = s.create_layer_stacked(&dirs2, &opts).unwrap();
+    let l2 = s.create_layer_stacked(&dirs2, &opts, None).unwrap().0;
     let snap2 = s
         .commit_stacked_snapshot(&kiln_cache::Snapshot::empty(), &d2, &l2, &chain1)
         .unwrap();
@@ -348,7 +351,7 @@ fn a_stack_over_a_stack_is_flattened_into_one_delta_with_the_same_tree() {
     assert_eq!(flat.len(), 2, "one merged delta over the base: {flat:?}");
     assert_eq!(flat, snap2.lowerdirs);
     // The flattened tree is the tree the layer was made of, byte for byte.
-    assert_eq!(s.create_layer_stacked(&flat, &opts).unwrap(), l2);
+    assert_eq!(s.create_layer_stacked(&flat, &opts, None).unwrap().0, l2);
     let mnt = t.path().join("mnt");
     fs_err::create_dir_all(&mnt).unwrap();
     let g = mount_overlay(&flat, None, &mnt).unwrap();
@@ -366,4 +369,170 @@ fn a_stack_over_a_stack_is_flattened_into_one_delta_with_the_same_tree() {
         .unwrap();
     s.gc_with_grace(std::time::Duration::ZERO).unwrap();
     assert_eq!(s.layer_dirs(&chain2).unwrap().unwrap(), flat);
+}
+
+fn set_mtime(p: &std::path::Path, secs: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_stacked_layer_written_from_the_tar_index_is_the_tar_a_walk_writes() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let at = |secs| LayerOptions {
+        mtime_clamp: Some(secs),
+        ..LayerOptions::default()
+    };
+    // Files, directories, a symlink, a fifo, an extended attribute, times on both sides of
+    // the clamps used below.
+    let base = s.tmp_dir().join("base");
+    file(&base, "a/keep", b"1");
+    file(&base, "a/edit", b"old");
+    file(&base, "b/deep/x", &vec![b'x'; 70_000]);
+    file(&base, "dir-then-f/inside", b"i");
+    file(&base, "f-then-dir", b"f");
+    file(&base, "z/last", b"z");
+    std::os::unix::fs::symlink("a/keep", base.join("link")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        base.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        base.join("a/keep"),
+        "user.kiln",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    set_mtime(&base.join("a/keep"), 1_000);
+    set_mtime(&base.join("b/deep"), 2_000_000_000);
+    let (l0, _, index) = s
+        .create_layer_indexed(&base, &at(1_500_000_000), true)
+        .unwrap();
+    let index = index.expect("a plain tree has an index");
+    assert_eq!(index.len(), 13);
+    let snap0 = s
+        .commit_upper_indexed(&kiln_cache::Snapshot::empty(), &base, &l0, Some(&index))
+        .unwrap();
+    let chain0 = snap0.chain_id.clone().unwrap();
+    assert_eq!(s.tar_index(&chain0).map(|i| i.len()), Some(13));
+
+    // Edit one: a changed file, new files in old and new directories, a file over a
+    // directory, a directory over a file. Written with another clamp than the index's.
+    let d1 = s.tmp_dir().join("d1");
+    file(&d1, "a/edit", b"new, longer");
+    file(&d1, "a/added", b"2");
+    file(&d1, "c/new", b"3");
+    file(&d1, "dir-then-f", b"now a file");
+    file(&d1, "f-then-dir/in", b"d");
+    let mut dirs1 = s.layer_dirs(&chain0).unwrap().unwrap();
+    dirs1.push(d1.clone());
+    let (walked, _) = s.create_layer_stacked(&dirs1, &at(0), None).unwrap();
+    let (l1, index1) = s
+        .create_layer_stacked(&dirs1, &at(0), Some(&chain0))
+        .unwrap();
+    assert_eq!(l1, walked, "the index and a walk write the same tar");
+    let (walked_late, _) = s
+        .create_layer_stacked(&dirs1, &at(1_800_000_000), None)
+        .unwrap();
+    let (l1_late, _) = s
+        .create_layer_stacked(&dirs1, &at(1_800_000_000), Some(&chain0))
+        .unwrap();
+    assert_eq!(l1_late, walked_late);
+    assert_ne!(
+        l1_late.diff_id, l1.diff_id,
+        "the clamp is applied as it is written"
+    );
+    let snap1 = s
+        .commit_stacked_indexed(
+            &kiln_cache::Snapshot::empty(),
+            &d1,
+            &l1,
+            &chain0,
+            index1.as_ref(),
+        )
+        .unwrap();
+    let chain1 = snap1.chain_id.clone().unwrap();
+    assert!(s.tar_index(&chain1).is_some());
+
+    // Edit two, over the (flattened) stack: the index of edit one's merged tree is used.
+    let d2 = s.tmp_dir().join("d2");
+    file(&d2, "a/edit", b"second");
+    file(&d2, "b/deep/y", b"y");
+    file(&d2, "zz", b"after all");
+    let mut dirs2 = s.layer_dirs(&chain1).unwrap().unwrap();
+    assert_eq!(dirs2.len(), 2);
+    dirs2.push(d2.clone());
+    let (walked2, _) = s.create_layer_stacked(&dirs2, &at(0), None).unwrap();
+    let (l2, index2) = s
+        .create_layer_stacked(&dirs2, &at(0), Some(&chain1))
+        .unwrap();
+    assert_eq!(l2, walked2);
+    let snap2 = s
+        .commit_stacked_indexed(
+            &kiln_cache::Snapshot::empty(),
+            &d2,
+            &l2,
+            &chain1,
+            index2.as_ref(),
+        )
+        .unwrap();
+    let chain2 = snap2.chain_id.clone().unwrap();
+    let flat = s.layer_dirs(&chain2).unwrap().unwrap();
+    let (again, _) = s.create_layer_stacked(&flat, &at(0), None).unwrap();
+    assert_eq!(
+        again, l2,
+        "the committed stack is the tree its index describes"
+    );
+
+    // A tree with hardlinks has no index; GC removes an index with its snapshot.
+    let linked = s.tmp_dir().join("linked");
+    file(&linked, "one", b"1");
+    fs_err::hard_link(linked.join("one"), linked.join("two")).unwrap();
+    let (_, _, none) = s.create_layer_indexed(&linked, &at(0), true).unwrap();
+    assert!(none.is_none());
+    let index_file = |c: &kiln_oci::Digest| {
+        t.path()
+            .join("s/snapshots")
+            .join(format!("{}.index", c.hex()))
+    };
+    assert!(index_file(&chain0).is_file());
+    s.gc_with_grace(std::time::Duration::ZERO).unwrap();
+    assert!(!index_file(&chain0).exists() && !index_file(&chain2).exists());
+    assert!(s.layer_dirs(&chain0).unwrap().is_none());
+
+    // An index is only read for the snapshot directory it was kept for.
+    let base = s.tmp_dir().join("base2");
+    file(&base, "a/keep", b"1");
+    let (l, _, index) = s.create_layer_indexed(&base, &at(0), true).unwrap();
+    let snap = s
+        .commit_upper_indexed(&kiln_cache::Snapshot::empty(), &base, &l, index.as_ref())
+        .unwrap();
+    let c = snap.chain_id.clone().unwrap();
+    assert!(s.tar_index(&c).is_some());
+    let kept = fs_err::read(index_file(&c)).unwrap();
+    fs_err::remove_dir_all(s.snapshot_dir(&c)).unwrap();
+    s.prepare_snapshot(std::slice::from_ref(&l)).unwrap();
+    fs_err::write(index_file(&c), &kept).unwrap();
+    assert!(s.tar_index(&c).is_none(), "made again: another directory");
 }

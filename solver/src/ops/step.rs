@@ -85,17 +85,19 @@ impl StepMount {
 
     /// Unmounts and turns the changes into the step's layer (none when nothing changed).
     pub fn finish(self, store: &Store, step: &Digest, opts: &LayerOptions) -> Result<Chain> {
-        self.finish_counted(store, step, opts)
+        self.finish_counted(store, step, opts, false)
             .map(|(chain, _)| chain)
     }
 
     /// [`StepMount::finish`], also returning, when a layer was made, its snapshot's chain ID
-    /// and how many whiteouts and opaque markers it has.
+    /// and how many whiteouts and opaque markers it has. With `index`, the layer's tar index
+    /// is kept with its snapshot (a layer an incremental copy may stack over next time).
     pub fn finish_counted(
         mut self,
         store: &Store,
         step: &Digest,
         opts: &LayerOptions,
+        index: bool,
     ) -> Result<(Chain, Option<(Digest, u64)>)> {
         if let Some(m) = self.mount.take() {
             m.unmount()?;
@@ -108,8 +110,10 @@ impl StepMount {
             source: LayerSource::OverlayUpper,
             ..opts.clone()
         };
-        let (layer, whiteouts) = store.create_layer_counted(&upper, &layer_opts)?;
-        let snap = store.commit_upper_as_snapshot(&self.snapshot, &upper, &layer)?;
+        let (layer, whiteouts, tar_index) =
+            store.create_layer_indexed(&upper, &layer_opts, index)?;
+        let snap =
+            store.commit_upper_indexed(&self.snapshot, &upper, &layer, tar_index.as_ref())?;
         let mut chain = self.base.as_ref().clone();
         chain.layers.push(ChainLayer {
             layer,
@@ -148,8 +152,9 @@ impl StepMount {
             source: LayerSource::Directory,
             ..opts.clone()
         };
-        let layer = store.create_layer_stacked(&dirs, &layer_opts)?;
-        let snap = store.commit_stacked_snapshot(&self.snapshot, &upper, &layer, below)?;
+        let (layer, index) = store.create_layer_stacked(&dirs, &layer_opts, Some(below))?;
+        let snap =
+            store.commit_stacked_indexed(&self.snapshot, &upper, &layer, below, index.as_ref())?;
         let mut chain = self.base.as_ref().clone();
         chain.layers.push(ChainLayer {
             layer,
