@@ -66,7 +66,7 @@ impl SavedInput {
             Ref::Layers(c) => SavedInput::Layers {
                 chain: c.as_ref().clone(),
             },
-            Ref::Local { root, source } => SavedInput::Local {
+            Ref::Local { root, source, .. } => SavedInput::Local {
                 root: root.clone(),
                 source: source.clone(),
             },
@@ -79,6 +79,7 @@ impl SavedInput {
             SavedInput::Local { root, source } => Ref::Local {
                 root: root.clone(),
                 source: source.clone(),
+                listing: None,
             },
         }
     }

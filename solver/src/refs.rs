@@ -34,8 +34,13 @@ impl Chain {
 pub enum Ref {
     /// A filesystem.
     Layers(Arc<Chain>),
-    /// A client directory, reduced to what the source selects (read at copy time).
-    Local { root: PathBuf, source: LocalSource },
+    /// A client directory, reduced to what the source selects (read at copy time), with what
+    /// the walk of its checksum selected when this build made one.
+    Local {
+        root: PathBuf,
+        source: LocalSource,
+        listing: Option<Arc<crate::context::walk::Selected>>,
+    },
 }
 
 impl Ref {

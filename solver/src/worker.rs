@@ -57,6 +57,8 @@ pub struct KilnWorker {
     restoring: tokio::sync::Mutex<()>,
     /// Bytes each local source selected, by vertex (for its progress line).
     transfers: std::sync::Mutex<BTreeMap<Digest, u64>>,
+    /// What the checksum of each local source walked, by vertex, until its ref is made.
+    listings: std::sync::Mutex<BTreeMap<Digest, Arc<crate::context::walk::Selected>>>,
 }
 
 impl KilnWorker {
@@ -78,6 +80,7 @@ impl KilnWorker {
             hasher,
             restoring: tokio::sync::Mutex::new(()),
             transfers: Default::default(),
+            listings: Default::default(),
         })
     }
 
@@ -326,13 +329,16 @@ impl Worker for KilnWorker {
             Op::Source(SourceOp::Local(src)) => {
                 let root = self.context_root(&src.name)?;
                 let ignore = crate::context::Matcher::new(&src.exclude)?;
-                let (sum, stats) = self
-                    .hasher
-                    .checksum_with_stats(&root, &src.include, &ignore)?;
+                let (sum, stats, listing) =
+                    self.hasher.checksum_listed(&root, &src.include, &ignore)?;
                 self.transfers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(digest.clone(), stats.bytes);
+                self.listings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), Arc::new(listing));
                 key_of(&[b"local", d.as_bytes(), sum.to_string().as_bytes()])
             }
             Op::Source(SourceOp::Http {
@@ -396,6 +402,11 @@ impl Worker for KilnWorker {
             Op::Source(SourceOp::Local(src)) => Ok(Some(Ref::Local {
                 root: self.context_root(&src.name)?,
                 source: src.clone(),
+                listing: self
+                    .listings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&vertex.digest()),
             })),
             Op::Source(SourceOp::Http {
                 url,
@@ -415,6 +426,7 @@ impl Worker for KilnWorker {
                                 include: vec![d.filename],
                                 exclude: Vec::new(),
                             },
+                            listing: None,
                         }
                     }),
                 )
@@ -484,6 +496,7 @@ impl Worker for KilnWorker {
                         include: vec![d.filename],
                         exclude: Vec::new(),
                     },
+                    listing: None,
                 }
             }
             Op::Source(_) => {

@@ -28,6 +28,30 @@ fn image_id(k: &Kiln, ctx: &Context, extra: &[&str], env: &[(&str, &str)]) -> St
     text(&out.stdout).trim().to_string()
 }
 
+/// [`image_id`] of a build whose layer writer logs at debug level, with that log.
+fn image_id_logged(k: &Kiln, ctx: &Context) -> (String, String) {
+    let mut c = k.command();
+    c.arg("build").arg("-q").arg(ctx.arg());
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c.env("KILN_LOG", "kiln_cache::layer=debug");
+    let out = c.output().expect("spawn kiln");
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    (text(&out.stdout).trim().to_string(), text(&out.stderr))
+}
+
+/// Whether a build's debug log says a stacked layer was written from its snapshot's tar
+/// index (not by walking the whole tree again).
+fn written_from_index(log: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains("layer: writing")
+            && l.split("from_index=")
+                .nth(1)
+                .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+    })
+}
+
 fn created(k: &Kiln, image: &str) -> String {
     let out = k.ok(&["inspect", image]);
     let v: Value = serde_json::from_str(&out).expect("inspect prints JSON");
@@ -515,12 +539,16 @@ fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
 
     // One file edited: the COPY is made over the previous layer (a stacked snapshot).
     append("src/p2/f200", "one more line\n");
-    let after = image_id(&warm, &ctx, &[], &[]);
+    let (after, log) = image_id_logged(&warm, &ctx);
     assert_ne!(before, after);
     assert_eq!(
         stacked_snapshots(&warm),
         1,
         "the edit was copied incrementally"
+    );
+    assert!(
+        written_from_index(&log),
+        "from the full copy's index:\n{log}"
     );
     same_as_fresh(&warm, &after, "one edit");
 
@@ -534,8 +562,9 @@ fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let third = image_id(&warm, &ctx, &[], &[]);
+    let (third, log) = image_id_logged(&warm, &ctx);
     assert_eq!(stacked_snapshots(&warm), 2, "copied incrementally again");
+    assert!(written_from_index(&log), "from the stack's index:\n{log}");
     assert!(
         stacks_are_flat(&warm),
         "the stack over a stack was flattened"

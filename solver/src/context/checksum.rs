@@ -190,12 +190,24 @@ impl ContextHasher {
         include: &[String],
         ignore: &Matcher,
     ) -> Result<(Digest, HashStats), Error> {
+        self.checksum_listed(root, include, ignore)
+            .map(|(d, stats, _)| (d, stats))
+    }
+
+    /// As [`checksum_with_stats`](Self::checksum_with_stats), also returning what the walk
+    /// selected, for the copies of the same build (they need not walk the context again).
+    pub fn checksum_listed(
+        &self,
+        root: &Path,
+        include: &[String],
+        ignore: &Matcher,
+    ) -> Result<(Digest, HashStats, walk::Selected), Error> {
         let canonical = fs_err::canonicalize(root).map_err(|e| Error::Io {
             op: "resolve context directory",
             path: root.to_path_buf(),
             source: e,
         })?;
-        let walker = walk::Walker::open(&canonical, ignore)?;
+        let walker = walk::Walker::open(&canonical, ignore)?.recording();
         let selections = walker.select(include)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -286,7 +298,7 @@ impl ContextHasher {
                 .map(|e| e.meta.size)
                 .sum(),
         };
-        Ok((Digest::from_hasher(hasher), stats))
+        Ok((Digest::from_hasher(hasher), stats, walker.take_selected()))
     }
 
     /// The files of a selection whose content differs from what the stat cache on disk (the

@@ -13,11 +13,12 @@ use super::glob::{clean, glob_match, has_meta};
 use super::ignore::Matcher;
 use kiln_sys::Beneath;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Symlink hops allowed while resolving one source path (as Linux's `MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -129,11 +130,35 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
+/// What the walks of one context root under one set of ignore patterns selected, by source
+/// name ([`Walker::select_one`]). The context checksum makes it and the copies of the same
+/// build use it, so a COPY of a large context does not walk it a second time; its entries are
+/// the context as the checksum (the step's cache key) saw it.
+#[derive(Debug, Default)]
+pub struct Selected {
+    by_name: HashMap<String, Option<Vec<Entry>>>,
+}
+
+impl Selected {
+    /// Source names selected.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
 /// Walks a context root and selects what `include` names.
 pub(crate) struct Walker<'a> {
     root: PathBuf,
     root_fd: Beneath,
     ignore: &'a Matcher,
+    /// Selections a walk of the same root with the same ignore patterns made before.
+    known: Option<Arc<Selected>>,
+    /// Selections made here, kept for [`Walker::take_selected`].
+    made: Option<Mutex<Selected>>,
 }
 
 impl<'a> Walker<'a> {
@@ -144,7 +169,31 @@ impl<'a> Walker<'a> {
             root: root.to_path_buf(),
             root_fd: fd,
             ignore,
+            known: None,
+            made: None,
         })
+    }
+
+    /// Serves [`select_one`](Self::select_one) from `known` (what a walk of this root with
+    /// these ignore patterns selected) where it has the name.
+    pub(crate) fn with_known(mut self, known: Option<Arc<Selected>>) -> Self {
+        self.known = known;
+        self
+    }
+
+    /// Keeps what [`select_one`](Self::select_one) selects, for
+    /// [`take_selected`](Self::take_selected).
+    pub(crate) fn recording(mut self) -> Self {
+        self.made = Some(Mutex::default());
+        self
+    }
+
+    /// What was selected since [`recording`](Self::recording).
+    pub(crate) fn take_selected(&self) -> Selected {
+        self.made
+            .as_ref()
+            .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default()
     }
 
     pub(crate) fn host_path(&self, real: &str) -> PathBuf {
@@ -312,6 +361,21 @@ impl<'a> Walker<'a> {
     /// Selects the entries one source path names (`""`/`.` = the whole context). `Ok(None)`
     /// when nothing by that name exists.
     pub(crate) fn select_one(&self, name: &str) -> Result<Option<Vec<Entry>>, Error> {
+        if let Some(found) = self.known.as_ref().and_then(|k| k.by_name.get(name)) {
+            return Ok(found.clone());
+        }
+        let found = self.walk_one(name)?;
+        if let Some(made) = &self.made {
+            made.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_name
+                .insert(name.to_string(), found.clone());
+        }
+        Ok(found)
+    }
+
+    /// [`select_one`](Self::select_one) by walking.
+    fn walk_one(&self, name: &str) -> Result<Option<Vec<Entry>>, Error> {
         let Some(real) = self.resolve(name)? else {
             return Ok(None);
         };

@@ -115,11 +115,21 @@ pub fn copy(
     ids: Option<CopyIds>,
     exclude_from_context: Option<&Matcher>,
 ) -> Result<CopyStats> {
-    copy_with(src_root, dest_root, action, ids, exclude_from_context, None)
+    copy_with(
+        src_root,
+        dest_root,
+        action,
+        ids,
+        exclude_from_context,
+        None,
+        None,
+    )
 }
 
 /// [`copy`], noting what it writes in `reuse` and leaving the files it says are already
-/// there as they are (an incremental copy, [`super::incremental`]).
+/// there as they are (an incremental copy, [`super::incremental`]); sources `known` (what the
+/// context checksum's walk of `src_root` with these ignore patterns selected) are not walked
+/// again.
 #[tracing::instrument(skip_all, fields(dest = %action.dest))]
 pub(crate) fn copy_with(
     src_root: &Path,
@@ -128,6 +138,7 @@ pub(crate) fn copy_with(
     ids: Option<CopyIds>,
     exclude_from_context: Option<&Matcher>,
     reuse: Option<Arc<Reuse>>,
+    known: Option<Arc<crate::context::walk::Selected>>,
 ) -> Result<CopyStats> {
     let owner = match (ids, exclude_from_context) {
         (Some(ids), _) => Owner {
@@ -146,7 +157,7 @@ pub(crate) fn copy_with(
     let chmod = action.chmod.as_deref().map(parse_chmod).transpose()?;
     let excludes = Matcher::new(&action.exclude).map_err(crate::context::Error::from)?;
     let empty = Matcher::default();
-    let walker = Walker::open(src_root, exclude_from_context.unwrap_or(&empty))?;
+    let walker = Walker::open(src_root, exclude_from_context.unwrap_or(&empty))?.with_known(known);
 
     // Expand sources first: every error about sources comes before anything is written.
     // Each match: its path in the source, the part of it `--parents` keeps, its entries.
@@ -253,8 +264,9 @@ pub(crate) fn copy_with(
             } else {
                 None
             };
+            // (path, source meta, kept from the previous layer)
             if out.dir(&target, made_as)? {
-                dirs.push((target.clone(), top.meta));
+                dirs.push((target.clone(), top.meta, false));
             }
             let prefix_len = if name.is_empty() { 0 } else { name.len() + 1 };
             for entry in &entries[1..] {
@@ -266,8 +278,10 @@ pub(crate) fn copy_with(
                 }
                 let path = join(&target, inner);
                 if entry.meta.kind() == EntryKind::Dir {
-                    if out.dir(&path, Some(&entry.meta))? {
-                        dirs.push((path, entry.meta));
+                    if out.dir_kept(&path, &entry.meta) {
+                        dirs.push((path, entry.meta, true));
+                    } else if out.dir(&path, Some(&entry.meta))? {
+                        dirs.push((path, entry.meta, false));
                     }
                 } else if entry.meta.nlink > 1 && entry.meta.kind() == EntryKind::File {
                     // Hard links need the first copy in place: written in order, below.
@@ -276,10 +290,15 @@ pub(crate) fn copy_with(
                     plain.push((entry, path));
                 }
             }
+            // An incremental copy first leaves out the files the previous layer has (on this
+            // thread: it is a lookup each, all under one lock).
+            if out.reuse.is_some() {
+                plain.retain(|(entry, path)| !out.kept(entry, path));
+            }
             // Directories exist now; plain files go in parallel.
             let threads = if plain.len() < 64 { 1 } else { copy_threads() };
             let written = parallel_map(&plain, threads, |(entry, path)| {
-                out.write_plain(entry, path, &walker)
+                out.write_new(entry, path, &walker)
             });
             for ((entry, path), done) in plain.iter().zip(written) {
                 if !done? {
@@ -290,8 +309,13 @@ pub(crate) fn copy_with(
                 out.entry(entry, path, &walker)?;
             }
             // Mtimes of the directories this copy created, last: writing children changed them.
-            // Existing directories merged into keep their metadata.
-            for (path, meta) in dirs.iter().rev() {
+            // Existing directories merged into keep their metadata; the previous layer's
+            // directories an incremental copy kept only need them when something was written
+            // in them.
+            for (path, meta, kept) in dirs.iter().rev() {
+                if *kept && !out.reuse.as_ref().is_some_and(|r| r.touched(path)) {
+                    continue;
+                }
                 out.set_dir_times(path, meta)?;
             }
             continue;
@@ -591,7 +615,7 @@ impl DestTree {
         if let Ok(fd) = self.open_dir(path) {
             // The previous layer's directory, made by the copy this one repeats: made again.
             if let Some(r) = self.reuse.as_ref().filter(|r| r.made_dir(path)) {
-                r.dir(path);
+                r.dir(path, meta);
                 self.set_dir_meta(&fd, path, meta, true)?;
                 return Ok(true);
             }
@@ -614,10 +638,16 @@ impl DestTree {
         .map_err(self.err("open directory", path))?;
         self.set_dir_meta(&fd, path, meta, false)?;
         if let Some(r) = &self.reuse {
-            r.dir(path);
+            r.dir(path, meta);
         }
         Counters::add(&self.stats.dirs, 1);
         Ok(true)
+    }
+
+    /// Whether the directory `path` is the previous layer's, made from a source directory in
+    /// the state `meta` is (an incremental copy keeps it as it is).
+    fn dir_kept(&self, path: &str, meta: &Meta) -> bool {
+        self.reuse.as_ref().is_some_and(|r| r.keep_dir(path, meta))
     }
 
     /// Owner and mode of a directory this copy makes (`only_changes`: only what differs, so
@@ -735,15 +765,11 @@ impl DestTree {
         }
     }
 
-    /// Copies a source file (not multiply linked) whose destination parent already exists.
-    /// `Ok(false)` when the parent is missing (the caller then uses [`entry`](Self::entry)).
-    fn write_plain(&self, entry: &Entry, path: &str, walker: &Walker<'_>) -> Result<bool> {
-        // A kept file needs nothing, not even its directory opened. (When the directory is
-        // missing, `entry` asks again and the file is noted as written twice: it is not
-        // kept next time either, which only costs a copy.)
-        if self.kept(entry, path) {
-            return Ok(true);
-        }
+    /// Copies a source file (not multiply linked, not [`kept`](Self::kept)) whose
+    /// destination parent already exists. `Ok(false)` when the parent is missing (the caller
+    /// then uses [`entry`](Self::entry), which asks [`kept`](Self::kept) again: the file is
+    /// noted as written twice and not kept next time either, which only costs a copy).
+    fn write_new(&self, entry: &Entry, path: &str, walker: &Walker<'_>) -> Result<bool> {
         let (parent, leaf) = split_parent(path);
         let parent_fd = match self.open_dir(parent) {
             Ok(fd) => fd,

@@ -50,7 +50,7 @@ pub(crate) async fn run(env: &OpEnv, job: &Job<'_>, op: &FileOp, inputs: Vec<Ref
         for action in &op.actions {
             apply(&store, &root, action, &inputs, reuse.clone())?;
         }
-        let (chain, made) = step.finish_counted(&store, &digest, &opts)?;
+        let (chain, made) = step.finish_counted(&store, &digest, &opts, reuse_key.is_some())?;
         if let (Some(key), Some(reuse), Some((snapshot, 0))) = (&reuse_key, &reuse, made) {
             incremental::record(&store, key, reuse, snapshot);
         }
@@ -111,10 +111,14 @@ fn apply(
                 .ok_or_else(|| Error::other("copy", "source input out of range"))?;
             let ids = resolve_ids(root, c.chown.as_ref())?;
             match src {
-                Ref::Local { root: ctx, source } => {
+                Ref::Local {
+                    root: ctx,
+                    source,
+                    listing,
+                } => {
                     let ignore = crate::context::Matcher::new(&source.exclude)
                         .map_err(|e| Error::Copy(e.to_string()))?;
-                    copy::copy_with(ctx, root, c, ids, Some(&ignore), reuse)
+                    copy::copy_with(ctx, root, c, ids, Some(&ignore), reuse, listing.clone())
                         .map_err(|e| Error::Copy(e.to_string()))?;
                 }
                 Ref::Layers(chain) => {

@@ -70,8 +70,9 @@ pub(crate) struct Manifest {
     /// Every non-directory destination path; regular files written once from a source
     /// that was not racy carry its identity.
     files: HashMap<String, Option<Ident>>,
-    /// Directories the copy created.
-    dirs: HashSet<String>,
+    /// Directories the copy created, with the identity of the source directory they took
+    /// their mode, owner and mtime from when it can be trusted next time.
+    dirs: HashMap<String, Option<Ident>>,
 }
 
 /// The reuse key of a file op, when it is one incremental copies handle: one COPY of a
@@ -92,7 +93,7 @@ pub(crate) fn key(
         return None;
     };
     let base = base.map_or_else(|| "scratch".to_string(), |d| d.to_string());
-    let text = format!("copy-reuse-1\n{step}\n{base}\n{}", root.display());
+    let text = format!("copy-reuse-2\n{step}\n{base}\n{}", root.display());
     Some(kiln_oci::sha256(text.as_bytes()).hex().to_string())
 }
 
@@ -138,7 +139,22 @@ struct State {
     next: Manifest,
     /// Paths written (or kept) so far.
     written: HashSet<String>,
+    /// Directories something was written in (or below).
+    touched: HashSet<String>,
     kept: u64,
+}
+
+impl State {
+    /// Notes that something at `path` was written: its directories' times are to be set.
+    fn touch(&mut self, path: &str) {
+        let mut at = path;
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if !self.touched.insert(parent.to_string()) {
+                break;
+            }
+            at = parent;
+        }
+    }
 }
 
 impl Reuse {
@@ -180,6 +196,7 @@ impl Reuse {
         }
         let id = id.filter(|_| meta.ctime_ns < self.racy_from_ns);
         st.next.files.insert(path.to_string(), id);
+        st.touch(path);
         false
     }
 
@@ -188,19 +205,57 @@ impl Reuse {
         let mut st = self.state();
         st.written.insert(path.to_string());
         st.next.files.insert(path.to_string(), None);
+        st.touch(path);
     }
 
     /// An existing directory at `path`: whether the previous copy created it (then this copy
     /// makes it its own again, as it would create it).
     pub(crate) fn made_dir(&self, path: &str) -> bool {
-        self.prev.as_ref().is_some_and(|p| p.dirs.contains(path))
+        self.prev
+            .as_ref()
+            .is_some_and(|p| p.dirs.contains_key(path))
     }
 
-    /// This copy created (or took over) the directory `path`.
-    pub(crate) fn dir(&self, path: &str) {
+    /// Before the directory `path` is made from a source directory with `meta`: whether the
+    /// previous copy made it from that very source state (same identity: mode, owner and
+    /// mtime are the ones it has). Then nothing is done to it unless something is written in
+    /// it ([`Reuse::touched`]).
+    pub(crate) fn keep_dir(&self, path: &str, meta: &Meta) -> bool {
+        let Some(recorded) = self
+            .prev
+            .as_ref()
+            .and_then(|p| p.dirs.get(path).copied().flatten())
+        else {
+            return false;
+        };
+        let id = Ident::of(meta);
+        if id != recorded {
+            return false;
+        }
+        let mut st = self.state();
+        if !st.written.insert(path.to_string()) {
+            st.next.dirs.insert(path.to_string(), None);
+            return false;
+        }
+        st.next.dirs.insert(path.to_string(), Some(id));
+        true
+    }
+
+    /// Whether something was written in the directory `path` or below it.
+    pub(crate) fn touched(&self, path: &str) -> bool {
+        self.state().touched.contains(path)
+    }
+
+    /// This copy created (or took over) the directory `path`, from a source directory with
+    /// `meta` (`None`: made as the copy makes its destination or parents).
+    pub(crate) fn dir(&self, path: &str, meta: Option<&Meta>) {
+        let id = meta
+            .filter(|m| m.ctime_ns < self.racy_from_ns)
+            .map(Ident::of);
         let mut st = self.state();
         st.written.insert(path.to_string());
-        st.next.dirs.insert(path.to_string());
+        st.next.dirs.insert(path.to_string(), id);
+        st.touch(path);
     }
 
     /// Whether the previous copy wrote something this one did not (it would have to go).
@@ -209,7 +264,7 @@ impl Reuse {
         self.prev.as_ref().is_some_and(|p| {
             p.files
                 .keys()
-                .chain(p.dirs.iter())
+                .chain(p.dirs.keys())
                 .any(|k| !st.written.contains(k))
         })
     }

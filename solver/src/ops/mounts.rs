@@ -179,7 +179,7 @@ fn materialize(store: &Store, input: &Ref, writable: bool, held: &mut Held) -> R
             held.views.push(v);
             Ok(p)
         }
-        Ref::Local { root, source } => {
+        Ref::Local { root, source, .. } => {
             // Only what the context selection allows (never .dockerignore'd files).
             let dir = tempfile::Builder::new()
                 .prefix("bind-")
