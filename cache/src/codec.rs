@@ -363,11 +363,40 @@ fn member_cut(buf_len: usize, data: &[u8], hash: &mut u64) -> Option<usize> {
     for b in &data[warm..check] {
         h = (h << 1).wrapping_add(GEAR[*b as usize]);
     }
-    for (i, b) in data[check..end].iter().enumerate() {
+    let mut from = check;
+    // The hash at a byte is a function of the 64 bytes ending there alone (older ones are
+    // shifted out of the word), so a long stretch is scanned as two halves side by side, the
+    // second one's hash started 64 bytes early: the same cut, two independent dependency
+    // chains.
+    if end - check >= 8192 {
+        let mid = check + (end - check) / 2;
+        let mut h2 = 0u64;
+        for b in &data[mid - 64..mid] {
+            h2 = (h2 << 1).wrapping_add(GEAR[*b as usize]);
+        }
+        let mut second = None;
+        for (i, (a, b)) in data[check..mid].iter().zip(&data[mid..]).enumerate() {
+            h = (h << 1).wrapping_add(GEAR[*a as usize]);
+            h2 = (h2 << 1).wrapping_add(GEAR[*b as usize]);
+            if h & MEMBER_MASK == 0 {
+                *hash = h;
+                return Some(check + i + 1);
+            }
+            if h2 & MEMBER_MASK == 0 && second.is_none() {
+                second = Some(mid + i + 1);
+            }
+        }
+        if second.is_some() {
+            return second;
+        }
+        h = h2;
+        from = mid + (mid - check);
+    }
+    for (i, b) in data[from..end].iter().enumerate() {
         h = (h << 1).wrapping_add(GEAR[*b as usize]);
         if h & MEMBER_MASK == 0 {
             *hash = h;
-            return Some(check + i + 1);
+            return Some(from + i + 1);
         }
     }
     *hash = h;
@@ -1023,6 +1052,57 @@ mod tests {
             start += take;
         }
         out
+    }
+
+    /// The cut points `member_cut` finds feeding `data` in writes of `size` bytes.
+    fn cut_points(data: &[u8], size: usize) -> Vec<usize> {
+        let (mut points, mut len, mut hash, mut at) = (Vec::new(), 0, 0u64, 0);
+        while at < data.len() {
+            let chunk = &data[at..(at + size).min(data.len())];
+            match member_cut(len, chunk, &mut hash) {
+                Some(t) => {
+                    at += t;
+                    points.push(at);
+                    len = 0;
+                    hash = 0;
+                }
+                None => {
+                    len += chunk.len();
+                    at += chunk.len();
+                }
+            }
+        }
+        points
+    }
+
+    #[test]
+    fn cut_points_do_not_depend_on_how_the_bytes_are_written() {
+        let data = sample(30 << 20);
+        let small = cut_points(&data, 4096);
+        assert!(small.len() >= 8, "{small:?}");
+        for size in [1000, 8191, 8192, 300_001, 5 << 20, data.len()] {
+            assert_eq!(cut_points(&data, size), small, "writes of {size} bytes");
+        }
+        // Runs of one byte value reach the maximum without a content cut.
+        let flat = vec![7u8; 9 << 20];
+        assert_eq!(cut_points(&flat, flat.len()), cut_points(&flat, 4096));
+        // A cut a few bytes into the second half of a long write (where that half's hash has
+        // just been started) is found.
+        let (s0, c) = small
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .find(|(a, b)| b - a >= MEMBER_MIN + 10_000)
+            .expect("a member well over the minimum");
+        let p = c - 5000;
+        let (mut hash, mut len, mut at) = (0u64, 0, s0);
+        while at < p {
+            let end = (at + 4096).min(p);
+            assert_eq!(member_cut(len, &data[at..end], &mut hash), None);
+            len += end - at;
+            at = end;
+        }
+        let write = &data[p..p + 2 * (c - p) - 20];
+        assert_eq!(member_cut(len, write, &mut hash), Some(c - p));
     }
 
     #[test]

@@ -35,16 +35,42 @@ use kiln_cache::Store;
 use kiln_cache::snapshot::MAX_STACK;
 use kiln_graph::{FileAction, FileOp};
 use kiln_oci::Digest;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The `kv` table of COPY manifests: reuse key → [`Manifest`] (JSON).
+/// The `kv` table of COPY manifests: reuse key → [`Manifest`] ([`Manifest::encode`]).
 const TABLE: &str = "copy-reuse";
 
+/// FNV-1a: the manifest's tables hash tens of thousands of short paths per build, where
+/// SipHash's resistance to chosen keys buys nothing (the keys are the build's own paths).
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<Fnv>>;
+
 /// What identifies a source file's state without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ident([u64; 8]);
 
 impl Ident {
@@ -63,16 +89,104 @@ impl Ident {
 }
 
 /// What one COPY wrote.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Manifest {
     /// The snapshot (chain ID) whose top layer this copy made.
     pub(crate) chain: Option<Digest>,
     /// Every non-directory destination path; regular files written once from a source
     /// that was not racy carry its identity.
-    files: HashMap<String, Option<Ident>>,
+    files: FastMap<String, Option<Ident>>,
     /// Directories the copy created, with the identity of the source directory they took
     /// their mode, owner and mtime from when it can be trusted next time.
-    dirs: HashMap<String, Option<Ident>>,
+    dirs: FastMap<String, Option<Ident>>,
+}
+
+/// The first line of an encoded [`Manifest`].
+const MANIFEST_MAGIC: &[u8] = b"kiln-copy-reuse 2\n";
+
+impl Manifest {
+    /// `MAGIC`, the chain (length and text), then each file and each directory: path (length
+    /// and bytes) and identity (a flag and eight numbers), all little-endian.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + (self.files.len() + self.dirs.len()) * 100);
+        out.extend_from_slice(MANIFEST_MAGIC);
+        let chain = self
+            .chain
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        put_bytes(&mut out, chain.as_bytes());
+        for table in [&self.files, &self.dirs] {
+            out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+            for (path, id) in table {
+                put_bytes(&mut out, path.as_bytes());
+                match id {
+                    Some(Ident(v)) => {
+                        out.push(1);
+                        for n in v {
+                            out.extend_from_slice(&n.to_le_bytes());
+                        }
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Manifest> {
+        let mut r = Reader(bytes.strip_prefix(MANIFEST_MAGIC)?);
+        let mut m = Manifest::default();
+        let chain = std::str::from_utf8(r.bytes()?).ok()?;
+        if !chain.is_empty() {
+            m.chain = Some(kiln_cache::parse_digest(chain).ok()?);
+        }
+        for dirs in [false, true] {
+            let count = r.u64()?;
+            let table = if dirs { &mut m.dirs } else { &mut m.files };
+            table.reserve(count.min(1 << 24) as usize);
+            for _ in 0..count {
+                let path = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+                let id = match r.take(1)?[0] {
+                    0 => None,
+                    1 => {
+                        let mut v = [0u64; 8];
+                        for x in &mut v {
+                            *x = r.u64()?;
+                        }
+                        Some(Ident(v))
+                    }
+                    _ => return None,
+                };
+                table.insert(path, id);
+            }
+        }
+        r.0.is_empty().then_some(m)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        self.take(n)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
 }
 
 /// The reuse key of a file op, when it is one incremental copies handle: one COPY of a
@@ -100,7 +214,7 @@ pub(crate) fn key(
 /// The manifest recorded under `key` whose layer directories are still there, with them.
 pub(crate) fn previous(store: &Store, key: &str) -> Option<(Manifest, Vec<PathBuf>)> {
     let raw = store.kv_get(TABLE, key).ok()??;
-    let m: Manifest = serde_json::from_slice(&raw).ok()?;
+    let m = Manifest::decode(&raw)?;
     // Files whose source was racy then cannot be kept: with fewer than half of them
     // recorded, the attempt could not be worth it.
     let recorded = m.files.values().filter(|i| i.is_some()).count();
@@ -115,13 +229,8 @@ pub(crate) fn previous(store: &Store, key: &str) -> Option<(Manifest, Vec<PathBu
 pub(crate) fn record(store: &Store, key: &str, reuse: &Reuse, chain: Digest) {
     let mut m = reuse.take();
     m.chain = Some(chain);
-    match serde_json::to_vec(&m) {
-        Ok(json) => {
-            if let Err(e) = store.kv_put(TABLE, key, &json) {
-                tracing::warn!("could not record the copy manifest: {e}");
-            }
-        }
-        Err(e) => tracing::warn!("could not record the copy manifest: {e}"),
+    if let Err(e) = store.kv_put(TABLE, key, &m.encode()) {
+        tracing::warn!("could not record the copy manifest: {e}");
     }
 }
 
@@ -138,9 +247,9 @@ pub(crate) struct Reuse {
 struct State {
     next: Manifest,
     /// Paths written (or kept) so far.
-    written: HashSet<String>,
+    written: FastSet<String>,
     /// Directories something was written in (or below).
-    touched: HashSet<String>,
+    touched: FastSet<String>,
     kept: u64,
 }
 
@@ -315,4 +424,31 @@ pub(crate) fn has_overlay_marks(dir: &Path) -> std::io::Result<bool> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_reads_back_and_a_cut_one_does_not() {
+        let mut m = Manifest {
+            chain: Some(kiln_oci::sha256(b"x")),
+            ..Manifest::default()
+        };
+        m.files.insert(
+            "data/a".into(),
+            Some(Ident([1, 2, 3, 4, 5, 6, 7, u64::MAX])),
+        );
+        m.files.insert("data/link".into(), None);
+        m.dirs.insert("data".into(), Some(Ident([9; 8])));
+        m.dirs.insert("data/sub dir/ü".into(), None);
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes), Some(m.clone()));
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert_eq!(Manifest::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let empty = Manifest::default();
+        assert_eq!(Manifest::decode(&empty.encode()), Some(empty));
+    }
 }
