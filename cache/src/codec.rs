@@ -319,6 +319,9 @@ impl Pool {
     }
 }
 
+/// New bytes a content-defined encoder gathers before it scans them for a cut.
+const SCAN_CHUNK: usize = 64 << 10;
+
 /// Content-defined members: a member is at least this long...
 const MEMBER_MIN: usize = 1 << 20;
 /// ...and ends where the gear hash of its last 64 bytes has [`MEMBER_MASK`]'s bits clear
@@ -534,8 +537,11 @@ pub(crate) struct ParGzip<W: Write> {
     members: Option<MemberCache>,
     /// Bytes written to `out`.
     out_pos: u64,
-    /// Gear hash of the member so far (content-defined members).
+    /// Gear hash of the member so far (content-defined members), through `buf[..scanned]`.
     hash: u64,
+    /// Bytes of `buf` scanned for a cut so far: the scan waits for [`SCAN_CHUNK`] new bytes
+    /// (a tar's writes are mostly headers and small files).
+    scanned: usize,
     /// The sha256 of the input, hashed block by block on a thread of its own.
     input_hash: Option<InputHasher>,
     /// Buffers of blocks and compressed blocks.
@@ -723,6 +729,7 @@ impl<W: Write> ParGzip<W> {
             members,
             out_pos: 0,
             hash: 0,
+            scanned: 0,
             input_hash: None,
             pool,
             buf: Vec::with_capacity(block),
@@ -789,11 +796,16 @@ impl<W: Write> ParGzip<W> {
     fn send_block(&mut self) -> io::Result<()> {
         // A content-defined block grows up to its maximum: room for it from the start.
         let cap = if self.kind.content_defined() {
-            MEMBER_MAX
+            MEMBER_MAX + SCAN_CHUNK
         } else {
             self.block
         };
         let data = std::mem::replace(&mut self.buf, self.pool.take(cap));
+        self.send(data)
+    }
+
+    /// Sends the block `data` to the workers (and to the input's hasher).
+    fn send(&mut self, data: Vec<u8>) -> io::Result<()> {
         if self.kind == BlockKind::Deflate {
             // Members carry their own CRC; only the one-member stream needs the whole one.
             self.crc.update(&data);
@@ -831,8 +843,33 @@ impl<W: Write> ParGzip<W> {
         Ok((out, hasher.map(InputHasher::finish).transpose()?))
     }
 
+    /// Scans what `buf` holds past `scanned` for the member's end; at a cut the member is sent
+    /// and the bytes after the cut start the next one (scanned again).
+    fn scan(&mut self) -> io::Result<()> {
+        while self.scanned < self.buf.len() {
+            let from = self.scanned;
+            match member_cut(from, &self.buf[from..], &mut self.hash) {
+                Some(take) => {
+                    let cut = from + take;
+                    let mut next = self.pool.take(MEMBER_MAX + SCAN_CHUNK);
+                    next.extend_from_slice(&self.buf[cut..]);
+                    self.buf.truncate(cut);
+                    let block = std::mem::replace(&mut self.buf, next);
+                    self.hash = 0;
+                    self.scanned = 0;
+                    self.send(block)?;
+                }
+                None => self.scanned = self.buf.len(),
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the last (partial) block; an empty stream is still one (empty) gzip member.
     fn send_last(&mut self) -> io::Result<()> {
+        if self.kind.content_defined() {
+            self.scan()?;
+        }
         if !self.buf.is_empty() || (self.sent == 0 && self.kind.content_defined()) {
             self.send_block()?;
         }
@@ -864,19 +901,9 @@ impl<W: Write> Write for ParGzip<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
         if self.kind.content_defined() {
-            while !data.is_empty() {
-                match member_cut(self.buf.len(), data, &mut self.hash) {
-                    Some(take) => {
-                        self.buf.extend_from_slice(&data[..take]);
-                        data = &data[take..];
-                        self.hash = 0;
-                        self.send_block()?;
-                    }
-                    None => {
-                        self.buf.extend_from_slice(data);
-                        data = &[];
-                    }
-                }
+            self.buf.extend_from_slice(data);
+            if self.buf.len() - self.scanned >= SCAN_CHUNK {
+                self.scan()?;
             }
             return Ok(n);
         }

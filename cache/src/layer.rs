@@ -1077,25 +1077,24 @@ impl Store {
     /// The layer of the tree the plain directories `dirs` (bottom first) make as overlay
     /// lower directories (a stacked snapshot's), as [`Store::create_layer`] writes the tree
     /// itself, with its [`TarIndex`] (for the stack the top directory becomes the delta of).
-    /// When `dirs` but the top one are the top layer of the snapshot `below` and that
-    /// snapshot has an index, the tar is written from it and a walk of the top directory
+    /// With `index`, the tar index of the snapshot whose top layer `dirs` but the top one
+    /// are ([`Store::tar_index`]), the tar is written from it and a walk of the top directory
     /// alone (the same bytes).
     pub fn create_layer_stacked(
         &self,
         dirs: &[PathBuf],
         opts: &LayerOptions,
-        below: Option<&Digest>,
+        index: Option<&TarIndex>,
     ) -> Result<(LayerInfo, Option<TarIndex>)> {
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
         let tar_opts = tar_options(opts);
-        let index = below.and_then(|b| self.tar_index(b));
         tracing::debug!(
             dir = ?dirs.last(),
             layers = dirs.len(),
-            from_index = index.as_ref().map_or(0, TarIndex::len),
+            from_index = index.map_or(0, TarIndex::len),
             "layer: writing"
         );
-        let (info, _, index) = match (&index, dirs.split_last()) {
+        let (info, _, index) = match (index, dirs.split_last()) {
             (Some(index), Some((upper, below))) if !below.is_empty() => self
                 .create_layer_of(opts, &mut |w| {
                     write_tar_over(index, below, upper, &tar_opts, w, true).map(|i| (0, i))

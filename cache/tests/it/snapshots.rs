@@ -449,14 +449,14 @@ fn a_stacked_layer_written_from_the_tar_index_is_the_tar_a_walk_writes() {
     dirs1.push(d1.clone());
     let (walked, _) = s.create_layer_stacked(&dirs1, &at(0), None).unwrap();
     let (l1, index1) = s
-        .create_layer_stacked(&dirs1, &at(0), Some(&chain0))
+        .create_layer_stacked(&dirs1, &at(0), s.tar_index(&chain0).as_ref())
         .unwrap();
     assert_eq!(l1, walked, "the index and a walk write the same tar");
     let (walked_late, _) = s
         .create_layer_stacked(&dirs1, &at(1_800_000_000), None)
         .unwrap();
     let (l1_late, _) = s
-        .create_layer_stacked(&dirs1, &at(1_800_000_000), Some(&chain0))
+        .create_layer_stacked(&dirs1, &at(1_800_000_000), s.tar_index(&chain0).as_ref())
         .unwrap();
     assert_eq!(l1_late, walked_late);
     assert_ne!(
@@ -485,7 +485,7 @@ fn a_stacked_layer_written_from_the_tar_index_is_the_tar_a_walk_writes() {
     dirs2.push(d2.clone());
     let (walked2, _) = s.create_layer_stacked(&dirs2, &at(0), None).unwrap();
     let (l2, index2) = s
-        .create_layer_stacked(&dirs2, &at(0), Some(&chain1))
+        .create_layer_stacked(&dirs2, &at(0), s.tar_index(&chain1).as_ref())
         .unwrap();
     assert_eq!(l2, walked2);
     let snap2 = s

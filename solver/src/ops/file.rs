@@ -79,6 +79,11 @@ fn copy_over(
         .clone()
         .ok_or_else(|| Error::other("incremental copy", "a manifest without a snapshot"))?;
     let reuse = Arc::new(Reuse::new(Some(prev)));
+    // The layer below's tar index is read and checked on another thread meanwhile.
+    let index = std::thread::spawn({
+        let (store, below) = (store.clone(), below.clone());
+        move || store.tar_index(&below)
+    });
     let step = StepMount::prepare_over(store, base.clone(), dirs)?;
     let root = step.rootfs();
     for action in &op.actions {
@@ -89,7 +94,10 @@ fn copy_over(
         return Ok(None);
     }
     let kept = reuse.kept();
-    let Some((chain, snapshot)) = step.finish_over(store, digest, opts, &below, dirs)? else {
+    let index = index.join().ok().flatten();
+    let Some((chain, snapshot)) =
+        step.finish_over(store, digest, opts, &below, dirs, index.as_ref())?
+    else {
         return Ok(None);
     };
     tracing::debug!(kept, "incremental copy");

@@ -127,6 +127,8 @@ impl StepMount {
     /// it, merged as overlayfs would, so the tar is the one the whole tree gives; the
     /// changes are kept stacked over `below`. `None` when the changes hold whiteouts or opaque
     /// directories (that layer with them over it is not what a fresh step makes).
+    /// `index`: `below`'s tar index, when it has one.
+    #[allow(clippy::too_many_arguments)]
     pub fn finish_over(
         mut self,
         store: &Store,
@@ -134,6 +136,7 @@ impl StepMount {
         opts: &LayerOptions,
         below: &Digest,
         below_dirs: &[PathBuf],
+        index: Option<&kiln_cache::tarindex::TarIndex>,
     ) -> Result<Option<(Chain, Digest)>> {
         if let Some(m) = self.mount.take() {
             m.unmount()?;
@@ -152,7 +155,7 @@ impl StepMount {
             source: LayerSource::Directory,
             ..opts.clone()
         };
-        let (layer, index) = store.create_layer_stacked(&dirs, &layer_opts, Some(below))?;
+        let (layer, index) = store.create_layer_stacked(&dirs, &layer_opts, index)?;
         let snap =
             store.commit_stacked_indexed(&self.snapshot, &upper, &layer, below, index.as_ref())?;
         let mut chain = self.base.as_ref().clone();
