@@ -582,4 +582,27 @@ fn big_and_small_files_in_deep_directories_are_archived_whole_in_name_order() {
     want.sort();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "every file, whole, in name order");
+    // The parallel encoders see the tar in the walk's writes (headers, then each file's data):
+    // the blob is that same tar compressed as one stream (members and frames cut by content).
+    let s = Store::open(t.path().join("s")).unwrap();
+    let opts = |compression| LayerOptions {
+        compression,
+        mtime_clamp: None,
+        source: LayerSource::Directory,
+    };
+    let plain = s.create_layer(&root, &opts(Encoding::None)).unwrap();
+    assert_eq!(s.read_blob(&plain.digest).unwrap(), tar);
+    for enc in [
+        Encoding::GZIP,
+        Encoding::ZSTD,
+        Encoding::GzipParallel { level: 6 },
+    ] {
+        let layer = s.create_layer(&root, &opts(enc)).unwrap();
+        assert_eq!(layer.diff_id, plain.diff_id, "{enc:?}");
+        let streamed = kiln_cache::codec::compress(&mut &tar[..], Vec::new(), enc).unwrap();
+        assert!(
+            s.read_blob(&layer.digest).unwrap() == streamed,
+            "{enc:?}: the blob is the tar compressed as a stream"
+        );
+    }
 }
