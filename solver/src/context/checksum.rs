@@ -468,12 +468,10 @@ fn load_table(cache_dir: &Path, canonical: &Path) -> Table {
 fn encode_table(table: &Table) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + table.records.len() * 100);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(table.root.len() as u32).to_le_bytes());
-    out.extend_from_slice(table.root.as_bytes());
+    put_string(&mut out, &table.root);
     out.extend_from_slice(&(table.records.len() as u64).to_le_bytes());
     for (path, r) in &table.records.sorted {
-        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        out.extend_from_slice(path.as_bytes());
+        put_string(&mut out, path);
         out.extend_from_slice(&r.size.to_le_bytes());
         out.extend_from_slice(&r.mtime_ns.to_le_bytes());
         out.extend_from_slice(&r.ctime_ns.to_le_bytes());
@@ -484,10 +482,12 @@ fn encode_table(table: &Table) -> Vec<u8> {
     out
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads what the solver's binary records are made of (the stat cache's tables, the copy
+/// manifests): little-endian numbers and strings with a `u32` length.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -495,13 +495,22 @@ impl<'a> Reader<'a> {
         self.0 = tail;
         Some(head)
     }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
-    fn string(&mut self) -> Option<String> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+    pub(crate) fn string(&mut self) -> Option<String> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
+}
+
+/// Appends `s` as [`Reader::string`] reads it (`u32` length, then the bytes).
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// A table as [`encode_table`] wrote it. Records are trusted to be in walk order (a file out

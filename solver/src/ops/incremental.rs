@@ -28,7 +28,7 @@
 //! delta hold is an overlay merged directory, whose link count is 1 (as for any directory
 //! several layers of an image have); names, contents, modes, owners and times are the same.
 
-use crate::context::checksum::RACY_WINDOW_NS;
+use crate::context::checksum::{RACY_WINDOW_NS, Reader, put_string};
 use crate::context::walk::Meta;
 use crate::refs::Ref;
 use kiln_cache::Store;
@@ -105,8 +105,8 @@ pub(crate) struct Manifest {
 const MANIFEST_MAGIC: &[u8] = b"kiln-copy-reuse 2\n";
 
 impl Manifest {
-    /// `MAGIC`, the chain (length and text), then each file and each directory: path (length
-    /// and bytes) and identity (a flag and eight numbers), all little-endian.
+    /// `MAGIC`, the chain, then each file and each directory: path and identity (a flag and
+    /// eight numbers); strings and numbers as the stat cache's [`Reader`] reads them.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + (self.files.len() + self.dirs.len()) * 100);
         out.extend_from_slice(MANIFEST_MAGIC);
@@ -115,11 +115,11 @@ impl Manifest {
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default();
-        put_bytes(&mut out, chain.as_bytes());
+        put_string(&mut out, &chain);
         for table in [&self.files, &self.dirs] {
             out.extend_from_slice(&(table.len() as u64).to_le_bytes());
             for (path, id) in table {
-                put_bytes(&mut out, path.as_bytes());
+                put_string(&mut out, path);
                 match id {
                     Some(Ident(v)) => {
                         out.push(1);
@@ -137,16 +137,16 @@ impl Manifest {
     fn decode(bytes: &[u8]) -> Option<Manifest> {
         let mut r = Reader(bytes.strip_prefix(MANIFEST_MAGIC)?);
         let mut m = Manifest::default();
-        let chain = std::str::from_utf8(r.bytes()?).ok()?;
+        let chain = r.string()?;
         if !chain.is_empty() {
-            m.chain = Some(kiln_cache::parse_digest(chain).ok()?);
+            m.chain = Some(kiln_cache::parse_digest(&chain).ok()?);
         }
         for dirs in [false, true] {
             let count = r.u64()?;
             let table = if dirs { &mut m.dirs } else { &mut m.files };
             table.reserve(count.min(1 << 24) as usize);
             for _ in 0..count {
-                let path = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+                let path = r.string()?;
                 let id = match r.take(1)?[0] {
                     0 => None,
                     1 => {
@@ -163,30 +163,6 @@ impl Manifest {
         }
         r.0.is_empty().then_some(m)
     }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::try_from(self.u64()?).ok()?;
-        self.take(n)
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(b);
 }
 
 /// The reuse key of a file op, when it is one incremental copies handle: one COPY of a
