@@ -169,6 +169,25 @@ impl Client {
         }
     }
 
+    /// A request without a body (`Content-Length: 0`) under the short deadline.
+    async fn send_bodyless(
+        &self,
+        registry: &str,
+        scope: &[String],
+        method: Method,
+        url: Url,
+    ) -> Result<Response> {
+        self.send(
+            registry,
+            scope,
+            method,
+            url,
+            &|r| Ok(r.header(CONTENT_LENGTH, 0)),
+            &Deadline::small(&self.opts),
+        )
+        .await
+    }
+
     /// `POST …/blobs/uploads/`: a new upload session.
     async fn open_session(&self, target: &Reference) -> Result<Url> {
         let registry = &target.registry;
@@ -176,14 +195,7 @@ impl Client {
         let path = format!("/v2/{}/blobs/uploads/", target.repository);
         let url = self.url(registry, &path)?;
         let resp = self
-            .send(
-                registry,
-                &scope,
-                Method::POST,
-                url,
-                &|r| Ok(r.header(CONTENT_LENGTH, 0)),
-                &Deadline::small(&self.opts),
-            )
+            .send_bodyless(registry, &scope, Method::POST, url)
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(&Method::POST, resp).await);
@@ -569,14 +581,7 @@ impl Client {
             .query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let resp = self
-            .send(
-                &target.registry,
-                &scope,
-                Method::PUT,
-                location,
-                &|r| Ok(r.header(CONTENT_LENGTH, 0)),
-                &Deadline::small(&self.opts),
-            )
+            .send_bodyless(&target.registry, &scope, Method::PUT, location)
             .await?;
         self.finish(resp).await
     }
