@@ -153,15 +153,17 @@ pub(crate) enum Encoder<W: Write> {
 
 impl<W: Write> Encoder<W> {
     pub(crate) fn new(w: W, c: Encoding) -> io::Result<Self> {
-        Self::with_members(w, c, None)
+        Self::with_members(w, c, None, None)
     }
 
-    /// As [`Encoder::new`]; gzip members are cut at tar entries and reused through `members`
-    /// when given (the bytes are the same: a member is a function of its input).
+    /// As [`Encoder::new`]; content-defined blocks are reused through `members` when given
+    /// (the bytes are the same: a block is a function of its input), and taken from the
+    /// previous layer `prior` where the new tar repeats it.
     pub(crate) fn with_members(
         w: W,
         c: Encoding,
         members: Option<MemberCache>,
+        prior: Option<Prior>,
     ) -> io::Result<Self> {
         Ok(match c {
             Encoding::None => Encoder::Plain(w),
@@ -169,20 +171,26 @@ impl<W: Write> Encoder<W> {
                 w,
                 flate2::Compression::new(level.min(9)),
             )),
-            Encoding::GzipParallel { level } => {
-                Encoder::ParGzip(ParGzip::new(w, level.min(9), BlockKind::Deflate, None))
-            }
+            Encoding::GzipParallel { level } => Encoder::ParGzip(ParGzip::new(
+                w,
+                level.min(9),
+                BlockKind::Deflate,
+                None,
+                None,
+            )),
             Encoding::GzipMembers { level } => Encoder::ParGzip(ParGzip::new(
                 w,
                 level.clamp(1, 12),
                 BlockKind::Member,
                 members,
+                prior,
             )),
             Encoding::Zstd { level } => Encoder::ParGzip(ParGzip::new(
                 w,
                 level.clamp(-7, 22) as u32,
                 BlockKind::ZstdFrame,
                 members,
+                prior,
             )),
         })
     }
@@ -265,10 +273,19 @@ impl BlockKind {
     }
 }
 
-/// A block's input, shared by the worker compressing it and the thread hashing the stream.
-type GzJob = (u64, std::sync::Arc<Vec<u8>>);
-/// A compressed block, and for a cached one the key of its input.
-type GzDone = (u64, io::Result<(Vec<u8>, Option<MemberKey>)>);
+/// A block's input, shared by the worker compressing it and the thread hashing the stream,
+/// and where the previous layer's blob has it compressed when it is one of its blocks.
+type GzJob = (u64, std::sync::Arc<Vec<u8>>, Option<Reused>);
+/// A compressed block, for a cached one the key of its input, and its input's CRC-32
+/// (content-defined blocks).
+type GzDone = (u64, io::Result<Done>);
+
+/// A compressed block as a worker hands it back.
+struct Done {
+    bytes: Vec<u8>,
+    key: Option<MemberKey>,
+    crc: u32,
+}
 
 /// The key of a block's input in the member cache: its BLAKE3 hash (cryptographic, as a key
 /// that vouches for bytes must be, and 3.7x sha256's speed on this machine's cores:
@@ -277,6 +294,190 @@ type MemberKey = [u8; 32];
 
 fn member_key(data: &[u8]) -> MemberKey {
     *blake3::hash(data).as_bytes()
+}
+
+/// A stretch of the tar being written that repeats the previous tar byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    /// Where it starts in the new tar and in the old one.
+    new: u64,
+    old: u64,
+    len: u64,
+}
+
+/// The runs a tar writer declares before it writes their bytes (in order; adjacent ones
+/// merged), for the encoder that reads them ([`Prior`]).
+#[derive(Clone, Default)]
+pub(crate) struct Runs(std::sync::Arc<std::sync::Mutex<Vec<Run>>>);
+
+impl Runs {
+    /// Declares that the `len` bytes the tar writer writes from `new` on are the old tar's
+    /// from `old` on.
+    pub(crate) fn declare(&self, new: u64, old: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let mut runs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = runs.last_mut()
+            && last.new + last.len == new
+            && last.old + last.len == old
+        {
+            last.len += len;
+            return;
+        }
+        runs.push(Run { new, old, len });
+    }
+
+    /// Where the `len` bytes from `new` on are in the old tar, when one run holds them all.
+    fn find(&self, new: u64, len: u64) -> Option<u64> {
+        let runs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i = runs.partition_point(|r| r.new <= new).checked_sub(1)?;
+        let r = runs[i];
+        (new + len <= r.new + r.len).then(|| r.old + (new - r.new))
+    }
+}
+
+/// One compressed block of a layer's blob, as its layer map records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MapMember {
+    /// Its input's length (bytes of the tar).
+    tar_len: u64,
+    /// Its length in the blob.
+    blob_len: u64,
+    /// CRC-32 of its input.
+    crc: u32,
+    key: MemberKey,
+}
+
+/// The `kv` table of layer maps: `VERSION ENCODER-LEVEL DIFFID` → the blob and its
+/// content-defined blocks in order ([`MapMember`]s), written by the encoder that cut them.
+pub(crate) const LAYER_MAPS: &str = "layer-map";
+/// Names the cut (gear table, minimum, mask, maximum) and the record's format.
+const MAP_VERSION: &str = "cdc1";
+
+/// The previous layer a content-defined encoder writes a new tar over: its blob, its blocks
+/// ([`LAYER_MAPS`]) and the runs of the new tar that repeat it ([`Runs`]). Where a block
+/// of the old tar starts at a point the new one repeats from, and the whole block is
+/// repeated, the cut that follows is the old one (a cut depends on the bytes since the
+/// block's start alone), so the block is taken from the old blob as it is, its bytes neither
+/// scanned for a cut nor hashed for a key: only checked against its CRC-32 when read back.
+pub(crate) struct Prior {
+    blob: Digest,
+    members: Vec<MapMember>,
+    /// Where each member starts in the old tar and in the old blob.
+    starts: Vec<(u64, u64)>,
+    runs: Runs,
+}
+
+impl Prior {
+    /// The map of the layer `diff_id` encoded as `zstd`/`level`, when the store has it and
+    /// its blob; the tar writer declares its runs into `runs`.
+    pub(crate) fn load(
+        store: &crate::store::Store,
+        zstd: bool,
+        level: u32,
+        diff_id: &Digest,
+        runs: Runs,
+    ) -> Option<Prior> {
+        let raw = store
+            .kv_get(LAYER_MAPS, &map_key(zstd, level, diff_id))
+            .ok()??;
+        let (blob, members) = decode_map(&raw)?;
+        if !store.has_blob(&blob) {
+            return None;
+        }
+        let mut starts = Vec::with_capacity(members.len());
+        let (mut t, mut b) = (0u64, 0u64);
+        for m in &members {
+            starts.push((t, b));
+            t += m.tar_len;
+            b += m.blob_len;
+        }
+        Some(Prior {
+            blob,
+            members,
+            starts,
+            runs,
+        })
+    }
+
+    /// The old member starting where the new tar's byte `new` repeats the old tar, if any:
+    /// (its number, its input's length, where that input starts in the old tar).
+    fn member_at(&self, new: u64) -> Option<(usize, usize, u64)> {
+        let old = self.runs.find(new, 1)?;
+        let j = self.starts.binary_search_by_key(&old, |s| s.0).ok()?;
+        Some((j, self.members[j].tar_len as usize, old))
+    }
+
+    /// The old member the new block of `len` bytes from `new` on repeats whole, if any.
+    fn block_at(&self, new: u64, len: usize) -> Option<Reused> {
+        let old = self.runs.find(new, len as u64)?;
+        let j = self.starts.binary_search_by_key(&old, |s| s.0).ok()?;
+        (self.members[j].tar_len == len as u64).then(|| self.reused(j))
+    }
+
+    fn reused(&self, j: usize) -> Reused {
+        let m = self.members[j];
+        Reused {
+            off: self.starts[j].1,
+            len: m.blob_len,
+            crc: m.crc,
+            key: m.key,
+        }
+    }
+}
+
+/// A block taken from the previous layer's blob: where it is and what its input's CRC-32
+/// and key are.
+#[derive(Debug, Clone, Copy)]
+struct Reused {
+    off: u64,
+    len: u64,
+    crc: u32,
+    key: MemberKey,
+}
+
+fn map_key(zstd: bool, level: u32, diff_id: &Digest) -> String {
+    let enc = if zstd {
+        format!("{FRAME_ENCODER}-{}", level as i32)
+    } else {
+        format!("{MEMBER_ENCODER}-{level}")
+    };
+    format!("{MAP_VERSION} {enc} {diff_id}")
+}
+
+/// A layer map's bytes: the blob's digest, then each member's lengths, CRC and key.
+fn encode_map(blob: &Digest, members: &[MapMember]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + members.len() * 52);
+    out.extend_from_slice(blob.bytes());
+    for m in members {
+        out.extend_from_slice(&m.tar_len.to_le_bytes());
+        out.extend_from_slice(&m.blob_len.to_le_bytes());
+        out.extend_from_slice(&m.crc.to_le_bytes());
+        out.extend_from_slice(&m.key);
+    }
+    out
+}
+
+fn decode_map(raw: &[u8]) -> Option<(Digest, Vec<MapMember>)> {
+    let (blob, mut rest) = raw.split_first_chunk::<32>()?;
+    if rest.len() % 52 != 0 {
+        return None;
+    }
+    let mut members = Vec::with_capacity(rest.len() / 52);
+    while let Some((rec, tail)) = rest.split_first_chunk::<52>() {
+        let (tar_len, r) = rec.split_first_chunk::<8>()?;
+        let (blob_len, r) = r.split_first_chunk::<8>()?;
+        let (crc, key) = r.split_first_chunk::<4>()?;
+        members.push(MapMember {
+            tar_len: u64::from_le_bytes(*tar_len),
+            blob_len: u64::from_le_bytes(*blob_len),
+            crc: u32::from_le_bytes(*crc),
+            key: key.try_into().ok()?,
+        });
+        rest = tail;
+    }
+    Some((Digest::from_bytes(*blob), members))
 }
 
 /// Buffers a parallel encoder reuses for blocks, compressed blocks and the bytes it hands
@@ -420,10 +621,11 @@ const FRAME_ENCODER: &str = "zstd-frame-1.5";
 #[derive(Clone)]
 pub struct MemberCache {
     pub(crate) store: crate::store::Store,
-    /// (input key, offset in the blob, length), filled as members are written.
-    written: std::sync::Arc<std::sync::Mutex<Vec<(MemberKey, u64, u64)>>>,
-    /// Members reused / compressed.
-    pub(crate) stats: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
+    /// (input key, offset in the blob, the member's map record), filled as members are
+    /// written.
+    written: std::sync::Arc<std::sync::Mutex<Vec<(u64, MapMember)>>>,
+    /// Members reused (by content) / compressed / taken from the previous layer.
+    pub(crate) stats: std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>,
 }
 
 impl MemberCache {
@@ -445,8 +647,7 @@ impl MemberCache {
     }
 
     /// A member compressed before for this input, read back from its blob; checked against
-    /// the input's CRC-32 and length in the member's trailer (a zstd frame: its magic and
-    /// the content size in its header).
+    /// the input ([`check_member`]). Its input's CRC-32 with it.
     fn lookup(
         &self,
         zstd: bool,
@@ -454,7 +655,7 @@ impl MemberCache {
         sum: &MemberKey,
         data: &[u8],
         pool: &Pool,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, u32)> {
         let raw = self
             .store
             .kv_get(GZ_MEMBERS, &Self::key(zstd, level, sum))
@@ -464,51 +665,132 @@ impl MemberCache {
         let blob = crate::digest::parse_digest(f.next()?).ok()?;
         let off: u64 = f.next()?.parse().ok()?;
         let len: usize = f.next()?.parse().ok()?;
-        if len < 9 || len > data.len() + data.len() / 8 + 4096 {
+        let out = self.read_member(&blob, off, len, data.len(), pool)?;
+        let crc = libdeflater::crc32(data);
+        check_member(zstd, &out, data.len(), crc).then_some((out, crc))
+    }
+
+    /// The `len` bytes at `off` of the blob `blob`, a compressed block of `data_len` bytes of
+    /// input (so at most a little longer).
+    fn read_member(
+        &self,
+        blob: &Digest,
+        off: u64,
+        len: usize,
+        data_len: usize,
+        pool: &Pool,
+    ) -> Option<Vec<u8>> {
+        if len < 9 || len > data_len + data_len / 8 + 4096 {
             return None;
         }
         let (mut out, at) = self
             .store
-            .read_blob_range(&blob, off, len, pool.take(len + 8192))
+            .read_blob_range(blob, off, len, pool.take(len + 8192))
             .ok()?;
         if at > 0 {
             out.copy_within(at..at + len, 0);
         }
         out.truncate(len);
-        if zstd {
-            let ok = out[..4] == [0x28, 0xb5, 0x2f, 0xfd]
-                && zstd::zstd_safe::get_frame_content_size(&out).ok()? == Some(data.len() as u64);
-            return ok.then_some(out);
-        }
-        if len < 18 {
-            return None;
-        }
-        let trailer = &out[len - 8..];
-        let ok = out[..3] == [0x1f, 0x8b, 8]
-            && trailer[..4] == libdeflater::crc32(data).to_le_bytes()
-            && trailer[4..] == (data.len() as u32).to_le_bytes();
-        ok.then_some(out)
+        Some(out)
     }
 
-    /// Records where the members of the committed blob `blob` are (one index transaction).
-    pub(crate) fn record(&self, zstd: bool, level: u32, blob: &Digest) -> crate::error::Result<()> {
+    /// The previous layer's block `r` of its blob `blob`, for the input `data` the new tar
+    /// repeats there: read back and checked against the input's CRC-32 (recorded and
+    /// computed now) and length. A block that is not what the map says fails the layer (the
+    /// caller writes it again without the previous one).
+    fn take_prior(
+        &self,
+        zstd: bool,
+        blob: &Digest,
+        r: &Reused,
+        data: &[u8],
+        pool: &Pool,
+    ) -> io::Result<Done> {
+        let crc = libdeflater::crc32(data);
+        let out = self
+            .read_member(blob, r.off, r.len as usize, data.len(), pool)
+            .filter(|out| crc == r.crc && check_member(zstd, out, data.len(), crc));
+        match out {
+            Some(bytes) => Ok(Done {
+                bytes,
+                key: Some(r.key),
+                crc,
+            }),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the previous layer's block at {} of {blob} is not the input the new tar repeats",
+                    r.off
+                ),
+            )),
+        }
+    }
+
+    /// Records where the members of the committed blob `blob` are, and the map of the layer
+    /// `diff_id` (one index transaction).
+    pub(crate) fn record(
+        &self,
+        zstd: bool,
+        level: u32,
+        blob: &Digest,
+        diff_id: &Digest,
+    ) -> crate::error::Result<()> {
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
-        let entries: Vec<(String, Vec<u8>)> = written
+        let mut entries: Vec<(&str, String, Vec<u8>)> = written
             .iter()
-            .map(|(sum, off, len)| {
+            .map(|(off, m)| {
                 (
-                    Self::key(zstd, level, sum),
-                    format!("{blob} {off} {len}").into_bytes(),
+                    GZ_MEMBERS,
+                    Self::key(zstd, level, &m.key),
+                    format!("{blob} {off} {}", m.blob_len).into_bytes(),
                 )
             })
             .collect();
-        self.store.kv_put_many(GZ_MEMBERS, &entries)
+        let members: Vec<MapMember> = written.iter().map(|(_, m)| *m).collect();
+        entries.push((
+            LAYER_MAPS,
+            map_key(zstd, level, diff_id),
+            encode_map(blob, &members),
+        ));
+        self.store.kv_put_tables(&entries)
     }
 
     /// (members reused, members compressed) so far.
     pub fn counts(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.stats.0.load(Relaxed), self.stats.1.load(Relaxed))
+        (
+            self.stats[0].load(Relaxed) + self.stats[2].load(Relaxed),
+            self.stats[1].load(Relaxed),
+        )
+    }
+
+    /// Members taken from the previous layer's blob ([`Prior`]) so far.
+    pub fn from_prior(&self) -> u64 {
+        self.stats[2].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Whether `out` is a compressed block of `data_len` bytes of input whose CRC-32 is `crc`:
+/// a gzip member's magic and trailer (CRC-32 and length), a zstd frame's magic and content
+/// size.
+fn check_member(zstd: bool, out: &[u8], data_len: usize, crc: u32) -> bool {
+    if zstd {
+        return out.len() >= 4
+            && out[..4] == [0x28, 0xb5, 0x2f, 0xfd]
+            && zstd::zstd_safe::get_frame_content_size(out).ok() == Some(Some(data_len as u64));
+    }
+    let len = out.len();
+    len >= 18
+        && out[..3] == [0x1f, 0x8b, 8]
+        && out[len - 8..len - 4] == crc.to_le_bytes()
+        && out[len - 4..] == (data_len as u32).to_le_bytes()
+}
+
+/// The CRC-32 of the input of a block just compressed: a gzip member's trailer has it.
+fn block_crc(zstd: bool, out: &[u8], data: &[u8]) -> u32 {
+    match out.len().checked_sub(8) {
+        Some(at) if !zstd => u32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]),
+        _ => libdeflater::crc32(data),
     }
 }
 
@@ -526,7 +808,7 @@ pub(crate) struct ParGzip<W: Write> {
     written: u64,
     jobs: Option<std::sync::mpsc::SyncSender<GzJob>>,
     results: std::sync::mpsc::Receiver<GzDone>,
-    ready: BTreeMap<u64, (Vec<u8>, Option<MemberKey>)>,
+    ready: BTreeMap<u64, (Done, u64)>,
     workers: Vec<std::thread::JoinHandle<()>>,
     header: bool,
     /// Blocks in flight at most.
@@ -542,6 +824,19 @@ pub(crate) struct ParGzip<W: Write> {
     /// Bytes of `buf` scanned for a cut so far: the scan waits for [`SCAN_CHUNK`] new bytes
     /// (a tar's writes are mostly headers and small files).
     scanned: usize,
+    /// `buf`'s length at which to look at it again.
+    next_scan: usize,
+    /// The previous layer the tar repeats runs of.
+    prior: Option<Prior>,
+    /// Where `buf` starts in the input.
+    member_start: u64,
+    /// Whether the previous layer was asked for a block at `member_start`.
+    looked: bool,
+    /// The previous layer's block expected at `member_start`: (its number, its input's
+    /// length, where that starts in the old tar).
+    pending: Option<(usize, usize, u64)>,
+    /// Input lengths of the blocks sent, by sequence number, until written.
+    lens: BTreeMap<u64, u64>,
     /// The sha256 of the input, hashed block by block on a thread of its own.
     input_hash: Option<InputHasher>,
     /// Buffers of blocks and compressed blocks.
@@ -659,7 +954,16 @@ fn member_block_into(
 }
 
 impl<W: Write> ParGzip<W> {
-    fn new(out: W, level: u32, kind: BlockKind, members: Option<MemberCache>) -> Self {
+    fn new(
+        out: W,
+        level: u32,
+        kind: BlockKind,
+        members: Option<MemberCache>,
+        prior: Option<Prior>,
+    ) -> Self {
+        // A previous layer is only of use to the content-defined kinds, with their cache.
+        let prior = prior.filter(|_| kind.content_defined() && members.is_some());
+        let prior_blob = prior.as_ref().map(|p| p.blob.clone());
         let workers_n = par_gzip_workers();
         let block = PAR_GZIP_BLOCK;
         let pool = Pool::default();
@@ -672,6 +976,7 @@ impl<W: Write> ParGzip<W> {
                 let rtx = rtx.clone();
                 let cache = members.clone();
                 let pool = pool.clone();
+                let prior_blob = prior_blob.clone();
                 std::thread::spawn(move || {
                     let mut members = match kind {
                         BlockKind::Member => {
@@ -694,24 +999,46 @@ impl<W: Write> ParGzip<W> {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
-                        let Ok((seq, data)) = job else { return };
+                        let Ok((seq, data, reused)) = job else { return };
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let plain = |bytes| Done {
+                            bytes,
+                            key: None,
+                            crc: 0,
+                        };
                         let done = match (&mut members, &cache) {
+                            (Some(_), Some(cache)) if reused.is_some() => {
+                                match (reused, &prior_blob) {
+                                    (Some(r), Some(blob)) => {
+                                        cache.stats[2].fetch_add(1, Relaxed);
+                                        cache.take_prior(zstd, blob, &r, &data, &pool)
+                                    }
+                                    _ => Err(io::Error::other("a block of no previous layer")),
+                                }
+                            }
                             (Some(c), Some(cache)) => {
-                                use std::sync::atomic::Ordering::Relaxed;
                                 let sum = member_key(&data);
                                 match cache.lookup(zstd, level, &sum, &data, &pool) {
-                                    Some(bytes) => {
-                                        cache.stats.0.fetch_add(1, Relaxed);
-                                        Ok((bytes, Some(sum)))
+                                    Some((bytes, crc)) => {
+                                        cache.stats[0].fetch_add(1, Relaxed);
+                                        Ok(Done {
+                                            bytes,
+                                            key: Some(sum),
+                                            crc,
+                                        })
                                     }
                                     None => {
-                                        cache.stats.1.fetch_add(1, Relaxed);
-                                        c.block(&data, &pool).map(|b| (b, Some(sum)))
+                                        cache.stats[1].fetch_add(1, Relaxed);
+                                        c.block(&data, &pool).map(|bytes| Done {
+                                            crc: block_crc(zstd, &bytes, &data),
+                                            bytes,
+                                            key: Some(sum),
+                                        })
                                     }
                                 }
                             }
-                            (Some(c), None) => c.block(&data, &pool).map(|b| (b, None)),
-                            (None, _) => deflate_block(level, &data).map(|b| (b, None)),
+                            (Some(c), None) => c.block(&data, &pool).map(plain),
+                            (None, _) => deflate_block(level, &data).map(plain),
                         };
                         pool.give_shared(data);
                         if rtx.send((seq, done)).is_err() {
@@ -730,6 +1057,12 @@ impl<W: Write> ParGzip<W> {
             out_pos: 0,
             hash: 0,
             scanned: 0,
+            next_scan: if prior.is_some() { 1 } else { SCAN_CHUNK },
+            prior,
+            member_start: 0,
+            looked: false,
+            pending: None,
+            lens: BTreeMap::new(),
             input_hash: None,
             pool,
             buf: Vec::with_capacity(block),
@@ -758,13 +1091,18 @@ impl<W: Write> ParGzip<W> {
                 .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff])?;
             self.header = true;
         }
-        while let Some((b, sum)) = self.ready.remove(&self.written) {
+        while let Some((done, tar_len)) = self.ready.remove(&self.written) {
+            let b = done.bytes;
             self.out.write_all(&b)?;
-            if let (Some(sum), Some(m)) = (sum, &self.members) {
+            if let (Some(key), Some(m)) = (done.key, &self.members) {
                 m.written.lock().unwrap_or_else(|p| p.into_inner()).push((
-                    sum,
                     self.out_pos,
-                    b.len() as u64,
+                    MapMember {
+                        tar_len,
+                        blob_len: b.len() as u64,
+                        crc: done.crc,
+                        key,
+                    },
                 ));
             }
             self.out_pos += b.len() as u64;
@@ -785,7 +1123,8 @@ impl<W: Write> ParGzip<W> {
                 self.results.try_recv().ok()
             };
             let Some((seq, data)) = r else { break };
-            self.ready.insert(seq, data?);
+            let tar_len = self.lens.remove(&seq).unwrap_or(0);
+            self.ready.insert(seq, (data?, tar_len));
             if block {
                 break;
             }
@@ -801,11 +1140,13 @@ impl<W: Write> ParGzip<W> {
             self.block
         };
         let data = std::mem::replace(&mut self.buf, self.pool.take(cap));
-        self.send(data)
+        self.member_start += data.len() as u64;
+        self.send(data, None)
     }
 
-    /// Sends the block `data` to the workers (and to the input's hasher).
-    fn send(&mut self, data: Vec<u8>) -> io::Result<()> {
+    /// Sends the block `data` to the workers (and to the input's hasher); `reused`: where
+    /// the previous layer's blob has it.
+    fn send(&mut self, data: Vec<u8>, reused: Option<Reused>) -> io::Result<()> {
         if self.kind == BlockKind::Deflate {
             // Members carry their own CRC; only the one-member stream needs the whole one.
             self.crc.update(&data);
@@ -822,7 +1163,10 @@ impl<W: Write> ParGzip<W> {
         if let Some(h) = &self.input_hash {
             h.send(&data)?;
         }
-        tx.send((self.sent, data))
+        if self.members.is_some() {
+            self.lens.insert(self.sent, data.len() as u64);
+        }
+        tx.send((self.sent, data, reused))
             .map_err(|_| io::Error::other("gzip worker died"))?;
         self.sent += 1;
         self.collect(false)
@@ -844,31 +1188,82 @@ impl<W: Write> ParGzip<W> {
     }
 
     /// Scans what `buf` holds past `scanned` for the member's end; at a cut the member is sent
-    /// and the bytes after the cut start the next one (scanned again).
+    /// and the bytes after the cut start the next one (scanned again). Where the input
+    /// repeats a block of the previous layer from its start, the block is taken whole
+    /// instead, once all its bytes are here.
     fn scan(&mut self) -> io::Result<()> {
-        while self.scanned < self.buf.len() {
+        loop {
+            if !self.looked && !self.buf.is_empty() {
+                // The byte at the member's start is written, so its run is declared.
+                self.looked = true;
+                self.pending = self
+                    .prior
+                    .as_ref()
+                    .and_then(|p| p.member_at(self.member_start));
+            }
+            if let Some((j, len, old)) = self.pending {
+                if self.buf.len() < len {
+                    self.next_scan = len;
+                    return Ok(());
+                }
+                self.pending = None;
+                let prior = self.prior.as_ref().expect("pending block of a prior");
+                if prior.runs.find(self.member_start, len as u64) == Some(old) {
+                    let reused = prior.reused(j);
+                    self.cut(len, Some(reused))?;
+                    continue;
+                }
+            }
+            if self.scanned >= self.buf.len() {
+                break;
+            }
             let from = self.scanned;
             match member_cut(from, &self.buf[from..], &mut self.hash) {
                 Some(take) => {
                     let cut = from + take;
-                    let mut next = self.pool.take(MEMBER_MAX + SCAN_CHUNK);
-                    next.extend_from_slice(&self.buf[cut..]);
-                    self.buf.truncate(cut);
-                    let block = std::mem::replace(&mut self.buf, next);
-                    self.hash = 0;
-                    self.scanned = 0;
-                    self.send(block)?;
+                    let reused = self
+                        .prior
+                        .as_ref()
+                        .and_then(|p| p.block_at(self.member_start, cut));
+                    self.cut(cut, reused)?;
                 }
-                None => self.scanned = self.buf.len(),
+                None => {
+                    self.scanned = self.buf.len();
+                    break;
+                }
             }
         }
+        self.next_scan = if self.looked {
+            self.scanned + SCAN_CHUNK
+        } else {
+            1
+        };
         Ok(())
+    }
+
+    /// Ends the member at `cut` bytes of `buf` and sends it; the bytes after the cut start
+    /// the next one.
+    fn cut(&mut self, cut: usize, reused: Option<Reused>) -> io::Result<()> {
+        let mut next = self.pool.take(MEMBER_MAX + SCAN_CHUNK);
+        next.extend_from_slice(&self.buf[cut..]);
+        self.buf.truncate(cut);
+        let block = std::mem::replace(&mut self.buf, next);
+        self.hash = 0;
+        self.scanned = 0;
+        self.member_start += cut as u64;
+        self.looked = false;
+        self.pending = None;
+        self.send(block, reused)
     }
 
     /// Sends the last (partial) block; an empty stream is still one (empty) gzip member.
     fn send_last(&mut self) -> io::Result<()> {
         if self.kind.content_defined() {
             self.scan()?;
+            if self.pending.take().is_some() {
+                // The input ended inside the block expected: it is not the old one.
+                self.scan()?;
+            }
         }
         if !self.buf.is_empty() || (self.sent == 0 && self.kind.content_defined()) {
             self.send_block()?;
@@ -901,8 +1296,19 @@ impl<W: Write> Write for ParGzip<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
         if self.kind.content_defined() {
+            // A block expected from the previous layer ends where its length says: the bytes
+            // after it go to the next block's buffer, not through this one.
+            while let Some((_, len, _)) = self.pending
+                && self.buf.len() + data.len() > len
+                && self.buf.len() < len
+            {
+                let (head, rest) = data.split_at(len - self.buf.len());
+                self.buf.extend_from_slice(head);
+                data = rest;
+                self.scan()?;
+            }
             self.buf.extend_from_slice(data);
-            if self.buf.len() - self.scanned >= SCAN_CHUNK {
+            if self.buf.len() >= self.next_scan {
                 self.scan()?;
             }
             return Ok(n);
@@ -1130,6 +1536,124 @@ mod tests {
         }
         let write = &data[p..p + 2 * (c - p) - 20];
         assert_eq!(member_cut(len, write, &mut hash), Some(c - p));
+    }
+
+    /// Encodes `data` in writes of `write_size` bytes with a member cache of `store` and
+    /// `prior`: the blob's bytes, the input's digest, and blocks (reused by content,
+    /// compressed, taken from `prior`).
+    fn encode_over(
+        store: &crate::store::Store,
+        enc: Encoding,
+        data: &[u8],
+        write_size: usize,
+        prior: Option<Prior>,
+    ) -> io::Result<(Vec<u8>, Digest, [u64; 3])> {
+        let cache = MemberCache::new(store.clone());
+        let mut e = Encoder::with_members(Vec::new(), enc, Some(cache.clone()), prior)?;
+        assert!(e.hash_input());
+        for chunk in data.chunks(write_size) {
+            e.write_all(chunk)?;
+        }
+        let (out, hashed) = e.finish_hashed()?;
+        let diff_id = hashed.expect("hashed").0;
+        let blob = store.write_blob(&out).unwrap();
+        let zstd = matches!(enc, Encoding::Zstd { .. });
+        let level = match enc {
+            Encoding::Zstd { level } => level as u32,
+            Encoding::GzipMembers { level } => level,
+            _ => unreachable!(),
+        };
+        cache.record(zstd, level, &blob, &diff_id).unwrap();
+        let n = |i: usize| cache.stats[i].load(std::sync::atomic::Ordering::Relaxed);
+        Ok((out, diff_id, [n(0), n(1), n(2)]))
+    }
+
+    #[test]
+    fn blocks_a_new_input_repeats_come_from_the_previous_blob_as_the_same_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(t.path().join("s")).unwrap();
+        let old = sample(20 << 20);
+        let (at, cut) = (7 << 20, 9 << 20);
+        // The new input: bytes inserted at `at`, a stretch removed at `cut`.
+        let mut new = old[..at].to_vec();
+        new.extend_from_slice(b"a new line\n");
+        new.extend_from_slice(&old[at..cut]);
+        new.extend_from_slice(&old[cut + 5000..]);
+        let runs = || {
+            let r = Runs::default();
+            r.declare(0, 0, at as u64);
+            r.declare(at as u64 + 11, at as u64, (cut - at) as u64);
+            r.declare(
+                cut as u64 + 11,
+                cut as u64 + 5000,
+                (old.len() - cut - 5000) as u64,
+            );
+            r
+        };
+        for (enc, zstd, level) in [(Encoding::GZIP, false, 5), (Encoding::ZSTD, true, 3)] {
+            let (_, old_id, _) = encode_over(&store, enc, &old, 65_536, None).unwrap();
+            let fresh = compress(enc, &new, 4096);
+            let blocks = cuts(&new).len() as u64;
+            for write_size in [1_000, 300_007, 4 << 20] {
+                let prior = Prior::load(&store, zstd, level, &old_id, runs()).expect("a map");
+                let (bytes, id, [_, compressed, from_prior]) =
+                    encode_over(&store, enc, &new, write_size, Some(prior)).unwrap();
+                assert_eq!(bytes, fresh, "the bytes of a fresh encoding ({write_size})");
+                assert_eq!(id, kiln_oci::sha256(&new));
+                assert!(
+                    from_prior + 4 >= blocks && compressed <= 4,
+                    "{from_prior} of {blocks} blocks from the previous blob, {compressed} compressed"
+                );
+            }
+            // Runs that lie (a stretch declared as repeated that is not) fail the write
+            // rather than write blocks of other bytes.
+            let mut wrong = new.clone();
+            wrong[15 << 20] ^= 1;
+            let prior = Prior::load(&store, zstd, level, &old_id, runs()).unwrap();
+            let err = encode_over(&store, enc, &wrong, 65_536, Some(prior)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            // No map, or one of another level: no previous layer.
+            assert!(Prior::load(&store, zstd, level + 1, &old_id, runs()).is_none());
+            assert!(Prior::load(&store, zstd, level, &kiln_oci::sha256(b"x"), runs()).is_none());
+        }
+    }
+
+    #[test]
+    fn a_layer_map_reads_back_and_a_cut_one_does_not() {
+        let members = vec![
+            MapMember {
+                tar_len: 1 << 20,
+                blob_len: 5000,
+                crc: 7,
+                key: [1; 32],
+            },
+            MapMember {
+                tar_len: 3,
+                blob_len: 20,
+                crc: 8,
+                key: [2; 32],
+            },
+        ];
+        let blob = kiln_oci::sha256(b"blob");
+        let bytes = encode_map(&blob, &members);
+        assert_eq!(decode_map(&bytes), Some((blob, members)));
+        assert_eq!(decode_map(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_map(&bytes[..31]), None);
+    }
+
+    #[test]
+    fn runs_merge_when_adjacent_and_find_only_whole_stretches() {
+        let r = Runs::default();
+        r.declare(0, 100, 10);
+        r.declare(10, 110, 5);
+        r.declare(15, 200, 5);
+        r.declare(20, 205, 0);
+        assert_eq!(r.0.lock().unwrap().len(), 2);
+        assert_eq!(r.find(0, 15), Some(100));
+        assert_eq!(r.find(3, 12), Some(103));
+        assert_eq!(r.find(3, 13), None, "across two runs");
+        assert_eq!(r.find(17, 3), Some(202));
+        assert_eq!(r.find(20, 1), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kiln_oci::media_type::{OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use kiln_oci::{Compression, Digest};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Encoder, FixedBlocks, MemberCache, Offload};
+use crate::codec::{Encoder, FixedBlocks, MemberCache, Offload, Prior, Runs};
 use crate::digest::HashWriter;
 use crate::error::{Error, Result};
 use crate::index::{BLOB_LAYERS, LAYERS};
@@ -243,11 +243,8 @@ fn write_tar_indexed(
     }
     let top = dirs.last().map_or_else(|| Path::new("/"), |d| *d);
     tw.walk_fd(fds, top, b"")?;
-    tw.out.write_all(&[0u8; 1024])?;
-    let index = tw.index.take().map(|entries| TarIndex {
-        entries,
-        tag: [0; 3],
-    });
+    tw.trailer()?;
+    let index = tw.take_index();
     Ok((tw.whiteouts, index))
 }
 
@@ -255,7 +252,9 @@ fn write_tar_indexed(
 /// snapshot whose index is `index`) make with the plain directory `upper` over them (no
 /// whiteouts, no opaque directories), written from `index` and a walk of `upper` alone:
 /// the bytes [`write_tar_counted`] writes for `below` + `upper`. With `keep`, also the
-/// index of the result (for the stack `upper` becomes the delta of).
+/// index of the result (for the stack `upper` becomes the delta of). Into `runs`, before
+/// writing them, the stretches that repeat the tar `index` describes (an unchanged entry's
+/// bytes are those it had there when the clamp is the same).
 fn write_tar_over(
     index: &TarIndex,
     below: &[&Path],
@@ -263,7 +262,9 @@ fn write_tar_over(
     opts: &TarOptions,
     w: &mut dyn Write,
     keep: bool,
+    runs: Option<&Runs>,
 ) -> Result<Option<TarIndex>> {
+    let runs = runs.filter(|_| index.clamp == opts.mtime_clamp && index.tar_len >= 1024);
     let mut below: Vec<OpenDirs> = below
         .iter()
         .map(|d| OpenDirs::open(d))
@@ -277,7 +278,7 @@ fn write_tar_over(
     .map_err(|e| Error::sys("open", upper, e))?;
     list_tree(std::rc::Rc::new(top), upper, b"", &mut ups)?;
     let mut tw = TarWriter::new(opts, w, keep);
-    let mut old = index.entries.iter().peekable();
+    let mut old = index.entries.iter().enumerate().peekable();
     let mut new = ups.into_iter().peekable();
     // The directory of the index a non-directory of `upper` replaced: nothing below it is
     // in the merged tree.
@@ -287,7 +288,7 @@ fn write_tar_over(
             (None, None) => break,
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(o), Some(n)) => tarindex::walk_order(o.path(), &n.arch),
+            (Some((_, o)), Some(n)) => tarindex::walk_order(o.path(), &n.arch),
         };
         if order == std::cmp::Ordering::Greater {
             if let Some(n) = new.next() {
@@ -295,12 +296,15 @@ fn write_tar_over(
             }
             continue;
         }
-        let Some(o) = old.next() else { break };
+        let Some((i, o)) = old.next() else { break };
         if hidden.is_some_and(|h| tarindex::is_below(o.path(), h)) {
             continue;
         }
         hidden = None;
         if order == std::cmp::Ordering::Less {
+            if let Some(runs) = runs {
+                runs.declare(tw.pos, o.off, index.entry_len(i));
+            }
             tw.indexed_entry(o, &mut below)?;
             continue;
         }
@@ -313,11 +317,11 @@ fn write_tar_over(
             tw.upper_entry(&n)?;
         }
     }
-    tw.out.write_all(&[0u8; 1024])?;
-    Ok(tw.index.take().map(|entries| TarIndex {
-        entries,
-        tag: [0; 3],
-    }))
+    if let Some(runs) = runs {
+        runs.declare(tw.pos, index.tar_len - 1024, 1024);
+    }
+    tw.trailer()?;
+    Ok(tw.take_index())
 }
 
 /// The directories of one tree that [`write_tar_over`] reads files from, opened one name
@@ -475,6 +479,10 @@ struct TarWriter<'a> {
     whiteouts: u64,
     /// The index being made (`None`: not asked for, or the tree cannot have one).
     index: Option<Vec<IndexEntry>>,
+    /// Bytes written so far.
+    pos: u64,
+    /// Where the entry being written starts.
+    entry_start: u64,
 }
 
 struct Entry<'a> {
@@ -549,7 +557,32 @@ impl<'a> TarWriter<'a> {
             buf: vec![0u8; 256 * 1024],
             whiteouts: 0,
             index: index.then(Vec::new),
+            pos: 0,
+            entry_start: 0,
         }
+    }
+
+    /// Writes `bytes` of the tar.
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The end-of-archive blocks.
+    fn trailer(&mut self) -> Result<()> {
+        self.put(&[0u8; 1024])
+    }
+
+    /// The index made, for a tar written with `clamp`.
+    fn take_index(&mut self) -> Option<TarIndex> {
+        self.index.take().map(|entries| TarIndex {
+            entries,
+            tag: [0; 3],
+            tar_len: self.pos,
+            clamp: self.opts.mtime_clamp,
+            diff_id: None,
+        })
     }
 
     /// Notes the entry `e` just written in the index (`mtime`: before clamping).
@@ -568,6 +601,7 @@ impl<'a> TarWriter<'a> {
                 dev: e.dev.unwrap_or_default(),
                 xattrs: e.xattrs.clone(),
                 inode,
+                off: self.entry_start,
             });
         }
     }
@@ -646,11 +680,11 @@ impl<'a> TarWriter<'a> {
                 )));
             }
             self.out.write_all(&self.buf[..n])?;
+            self.pos += n as u64;
             left -= n as u64;
         }
         let pad = (512 - (size % 512) as usize) % 512;
-        self.out.write_all(&[0u8; 512][..pad])?;
-        Ok(())
+        self.put(&[0u8; 512][..pad])
     }
 
     fn clamp(&self, mtime: i64) -> i64 {
@@ -886,6 +920,7 @@ impl<'a> TarWriter<'a> {
     }
 
     fn header(&mut self, e: &Entry<'_>) -> Result<()> {
+        self.entry_start = self.pos;
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if e.name.len() > 100 {
             pax.push((b"path".to_vec(), e.name.to_vec()));
@@ -924,10 +959,10 @@ impl<'a> TarWriter<'a> {
             h.set_size(body.len() as u64);
             h.set_entry_type(tar::EntryType::XHeader);
             h.set_cksum();
-            self.out.write_all(h.as_bytes())?;
-            self.out.write_all(&body)?;
+            self.put(h.as_bytes())?;
+            self.put(&body)?;
             let pad = (512 - body.len() % 512) % 512;
-            self.out.write_all(&[0u8; 512][..pad])?;
+            self.put(&[0u8; 512][..pad])?;
         }
         let mut h = tar::Header::new_ustar();
         set_name(&mut h, &e.name[..e.name.len().min(100)]);
@@ -949,8 +984,7 @@ impl<'a> TarWriter<'a> {
             h.set_device_minor(0)?;
         }
         h.set_cksum();
-        self.out.write_all(h.as_bytes())?;
-        Ok(())
+        self.put(h.as_bytes())
     }
 }
 
@@ -1069,9 +1103,15 @@ impl Store {
     ) -> Result<(LayerInfo, u64, Option<TarIndex>)> {
         tracing::debug!(dir = %dir.display(), "layer: writing");
         let tar_opts = tar_options(opts);
-        self.create_layer_of(opts, &mut |w| {
-            write_tar_indexed(&[dir], &tar_opts, w, index)
-        })
+        let (info, n, mut index) = self.create_layer_of(
+            opts,
+            &mut |w| write_tar_indexed(&[dir], &tar_opts, w, index),
+            None,
+        )?;
+        if let Some(index) = &mut index {
+            index.set_diff_id(info.diff_id.clone());
+        }
+        Ok((info, n, index))
     }
 
     /// The layer of the tree the plain directories `dirs` (bottom first) make as overlay
@@ -1079,7 +1119,8 @@ impl Store {
     /// itself, with its [`TarIndex`] (for the stack the top directory becomes the delta of).
     /// With `index`, the tar index of the snapshot whose top layer `dirs` but the top one
     /// are ([`Store::tar_index`]), the tar is written from it and a walk of the top directory
-    /// alone (the same bytes).
+    /// alone (the same bytes), and compressed from the previous layer's blob where it repeats
+    /// that layer's tar ([`Prior`]).
     pub fn create_layer_stacked(
         &self,
         dirs: &[PathBuf],
@@ -1094,16 +1135,58 @@ impl Store {
             from_index = index.map_or(0, TarIndex::len),
             "layer: writing"
         );
-        let (info, _, index) = match (index, dirs.split_last()) {
-            (Some(index), Some((upper, below))) if !below.is_empty() => self
-                .create_layer_of(opts, &mut |w| {
-                    write_tar_over(index, below, upper, &tar_opts, w, true).map(|i| (0, i))
-                })?,
-            _ => {
-                self.create_layer_of(opts, &mut |w| write_tar_indexed(&dirs, &tar_opts, w, true))?
+        let (info, _, mut new_index) = match (index, dirs.split_last()) {
+            (Some(index), Some((upper, below))) if !below.is_empty() => {
+                let runs = Runs::default();
+                let prior = self.prior_layer(index, opts, runs.clone());
+                let used = prior.is_some();
+                let made = self.create_layer_of(
+                    opts,
+                    &mut |w| {
+                        write_tar_over(index, below, upper, &tar_opts, w, true, Some(&runs))
+                            .map(|i| (0, i))
+                    },
+                    prior,
+                );
+                match made {
+                    Err(e) if used => {
+                        // Whatever went wrong, the layer is written again without the
+                        // previous blob (a real fault fails the same way again).
+                        tracing::debug!("layer: writing again without the previous blob: {e}");
+                        self.create_layer_of(
+                            opts,
+                            &mut |w| {
+                                write_tar_over(index, below, upper, &tar_opts, w, true, None)
+                                    .map(|i| (0, i))
+                            },
+                            None,
+                        )?
+                    }
+                    made => made?,
+                }
             }
+            _ => self.create_layer_of(
+                opts,
+                &mut |w| write_tar_indexed(&dirs, &tar_opts, w, true),
+                None,
+            )?,
         };
-        Ok((info, index))
+        if let Some(index) = &mut new_index {
+            index.set_diff_id(info.diff_id.clone());
+        }
+        Ok((info, new_index))
+    }
+
+    /// The previous layer a layer written over the tar `index` describes is compressed from
+    /// where it repeats it, when its blob is here in the encoding `opts` asks for.
+    fn prior_layer(&self, index: &TarIndex, opts: &LayerOptions, runs: Runs) -> Option<Prior> {
+        let diff_id = index.diff_id.as_ref()?;
+        let (zstd, level) = match opts.compression {
+            Encoding::GzipMembers { level } => (false, level.clamp(1, 12)),
+            Encoding::Zstd { level } => (true, level.clamp(-7, 22) as u32),
+            _ => return None,
+        };
+        Prior::load(self, zstd, level, diff_id, runs)
     }
 
     /// Keeps `index` as the tar index of the snapshot `chain` (whose top layer's tar it
@@ -1148,6 +1231,7 @@ impl Store {
         &self,
         opts: &LayerOptions,
         write: &mut WriteTar<'_>,
+        prior: Option<Prior>,
     ) -> Result<(LayerInfo, u64, Option<TarIndex>)> {
         let whiteouts;
         let index;
@@ -1179,6 +1263,7 @@ impl Store {
                 Offload::new(bw),
                 opts.compression,
                 members.as_ref().map(|m| m.0.clone()),
+                prior,
             )?;
             let (bw, diff_id) = if enc.hash_input() {
                 // Its blocks are cut by content or by size, never by how writes come.
@@ -1195,11 +1280,12 @@ impl Store {
             };
             let (digest, size) = bw.commit(None)?;
             if let Some((m, zstd, level)) = &members {
-                m.record(*zstd, *level, &digest)?;
+                m.record(*zstd, *level, &digest, &diff_id)?;
                 let (reused, compressed) = m.counts();
                 tracing::debug!(
                     reused,
                     compressed,
+                    from_previous_layer = m.from_prior(),
                     "compressed blocks (gzip members, zstd frames)"
                 );
             }

@@ -321,6 +321,21 @@ impl Store {
         })
     }
 
+    /// Writes (replacing) entries of several generic small tables, `(table, key, value)`,
+    /// in one transaction.
+    pub fn kv_put_tables(&self, entries: &[(&str, String, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.index().write(|txn| {
+            let mut t = txn.open_table(KV)?;
+            for (table, key, value) in entries {
+                t.insert(format!("{table}\0{key}").as_str(), value.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Removes from a generic small table; returns whether the key existed.
     pub fn kv_remove(&self, table: &str, key: &str) -> Result<bool> {
         let k = format!("{table}\0{key}");

@@ -11,12 +11,18 @@
 //! so the index stays true for as long as the snapshot is there; it is bound to its snapshot
 //! by name, checked whole by a BLAKE3 trailer, and one that does not read back is ignored
 //! (the layer is then written by walking, as without one).
+//!
+//! An index also says where each entry's bytes are in that tar, how long the tar is, the
+//! mtime clamp it was written with and its diffID: a tar written over it with the same clamp
+//! repeats the runs of the old one an unchanged entry writes, so the layer's encoder can take
+//! the previous blob's compressed blocks for them without looking at their bytes
+//! ([`crate::codec::Prior`]).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 /// The first line of an index file.
-const MAGIC: &[u8] = b"kiln-tar-index 1\n";
+const MAGIC: &[u8] = b"kiln-tar-index 2\n";
 
 /// One archive entry of an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub(crate) struct IndexEntry {
     /// (device, inode) of a regular file with more than one link (the writer's hardlink
     /// table learns it as a walk would).
     pub(crate) inode: Option<(u64, u64)>,
+    /// Where its first byte (of its PAX header, if it has one) is in the tar.
+    pub(crate) off: u64,
 }
 
 impl IndexEntry {
@@ -77,6 +85,12 @@ pub struct TarIndex {
     /// The snapshot directory it was kept for (inode and change time: a snapshot removed and
     /// made again under the same name, maybe split differently into a stack, is another).
     pub(crate) tag: [u64; 3],
+    /// The tar's length, its end-of-archive blocks included.
+    pub(crate) tar_len: u64,
+    /// The mtime clamp it was written with.
+    pub(crate) clamp: Option<i64>,
+    /// The tar's sha256 (its layer's diffID), once the layer is made.
+    pub(crate) diff_id: Option<kiln_oci::Digest>,
 }
 
 impl TarIndex {
@@ -89,6 +103,20 @@ impl TarIndex {
         self.entries.is_empty()
     }
 
+    /// How many bytes of the tar the entry `i` takes (headers, data and padding).
+    pub(crate) fn entry_len(&self, i: usize) -> u64 {
+        let end = match self.entries.get(i + 1) {
+            Some(next) => next.off,
+            None => self.tar_len.saturating_sub(1024),
+        };
+        end.saturating_sub(self.entries[i].off)
+    }
+
+    /// Notes the diffID of the layer the index describes.
+    pub fn set_diff_id(&mut self, diff_id: kiln_oci::Digest) {
+        self.diff_id = Some(diff_id);
+    }
+
     /// The index's bytes, kept for the snapshot directory `tag` tells.
     pub(crate) fn encode(&self, tag: [u64; 3]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 64);
@@ -96,8 +124,21 @@ impl TarIndex {
         for t in tag {
             put_u64(&mut out, t);
         }
+        put_u64(&mut out, self.tar_len);
+        match self.clamp {
+            Some(c) => {
+                out.push(1);
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        put_bytes(
+            &mut out,
+            self.diff_id.as_ref().map_or(&[][..], |d| d.bytes()),
+        );
         put_u64(&mut out, self.entries.len() as u64);
         for e in &self.entries {
+            put_u64(&mut out, e.off);
             put_bytes(&mut out, &e.name);
             out.push(e.kind);
             out.push(e.src);
@@ -136,9 +177,20 @@ impl TarIndex {
         }
         let mut r = Reader(body.strip_prefix(MAGIC)?);
         let tag = [r.u64()?, r.u64()?, r.u64()?];
+        let tar_len = r.u64()?;
+        let clamp = match r.u8()? {
+            0 => None,
+            1 => Some(i64::from_le_bytes(r.array()?)),
+            _ => return None,
+        };
+        let diff_id = match r.bytes()? {
+            b"" => None,
+            d => Some(kiln_oci::Digest::from_bytes(d.try_into().ok()?)),
+        };
         let n = r.u64()?;
         let mut entries = Vec::with_capacity(n.min(1 << 24) as usize);
         for _ in 0..n {
+            let off = r.u64()?;
             let name = r.bytes()?.to_vec();
             let kind = r.u8()?;
             let src = r.u8()?;
@@ -176,9 +228,16 @@ impl TarIndex {
                 dev,
                 xattrs,
                 inode,
+                off,
             });
         }
-        r.0.is_empty().then_some(TarIndex { entries, tag })
+        r.0.is_empty().then_some(TarIndex {
+            entries,
+            tag,
+            tar_len,
+            clamp,
+            diff_id,
+        })
     }
 }
 
@@ -236,6 +295,7 @@ mod tests {
             dev: (5, 6),
             xattrs: [(b"user.a".to_vec(), b"v".to_vec())].into(),
             inode: Some((7, 8)),
+            off: 9,
         }
     }
 
@@ -244,6 +304,9 @@ mod tests {
         let idx = TarIndex {
             entries: vec![entry("a/"), entry("a/b"), entry("c")],
             tag: [1, 2, 3],
+            tar_len: 4096,
+            clamp: Some(-5),
+            diff_id: Some(kiln_oci::sha256(b"tar")),
         };
         let bytes = idx.encode(idx.tag);
         assert_eq!(TarIndex::decode(&bytes), Some(idx));

@@ -536,3 +536,96 @@ fn a_stacked_layer_written_from_the_tar_index_is_the_tar_a_walk_writes() {
     fs_err::write(index_file(&c), &kept).unwrap();
     assert!(s.tar_index(&c).is_none(), "made again: another directory");
 }
+
+/// Bytes that compress somewhat and that no two files share.
+fn varied(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 4 == 0 {
+                (x >> 20) as u8
+            } else {
+                b'a' + (x % 13) as u8
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_layer_over_the_previous_one_takes_its_blocks_and_is_the_layer_a_fresh_store_writes() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("s")).unwrap();
+    let fresh = Store::open(t.path().join("fresh")).unwrap();
+    for enc in [Encoding::GZIP, Encoding::ZSTD] {
+        let opts = LayerOptions {
+            mtime_clamp: Some(0),
+            compression: enc,
+            ..LayerOptions::default()
+        };
+        // 12 MB in 300 files: several content-defined blocks.
+        let base = s.tmp_dir().join(format!("base-{}", enc.media_type().len()));
+        for i in 0..300u64 {
+            file(
+                &base,
+                &format!("d{}/f{i:03}", i / 40),
+                &varied(i, 40_000 + i as usize),
+            );
+        }
+        let (l0, _, index) = s.create_layer_indexed(&base, &opts, true).unwrap();
+        let snap0 = s
+            .commit_upper_indexed(&kiln_cache::Snapshot::empty(), &base, &l0, index.as_ref())
+            .unwrap();
+        let chain0 = snap0.chain_id.clone().unwrap();
+        let index0 = s.tar_index(&chain0).expect("an index");
+        // Edits: a file early in the tar grows, one in the middle is new; and, with the
+        // clamp the previous layer was written with, then another.
+        let d1 = s.tmp_dir().join(format!("d1-{}", enc.media_type().len()));
+        file(
+            &d1,
+            "d0/f002",
+            &[varied(2, 40_002), b"more\n".to_vec()].concat(),
+        );
+        file(&d1, "d3/f150b", b"new");
+        let mut dirs = s.layer_dirs(&chain0).unwrap().unwrap();
+        dirs.push(d1.clone());
+        for clamp in [Some(0), Some(1)] {
+            let opts = LayerOptions {
+                mtime_clamp: clamp,
+                ..opts.clone()
+            };
+            let (over, _) = s.create_layer_stacked(&dirs, &opts, Some(&index0)).unwrap();
+            // The same tree written in a store that has no earlier layer to take from.
+            let merged = t.path().join(format!("merged-{}", over.diff_id.hex()));
+            fs_err::create_dir_all(&merged).unwrap();
+            for dir in &dirs {
+                copy_tree(dir, &merged);
+            }
+            let (walked, _) = fresh
+                .create_layer_indexed(&merged, &opts, false)
+                .map(|(l, n, _)| (l, n))
+                .unwrap();
+            assert_eq!(over, walked, "{enc:?} clamp {clamp:?}");
+            assert_eq!(
+                s.read_blob(&over.digest).unwrap(),
+                fresh.read_blob(&walked.digest).unwrap()
+            );
+        }
+    }
+}
+
+/// Copies the tree `from` over `to` (files, directories, modes, times).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
