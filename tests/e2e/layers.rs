@@ -550,6 +550,11 @@ fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
         written_from_index(&log),
         "from the full copy's index:\n{log}"
     );
+    // The blocks after the edit are the previous blob's, taken by position.
+    assert!(
+        block_count(&log, "from_previous_layer") > 0,
+        "blocks from the previous layer:\n{log}"
+    );
     same_as_fresh(&warm, &after, "one edit");
 
     // Again over that (a stack of two), with a new file (its directory's mtime changes)
@@ -592,23 +597,30 @@ fn a_copy_rebuilt_after_one_edit_is_byte_identical_to_a_fresh_build() {
     assert!(out.ends_with("and another\n"), "{out}");
 }
 
-/// (reused, compressed) gzip members of the layers a build wrote, from its debug log.
-fn member_counts(stderr: &str) -> (u64, u64) {
-    let mut total = (0, 0);
-    for line in stderr.lines().filter(|l| l.contains("compressed blocks")) {
-        let field = |name: &str| -> u64 {
-            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+/// The sum of the count `name` over the "compressed blocks" lines of a build's debug log
+/// (one per layer written).
+fn block_count(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains("compressed blocks"))
+        .map(|line| {
+            let at = line.find(&format!(" {name}=")).unwrap() + name.len() + 2;
             line[at..]
                 .split(|c: char| !c.is_ascii_digit())
                 .next()
                 .unwrap()
-                .parse()
+                .parse::<u64>()
                 .unwrap()
-        };
-        total.0 += field("reused");
-        total.1 += field("compressed");
-    }
-    total
+        })
+        .sum()
+}
+
+/// (reused, compressed) gzip members of the layers a build wrote, from its debug log.
+fn member_counts(stderr: &str) -> (u64, u64) {
+    (
+        block_count(stderr, "reused"),
+        block_count(stderr, "compressed"),
+    )
 }
 
 #[test]
