@@ -10,21 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
-repo=$PWD
-cargo build --release -q -p kiln-cli
-kiln="$repo/target/release/kiln"
-work=${KILN_BENCH_WORK:-$(mktemp -d -p "$repo/target" pushdeb-XXXX)}
-mkdir -p "$work"
-port=5079
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -f "$work/dk/pid" ]; then kill "$(cat "$work/dk/pid")" 2>/dev/null || true; sleep 2; fi
-  umount -R "$work/dk/data" 2>/dev/null || true
-  [ -n "${KILN_BENCH_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 . bench/lib.sh
+bench_init pushdeb 5079
 
 if [ ! -f "$work/debian.tar" ]; then
   rm -rf "$work/rootfs"
@@ -36,44 +23,44 @@ mkdir -p "$work/ctx"
 head -c 2000000 /dev/urandom | base64 > "$work/ctx/app.txt"
 printf 'FROM debian:bookworm\nCOPY app.txt /srv/app.txt\nCMD ["cat", "/srv/app.txt"]\n' > "$work/ctx/Dockerfile"
 
-mkdir -p "$work/dk"
-dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
-  --data-root "$work/dk/data" --exec-root "$work/dk/exec" -H "unix://$work/dk/docker.sock" \
-  --pidfile "$work/dk/pid" >"$work/dk/log" 2>&1 &
-export DOCKER_HOST="unix://$work/dk/docker.sock"
-dk=$(command -v /usr/bin/docker || command -v docker)
-for _ in $(seq 100); do "$dk" version >/dev/null 2>&1 && break; sleep 0.2; done
+dockerd_start "$work/dk"
 "$dk" import "$work/debian.tar" debian:bookworm >/dev/null
 "$dk" save debian:bookworm -o "$work/debian-docker.tar"
 
-declare -A K D
-times=()
-for i in $(seq "$runs"); do
+# push_runs NAME PREPARE PUSH: RUNS times PREPARE (a fresh build of the image), then PUSH timed
+# into a fresh registry; sets pushed_ms (median) and bytes (of the last run).
+push_runs() {
+  local times=()
+  for _ in $(seq "$runs"); do
+    $2
+    registry "$work/reg-$1"
+    t0=$(now); $3 >/dev/null; t1=$(now)
+    times+=($(ms "$t0" "$t1"))
+    bytes=$(pushed_bytes "$work/reg-$1")
+    stop_registry
+  done
+  pushed_ms=$(median "${times[@]}")
+}
+kiln_build() {
   export KILN_ROOT="$work/kiln-store"
   rm -rf "$KILN_ROOT"
   "$kiln" load -q -i "$work/debian-docker.tar" >/dev/null
   "$kiln" build -q -t "127.0.0.1:$port/deb:kiln" "$work/ctx" >/dev/null
-  registry "$work/reg-kiln"
-  t0=$(now); "$kiln" push -q "127.0.0.1:$port/deb:kiln" >/dev/null; t1=$(now)
-  times+=($(ms "$t0" "$t1"))
-  K[bytes]=$(pushed_bytes "$work/reg-kiln")
-  stop_registry
-done
-K[push]=$(median "${times[@]}")
-rm -rf "$work/kiln-store"
-
-times=()
-for i in $(seq "$runs"); do
+}
+kiln_push() { "$kiln" push -q "127.0.0.1:$port/deb:kiln"; }
+bk_build() {
   "$dk" rmi -f "127.0.0.1:$port/deb:bk" >/dev/null 2>&1 || true
   "$dk" builder prune -af >/dev/null
   DOCKER_BUILDKIT=1 "$dk" build -q --network=none -t "127.0.0.1:$port/deb:bk" "$work/ctx" >/dev/null
-  registry "$work/reg-bk"
-  t0=$(now); "$dk" push -q "127.0.0.1:$port/deb:bk" >/dev/null; t1=$(now)
-  times+=($(ms "$t0" "$t1"))
-  D[bytes]=$(pushed_bytes "$work/reg-bk")
-  stop_registry
-done
-D[push]=$(median "${times[@]}")
+}
+bk_push() { "$dk" push -q "127.0.0.1:$port/deb:bk"; }
+
+declare -A K D
+push_runs kiln kiln_build kiln_push
+K[push]=$pushed_ms; K[bytes]=$bytes
+rm -rf "$work/kiln-store"
+push_runs bk bk_build bk_push
+D[push]=$pushed_ms; D[bytes]=$bytes
 
 echo "base: debian bookworm minbase, $(du -m "$work/debian.tar" | cut -f1) MB tar; median of $runs runs; $(nproc) cores"
 echo

@@ -9,22 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
-repo=$PWD
-cargo build --release -q -p kiln-cli
-kiln="$repo/target/release/kiln"
-work=${KILN_BENCH_WORK:-$(mktemp -d -p "$repo/target" vsbk-XXXX)}
-mkdir -p "$work"
-port=5077
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -f "$work/dk/pid" ]; then kill "$(cat "$work/dk/pid")" 2>/dev/null || true; sleep 2; fi
-  umount -R "$work/dk/data" 2>/dev/null || true
-  [ -n "${KILN_BENCH_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
 . bench/lib.sh
+bench_init vsbk 5077
+
 # ext4 scans past recently deleted inodes when it allocates new ones (find_inode_bit ->
 # recently_deleted): a cold build right after removing a 20,000-file store creates its files
 # many times slower. Every cold build (kiln's and BuildKit's) starts after what was removed
@@ -60,13 +47,7 @@ K[cold]=$(median "${cold[@]}"); K[edit]=$(median "${edit[@]}"); K[push]=$(median
 # --- docker BuildKit
 declare -A D=([cold]=- [edit]=- [push]=- [bytes]=-)
 if command -v dockerd >/dev/null; then
-  mkdir -p "$work/dk"
-  dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
-    --data-root "$work/dk/data" --exec-root "$work/dk/exec" -H "unix://$work/dk/docker.sock" \
-    --pidfile "$work/dk/pid" >"$work/dk/log" 2>&1 &
-  export DOCKER_HOST="unix://$work/dk/docker.sock"
-  dk=$(command -v /usr/bin/docker || command -v docker)
-  for _ in $(seq 100); do "$dk" version >/dev/null 2>&1 && break; sleep 0.2; done
+  dockerd_start "$work/dk"
   root=$(mktemp -d); mkdir -p "$root"/{bin,etc,tmp}; cp /bin/busybox "$root/bin/"
   for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
   tar -C "$root" -cf - . | "$dk" import - busybox:latest >/dev/null; rm -rf "$root"
